@@ -1,0 +1,19 @@
+# The two commands of the README, and the setup step both run first.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup demo test
+
+## Install system packages, ONNX Runtime and the models (idempotent).
+setup:
+	@bash scripts/setup.sh
+
+## Run the demo on embedded defaults.
+demo: setup
+	cargo run --release --locked -- demo
+
+## Run every check CI runs: formatting, lints, and the whole test suite.
+test: setup
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked

