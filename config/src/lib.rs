@@ -1,0 +1,206 @@
+//! sharpeyes configuration: a TOML file in, a checked [`Config`] out.
+//!
+//! [`Config::load`] reads the file, deserializes each section and each `[[cameras]]`,
+//! `[[grids]]`... entry on its own, then cross-checks them (unknown grid, duplicate camera id,
+//! zone polygon with fewer than 3 points, unknown hazard class...). It reports *every*
+//! problem at once, each with file, line, column, field path and a hint ([`Problems`]).
+//!
+//! Validation also fills in what the file may leave out: grid levels and parents from dashed
+//! ids, the county grid of a camera with a GB/T 28181 id ([`gbt28181`]), and model paths
+//! resolved against the config's directory and the installed models ([`Install`]).
+//!
+//! Secrets (`${VAR}`, `${file:/path}`) stay unexpanded in the `Config`: it can be checked on a
+//! machine without them, and nothing that prints a `Config` can leak them ([`secret`]).
+
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+mod diag;
+pub mod gbt28181;
+mod install;
+mod schema;
+pub mod secret;
+mod source;
+mod summary;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use diag::{FieldPath, Level, Position, Problem, Problems, Segment};
+pub use install::{Install, ONNXRUNTIME_LIB};
+pub use schema::{
+    Backend, Camera, CameraKind, Confirm, Grid, GridLevel, Hazard, Http, Model, ModelLayout, Mqtt,
+    Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
+};
+pub use secret::{Secret, SecretError, SecretUrl};
+pub use summary::Summary;
+
+/// The demo configuration, built into the binary so `sharpeyes demo` needs no file.
+pub const DEMO_TOML: &str = include_str!("../demo.toml");
+
+/// A checked configuration. Every reference in it resolves (grids, models, hazards, zones).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: Node,
+    /// `None`: the embedded broker.
+    pub mqtt: Option<Mqtt>,
+    /// `None`: in-memory state and a disk spool.
+    pub redis: Option<Redis>,
+    pub http: Http,
+    pub grids: Vec<Grid>,
+    pub cameras: Vec<Camera>,
+    pub models: Vec<Model>,
+    pub hazards: Vec<Hazard>,
+    pub sensors: Vec<Sensor>,
+}
+
+/// A configuration that passed, with the warnings it raised.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Problems,
+}
+
+impl Config {
+    /// Reads and checks a file. Relative model paths are looked up beside it, then in
+    /// `model_dirs`.
+    pub fn load(path: &Path, model_dirs: &[PathBuf]) -> Result<Loaded, Problems> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path, model_dirs),
+            Err(e) => Err(Problems {
+                file: path.to_owned(),
+                items: vec![
+                    Problem::error(FieldPath::root(), format!("cannot read the file: {e}"))
+                        .hint("check the path given to --config"),
+                ],
+            }),
+        }
+    }
+
+    /// Checks `text` as if read from `origin` (used in messages and to resolve model paths).
+    pub fn parse(text: &str, origin: &Path, model_dirs: &[PathBuf]) -> Result<Loaded, Problems> {
+        let fail = |items| Problems {
+            file: origin.to_owned(),
+            items,
+        };
+        let src = source::Source::parse(text).map_err(|p| fail(vec![p]))?;
+        let config_dir = origin
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let lookup = validate::Lookup {
+            config_dir,
+            model_dirs,
+        };
+        let (config, mut items) = validate::validate(&src, &lookup);
+        for p in &mut items {
+            src.locate(p);
+        }
+        items.sort_by_key(|p| p.position.map(|pos| (pos.line, pos.column)));
+        let problems = fail(items);
+        if problems.has_errors() {
+            Err(problems)
+        } else {
+            Ok(Loaded {
+                config,
+                warnings: problems,
+            })
+        }
+    }
+
+    pub fn grid(&self, id: &str) -> Option<&Grid> {
+        self.grids.iter().find(|g| g.id == id)
+    }
+
+    /// The grids from the county down to `id` (inclusive): the alert topic and escalation path.
+    pub fn grid_path(&self, id: &str) -> Vec<&Grid> {
+        let mut path = Vec::new();
+        let mut next = self.grid(id);
+        while let Some(g) = next {
+            if path.len() > 4 {
+                break; // levels step down by one, so a longer chain cannot happen
+            }
+            path.push(g);
+            next = g.parent.as_deref().and_then(|p| self.grid(p));
+        }
+        path.reverse();
+        path
+    }
+
+    pub fn camera(&self, id: &str) -> Option<&Camera> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn hazard(&self, name: &str) -> Option<&Hazard> {
+        self.hazards.iter().find(|h| h.name == name)
+    }
+
+    /// The hazards watched on a camera: its list, or every hazard whose zones it has.
+    pub fn camera_hazards<'a>(
+        &'a self,
+        camera: &'a Camera,
+    ) -> impl Iterator<Item = &'a Hazard> + 'a {
+        self.hazards.iter().filter(move |h| match &camera.hazards {
+            Some(list) => list.contains(&h.name),
+            None => {
+                h.zones.is_empty()
+                    || h.zones
+                        .iter()
+                        .any(|z| camera.zones.iter().any(|cz| &cz.name == z))
+            }
+        })
+    }
+
+    /// Every secret in the configuration with the field it is in, e.g. `cameras[3].url`.
+    pub fn secrets(&self) -> Vec<(String, &Secret)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.mqtt {
+            out.push(("mqtt.url".to_owned(), m.url.secret()));
+            out.extend(m.username.iter().map(|s| ("mqtt.username".to_owned(), s)));
+            out.extend(m.password.iter().map(|s| ("mqtt.password".to_owned(), s)));
+        }
+        if let Some(r) = &self.redis {
+            out.push(("redis.url".to_owned(), r.url.secret()));
+        }
+        out.extend(self.http.token.iter().map(|s| ("http.token".to_owned(), s)));
+        for (i, c) in self.cameras.iter().enumerate() {
+            out.push((
+                format!("cameras[{i}].url (camera {})", c.id),
+                c.url.secret(),
+            ));
+            if let Some(d) = &c.detect_url {
+                out.push((
+                    format!("cameras[{i}].detect_url (camera {})", c.id),
+                    d.secret(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Expands every secret once, so a missing variable or file stops start-up with the full
+    /// list rather than the first camera that needs it. Messages name fields and variables only.
+    pub fn check_secrets(&self) -> Result<(), Vec<String>> {
+        let failures: Vec<String> = self
+            .secrets()
+            .into_iter()
+            .filter_map(|(field, s)| s.expand().err().map(|e| format!("{field}: {e}")))
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// What `check-config` prints for a valid file.
+    pub fn summary(&self) -> Summary<'_> {
+        Summary(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! The configuration file's types, one struct per section. Field docs are the user's manual
+//! for the TOML keys; defaults are named functions so they are documented in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::gbt28181::DeviceId;
+use crate::secret::{Secret, SecretUrl};
+
+/// `[node]`: this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Names this node in `{prefix}/status/{node}` and in Redis leases.
+    #[serde(default = "default_node_id")]
+    pub id: String,
+    /// Spool, snapshots and other local state when Redis is not configured.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            id: default_node_id(),
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    "sharpeyes-1".into()
+}
+
+fn default_data_dir() -> PathBuf {
+    ".sharpeyes".into()
+}
+
+/// `[mqtt]`: the broker alerts go to. Absent: an embedded broker on loopback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: SecretUrl,
+    #[serde(default)]
+    pub username: Option<Secret>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// First level of every topic: `{prefix}/alerts/...`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// CA bundle for `mqtts://` brokers with a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_prefix() -> String {
+    "sharpeyes".into()
+}
+
+/// `[redis]`: shared state and the alert outbox. Absent: in memory plus a disk spool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    /// `redis://[:password@]host:6379/0`; the password may be `${VAR}`.
+    pub url: SecretUrl,
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+}
+
+/// `[http]`: metrics, API and the operators' page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for mutating API calls (acknowledge, add camera).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Base of snapshot URLs in alerts, when the listen address is not what subscribers reach.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            token: None,
+            public_url: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// The levels of grid governance, from the county down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridLevel {
+    County,
+    Town,
+    Village,
+    Grid,
+}
+
+impl GridLevel {
+    /// The level implied by a dashed id: `321322` county, `321322-001` town, and so on.
+    pub fn from_id_shape(id: &str) -> Option<Self> {
+        match id.split('-').count() {
+            1 => Some(Self::County),
+            2 => Some(Self::Town),
+            3 => Some(Self::Village),
+            4 => Some(Self::Grid),
+            _ => None,
+        }
+    }
+
+    pub fn parent(self) -> Option<Self> {
+        match self {
+            Self::County => None,
+            Self::Town => Some(Self::County),
+            Self::Village => Some(Self::Town),
+            Self::Grid => Some(Self::Village),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::County => "county",
+            Self::Town => "town",
+            Self::Village => "village",
+            Self::Grid => "grid",
+        }
+    }
+}
+
+/// `[[grids]]`: one node of the county -> town -> village -> grid hierarchy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Dashed ids (`321322-001-003-07`) give level and parent for free.
+    pub id: String,
+    pub name: String,
+    /// The service centre that receives this grid's alerts.
+    #[serde(default)]
+    pub centre: Option<String>,
+    /// Derived from the id when absent.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Derived from the id when absent.
+    #[serde(default)]
+    pub level: Option<GridLevel>,
+}
+
+/// Whose camera it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraKind {
+    /// Public-security cameras of the Sharp Eyes network.
+    SharpEyes,
+    /// A shop's, school's or bank's own camera connected to the network.
+    SocialUnit,
+}
+
+impl CameraKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharpEyes => "sharp-eyes",
+            Self::SocialUnit => "social-unit",
+        }
+    }
+}
+
+/// Which frames are decoded: decoding is the dominant CPU cost, so decode only what analytics
+/// will look at. Written `"keyframes"`, `"all"`, or `{ fps = 2 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(try_from = "SamplingRepr")]
+pub enum Sampling {
+    /// Only random-access points (about one a second on most cameras).
+    #[default]
+    Keyframes,
+    /// Enough frames to emit this many per second.
+    Fps(f64),
+    /// Every frame.
+    All,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SamplingRepr {
+    Word(String),
+    Fps { fps: f64 },
+}
+
+impl TryFrom<SamplingRepr> for Sampling {
+    type Error = String;
+
+    fn try_from(r: SamplingRepr) -> Result<Self, String> {
+        match r {
+            SamplingRepr::Word(w) => match w.as_str() {
+                "keyframes" => Ok(Self::Keyframes),
+                "all" => Ok(Self::All),
+                other => Err(format!(
+                    "unknown sampling `{other}`, expected \"keyframes\", \"all\" or {{ fps = N }}"
+                )),
+            },
+            SamplingRepr::Fps { fps } if fps > 0.0 && fps <= 120.0 => Ok(Self::Fps(fps)),
+            SamplingRepr::Fps { fps } => Err(format!("sampling fps {fps} is not in (0, 120]")),
+        }
+    }
+}
+
+/// How a camera is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// retina RTSP client, frames handed to a GStreamer decoder.
+    #[default]
+    Retina,
+    /// A GStreamer `rtspsrc` pipeline, for cameras retina cannot handle.
+    Gstreamer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// RTP interleaved in the RTSP TCP connection: works through NAT and firewalls.
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A named polygon in normalised coordinates (0..1, origin top left).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    pub polygon: Vec<[f64; 2]>,
+}
+
+/// `[[cameras]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    /// Usually a 20-digit GB/T 28181 id; any unique string is accepted.
+    pub id: String,
+    pub name: String,
+    pub kind: CameraKind,
+    /// The owning unit (shop, school, bank...) of a social-unit camera.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Main stream; `rtsp://`, `rtsps://`, or `file://` for replaying a recording.
+    pub url: SecretUrl,
+    /// Sub-stream used for detection when given (cheaper to decode).
+    #[serde(default)]
+    pub detect_url: Option<SecretUrl>,
+    /// Grid id. May be left out for GB/T 28181 ids: the camera goes under its county.
+    #[serde(default)]
+    pub grid: Option<String>,
+    #[serde(default)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Hazards watched on this camera; absent: every hazard whose zones the camera has.
+    #[serde(default)]
+    pub hazards: Option<Vec<String>>,
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Filled by validation for ids that decode as GB/T 28181.
+    #[serde(skip)]
+    pub device_id: Option<DeviceId>,
+}
+
+impl Camera {
+    /// The grid the camera belongs to; always set once the configuration is validated.
+    pub fn grid(&self) -> &str {
+        self.grid.as_deref().unwrap_or_default()
+    }
+
+    /// The stream analytics should decode: the sub-stream when there is one.
+    pub fn detect_url(&self) -> &SecretUrl {
+        self.detect_url.as_ref().unwrap_or(&self.url)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Output layout of a detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelLayout {
+    /// `[batch, 4 + classes, anchors]`: cx, cy, w, h then class scores; NMS by the caller.
+    Yolov8,
+    /// TensorFlow object-detection outputs with NMS in the graph (`detection_boxes`...).
+    Ssd,
+}
+
+impl ModelLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Yolov8 => "yolov8",
+            Self::Ssd => "ssd",
+        }
+    }
+}
+
+/// `[[models]]`: an ONNX detector, loaded once and shared by every camera.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub name: String,
+    /// Relative paths are looked up beside the config file, then in the models directory
+    /// that `make setup` fills. Validation replaces it with the path found.
+    pub path: PathBuf,
+    pub layout: ModelLayout,
+    /// Square input side in pixels; a multiple of 32 for yolov8.
+    #[serde(default = "default_input_size")]
+    pub input_size: u32,
+    /// Class names by index; absent: read from the ONNX metadata `names`.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// ONNX Runtime intra-op threads per inference worker.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Frames from all cameras run together up to this many...
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// ...or after the first one waited this long.
+    #[serde(default = "default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+fn default_input_size() -> u32 {
+    640
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_max_batch() -> usize {
+    4
+}
+
+fn default_max_wait() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// How urgent an alert is; it also picks the escalation timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Info,
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Minor => "minor",
+            Self::Major => "major",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// k positive frames out of the last n before a hazard is confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirm {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Default for Confirm {
+    fn default() -> Self {
+        Self { k: 1, n: 1 }
+    }
+}
+
+/// `[[hazards]]`: a rule that turns detections into an alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hazard {
+    pub name: String,
+    pub model: String,
+    /// Model classes that count, e.g. `["fire"]`.
+    pub classes: Vec<String>,
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f32,
+    /// Only detections inside one of these camera zones count (empty: anywhere).
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Detections inside these zones never count.
+    #[serde(default)]
+    pub exclude_zones: Vec<String>,
+    /// At least this many matching objects at once (a crowd gathering).
+    #[serde(default = "one_u32")]
+    pub min_count: u32,
+    /// An object must stay this long (a person lingering on a river bank).
+    #[serde(default, with = "humantime_serde")]
+    pub min_dwell: Duration,
+    #[serde(default)]
+    pub confirm: Confirm,
+    pub severity: Severity,
+    /// No second alert for the same camera, hazard and zone within this time.
+    #[serde(default = "default_cooldown", with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Unacknowledged this long: republished to the parent centre.
+    #[serde(default = "default_escalate_after", with = "humantime_serde")]
+    pub escalate_after: Duration,
+}
+
+fn default_min_confidence() -> f32 {
+    0.5
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_escalate_after() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A sensor's position, in the covering camera's normalised image coordinates or on a map.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Position {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// `[[sensors]]`: a smoke detector, thermometer, gas or water-level gauge in a grid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensor {
+    pub id: String,
+    /// `smoke`, `temperature`, `gas`, `water_level`, or any other declared type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub unit: String,
+    pub grid: String,
+    #[serde(default)]
+    pub position: Option<Position>,
+    /// Cameras that can see the sensor's surroundings: they verify its alarms.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// Alarm when the value is above this...
+    #[serde(default)]
+    pub above: Option<f64>,
+    /// ...or below this...
+    #[serde(default)]
+    pub below: Option<f64>,
+    /// ...or rises faster than this many units per minute...
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// ...for at least this long.
+    #[serde(default, with = "humantime_serde")]
+    pub hold: Duration,
+    #[serde(default = "default_sensor_severity")]
+    pub severity: Severity,
+    /// Expected time between readings; silence for longer marks the sensor offline.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Topic readings arrive on; default `{prefix}/sensors/{id}`.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+fn default_sensor_severity() -> Severity {
+    Severity::Major
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Durations written the way people write them: `"5m"`, `"30s"`, `"1h 30m"`, `"250ms"`.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration ({e}); write e.g. \"30s\", \"5m\", \"250ms\""
+            ))
+        })
+    }
+}

@@ -1,0 +1,408 @@
+//! Parsing, validation messages (exact field path and line) and derived values.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// A models directory holding empty files with the names the shipped configs use, so the
+/// tests do not depend on `make setup` having run.
+fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "fire_smoke_yolov8.onnx",
+        "person_fall_yolov8s.onnx",
+        "ssdlite_person.onnx",
+    ] {
+        std::fs::write(dir.path().join(f), b"").unwrap();
+    }
+    dir
+}
+
+fn parse(text: &str) -> Result<Loaded, Problems> {
+    let models = model_dir();
+    Config::parse(text, Path::new("test.toml"), &[models.path().to_owned()])
+}
+
+fn errors(text: &str) -> Vec<(usize, String, String)> {
+    let problems = parse(text).expect_err("the config should be refused");
+    problems
+        .errors()
+        .map(|p| {
+            (
+                p.position.map_or(0, |pos| pos.line),
+                p.path.to_string(),
+                p.message.clone(),
+            )
+        })
+        .collect()
+}
+
+const BASE: &str = r#"
+[[grids]]
+id = "321322"
+name = "沭阳县"
+centre = "县中心"
+
+[[grids]]
+id = "321322-001"
+name = "沭城街道"
+centre = "街道中心"
+
+[[models]]
+name = "fire_smoke"
+path = "fire_smoke_yolov8.onnx"
+layout = "yolov8"
+input_size = 320
+classes = ["smoke", "fire"]
+
+[[hazards]]
+name = "fire"
+model = "fire_smoke"
+classes = ["fire"]
+severity = "critical"
+"#;
+
+#[test]
+fn shipped_configs_load_without_errors_or_warnings() {
+    let models = model_dir();
+    let dirs = [models.path().to_owned()];
+    for (name, text) in [
+        ("demo.toml", DEMO_TOML),
+        (
+            "example-county.toml",
+            include_str!("../example-county.toml"),
+        ),
+    ] {
+        let loaded = Config::parse(text, Path::new(name), &dirs)
+            .unwrap_or_else(|p| panic!("{name} does not load:\n{p}"));
+        assert!(
+            loaded.warnings.items.is_empty(),
+            "{name}:\n{}",
+            loaded.warnings
+        );
+        assert!(!loaded.config.cameras.is_empty() && !loaded.config.hazards.is_empty());
+    }
+}
+
+#[test]
+fn the_example_county_is_a_full_hierarchy() {
+    let models = model_dir();
+    let c = Config::parse(
+        include_str!("../example-county.toml"),
+        Path::new("x.toml"),
+        &[models.path().to_owned()],
+    )
+    .unwrap()
+    .config;
+    let names: Vec<&str> = c
+        .grid_path("321322-103-012-02")
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(names, ["沭阳县", "胡集镇", "胡集村", "胡集村第二网格"]);
+    // The toll-station camera has no grid: its GB/T 28181 id puts it under the county.
+    let toll = c.camera("32132200001320000900").unwrap();
+    assert_eq!(toll.grid(), "321322");
+    assert_eq!(
+        toll.device_id.as_ref().unwrap().province_name(),
+        Some("江苏省")
+    );
+    assert_eq!(c.model("person_ssd").unwrap().layout, ModelLayout::Ssd);
+    assert_eq!(
+        c.cameras
+            .iter()
+            .filter(|c| c.kind == CameraKind::SocialUnit)
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn the_broken_fixture_reports_every_problem_with_its_line() {
+    let text = include_str!("../testdata/broken.toml");
+    let problems = parse(text).expect_err("broken.toml must be refused");
+    let got: Vec<(usize, String)> = problems
+        .items
+        .iter()
+        .map(|p| (p.position.unwrap().line, p.path.to_string()))
+        .collect();
+    let expected = [
+        (9, "grids[1].id"),
+        (15, "models[0].path"),
+        (17, "models[0].input_size"),
+        (23, "hazards[0].classes[0]"),
+        (25, "hazards[0].confirm"),
+        (31, "cameras[0].url"),
+        (32, "cameras[0].grid"),
+        (33, "cameras[0].hazards[1]"),
+        (35, "cameras[1].unit"),
+        (36, "cameras[1].id"),
+        (38, "cameras[1].kind"),
+        (39, "cameras[1].url"),
+        (41, "cameras[1].zones[0].polygon"),
+        (48, "cameras[2].grdi"),
+        (53, "cameras[3].kind"),
+        (56, "sensor"),
+    ];
+    let expected: Vec<(usize, String)> =
+        expected.iter().map(|(l, p)| (*l, p.to_string())).collect();
+    assert_eq!(got, expected, "\n{problems}");
+    // Every marked line of the fixture is reported.
+    let marked: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("# <-"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    let reported: Vec<usize> = got.iter().map(|(l, _)| *l).collect();
+    assert_eq!(marked, reported);
+    assert_eq!(problems.errors().count(), 14);
+    assert_eq!(problems.warnings().count(), 2);
+}
+
+#[test]
+fn messages_carry_hints() {
+    let problems = parse(include_str!("../testdata/broken.toml")).unwrap_err();
+    let hint = |path: &str| {
+        problems
+            .items
+            .iter()
+            .find(|p| p.path.to_string() == path)
+            .and_then(|p| p.hint.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(hint("cameras[2].grdi"), "did you mean `grid`?");
+    assert_eq!(hint("sensor"), "did you mean `sensors`?");
+    assert_eq!(hint("cameras[3].kind"), "did you mean `sharp-eyes`?");
+    assert!(hint("grids[1].id").contains("id = \"321322-001-003\""));
+    let shown = problems.to_string();
+    assert!(
+        shown.contains(
+            "test.toml:41:27: error: cameras[1].zones[0].polygon: zone `bank` has 2 point(s)"
+        ),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("hunter2"),
+        "a literal password leaked into the report:\n{shown}"
+    );
+}
+
+#[test]
+fn a_missing_field_points_at_its_table() {
+    let text = format!(
+        "{BASE}\n[[cameras]]\nid = \"c1\"\nname = \"x\"\nkind = \"sharp-eyes\"\ngrid = \"321322\"\n"
+    );
+    let header = text.lines().position(|l| l == "[[cameras]]").unwrap() + 1;
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].1, "cameras[0]");
+    assert!(e[0].2.contains("missing field `url`"), "{e:?}");
+    assert!(
+        e[0].0 >= header && e[0].0 <= header + 5,
+        "{e:?} (header on line {header})"
+    );
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let e = errors("[[grids]]\nid = \"1\"\nname = \n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].0, 3, "{e:?}");
+}
+
+#[test]
+fn grid_levels_and_parents_come_from_dashed_ids() {
+    let text =
+        format!("{BASE}\n[[grids]]\nid = \"321322-001-003\"\nname = \"v\"\ncentre = \"c\"\n");
+    let c = parse(&text).unwrap().config;
+    let v = c.grid("321322-001-003").unwrap();
+    assert_eq!(v.level, Some(GridLevel::Village));
+    assert_eq!(v.parent.as_deref(), Some("321322-001"));
+    assert_eq!(c.grid("321322").unwrap().parent, None);
+}
+
+#[test]
+fn a_parent_must_be_one_level_up() {
+    let text = format!(
+        "{BASE}\n[[grids]]\nid = \"v9\"\nname = \"v\"\ncentre = \"c\"\nlevel = \"village\"\nparent = \"321322\"\n"
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].1, "grids[2].parent");
+    assert!(e[0].2.contains("which is a county"), "{e:?}");
+    let line = text
+        .lines()
+        .position(|l| l == "parent = \"321322\"")
+        .unwrap()
+        + 1;
+    assert_eq!(e[0].0, line);
+}
+
+#[test]
+fn gb_ids_place_cameras_under_their_county_or_say_why_not() {
+    let cam = |id: &str| {
+        format!(
+            "{BASE}\n[[cameras]]\nid = \"{id}\"\nname = \"x\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://10.0.0.1/x\"\n"
+        )
+    };
+    let c = parse(&cam("32132200001320000007")).unwrap().config;
+    assert_eq!(c.cameras[0].grid(), "321322");
+
+    let e = errors(&cam("32010600001320000007")); // 南京 鼓楼区: no such county grid here
+    assert_eq!(e[0].1, "cameras[0].grid");
+    assert!(e[0].2.contains("county 320106 is not a grid here"), "{e:?}");
+
+    let e = errors(&cam("cam-7"));
+    assert!(e[0].2.contains("has no grid"), "{e:?}");
+
+    let e = errors(&cam("99132200001320000007"));
+    let id = e
+        .iter()
+        .find(|(_, path, _)| path == "cameras[0].id")
+        .expect("an error at the id");
+    assert!(id.2.contains("not a province code"), "{e:?}");
+}
+
+#[test]
+fn zones_are_checked_and_hazards_default_to_the_zones_a_camera_has() {
+    let text = format!(
+        "{BASE}\n[[hazards]]\nname = \"river\"\nmodel = \"fire_smoke\"\nclasses = [\"fire\"]\nseverity = \"major\"\nzones = [\"bank\"]\n\n\
+         [[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n\
+         zones = [{{ name = \"bank\", polygon = [[0,0],[1,0],[1,1]] }}]\n\n\
+         [[cameras]]\nid = \"b\"\nname = \"b\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/b\"\ngrid = \"321322\"\n"
+    );
+    let c = parse(&text).unwrap().config;
+    let watched = |id: &str| -> Vec<String> {
+        c.camera_hazards(c.camera(id).unwrap())
+            .map(|h| h.name.clone())
+            .collect()
+    };
+    assert_eq!(watched("a"), ["fire", "river"]);
+    assert_eq!(watched("b"), ["fire"]);
+
+    let bad = text.replace("[[0,0],[1,0],[1,1]]", "[[0,0],[0.5,0.5],[1,1]]");
+    assert!(errors(&bad)[0].2.contains("has no area"));
+    let bad = text.replace("[[0,0],[1,0],[1,1]]", "[[0,0],[1.5,0],[1,1]]");
+    assert_eq!(errors(&bad)[0].1, "cameras[0].zones[0].polygon[1]");
+    let bad = text.replace(
+        "url = \"rtsp://h/b\"",
+        "url = \"rtsp://h/b\"\nhazards = [\"river\"]",
+    );
+    assert!(
+        errors(&bad)[0].2.contains("has none of them"),
+        "{:?}",
+        errors(&bad)
+    );
+}
+
+#[test]
+fn secrets_stay_unexpanded_and_unprinted() {
+    let text = format!(
+        "{BASE}\n[mqtt]\nurl = \"mqtts://b:8883\"\nusername = \"se\"\npassword = \"${{SE_TEST_MQTT_PW}}\"\n\n\
+         [[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://admin:${{SE_TEST_CAM_PW}}@10.0.0.9/a\"\ngrid = \"321322\"\n"
+    );
+    let c = parse(&text).unwrap().config;
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("SE_TEST_CAM_PW") && debug.contains("rtsp://***@10.0.0.9/a"),
+        "{debug}"
+    );
+    let missing = c.check_secrets().unwrap_err();
+    assert_eq!(missing.len(), 2, "{missing:?}");
+    assert!(missing[0].starts_with("mqtt.password: environment variable SE_TEST_MQTT_PW"));
+    assert!(
+        missing[1].starts_with("cameras[0].url (camera a): environment variable SE_TEST_CAM_PW")
+    );
+
+    let e = errors(&text.replace("${SE_TEST_CAM_PW}", "${SE_TEST_CAM_PW"));
+    assert_eq!(e[0].1, "cameras[0].url");
+    assert!(e[0].2.contains("without a closing"), "{e:?}");
+}
+
+#[test]
+fn literal_passwords_and_open_apis_are_warned_about() {
+    let text = format!(
+        "{BASE}\n[http]\nlisten = \"0.0.0.0:8080\"\n\n[mqtt]\nurl = \"mqtt://b\"\npassword = \"plain\"\n\n\
+         [[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n"
+    );
+    let w: Vec<String> = parse(&text)
+        .unwrap()
+        .warnings
+        .warnings()
+        .map(|p| p.path.to_string())
+        .collect();
+    assert_eq!(w, ["http.listen", "mqtt.password", "mqtt.password"]);
+}
+
+#[test]
+fn sampling_accepts_words_and_fps() {
+    let cam = |s: &str| {
+        format!(
+            "{BASE}\n[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\nsampling = {s}\n"
+        )
+    };
+    assert_eq!(
+        parse(&cam("\"all\"")).unwrap().config.cameras[0].sampling,
+        Sampling::All
+    );
+    assert_eq!(
+        parse(&cam("{ fps = 2 }")).unwrap().config.cameras[0].sampling,
+        Sampling::Fps(2.0)
+    );
+    let e = errors(&cam("\"every\""));
+    assert_eq!(e[0].1, "cameras[0].sampling");
+    assert!(e[0].2.contains("unknown sampling `every`"), "{e:?}");
+    assert!(errors(&cam("{ fps = 0 }"))[0].2.contains("not in (0, 120]"));
+}
+
+#[test]
+fn durations_are_human() {
+    let text = BASE.replace(
+        "severity = \"critical\"",
+        "severity = \"critical\"\ncooldown = \"1h 30m\"",
+    );
+    let c = parse(&text).unwrap().config;
+    assert_eq!(c.hazards[0].cooldown, std::time::Duration::from_secs(5400));
+    let e = errors(&BASE.replace(
+        "severity = \"critical\"",
+        "severity = \"critical\"\ncooldown = \"soon\"",
+    ));
+    assert_eq!(e[0].1, "hazards[0].cooldown");
+    assert!(e[0].2.contains("not a duration"));
+}
+
+#[test]
+fn a_broken_entry_is_not_reported_again_as_an_unknown_reference() {
+    // The model fails to deserialize (bad layout); the hazard naming it must not add
+    // "unknown model" on top.
+    let e = errors(&BASE.replace("layout = \"yolov8\"", "layout = \"yolo\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].1, "models[0].layout");
+}
+
+#[test]
+fn model_paths_resolve_beside_the_config_then_in_the_models_dir() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    std::fs::write(cfg_dir.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
+    let models = model_dir();
+    let origin: PathBuf = cfg_dir.path().join("site.toml");
+    let c = Config::parse(BASE, &origin, &[models.path().to_owned()])
+        .unwrap()
+        .config;
+    assert_eq!(
+        c.models[0].path,
+        cfg_dir.path().join("fire_smoke_yolov8.onnx")
+    );
+    let c = Config::parse(
+        BASE,
+        Path::new("elsewhere/site.toml"),
+        &[models.path().to_owned()],
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.models[0].path,
+        models.path().join("fire_smoke_yolov8.onnx")
+    );
+}

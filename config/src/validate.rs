@@ -1,0 +1,797 @@
+//! From a parsed document to a checked [`Config`], collecting every problem on the way.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::DeValue;
+
+use crate::Config;
+use crate::diag::{FieldPath, Level, Problem};
+use crate::gbt28181::{DeviceCategory, DeviceId};
+use crate::schema::{
+    Camera, CameraKind, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor, Zone,
+};
+use crate::secret::SecretUrl;
+use crate::source::{Source, string_field};
+
+const SECTIONS: &[&str] = &[
+    "node", "mqtt", "redis", "http", "grids", "cameras", "models", "hazards", "sensors",
+];
+
+/// Characters that would break an MQTT topic level or a Redis key.
+const TOPIC_UNSAFE: &[char] = &['/', '+', '#', ' ', '\t', '\n', '\0'];
+
+/// Where relative model paths are looked up, after the config file's own directory.
+pub(crate) struct Lookup<'a> {
+    pub config_dir: &'a Path,
+    pub model_dirs: &'a [PathBuf],
+}
+
+/// An array section: the entries that deserialized, with their index, and the ids of
+/// those that did not (so references to a broken entry are not reported twice).
+struct Section<T> {
+    items: Vec<(usize, T)>,
+    broken_ids: HashSet<String>,
+}
+
+impl<T> Section<T> {
+    fn ids(&self, id: impl Fn(&T) -> &str) -> HashSet<String> {
+        let mut all: HashSet<String> = self.items.iter().map(|(_, t)| id(t).to_owned()).collect();
+        all.extend(self.broken_ids.iter().cloned());
+        all
+    }
+}
+
+pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Problem>) {
+    let mut v = Validator::default();
+
+    for (key, _) in src.root.get_ref().iter() {
+        let key = key.get_ref().as_ref();
+        if !SECTIONS.contains(&key) {
+            let mut p = Problem::error(
+                FieldPath::root().key(key),
+                format!("unknown section `{key}`"),
+            );
+            p.hint = Some(match closest(key, SECTIONS) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("known sections: {}", SECTIONS.join(", ")),
+            });
+            v.push(p);
+        }
+    }
+
+    let node = v.table(src, "node").unwrap_or_default();
+    let mqtt = v.table(src, "mqtt");
+    let redis = v.table(src, "redis");
+    let http = v.table(src, "http").unwrap_or_default();
+    let grids: Section<Grid> = v.array(src, "grids", "id");
+    let models: Section<Model> = v.array(src, "models", "name");
+    let hazards: Section<Hazard> = v.array(src, "hazards", "name");
+    let cameras: Section<Camera> = v.array(src, "cameras", "id");
+    let sensors: Section<Sensor> = v.array(src, "sensors", "id");
+
+    let grids = v.grids(grids);
+    let models = v.models(models, lookup);
+    let hazards = v.hazards(hazards, &models);
+    let cameras = v.cameras(cameras, &grids, &hazards);
+    let sensors = v.sensors(sensors, &grids, &cameras);
+
+    let mut config = Config {
+        node,
+        mqtt,
+        redis,
+        http,
+        grids: grids.items.into_iter().map(|(_, g)| g).collect(),
+        cameras: cameras.items.into_iter().map(|(_, c)| c).collect(),
+        models: models.items.into_iter().map(|(_, m)| m).collect(),
+        hazards: hazards.items.into_iter().map(|(_, h)| h).collect(),
+        sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
+    };
+    v.endpoints(&mut config);
+    (config, v.problems)
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn push(&mut self, p: Problem) {
+        self.problems.push(p);
+    }
+
+    fn error(&mut self, path: FieldPath, msg: impl Into<String>, hint: impl Into<String>) {
+        self.push(Problem::error(path, msg).hint(hint));
+    }
+
+    fn warn(&mut self, path: FieldPath, msg: impl Into<String>, hint: impl Into<String>) {
+        self.push(Problem::warning(path, msg).hint(hint));
+    }
+
+    fn table<T: DeserializeOwned>(&mut self, src: &Source<'_>, key: &str) -> Option<T> {
+        let value = src.get(key)?;
+        match src.deserialize(value, &FieldPath::root().key(key)) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                self.push(p);
+                None
+            }
+        }
+    }
+
+    fn array<T: DeserializeOwned>(&mut self, src: &Source<'_>, key: &str, id: &str) -> Section<T> {
+        let mut section = Section {
+            items: Vec::new(),
+            broken_ids: HashSet::new(),
+        };
+        let Some(value) = src.get(key) else {
+            return section;
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                FieldPath::root().key(key),
+                format!("`{key}` must be an array of tables"),
+                format!("write each entry under its own `[[{key}]]` header"),
+            );
+            return section;
+        };
+        for (i, item) in items.iter().enumerate() {
+            match src.deserialize::<T>(item, &FieldPath::item(key, i)) {
+                Ok(t) => section.items.push((i, t)),
+                Err(p) => {
+                    if let Some(name) = string_field(item, id) {
+                        section.broken_ids.insert(name.to_owned());
+                    }
+                    self.push(p);
+                }
+            }
+        }
+        section
+    }
+
+    /// Flags repeated ids; returns the set of ids seen.
+    fn unique<'a, T>(
+        &mut self,
+        section: &'a Section<T>,
+        what: &str,
+        field: &str,
+        id: impl Fn(&T) -> &str,
+    ) -> HashSet<&'a str> {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, t) in &section.items {
+            let key = id(t);
+            if let Some(prev) = first.get(key) {
+                self.error(
+                    FieldPath::item(what, *i).key(field),
+                    format!("duplicate {field} `{key}`: {what}[{prev}] has it too"),
+                    format!("every entry of [[{what}]] needs its own {field}"),
+                );
+            } else {
+                first.insert(key, *i);
+            }
+        }
+        first.into_keys().collect()
+    }
+
+    fn topic_safe(&mut self, path: FieldPath, what: &str, value: &str) {
+        if value.is_empty() || value.contains(TOPIC_UNSAFE) {
+            self.error(
+                path,
+                format!("{what} `{value}` cannot be used in MQTT topics"),
+                "use letters, digits, '-', '_' and '.', with no '/', '+', '#' or spaces",
+            );
+        }
+    }
+
+    fn grids(&mut self, mut section: Section<Grid>) -> Section<Grid> {
+        self.unique(&section, "grids", "id", |g| &g.id);
+        let ids = section.ids(|g| &g.id);
+        for (i, g) in &mut section.items {
+            let path = FieldPath::item("grids", *i);
+            self.topic_safe(path.key("id"), "grid id", &g.id);
+            let level = match g.level.or_else(|| GridLevel::from_id_shape(&g.id)) {
+                Some(l) => l,
+                None => {
+                    self.error(
+                        path.key("id"),
+                        format!("cannot tell the level of grid `{}`", g.id),
+                        "give level = \"county\" | \"town\" | \"village\" | \"grid\", or use dashed ids like 321322-001-003-07",
+                    );
+                    continue;
+                }
+            };
+            g.level = Some(level);
+            let explicit_parent = g.parent.is_some();
+            if g.parent.is_none() && level != GridLevel::County {
+                g.parent = g.id.rsplit_once('-').map(|(p, _)| p.to_owned());
+            }
+            match (&g.parent, level) {
+                (Some(_), GridLevel::County) => self.error(
+                    path.key("parent"),
+                    format!("county `{}` cannot have a parent", g.id),
+                    "the county is the top of the hierarchy: remove parent",
+                ),
+                (None, _) if level != GridLevel::County => self.error(
+                    path.key("parent"),
+                    format!("{} `{}` has no parent", level.as_str(), g.id),
+                    "give parent = the id of the grid one level up",
+                ),
+                (Some(p), _) if !ids.contains(p) => self.error(
+                    path.key(if explicit_parent { "parent" } else { "id" }),
+                    format!("parent `{p}` of grid `{}` is not defined", g.id),
+                    format!("add a [[grids]] entry with id = \"{p}\""),
+                ),
+                _ => {}
+            }
+            if g.centre.is_none() {
+                self.warn(
+                    path.key("centre"),
+                    format!("grid `{}` names no service centre", g.id),
+                    "alerts and escalations say which centre handles them: add centre = \"...\"",
+                );
+            }
+        }
+        // Levels must step down by one: checked once every level is known.
+        let levels: HashMap<String, GridLevel> = section
+            .items
+            .iter()
+            .filter_map(|(_, g)| g.level.map(|l| (g.id.clone(), l)))
+            .collect();
+        for (i, g) in &section.items {
+            if let (Some(level), Some(parent)) = (g.level, &g.parent)
+                && let Some(&pl) = levels.get(parent)
+                && Some(pl) != level.parent()
+            {
+                self.error(
+                    FieldPath::item("grids", *i).key("parent"),
+                    format!(
+                        "{} `{}` has parent `{parent}`, which is a {}",
+                        level.as_str(),
+                        g.id,
+                        pl.as_str()
+                    ),
+                    format!(
+                        "a {}'s parent must be a {}",
+                        level.as_str(),
+                        level.parent().map_or("nothing", GridLevel::as_str)
+                    ),
+                );
+            }
+        }
+        section
+    }
+
+    fn models(&mut self, mut section: Section<Model>, lookup: &Lookup<'_>) -> Section<Model> {
+        self.unique(&section, "models", "name", |m| &m.name);
+        for (i, m) in &mut section.items {
+            let path = FieldPath::item("models", *i);
+            match find_model(&m.path, lookup) {
+                Ok(found) => m.path = found,
+                Err(searched) => self.error(
+                    path.key("path"),
+                    format!("model `{}`: file {} not found", m.name, m.path.display()),
+                    format!(
+                        "looked in {}; run `make setup` to install the models, or give an absolute path",
+                        searched
+                    ),
+                ),
+            }
+            if m.layout == ModelLayout::Yolov8
+                && (m.input_size % 32 != 0 || !(32..=2048).contains(&m.input_size))
+            {
+                self.error(
+                    path.key("input_size"),
+                    format!(
+                        "model `{}`: input_size {} is not a multiple of 32 in 32..=2048",
+                        m.name, m.input_size
+                    ),
+                    "yolov8 models take sides that are multiples of 32, e.g. 320 or 640",
+                );
+            }
+            if !(1..=64).contains(&m.threads) {
+                self.error(
+                    path.key("threads"),
+                    format!("threads {} is not in 1..=64", m.threads),
+                    "1 or 2 per core is typical",
+                );
+            }
+            if !(1..=64).contains(&m.max_batch) {
+                self.error(
+                    path.key("max_batch"),
+                    format!("max_batch {} is not in 1..=64", m.max_batch),
+                    "4 to 8 fill a CPU batch well",
+                );
+            }
+            let mut seen = HashSet::new();
+            for (j, c) in m.classes.iter().enumerate() {
+                if !seen.insert(c) {
+                    self.error(
+                        path.key("classes").index(j),
+                        format!("class `{c}` is listed twice"),
+                        "class names are by index and must be distinct",
+                    );
+                }
+            }
+        }
+        section
+    }
+
+    fn hazards(
+        &mut self,
+        mut section: Section<Hazard>,
+        models: &Section<Model>,
+    ) -> Section<Hazard> {
+        self.unique(&section, "hazards", "name", |h| &h.name);
+        let model_ids = models.ids(|m| &m.name);
+        for (i, h) in &mut section.items {
+            let path = FieldPath::item("hazards", *i);
+            self.topic_safe(path.key("name"), "hazard name", &h.name);
+            if !model_ids.contains(&h.model) {
+                let names: Vec<&str> = model_ids.iter().map(String::as_str).collect();
+                self.error(
+                    path.key("model"),
+                    format!("hazard `{}` uses unknown model `{}`", h.name, h.model),
+                    hint_from(&h.model, &names, "models"),
+                );
+            } else if let Some((_, m)) = models.items.iter().find(|(_, m)| m.name == h.model)
+                && !m.classes.is_empty()
+            {
+                for (j, c) in h.classes.iter().enumerate() {
+                    if !m.classes.contains(c) {
+                        let names: Vec<&str> = m.classes.iter().map(String::as_str).collect();
+                        self.error(
+                            path.key("classes").index(j),
+                            format!("hazard `{}`: model `{}` has no class `{c}`", h.name, m.name),
+                            hint_from(c, &names, "classes"),
+                        );
+                    }
+                }
+            }
+            if h.classes.is_empty() {
+                self.error(
+                    path.key("classes"),
+                    format!("hazard `{}` lists no classes", h.name),
+                    "e.g. classes = [\"fire\"]",
+                );
+            }
+            if !(h.min_confidence > 0.0 && h.min_confidence <= 1.0) {
+                self.error(
+                    path.key("min_confidence"),
+                    format!("min_confidence {} is not in (0, 1]", h.min_confidence),
+                    "scores are probabilities; 0.4 to 0.6 is typical",
+                );
+            }
+            let c = h.confirm;
+            if c.k == 0 || c.k > c.n || c.n > 100 {
+                self.error(
+                    path.key("confirm"),
+                    format!("confirm k = {}, n = {} needs 1 <= k <= n <= 100", c.k, c.n),
+                    "e.g. confirm = { k = 2, n = 3 }: two of the last three frames",
+                );
+            }
+            if h.min_count == 0 {
+                self.error(
+                    path.key("min_count"),
+                    "min_count must be at least 1",
+                    "a crowd rule is e.g. min_count = 8",
+                );
+            }
+            for z in &h.zones {
+                if h.exclude_zones.contains(z) {
+                    self.error(
+                        path.key("exclude_zones"),
+                        format!("zone `{z}` is both included and excluded"),
+                        "list it in one of zones and exclude_zones",
+                    );
+                }
+            }
+        }
+        section
+    }
+
+    fn cameras(
+        &mut self,
+        mut section: Section<Camera>,
+        grids: &Section<Grid>,
+        hazards: &Section<Hazard>,
+    ) -> Section<Camera> {
+        self.unique(&section, "cameras", "id", |c| &c.id);
+        let grid_ids = grids.ids(|g| &g.id);
+        let hazard_ids = hazards.ids(|h| &h.name);
+        let counties: HashSet<&str> = grids
+            .items
+            .iter()
+            .filter(|(_, g)| g.level == Some(GridLevel::County))
+            .map(|(_, g)| g.id.as_str())
+            .collect();
+        for (i, cam) in &mut section.items {
+            let path = FieldPath::item("cameras", *i);
+            self.topic_safe(path.key("id"), "camera id", &cam.id);
+            self.camera_id(cam, &path);
+            self.camera_urls(cam, &path);
+            if cam.kind == CameraKind::SocialUnit && cam.unit.is_none() {
+                self.error(
+                    path.key("unit"),
+                    format!("social-unit camera `{}` names no owning unit", cam.id),
+                    "add unit = \"...\" (the shop, school or bank): operators call the unit",
+                );
+            }
+            match &cam.grid {
+                Some(g) if !grid_ids.contains(g) => {
+                    let names: Vec<&str> = grid_ids.iter().map(String::as_str).collect();
+                    self.error(
+                        path.key("grid"),
+                        format!("camera `{}` is in unknown grid `{g}`", cam.id),
+                        hint_from(g, &names, "grids"),
+                    );
+                }
+                Some(_) => {}
+                None => match &cam.device_id {
+                    Some(d) if counties.contains(d.county_code()) => {
+                        cam.grid = Some(d.county_code().to_owned())
+                    }
+                    Some(d) => self.error(
+                        path.key("grid"),
+                        format!(
+                            "camera `{}` has no grid, and its county {} is not a grid here",
+                            cam.id,
+                            d.county_code()
+                        ),
+                        format!(
+                            "add grid = \"...\", or a county [[grids]] entry with id = \"{}\"",
+                            d.county_code()
+                        ),
+                    ),
+                    None => self.error(
+                        path.key("grid"),
+                        format!("camera `{}` has no grid", cam.id),
+                        "add grid = \"...\" (only GB/T 28181 ids can be placed under their county)",
+                    ),
+                },
+            }
+            self.zones(&cam.zones, &path);
+            let zone_names: HashSet<&str> = cam.zones.iter().map(|z| z.name.as_str()).collect();
+            for (j, name) in cam.hazards.iter().flatten().enumerate() {
+                if !hazard_ids.contains(name) {
+                    let names: Vec<&str> = hazard_ids.iter().map(String::as_str).collect();
+                    self.error(
+                        path.key("hazards").index(j),
+                        format!("camera `{}` watches unknown hazard `{name}`", cam.id),
+                        hint_from(name, &names, "hazards"),
+                    );
+                } else if let Some((_, h)) = hazards.items.iter().find(|(_, h)| &h.name == name)
+                    && !h.zones.is_empty()
+                    && !h.zones.iter().any(|z| zone_names.contains(z.as_str()))
+                {
+                    self.error(
+                        path.key("hazards").index(j),
+                        format!("hazard `{name}` only counts inside zones {:?}, and camera `{}` has none of them", h.zones, cam.id),
+                        "draw the zone in this camera's zones, or remove the hazard from it",
+                    );
+                }
+            }
+        }
+        section
+    }
+
+    fn camera_id(&mut self, cam: &mut Camera, path: &FieldPath) {
+        if !DeviceId::looks_like(&cam.id) {
+            return;
+        }
+        match DeviceId::parse(&cam.id) {
+            Ok(d) => {
+                if !matches!(
+                    d.category(),
+                    DeviceCategory::Camera | DeviceCategory::VideoSource
+                ) {
+                    self.warn(
+                        path.key("id"),
+                        format!("GB/T 28181 id `{}` has type code {} ({}), not a camera", cam.id, d.device_type().0, d.device_type().1),
+                        "camera ids usually have type 131 (camera) or 132 (IP camera) in digits 11-13",
+                    );
+                }
+                let mismatch = match cam.kind {
+                    CameraKind::SharpEyes => d.is_social_unit(),
+                    CameraKind::SocialUnit => d.is_public_security(),
+                };
+                if mismatch {
+                    self.warn(
+                        path.key("kind"),
+                        format!("camera `{}` is kind {}, but its industry code {} means {}", cam.id, cam.kind.as_str(), d.industry().0, d.industry().1),
+                        "industry codes 00-03 are public security (sharp-eyes), 40-99 enterprises and residents (social-unit): check kind or the id",
+                    );
+                }
+                cam.device_id = Some(d);
+            }
+            Err(e) => self.error(
+                path.key("id"),
+                format!("camera id {e}"),
+                "fix the id, or use an id that is not 20 digits",
+            ),
+        }
+    }
+
+    fn camera_urls(&mut self, cam: &Camera, path: &FieldPath) {
+        let urls = [
+            ("url", Some(&cam.url)),
+            ("detect_url", cam.detect_url.as_ref()),
+        ];
+        for (field, url) in urls {
+            let Some(url) = url else { continue };
+            if !matches!(url.scheme(), "rtsp" | "rtsps" | "file") {
+                self.error(
+                    path.key(field),
+                    format!(
+                        "camera `{}`: scheme `{}` is not supported in {url}",
+                        cam.id,
+                        url.scheme()
+                    ),
+                    "use rtsp:// or rtsps:// (or file:// to replay a recording)",
+                );
+            } else if url.scheme() != "file" && url.host().is_none_or(str::is_empty) {
+                self.error(
+                    path.key(field),
+                    format!("camera `{}`: {url} has no host", cam.id),
+                    "e.g. rtsp://user:${CAM_PASS}@10.1.2.3:554/Streaming/Channels/102",
+                );
+            }
+            literal_password_warning(self, path.key(field), &format!("camera `{}`", cam.id), url);
+        }
+    }
+
+    fn zones(&mut self, zones: &[Zone], path: &FieldPath) {
+        let mut seen = HashSet::new();
+        for (j, z) in zones.iter().enumerate() {
+            let zp = path.key("zones").index(j);
+            if !seen.insert(z.name.as_str()) {
+                self.error(
+                    zp.key("name"),
+                    format!("zone `{}` is defined twice", z.name),
+                    "zone names are unique per camera",
+                );
+            }
+            if z.polygon.len() < 3 {
+                self.error(
+                    zp.key("polygon"),
+                    format!(
+                        "zone `{}` has {} point(s); a polygon needs at least 3",
+                        z.name,
+                        z.polygon.len()
+                    ),
+                    "e.g. polygon = [[0.1,0.6],[0.9,0.6],[0.9,1.0],[0.1,1.0]]",
+                );
+                continue;
+            }
+            if let Some((k, _)) = z
+                .polygon
+                .iter()
+                .enumerate()
+                .find(|(_, [x, y])| !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y))
+            {
+                self.error(
+                    zp.key("polygon").index(k),
+                    format!("zone `{}`: point {k} is outside 0..1", z.name),
+                    "zone points are fractions of the image width and height",
+                );
+            } else if polygon_area(&z.polygon) < 1e-6 {
+                self.error(
+                    zp.key("polygon"),
+                    format!("zone `{}` has no area (its points are on one line)", z.name),
+                    "give the corners of the region in order",
+                );
+            }
+        }
+    }
+
+    fn sensors(
+        &mut self,
+        section: Section<Sensor>,
+        grids: &Section<Grid>,
+        cameras: &Section<Camera>,
+    ) -> Section<Sensor> {
+        self.unique(&section, "sensors", "id", |s| &s.id);
+        let grid_ids = grids.ids(|g| &g.id);
+        let camera_ids = cameras.ids(|c| &c.id);
+        for (i, s) in &section.items {
+            let path = FieldPath::item("sensors", *i);
+            self.topic_safe(path.key("id"), "sensor id", &s.id);
+            if !grid_ids.contains(&s.grid) {
+                let names: Vec<&str> = grid_ids.iter().map(String::as_str).collect();
+                self.error(
+                    path.key("grid"),
+                    format!("sensor `{}` is in unknown grid `{}`", s.id, s.grid),
+                    hint_from(&s.grid, &names, "grids"),
+                );
+            }
+            for (j, c) in s.cameras.iter().enumerate() {
+                if !camera_ids.contains(c) {
+                    self.error(
+                        path.key("cameras").index(j),
+                        format!("sensor `{}` is covered by unknown camera `{c}`", s.id),
+                        "list ids of [[cameras]] entries",
+                    );
+                }
+            }
+            if s.above.is_none() && s.below.is_none() && s.rate.is_none() {
+                self.error(
+                    path.clone(),
+                    format!("sensor `{}` has no threshold", s.id),
+                    "give above, below or rate (units per minute)",
+                );
+            }
+            if let (Some(a), Some(b)) = (s.above, s.below)
+                && b >= a
+            {
+                self.error(
+                    path.key("below"),
+                    format!("sensor `{}`: below {b} is not under above {a}", s.id),
+                    "the normal range is between below and above",
+                );
+            }
+            if s.unit.trim().is_empty() {
+                self.error(
+                    path.key("unit"),
+                    format!("sensor `{}` has an empty unit", s.id),
+                    "e.g. unit = \"°C\"",
+                );
+            }
+            if let Some(t) = &s.topic
+                && (t.contains(['+', '#']) || t.is_empty())
+            {
+                self.error(
+                    path.key("topic"),
+                    format!("sensor topic `{t}` must be a plain topic"),
+                    "wildcards are not allowed: one topic per sensor",
+                );
+            }
+        }
+        section
+    }
+
+    fn endpoints(&mut self, config: &mut Config) {
+        if let Some(m) = &config.mqtt {
+            let path = FieldPath::root().key("mqtt");
+            if !matches!(m.url.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl") {
+                self.error(
+                    path.key("url"),
+                    format!(
+                        "MQTT scheme `{}` is not supported in {}",
+                        m.url.scheme(),
+                        m.url
+                    ),
+                    "use mqtt://host:1883 or mqtts://host:8883",
+                );
+            }
+            if m.prefix.is_empty()
+                || m.prefix.contains(['+', '#'])
+                || m.prefix.starts_with('/')
+                || m.prefix.ends_with('/')
+            {
+                self.error(
+                    path.key("prefix"),
+                    format!("topic prefix `{}` is not usable", m.prefix),
+                    "a plain topic without wildcards or leading/trailing '/', e.g. \"sharpeyes\"",
+                );
+            }
+            if m.password.is_some() && matches!(m.url.scheme(), "mqtt" | "tcp") {
+                self.warn(
+                    path.key("password"),
+                    "the MQTT password goes over an unencrypted connection",
+                    "use mqtts:// for brokers outside this host",
+                );
+            }
+            if m.password.as_ref().is_some_and(|p| p.is_literal()) {
+                self.warn(
+                    path.key("password"),
+                    "the MQTT password is written in the file",
+                    "use password = \"${MQTT_PASSWORD}\" or \"${file:/run/secrets/mqtt}\"",
+                );
+            }
+            literal_password_warning(self, path.key("url"), "the MQTT broker", &m.url);
+        }
+        if let Some(r) = &config.redis {
+            let path = FieldPath::root().key("redis");
+            if !matches!(r.url.scheme(), "redis" | "rediss" | "unix") {
+                self.error(
+                    path.key("url"),
+                    format!(
+                        "Redis scheme `{}` is not supported in {}",
+                        r.url.scheme(),
+                        r.url
+                    ),
+                    "use redis://host:6379/0 or rediss://",
+                );
+            }
+            literal_password_warning(self, path.key("url"), "Redis", &r.url);
+        }
+        if !config.http.listen.ip().is_loopback() && config.http.token.is_none() {
+            self.warn(
+                FieldPath::root().key("http").key("listen"),
+                format!("the API listens on {} with no token", config.http.listen),
+                "set http.token = \"${SHARPEYES_API_TOKEN}\" before exposing the API beyond this host",
+            );
+        }
+        if config.cameras.is_empty() {
+            self.push(Problem {
+                level: Level::Warning,
+                ..Problem::error(
+                    FieldPath::root().key("cameras"),
+                    "no cameras are configured",
+                )
+                .hint("`sharpeyes demo` brings its own simulated cameras; `run` needs [[cameras]]")
+            });
+        }
+    }
+}
+
+fn literal_password_warning(v: &mut Validator, path: FieldPath, what: &str, url: &SecretUrl) {
+    if url.has_literal_password() {
+        v.warn(
+            path,
+            format!("{what}: the password is written in the file"),
+            "write it as ${VAR} (from the environment) or ${file:/path} so it stays out of the file",
+        );
+    }
+}
+
+fn find_model(path: &Path, lookup: &Lookup<'_>) -> Result<PathBuf, String> {
+    if path.is_absolute() {
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(path.display().to_string())
+        };
+    }
+    let dirs: Vec<&Path> = std::iter::once(lookup.config_dir)
+        .chain(lookup.model_dirs.iter().map(PathBuf::as_path))
+        .collect();
+    for d in &dirs {
+        let candidate = d.join(path);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+fn polygon_area(points: &[[f64; 2]]) -> f64 {
+    let n = points.len();
+    let twice: f64 = (0..n)
+        .map(|i| {
+            let [x1, y1] = points[i];
+            let [x2, y2] = points[(i + 1) % n];
+            x1 * y2 - x2 * y1
+        })
+        .sum();
+    twice.abs() / 2.0
+}
+
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn hint_from(word: &str, known: &[&str], what: &str) -> String {
+    if let Some(c) = closest(word, known) {
+        return format!("did you mean `{c}`?");
+    }
+    let mut known: Vec<&str> = known.to_vec();
+    known.sort_unstable();
+    if known.is_empty() {
+        format!("no {what} are defined")
+    } else if known.len() <= 8 {
+        format!("known {what}: {}", known.join(", "))
+    } else {
+        format!("{} {what} are defined; check the spelling", known.len())
+    }
+}
