@@ -1,0 +1,13 @@
+//! Frames in, hazard events out.
+//!
+//! In: frames from `sharpeyes-ingest`, `[[models]]` and `[[hazards]]` from `sharpeyes-config`.
+//! Out: hazard events (camera, grid, hazard, confidence, boxes, object ids, the confirming
+//! frame).
+//!
+//! Per frame: motion gate on a small grayscale copy, cross-camera batching per model,
+//! letterbox preprocessing into a preallocated tensor, ONNX Runtime inference (ort),
+//! box decoding and class-wise NMS, tracking, hazard rules (zones, counts, dwell, k-of-n).
+//!
+//! Status: not built yet (issue: Analytics). This crate only fixes its place in the data flow.
+
+#![forbid(clippy::print_stdout, clippy::print_stderr)]

@@ -1,0 +1,13 @@
+//! Cameras in, frames out.
+//!
+//! In: `[[cameras]]` from `sharpeyes-config`. Out: decoded frames at the detector's working
+//! size, one bounded slot per camera (when analytics falls behind, the oldest frame is
+//! dropped and counted; the network reader never waits).
+//!
+//! Per camera: receive with retina (TCP interleaved by default), sample *before* decoding
+//! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
+//! off. Also the RTSP simulator (`sharpeyes simulate`) and the `probe` tool.
+//!
+//! Status: not built yet (issue: Ingest). This crate only fixes its place in the data flow.
+
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
