@@ -1,0 +1,160 @@
+//! One function per subcommand; each returns the process exit code.
+//!
+//! Exit codes: 0 success, 1 the input is wrong (a bad config, an unreachable camera), 2 the
+//! command cannot run here (a part that is not built yet, a missing install).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the commands' output is the product
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use sharpeyes_config::{Config, Install, Loaded, Problems, secret::redact_userinfo};
+
+/// Parts of the mission and the issue that builds each, for commands that need them.
+const NOT_BUILT: &[(&str, &str)] = &[
+    (
+        "ingest",
+        "RTSP cameras in, frames out, the simulator and probe (issue: Ingest)",
+    ),
+    (
+        "analytics",
+        "ONNX hazard detection on the frames (issue: Analytics)",
+    ),
+    (
+        "alerts",
+        "grid-tagged MQTT alerts with a durable outbox (issue: Alerts)",
+    ),
+    (
+        "sensors",
+        "sensor readings over MQTT, fused with video (issue: Sensors)",
+    ),
+    (
+        "service",
+        "metrics, HTTP API and the operators' page (issue: Service)",
+    ),
+];
+
+pub fn report_error(msg: &str) {
+    eprintln!("error: {msg}");
+}
+
+fn print_problems(problems: &Problems) {
+    eprintln!("{problems}");
+}
+
+pub fn check_config(file: &Path) -> ExitCode {
+    let install = Install::discover();
+    match Config::load(file, &install.model_dirs()) {
+        Ok(loaded) => {
+            println!("{}: OK", file.display());
+            print_loaded(&loaded);
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print_problems(&problems);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_loaded(loaded: &Loaded) {
+    println!("{}", loaded.config.summary());
+    // Grouped by what is missing: one line per variable or file, naming the fields that use it.
+    let mut unset: Vec<(String, Vec<String>)> = Vec::new();
+    for (field, secret) in loaded.config.secrets() {
+        if let Err(e) = secret.expand() {
+            let e = e.to_string();
+            match unset.iter_mut().find(|(msg, _)| *msg == e) {
+                Some((_, fields)) => fields.push(field),
+                None => unset.push((e, vec![field])),
+            }
+        }
+    }
+    if !unset.is_empty() {
+        println!("secrets not available in this environment (`run` needs them):");
+        for (what, fields) in unset {
+            let shown: Vec<&str> = fields.iter().take(3).map(String::as_str).collect();
+            let more = fields.len().saturating_sub(shown.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            println!("  {what}: used by {}{more}", shown.join(", "));
+        }
+    }
+    if loaded.warnings.items.is_empty() {
+        println!("no warnings");
+    } else {
+        println!("{}", loaded.warnings);
+    }
+}
+
+pub fn demo() -> ExitCode {
+    let install = Install::discover();
+    println!("sharpeyes demo: embedded defaults (config/demo.toml built into the binary)");
+    let origin = install.home.as_ref().map_or_else(
+        || Path::new("config/demo.toml").to_owned(),
+        |h| h.join("config/demo.toml"),
+    );
+    let loaded = match Config::parse(sharpeyes_config::DEMO_TOML, &origin, &install.model_dirs()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            report_error("the demo configuration does not load here; run `make setup` first");
+            return ExitCode::from(2);
+        }
+    };
+    print_loaded(&loaded);
+    match &install.onnxruntime {
+        Some(p) => println!("ONNX Runtime: {}", p.display()),
+        None => println!("ONNX Runtime: not found (run `make setup`)"),
+    }
+    println!();
+    println!(
+        "What runs now: the configuration above is loaded and checked, models and runtime found."
+    );
+    println!("Not built yet, so the demo stops here:");
+    for (part, what) in NOT_BUILT {
+        println!("  - {part}: {what}");
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn run(file: &Path) -> ExitCode {
+    let install = Install::discover();
+    let loaded = match Config::load(file, &install.model_dirs()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(1);
+        }
+    };
+    for w in loaded.warnings.warnings() {
+        tracing::warn!(field = %w.path, hint = w.hint.as_deref().unwrap_or(""), "{}", w.message);
+    }
+    if let Err(missing) = loaded.config.check_secrets() {
+        report_error(&format!("{} secret(s) are not available:", missing.len()));
+        for m in missing {
+            eprintln!("  {m}");
+        }
+        eprintln!("hint: export the variables (or create the files) named above, then start again");
+        return ExitCode::from(1);
+    }
+    not_built("run", "the pipeline (ingest -> analytics -> alerts)")
+}
+
+pub fn probe(url: &str) -> ExitCode {
+    tracing::info!(url = %redact_userinfo(url), "probe requested");
+    not_built("probe", "Ingest: the camera probe")
+}
+
+pub fn not_built(command: &str, what: &str) -> ExitCode {
+    report_error(&format!(
+        "`sharpeyes {command}` is not built yet: it needs {what}."
+    ));
+    for (part, what) in NOT_BUILT {
+        eprintln!("  missing {part}: {what}");
+    }
+    ExitCode::from(2)
+}

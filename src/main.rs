@@ -1,0 +1,66 @@
+//! The `sharpeyes` binary: the command line and the wiring of config -> ingest -> analytics ->
+//! alerts. It is the only place that knows all the crates.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Streaming video-and-sensor ingestion for the Sharp Eyes public-video network: RTSP cameras
+/// in, ONNX hazard detection, grid-tagged alerts out over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "sharpeyes", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Human)]
+    log_format: logging::Format,
+
+    /// Log filter, e.g. `info` or `warn,sharpeyes_ingest=debug`.
+    #[arg(long, global = true, env = "SHARPEYES_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service for every configured camera and sensor.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the demo on embedded defaults: simulated cameras, embedded broker, in-memory state.
+    Demo,
+    /// Serve simulated cameras over RTSP on 127.0.0.1.
+    Simulate,
+    /// Test a camera before adding it: codec, resolution, GOP, a snapshot.
+    Probe {
+        /// rtsp://[user:${PASS}@]host[:port]/path
+        url: String,
+    },
+    /// Check a configuration file: a summary when it is valid, every problem when it is not.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, &cli.log) {
+        commands::report_error(&format!("bad --log filter: {e}"));
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Command::CheckConfig { file } => commands::check_config(&file),
+        Command::Demo => commands::demo(),
+        Command::Run { config } => commands::run(&config),
+        Command::Simulate => commands::not_built("simulate", "Ingest: the RTSP simulator"),
+        Command::Probe { url } => commands::probe(&url),
+    }
+}

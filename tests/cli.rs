@@ -1,0 +1,168 @@
+//! The `sharpeyes` binary as users run it: exit codes and what it prints.
+
+use std::process::{Command, Output};
+
+fn sharpeyes(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SHARPEYES_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// Writes a config with a literal camera password into a temp dir; `extra` is appended.
+fn config_with_password(dir: &tempfile::TempDir, extra: &str) -> std::path::PathBuf {
+    let path = dir.path().join("site.toml");
+    let body = format!(
+        r#"
+[[grids]]
+id = "321322"
+name = "沭阳县"
+centre = "县中心"
+
+[[cameras]]
+id = "32132200001320000001"
+name = "北门"
+kind = "sharp-eyes"
+url = "rtsp://admin:Hunter2Secret@10.1.2.3:554/ch1"
+{extra}
+"#
+    );
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn check_config_summarises_the_example_county() {
+    let out = sharpeyes(&["check-config", "config/example-county.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for expected in [
+        "config/example-county.toml: OK",
+        "grids by level: 1 county, 3 town, 5 village, 7 grid",
+        "cameras: 14 (9 sharp-eyes, 5 social-unit, 0 disabled)",
+        "沭阳县 / 胡集镇 / 胡集村 / 胡集村第二网格",
+        "fire           critical model fire_smoke",
+        "environment variable HIK_PASS is not set",
+        "state: redis redis://***@redis.shuyang.example:6379/2",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_line_and_fails() {
+    let out = sharpeyes(&["check-config", "config/testdata/broken.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "config/testdata/broken.toml:9:1: error: grids[1].id: parent `321322-001-003`",
+        "config/testdata/broken.toml:17:1: error: models[0].input_size:",
+        "config/testdata/broken.toml:48:1: error: cameras[2].grdi: unknown field `grdi`",
+        "hint: did you mean `grid`?",
+        "config/testdata/broken.toml:56:2: error: sensor: unknown section `sensor`",
+        "14 error(s), 2 warning(s)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("hunter2"), "a password leaked:\n{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = sharpeyes(&["check-config", "no/such.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no/such.toml: error: (top level): cannot read the file"));
+}
+
+#[test]
+fn credentials_never_reach_output_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with_password(&dir, "");
+    let path = path.to_str().unwrap();
+    for args in [
+        vec!["check-config", path],
+        vec!["--log-format", "json", "run", "--config", path],
+        vec!["probe", "rtsp://admin:Hunter2Secret@127.0.0.1:9/x"],
+    ] {
+        let out = sharpeyes(&args);
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(
+            !all.contains("Hunter2Secret"),
+            "{args:?} printed the password:\n{all}"
+        );
+    }
+    let out = sharpeyes(&["check-config", path]);
+    assert!(text(&out.stdout).contains("the password is written in the file"));
+}
+
+#[test]
+fn run_lists_every_missing_secret_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with_password(
+        &dir,
+        "detect_url = \"rtsp://admin:${SE_CLI_TEST_UNSET}@10.1.2.3/ch2\"",
+    );
+    let out = sharpeyes(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cameras[0].detect_url (camera 32132200001320000001): environment variable SE_CLI_TEST_UNSET is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn demo_loads_its_embedded_config_and_says_what_is_missing() {
+    let out = sharpeyes(&["demo"]);
+    let stdout = text(&out.stdout);
+    // Without `make setup` the models are missing and the demo says so (exit 2).
+    if out.status.code() == Some(2) {
+        assert!(
+            text(&out.stderr).contains("run `make setup` first"),
+            "{}",
+            text(&out.stderr)
+        );
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("cameras: 4 (2 sharp-eyes, 2 social-unit, 0 disabled)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mqtt: embedded broker on loopback"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Not built yet"), "{stdout}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with_password(&dir, "");
+    let out = sharpeyes(&[
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    let json_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!json_lines.is_empty(), "no JSON log lines in:\n{stderr}");
+    for l in json_lines {
+        assert!(l.ends_with('}') && l.contains("\"level\":\"WARN\""), "{l}");
+    }
+}
