@@ -7,7 +7,11 @@
 //! Per frame: motion gate on a small grayscale copy, cross-camera batching per model,
 //! letterbox preprocessing into a preallocated tensor, ONNX Runtime inference (ort),
 //! box decoding and class-wise NMS, tracking, hazard rules (zones, counts, dwell, k-of-n).
-//!
-//! Status: not built yet (issue: Analytics). This crate only fixes its place in the data flow.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+mod detection;
+mod image;
+
+pub use detection::{BBox, Detection};
+pub use image::{BadImage, RgbImage};
