@@ -10,8 +10,17 @@
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+mod batcher;
 mod detection;
 mod image;
 
+pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
 pub use detection::{BBox, Detection};
 pub use image::{BadImage, RgbImage};
+mod model;
+mod postprocess;
+mod preprocess;
+
+pub use model::{Detector, ModelError, Runtime};
+pub use postprocess::{Decoder, NmsConfig};
+pub use preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};

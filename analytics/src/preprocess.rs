@@ -1,0 +1,357 @@
+//! Frames into the model's input tensor: resize, letterbox, normalise, HWC -> CHW.
+//!
+//! A [`Batch`] owns one preallocated input tensor for up to `capacity` frames, the resize
+//! scratch buffer and the resizer. Pushing a frame writes it straight into its slot of the
+//! tensor: no heap allocation once the buffers have grown to the largest frame seen.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use sharpeyes_config::ModelLayout;
+
+use crate::detection::BBox;
+use crate::image::RgbImage;
+
+/// The grey Ultralytics pads letterboxed images with.
+pub const LETTERBOX_PAD: u8 = 114;
+
+/// Bilinear interpolation without antialiasing, as OpenCV's `INTER_LINEAR`, which the
+/// YOLOv8 models were trained and validated with.
+const RESIZE: ResizeAlg = ResizeAlg::Interpolation(FilterType::Bilinear);
+
+/// How a frame was placed in the model input: input pixel = frame pixel * scale + pad.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    pub scale_x: f32,
+    pub scale_y: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+    pub frame_width: u32,
+    pub frame_height: u32,
+}
+
+impl Placement {
+    /// Maps a box in model-input pixels back to frame pixels, clamped to the frame.
+    pub fn to_frame(&self, b: BBox) -> BBox {
+        let (w, h) = (self.frame_width as f32, self.frame_height as f32);
+        BBox {
+            x1: ((b.x1 - self.pad_x) / self.scale_x).clamp(0.0, w),
+            y1: ((b.y1 - self.pad_y) / self.scale_y).clamp(0.0, h),
+            x2: ((b.x2 - self.pad_x) / self.scale_x).clamp(0.0, w),
+            y2: ((b.y2 - self.pad_y) / self.scale_y).clamp(0.0, h),
+        }
+    }
+}
+
+/// Where a frame goes in a square input of side `size`: keep the aspect ratio (letterbox,
+/// centred, as Ultralytics does) or stretch to fill (SSD).
+pub fn placement(layout: ModelLayout, size: u32, width: u32, height: u32) -> Placement {
+    let s = size as f32;
+    let (fw, fh) = (width as f32, height as f32);
+    match layout {
+        ModelLayout::Yolov8 => {
+            let scale = (s / fw).min(s / fh);
+            let (nw, nh) = resized_size(size, width, height);
+            Placement {
+                scale_x: nw as f32 / fw,
+                scale_y: nh as f32 / fh,
+                pad_x: ((size - nw) / 2) as f32,
+                pad_y: ((size - nh) / 2) as f32,
+                frame_width: width,
+                frame_height: height,
+            }
+            .with_uniform(scale)
+        }
+        ModelLayout::Ssd => Placement {
+            scale_x: s / fw,
+            scale_y: s / fh,
+            pad_x: 0.0,
+            pad_y: 0.0,
+            frame_width: width,
+            frame_height: height,
+        },
+    }
+}
+
+impl Placement {
+    /// Box coordinates map with the exact ratio, not the rounded resized size.
+    fn with_uniform(mut self, scale: f32) -> Self {
+        self.scale_x = scale;
+        self.scale_y = scale;
+        self
+    }
+}
+
+/// The letterboxed content size: the longer side fills `size`.
+fn resized_size(size: u32, width: u32, height: u32) -> (u32, u32) {
+    let scale = (size as f64 / width as f64).min(size as f64 / height as f64);
+    let nw = ((width as f64 * scale).round() as u32).clamp(1, size);
+    let nh = ((height as f64 * scale).round() as u32).clamp(1, size);
+    (nw, nh)
+}
+
+/// Why a frame could not be added to a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushError {
+    Full { capacity: usize },
+    Resize(String),
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Full { capacity } => write!(f, "batch is full ({capacity} frames)"),
+            Self::Resize(e) => write!(f, "resizing the frame failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// A model input tensor being filled, frame by frame.
+pub struct Batch {
+    layout: ModelLayout,
+    size: u32,
+    capacity: usize,
+    /// yolov8: f32 NCHW, RGB 0..1. Empty for ssd.
+    planar: Vec<f32>,
+    /// ssd: u8 NHWC RGB. yolov8: the resized frame before it is spread into `planar`.
+    packed: Vec<u8>,
+    placements: Vec<Placement>,
+    resizer: Resizer,
+    to_unit: [f32; 256],
+}
+
+impl Batch {
+    pub fn new(layout: ModelLayout, size: u32, capacity: usize) -> Self {
+        let side = size as usize;
+        let capacity = capacity.max(1);
+        let (planar, packed) = match layout {
+            ModelLayout::Yolov8 => (
+                vec![0.0; capacity * 3 * side * side],
+                vec![0; side * side * 3],
+            ),
+            ModelLayout::Ssd => (Vec::new(), vec![0; capacity * side * side * 3]),
+        };
+        let mut to_unit = [0.0; 256];
+        for (i, v) in to_unit.iter_mut().enumerate() {
+            *v = i as f32 / 255.0;
+        }
+        Self {
+            layout,
+            size,
+            capacity,
+            planar,
+            packed,
+            placements: Vec::with_capacity(capacity),
+            resizer: Resizer::new(),
+            to_unit,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.placements.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.placements.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    pub fn layout(&self) -> ModelLayout {
+        self.layout
+    }
+
+    /// Empties the batch; the buffers are kept.
+    pub fn clear(&mut self) {
+        self.placements.clear();
+    }
+
+    pub fn placements(&self) -> &[Placement] {
+        &self.placements
+    }
+
+    /// The filled part of the f32 NCHW tensor (yolov8).
+    pub fn planar(&self) -> &[f32] {
+        let per = 3 * (self.size as usize).pow(2);
+        &self.planar[..self.len() * per]
+    }
+
+    /// The filled part of the u8 NHWC tensor (ssd).
+    pub fn packed(&self) -> &[u8] {
+        let per = 3 * (self.size as usize).pow(2);
+        &self.packed[..self.len() * per]
+    }
+
+    /// Writes `frame` into the next slot; returns the slot index.
+    pub fn push(&mut self, frame: RgbImage<'_>) -> Result<usize, PushError> {
+        let slot = self.len();
+        if slot == self.capacity {
+            return Err(PushError::Full {
+                capacity: self.capacity,
+            });
+        }
+        let placement = placement(self.layout, self.size, frame.width, frame.height);
+        match self.layout {
+            ModelLayout::Yolov8 => self.letterbox(frame, slot)?,
+            ModelLayout::Ssd => self.stretch(frame, slot)?,
+        }
+        self.placements.push(placement);
+        Ok(slot)
+    }
+
+    fn letterbox(&mut self, frame: RgbImage<'_>, slot: usize) -> Result<(), PushError> {
+        let side = self.size as usize;
+        let (nw, nh) = resized_size(self.size, frame.width, frame.height);
+        let packed = &mut self.packed[..nw as usize * nh as usize * 3];
+        resize_into(&mut self.resizer, frame, nw, nh, packed)?;
+
+        let plane = side * side;
+        let tensor = &mut self.planar[slot * 3 * plane..(slot + 1) * 3 * plane];
+        tensor.fill(self.to_unit[LETTERBOX_PAD as usize]);
+        let (r, rest) = tensor.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        let (pad_x, pad_y) = ((side - nw as usize) / 2, (side - nh as usize) / 2);
+        let lut = &self.to_unit;
+        for (y, row) in packed.chunks_exact(nw as usize * 3).enumerate() {
+            let start = (y + pad_y) * side + pad_x;
+            let end = start + nw as usize;
+            let (r, g, b) = (&mut r[start..end], &mut g[start..end], &mut b[start..end]);
+            for (i, px) in row.chunks_exact(3).enumerate() {
+                r[i] = lut[px[0] as usize];
+                g[i] = lut[px[1] as usize];
+                b[i] = lut[px[2] as usize];
+            }
+        }
+        Ok(())
+    }
+
+    fn stretch(&mut self, frame: RgbImage<'_>, slot: usize) -> Result<(), PushError> {
+        let per = 3 * (self.size as usize).pow(2);
+        let dst = &mut self.packed[slot * per..(slot + 1) * per];
+        resize_into(&mut self.resizer, frame, self.size, self.size, dst)
+    }
+}
+
+fn resize_into(
+    resizer: &mut Resizer,
+    frame: RgbImage<'_>,
+    w: u32,
+    h: u32,
+    dst: &mut [u8],
+) -> Result<(), PushError> {
+    if frame.width == w && frame.height == h {
+        dst.copy_from_slice(frame.data);
+        return Ok(());
+    }
+    let err = |e: &dyn std::fmt::Display| PushError::Resize(e.to_string());
+    let src = ImageRef::new(frame.width, frame.height, frame.data, PixelType::U8x3)
+        .map_err(|e| err(&e))?;
+    let mut dst = Image::from_slice_u8(w, h, dst, PixelType::U8x3).map_err(|e| err(&e))?;
+    resizer
+        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(RESIZE))
+        .map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn solid(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+        rgb.iter()
+            .copied()
+            .cycle()
+            .take((w * h * 3) as usize)
+            .collect()
+    }
+
+    #[test]
+    fn a_wide_frame_is_centred_with_grey_bars_above_and_below() {
+        let data = solid(1920, 1080, [255, 0, 0]);
+        let mut batch = Batch::new(ModelLayout::Yolov8, 640, 2);
+        batch
+            .push(RgbImage::new(1920, 1080, &data).unwrap())
+            .unwrap();
+        let t = batch.planar();
+        assert_eq!(t.len(), 3 * 640 * 640);
+        let at = |c: usize, x: usize, y: usize| t[c * 640 * 640 + y * 640 + x];
+        // 1920x1080 -> 640x360, padded by 140 rows top and bottom.
+        let pad = 114.0 / 255.0;
+        assert_eq!(at(0, 320, 139), pad);
+        assert_eq!(at(0, 320, 140), 1.0);
+        assert_eq!(at(1, 320, 140), 0.0);
+        assert_eq!(at(0, 320, 499), 1.0);
+        assert_eq!(at(0, 320, 500), pad);
+        let p = batch.placements()[0];
+        assert_eq!((p.pad_x, p.pad_y), (0.0, 140.0));
+        assert!((p.scale_x - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn placement_maps_model_boxes_back_to_the_frame() {
+        let p = placement(ModelLayout::Yolov8, 640, 1920, 1080);
+        let b = p.to_frame(BBox {
+            x1: 0.0,
+            y1: 140.0,
+            x2: 640.0,
+            y2: 500.0,
+        });
+        assert!(
+            (b.x1, b.y1) == (0.0, 0.0)
+                && (b.x2 - 1920.0).abs() < 1e-3
+                && (b.y2 - 1080.0).abs() < 1e-3,
+            "{b:?}"
+        );
+        let ssd = placement(ModelLayout::Ssd, 300, 600, 300);
+        let b = ssd.to_frame(BBox {
+            x1: 150.0,
+            y1: 150.0,
+            x2: 300.0,
+            y2: 300.0,
+        });
+        assert_eq!(
+            b,
+            BBox {
+                x1: 300.0,
+                y1: 150.0,
+                x2: 600.0,
+                y2: 300.0
+            }
+        );
+    }
+
+    #[test]
+    fn frames_fill_consecutive_slots_until_full() {
+        let data = solid(64, 48, [10, 20, 30]);
+        let img = RgbImage::new(64, 48, &data).unwrap();
+        let mut batch = Batch::new(ModelLayout::Ssd, 32, 2);
+        assert_eq!(batch.push(img), Ok(0));
+        assert_eq!(batch.push(img), Ok(1));
+        assert_eq!(batch.push(img), Err(PushError::Full { capacity: 2 }));
+        assert_eq!(batch.packed().len(), 2 * 32 * 32 * 3);
+        assert_eq!(&batch.packed()[..3], &[10, 20, 30]);
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.push(img), Ok(0));
+    }
+
+    #[test]
+    fn a_tall_frame_gets_bars_left_and_right() {
+        let data = solid(100, 200, [0, 255, 0]);
+        let mut batch = Batch::new(ModelLayout::Yolov8, 64, 1);
+        batch.push(RgbImage::new(100, 200, &data).unwrap()).unwrap();
+        let p = batch.placements()[0];
+        assert_eq!((p.pad_x, p.pad_y), (16.0, 0.0));
+        let g = &batch.planar()[64 * 64..2 * 64 * 64];
+        assert_eq!(g[10 * 64 + 15], 114.0 / 255.0);
+        assert_eq!(g[10 * 64 + 16], 1.0);
+        assert_eq!(g[10 * 64 + 47], 1.0);
+        assert_eq!(g[10 * 64 + 48], 114.0 / 255.0);
+    }
+}
