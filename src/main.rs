@@ -2,6 +2,7 @@
 //! alerts. It is the only place that knows all the crates.
 
 mod commands;
+mod detect;
 mod logging;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
         /// rtsp://[user:${PASS}@]host[:port]/path
         url: String,
     },
+    /// Run a detector on images and print the detections of each as one JSON line.
+    Detect(detect::DetectArgs),
     /// Check a configuration file: a summary when it is valid, every problem when it is not.
     CheckConfig {
         /// Configuration file (TOML).
@@ -62,5 +65,9 @@ fn main() -> ExitCode {
         Command::Run { config } => commands::run(&config),
         Command::Simulate => commands::not_built("simulate", "Ingest: the RTSP simulator"),
         Command::Probe { url } => commands::probe(&url),
+        Command::Detect(args) => detect::run(args).unwrap_or_else(|e| {
+            commands::report_error(&e);
+            ExitCode::from(2)
+        }),
     }
 }
