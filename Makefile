@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup demo test
+.PHONY: setup demo test bench
 
 ## Install system packages, ONNX Runtime and the models (idempotent).
 setup:
@@ -17,3 +17,7 @@ test: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked
+
+## Criterion benches of the per-frame hot path; prints figures and ratios at the end.
+bench: setup
+	cargo bench -p sharpeyes-bench --locked

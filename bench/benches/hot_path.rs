@@ -1,0 +1,147 @@
+//! The per-frame hot path: preprocessing against the straightforward baseline, box decoding
+//! with NMS, inference at several batch and input sizes. Prints a summary with ratios and
+//! the targets of DESIGN.md at the end.
+
+#![allow(clippy::print_stdout)] // the summary is the bench's output
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group};
+use sharpeyes_analytics::{Batch, Decoder, Detector, NmsConfig, RgbImage, Runtime, placement};
+use sharpeyes_bench::{
+    baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
+};
+use sharpeyes_config::{Install, Model, ModelLayout};
+
+fn preprocess(c: &mut Criterion) {
+    let frame = frame_1080p();
+    let img = RgbImage::new(1920, 1080, &frame).unwrap();
+    for size in [640, 320] {
+        let mut g = c.benchmark_group(format!("preprocess_1080p_to_{size}"));
+        let mut batch = Batch::new(ModelLayout::Yolov8, size, 1);
+        g.bench_function("sharpeyes", |b| {
+            b.iter(|| {
+                batch.clear();
+                batch.push(black_box(img)).unwrap();
+                black_box(batch.planar()[0])
+            })
+        });
+        g.bench_function("baseline", |b| {
+            b.iter(|| black_box(baseline_preprocess(black_box(&frame), 1920, 1080, size)))
+        });
+        g.finish();
+    }
+}
+
+fn postprocess(c: &mut Criterion) {
+    let output = yolov8_output_640();
+    let p = placement(ModelLayout::Yolov8, 640, 1920, 1080);
+    let mut decoder = Decoder::new(NmsConfig::default());
+    let mut out = Vec::with_capacity(64);
+    c.bench_function("decode_nms_1x6x8400", |b| {
+        b.iter(|| {
+            out.clear();
+            decoder.yolov8(black_box(&output), 8400, &p, &mut out);
+            black_box(out.len())
+        })
+    });
+}
+
+fn inference(c: &mut Criterion) {
+    let install = Install::discover();
+    let (Some(lib), Some(models)) = (install.onnxruntime, install.model_dir) else {
+        panic!("ONNX Runtime or models missing: run `make setup`");
+    };
+    let runtime = Runtime::load(&lib).expect("ONNX Runtime loads");
+    let frame = frame_1080p();
+    let img = RgbImage::new(1920, 1080, &frame).unwrap();
+    let mut g = c.benchmark_group("inference_fire_smoke");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for size in [320, 640] {
+        for n in [1, 4, 8] {
+            let spec = Model {
+                name: "fire_smoke".into(),
+                path: models.join("fire_smoke_yolov8.onnx"),
+                layout: ModelLayout::Yolov8,
+                input_size: size,
+                classes: Vec::new(),
+                threads: 2,
+                max_batch: n,
+                max_wait: Duration::ZERO,
+            };
+            let mut det = Detector::load(runtime, &spec, NmsConfig::default()).unwrap();
+            let mut batch = det.new_batch();
+            for _ in 0..n {
+                batch.push(img).unwrap();
+            }
+            let mut out = vec![Vec::new(); n];
+            g.bench_function(format!("{size}_batch{n}"), |b| {
+                b.iter(|| det.detect(&batch, &mut out).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
+fn summary() {
+    let m = mean_seconds;
+    println!("\n=== hot path summary (this machine, this run) ===");
+    for size in [640, 320] {
+        let g = format!("preprocess_1080p_to_{size}");
+        let target = if size == 640 {
+            "target <= 2 ms and >= 5x"
+        } else {
+            "no target"
+        };
+        println!(
+            "{}",
+            summary_line(
+                &format!("preprocess 1080p RGB -> {size} letterboxed CHW"),
+                m(&g, "sharpeyes"),
+                m(&g, "baseline"),
+                target
+            )
+        );
+    }
+    println!(
+        "{}",
+        summary_line(
+            "decode + NMS of [1,6,8400]",
+            m("decode_nms_1x6x8400", "decode_nms_1x6x8400")
+                .or_else(|| m("decode_nms_1x6x8400", "")),
+            None,
+            "target <= 0.3 ms"
+        )
+    );
+    for size in [320, 640] {
+        let one = m("inference_fire_smoke", &format!("{size}_batch1"));
+        for n in [1, 4, 8] {
+            let t = m("inference_fire_smoke", &format!("{size}_batch{n}"));
+            let per_frame = t.map(|t| t / n as f64);
+            let scaling = match (one, per_frame) {
+                (Some(o), Some(p)) => format!("{:.2}x batch-1 cost per frame", p / o),
+                _ => String::new(),
+            };
+            println!(
+                "{}",
+                summary_line(
+                    &format!("inference fire_smoke {size}, batch {n}, per frame"),
+                    per_frame,
+                    None,
+                    &scaling
+                )
+            );
+        }
+    }
+}
+
+criterion_group!(benches, preprocess, postprocess, inference);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    summary();
+}
