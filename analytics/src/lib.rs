@@ -12,6 +12,12 @@
 
 mod detection;
 mod image;
+mod motion;
+mod rules;
+mod track;
 
 pub use detection::{BBox, Detection};
 pub use image::{BadImage, RgbImage};
+pub use motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
+pub use rules::{HazardRule, RuleError, RuleHit};
+pub use track::{Track, Tracker, TrackerConfig};
