@@ -13,14 +13,19 @@
 mod batcher;
 mod detection;
 mod image;
+mod model;
+mod motion;
+mod postprocess;
+mod preprocess;
+mod rules;
+mod track;
 
 pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
 pub use detection::{BBox, Detection};
 pub use image::{BadImage, RgbImage};
-mod model;
-mod postprocess;
-mod preprocess;
-
 pub use model::{Detector, ModelError, Runtime};
+pub use motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
 pub use postprocess::{Decoder, NmsConfig};
 pub use preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};
+pub use rules::{HazardRule, RuleError, RuleHit};
+pub use track::{Track, Tracker, TrackerConfig};
