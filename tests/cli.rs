@@ -178,22 +178,46 @@ fn detect_prints_one_json_line_per_image() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(lines[0]["image"], "fixtures/images/synthetic_fire.png");
     let fire = &lines[0]["detections"][0];
     assert_eq!(fire["class"], "fire");
-    assert!((fire["score"].as_f64().unwrap() - 0.805).abs() < 0.03, "{fire}");
-    let b: Vec<f64> = fire["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(
+        (fire["score"].as_f64().unwrap() - 0.805).abs() < 0.03,
+        "{fire}"
+    );
+    let b: Vec<f64> = fire["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     for (got, want) in b.iter().zip([210.0, 139.0, 436.0, 366.0]) {
         assert!((got - want).abs() <= 4.0, "{b:?}");
     }
-    assert_eq!(lines[1]["detections"].as_array().unwrap().len(), 0, "coffee has no fire");
+    assert_eq!(
+        lines[1]["detections"].as_array().unwrap().len(),
+        0,
+        "coffee has no fire"
+    );
 }
 
 #[test]
 fn detect_names_an_unknown_model() {
-    let out = sharpeyes(&["detect", "--model", "no-such-model", "fixtures/images/coffee.png"]);
+    let out = sharpeyes(&[
+        "detect",
+        "--model",
+        "no-such-model",
+        "fixtures/images/coffee.png",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no model `no-such-model`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no model `no-such-model`"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -11,6 +11,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod batcher;
+mod camera;
 mod detection;
 mod image;
 mod model;
@@ -21,6 +22,7 @@ mod rules;
 mod track;
 
 pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
+pub use camera::{AnalysisSettings, CameraAnalyzer, EventObject, HazardEvent};
 pub use detection::{BBox, Detection};
 pub use image::{BadImage, RgbImage};
 pub use model::{Detector, ModelError, Runtime};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::RgbImage;
 
 /// The gate's settings: when a frame counts as changed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MotionConfig {
     /// Width of the grayscale copy; its height follows the frame's aspect ratio.
     pub grid_width: u32,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::{BBox, Detection};
 
 /// The tracker's settings: when a detection continues a track.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrackerConfig {
     /// A detection continues a track of its class when their IoU is at least this.
     pub iou_match: f32,

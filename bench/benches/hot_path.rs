@@ -8,11 +8,16 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
-use sharpeyes_analytics::{Batch, Decoder, Detector, NmsConfig, RgbImage, Runtime, placement};
+use sharpeyes_analytics::{
+    AnalysisSettings, Batch, CameraAnalyzer, Decoder, Detector, NmsConfig, RgbImage, Runtime,
+    placement,
+};
 use sharpeyes_bench::{
     baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
 };
-use sharpeyes_config::{Install, Model, ModelLayout};
+use sharpeyes_config::{Config, Install, Model, ModelLayout};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 fn preprocess(c: &mut Criterion) {
     let frame = frame_1080p();
@@ -44,6 +49,85 @@ fn postprocess(c: &mut Criterion) {
             out.clear();
             decoder.yolov8(black_box(&output), 8400, &p, &mut out);
             black_box(out.len())
+        })
+    });
+}
+
+/// Everything a frame costs besides decoding and inference: motion gate, preprocessing,
+/// box decoding with NMS, tracking and the hazard rules.
+fn per_frame(c: &mut Criterion) {
+    const CAMERA: &str = r#"
+        [[grids]]
+        id = "321322"
+        name = "county"
+        centre = "centre"
+        [[models]]
+        name = "fire_smoke"
+        path = "fire_smoke_yolov8.onnx"
+        layout = "yolov8"
+        input_size = 640
+        classes = ["smoke", "fire"]
+        [[hazards]]
+        name = "fire"
+        model = "fire_smoke"
+        classes = ["fire"]
+        confirm = { k = 2, n = 3 }
+        severity = "critical"
+        [[hazards]]
+        name = "smoke"
+        model = "fire_smoke"
+        classes = ["smoke"]
+        min_count = 2
+        severity = "major"
+        [[cameras]]
+        id = "cam"
+        name = "cam"
+        kind = "sharp-eyes"
+        url = "rtsp://127.0.0.1/cam"
+        grid = "321322"
+    "#;
+    let install = Install::discover();
+    let config = Config::parse(
+        CAMERA,
+        std::path::Path::new("bench.toml"),
+        &install.model_dirs(),
+    )
+    .unwrap_or_else(|p| panic!("{p}"))
+    .config;
+    let classes = vec!["smoke".to_owned(), "fire".to_owned()];
+    let mut analyzer = CameraAnalyzer::new(
+        &config,
+        &config.cameras[0],
+        |_| Some(classes.as_slice()),
+        AnalysisSettings::default(),
+    )
+    .unwrap();
+    let frame = Arc::new(frame_1080p());
+    let img = RgbImage::new(1920, 1080, &frame).unwrap();
+    let output = yolov8_output_640();
+    let mut batch = Batch::new(ModelLayout::Yolov8, 640, 1);
+    let mut decoder = Decoder::new(NmsConfig::default());
+    let mut detections = Vec::with_capacity(64);
+    let start = Instant::now();
+    let mut tick = 0u64;
+    c.bench_function("per_frame_overhead_1080p_640", |b| {
+        b.iter(|| {
+            tick += 1;
+            let now = start + Duration::from_millis(40 * tick);
+            black_box(analyzer.gate(img, now));
+            batch.clear();
+            batch.push(img).unwrap();
+            detections.clear();
+            decoder.yolov8(&output, 8400, &batch.placements()[0], &mut detections);
+            let events = analyzer.on_detections(
+                "fire_smoke",
+                &detections,
+                &frame,
+                (1920, 1080),
+                now,
+                SystemTime::UNIX_EPOCH,
+            );
+            black_box(events.len())
         })
     });
 }
@@ -116,6 +200,15 @@ fn summary() {
             "target <= 0.3 ms"
         )
     );
+    println!(
+        "{}",
+        summary_line(
+            "per-frame overhead (gate+preprocess+NMS+track+rules)",
+            m("per_frame_overhead_1080p_640", ""),
+            None,
+            "1080p frame, 640 model"
+        )
+    );
     for size in [320, 640] {
         let one = m("inference_fire_smoke", &format!("{size}_batch1"));
         for n in [1, 4, 8] {
@@ -138,7 +231,7 @@ fn summary() {
     }
 }
 
-criterion_group!(benches, preprocess, postprocess, inference);
+criterion_group!(benches, preprocess, postprocess, per_frame, inference);
 
 fn main() {
     benches();

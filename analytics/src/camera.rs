@@ -1,0 +1,159 @@
+//! One camera's analysis state: its motion gate, and per model a tracker and the hazard
+//! rules of the hazards it watches. Detections in, hazard events out.
+//!
+//! Per analysed frame:
+//! 1. [`CameraAnalyzer::gate`] says whether the frame is worth inference at all.
+//! 2. The caller sends it to each of [`CameraAnalyzer::models`] (through their batchers).
+//! 3. Each model's detections come back to [`CameraAnalyzer::on_detections`], which tracks
+//!    them and evaluates that model's rules.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use sharpeyes_config::{Camera, Config, Severity};
+
+use crate::detection::{BBox, Detection};
+use crate::image::RgbImage;
+use crate::motion::{Gate, MotionConfig, MotionGate};
+use crate::rules::{HazardRule, RuleError};
+use crate::track::{Tracker, TrackerConfig};
+
+/// Tuning of the per-camera stages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnalysisSettings {
+    pub motion: MotionConfig,
+    pub tracker: TrackerConfig,
+}
+
+/// An object in a hazard event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventObject {
+    pub track_id: u64,
+    pub class: String,
+    pub score: f32,
+    /// In frame pixels.
+    pub bbox: BBox,
+}
+
+/// A confirmed hazard on a camera, with the frame that confirmed it (for the snapshot).
+#[derive(Debug, Clone)]
+pub struct HazardEvent<F> {
+    pub camera: String,
+    pub grid: String,
+    pub hazard: String,
+    pub severity: Severity,
+    pub confidence: f32,
+    pub objects: Vec<EventObject>,
+    pub zone: Option<String>,
+    pub detected_at: SystemTime,
+    pub frame: Arc<F>,
+}
+
+struct ModelWatch {
+    model: String,
+    classes: Vec<String>,
+    tracker: Tracker,
+    rules: Vec<HazardRule>,
+}
+
+/// See the module docs.
+pub struct CameraAnalyzer {
+    camera: String,
+    grid: String,
+    gate: MotionGate,
+    models: Vec<ModelWatch>,
+}
+
+impl CameraAnalyzer {
+    /// Builds the rules of every hazard `camera` watches. `classes` gives the class names of
+    /// each loaded model by name (the detectors', which may come from the ONNX metadata).
+    pub fn new<'a>(
+        config: &Config,
+        camera: &Camera,
+        classes: impl Fn(&str) -> Option<&'a [String]>,
+        settings: AnalysisSettings,
+    ) -> Result<Self, RuleError> {
+        let mut models: Vec<ModelWatch> = Vec::new();
+        for hazard in config.camera_hazards(camera) {
+            let names = classes(&hazard.model).ok_or_else(|| RuleError {
+                hazard: hazard.name.clone(),
+                problem: format!("uses model `{}`, which is not loaded", hazard.model),
+            })?;
+            let rule = HazardRule::new(hazard, names, &camera.zones)?;
+            match models.iter_mut().find(|m| m.model == hazard.model) {
+                Some(m) => m.rules.push(rule),
+                None => models.push(ModelWatch {
+                    model: hazard.model.clone(),
+                    classes: names.to_vec(),
+                    tracker: Tracker::new(settings.tracker),
+                    rules: vec![rule],
+                }),
+            }
+        }
+        Ok(Self {
+            camera: camera.id.clone(),
+            grid: camera.grid().to_owned(),
+            gate: MotionGate::new(settings.motion),
+            models,
+        })
+    }
+
+    pub fn camera(&self) -> &str {
+        &self.camera
+    }
+
+    /// The models this camera's frames go to.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.model.as_str())
+    }
+
+    pub fn gate(&mut self, frame: RgbImage<'_>, now: Instant) -> Gate {
+        self.gate.check(frame, now)
+    }
+
+    pub fn gate_counts(&self) -> crate::motion::GateCounts {
+        self.gate.counts()
+    }
+
+    /// Tracks one model's detections on a frame and evaluates that model's rules.
+    pub fn on_detections<F>(
+        &mut self,
+        model: &str,
+        detections: &[Detection],
+        frame: &Arc<F>,
+        (width, height): (u32, u32),
+        now: Instant,
+        detected_at: SystemTime,
+    ) -> Vec<HazardEvent<F>> {
+        let Some(watch) = self.models.iter_mut().find(|m| m.model == model) else {
+            return Vec::new();
+        };
+        let tracks = watch.tracker.update(detections, now);
+        let mut events = Vec::new();
+        for rule in &mut watch.rules {
+            if let Some(hit) = rule.evaluate(tracks, width, height, now) {
+                events.push(HazardEvent {
+                    camera: self.camera.clone(),
+                    grid: self.grid.clone(),
+                    hazard: hit.hazard,
+                    severity: hit.severity,
+                    confidence: hit.confidence,
+                    objects: hit
+                        .objects
+                        .into_iter()
+                        .map(|(track_id, class, score, bbox)| EventObject {
+                            track_id,
+                            class: watch.classes.get(class).cloned().unwrap_or_default(),
+                            score,
+                            bbox,
+                        })
+                        .collect(),
+                    zone: hit.zone,
+                    detected_at,
+                    frame: frame.clone(),
+                });
+            }
+        }
+        events
+    }
+}
