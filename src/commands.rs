@@ -11,14 +11,10 @@ use std::process::ExitCode;
 use sharpeyes_config::{Config, Install, Loaded, Problems, secret::redact_userinfo};
 
 /// Parts of the mission and the issue that builds each, for commands that need them.
-const NOT_BUILT: &[(&str, &str)] = &[
+pub const NOT_BUILT: &[(&str, &str)] = &[
     (
         "ingest",
         "RTSP cameras in, frames out, the simulator and probe (issue: Ingest)",
-    ),
-    (
-        "analytics",
-        "ONNX hazard detection on the frames (issue: Analytics)",
     ),
     (
         "alerts",
@@ -38,7 +34,7 @@ pub fn report_error(msg: &str) {
     eprintln!("error: {msg}");
 }
 
-fn print_problems(problems: &Problems) {
+pub fn print_problems(problems: &Problems) {
     eprintln!("{problems}");
 }
 
@@ -57,7 +53,7 @@ pub fn check_config(file: &Path) -> ExitCode {
     }
 }
 
-fn print_loaded(loaded: &Loaded) {
+pub fn print_loaded(loaded: &Loaded) {
     println!("{}", loaded.config.summary());
     // Grouped by what is missing: one line per variable or file, naming the fields that use it.
     let mut unset: Vec<(String, Vec<String>)> = Vec::new();
@@ -88,37 +84,6 @@ fn print_loaded(loaded: &Loaded) {
     } else {
         println!("{}", loaded.warnings);
     }
-}
-
-pub fn demo() -> ExitCode {
-    let install = Install::discover();
-    println!("sharpeyes demo: embedded defaults (config/demo.toml built into the binary)");
-    let origin = install.home.as_ref().map_or_else(
-        || Path::new("config/demo.toml").to_owned(),
-        |h| h.join("config/demo.toml"),
-    );
-    let loaded = match Config::parse(sharpeyes_config::DEMO_TOML, &origin, &install.model_dirs()) {
-        Ok(l) => l,
-        Err(problems) => {
-            print_problems(&problems);
-            report_error("the demo configuration does not load here; run `make setup` first");
-            return ExitCode::from(2);
-        }
-    };
-    print_loaded(&loaded);
-    match &install.onnxruntime {
-        Some(p) => println!("ONNX Runtime: {}", p.display()),
-        None => println!("ONNX Runtime: not found (run `make setup`)"),
-    }
-    println!();
-    println!(
-        "What runs now: the configuration above is loaded and checked, models and runtime found."
-    );
-    println!("Not built yet, so the demo stops here:");
-    for (part, what) in NOT_BUILT {
-        println!("  - {part}: {what}");
-    }
-    ExitCode::SUCCESS
 }
 
 pub fn run(file: &Path) -> ExitCode {

@@ -2,6 +2,7 @@
 //! alerts. It is the only place that knows all the crates.
 
 mod commands;
+mod demo;
 mod detect;
 mod logging;
 
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
-        Command::Demo => commands::demo(),
+        Command::Demo => demo::run(),
         Command::Run { config } => commands::run(&config),
         Command::Simulate => commands::not_built("simulate", "Ingest: the RTSP simulator"),
         Command::Probe { url } => commands::probe(&url),
