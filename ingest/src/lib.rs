@@ -7,7 +7,13 @@
 //! Per camera: receive with retina (TCP interleaved by default), sample *before* decoding
 //! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
 //! off. Also the RTSP simulator (`sharpeyes simulate`) and the `probe` tool.
-//!
-//! Status: not built yet (issue: Ingest). This crate only fixes its place in the data flow.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+mod camera;
+mod decode;
+mod frame;
+
+pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
+pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
+pub use frame::{Frame, FrameSlot};

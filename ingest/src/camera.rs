@@ -1,0 +1,494 @@
+//! One camera: RTSP in with retina, sampled before decoding, decoded frames into its slot.
+//!
+//! The task is `run()` retrying `run_once()` with exponential backoff and jitter, every
+//! await raced against shutdown. A camera that cannot work until someone changes something
+//! (wrong credentials, wrong path, no video, unsupported codec) ends in `Failed` with the
+//! reason instead of hammering the camera; anything else (refused connection, timeouts,
+//! "timestamp jumped", framing errors, a stalled stream) is a reconnect with a logged reason.
+//! One camera's task never waits on another's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use retina::client::{
+    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Transport, UdpTransportOptions,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use sharpeyes_config::Sampling;
+use tokio::sync::watch;
+use url::Url;
+
+use crate::decode::{Codec, DecodeCounters, Decoder, output_size};
+use crate::frame::FrameSlot;
+
+/// Limits of one camera's connection, with the defaults documented on each.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// DESCRIBE, SETUP and PLAY together (default 10 s).
+    pub connect: Duration,
+    /// No video frame for this long is a stall: reconnect (default 10 s).
+    pub stall: Duration,
+    /// First retry delay, doubled per failure up to `backoff_max` (defaults 1 s, 60 s).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            stall: Duration::from_secs(10),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one camera task needs.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub camera: Arc<str>,
+    /// The expanded URL (credentials in its user-info, never logged).
+    pub url: Url,
+    pub udp: bool,
+    pub sampling: Sampling,
+    /// Longer side of decoded frames: the largest model input the camera feeds.
+    pub detect_side: u32,
+    pub hardware_decoding: bool,
+    pub timeouts: Timeouts,
+}
+
+/// Where a camera is, for metrics and the retained status topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraState {
+    Connecting,
+    Streaming,
+    /// Waiting to reconnect after `reason`.
+    Backoff {
+        reason: String,
+        retry_in: Duration,
+    },
+    /// Will not work until its configuration changes.
+    Failed {
+        reason: String,
+    },
+    Stopped,
+}
+
+/// Counters of one camera, for metrics.
+#[derive(Debug, Default)]
+pub struct CameraCounters {
+    /// Access units received.
+    pub received: AtomicU64,
+    /// Access units skipped by sampling, never decoded.
+    pub skipped: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub decode: Arc<DecodeCounters>,
+}
+
+/// A running camera task.
+pub struct CameraHandle {
+    pub state: watch::Receiver<CameraState>,
+    pub counters: Arc<CameraCounters>,
+    pub frames: Arc<FrameSlot>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a camera task on the current tokio runtime; it stops when `shutdown` turns true.
+pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHandle {
+    let (state_tx, state) = watch::channel(CameraState::Connecting);
+    let counters = Arc::new(CameraCounters::default());
+    let frames = Arc::new(FrameSlot::default());
+    let task = Camera {
+        config,
+        state: state_tx,
+        counters: counters.clone(),
+        frames: frames.clone(),
+    };
+    let camera = task.config.camera.clone();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        task.run(shutdown),
+        tracing::info_span!("camera", id = %camera),
+    ));
+    CameraHandle {
+        state,
+        counters,
+        frames,
+        task,
+    }
+}
+
+/// Why one connection ended.
+#[derive(Debug)]
+enum Ended {
+    Shutdown,
+    /// Retry after a backoff; `streamed` when frames flowed (the backoff starts over).
+    Retry {
+        reason: String,
+        streamed: bool,
+    },
+    /// Do not retry.
+    Failed(String),
+}
+
+struct Camera {
+    config: SourceConfig,
+    state: watch::Sender<CameraState>,
+    counters: Arc<CameraCounters>,
+    frames: Arc<FrameSlot>,
+}
+
+impl Camera {
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = self.config.timeouts.backoff_min;
+        let mut jitter = Jitter::new(&self.config.camera);
+        loop {
+            self.state.send_replace(CameraState::Connecting);
+            let ended = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
+                e = self.run_once() => e,
+            };
+            let reason = match ended {
+                Ended::Shutdown => break,
+                Ended::Failed(reason) => {
+                    tracing::error!(%reason, "camera failed; fix its configuration");
+                    self.state.send_replace(CameraState::Failed { reason });
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    break;
+                }
+                Ended::Retry { reason, streamed } => {
+                    if streamed {
+                        backoff = self.config.timeouts.backoff_min;
+                    }
+                    reason
+                }
+            };
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            let delay = jitter.apply(backoff);
+            tracing::warn!(%reason, retry_in = ?delay, "camera disconnected");
+            self.state.send_replace(CameraState::Backoff {
+                reason,
+                retry_in: delay,
+            });
+            backoff = (backoff * 2).min(self.config.timeouts.backoff_max);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.state.send_replace(CameraState::Stopped);
+    }
+
+    async fn run_once(&self) -> Ended {
+        let cfg = &self.config;
+        let (url, creds) = split_credentials(&cfg.url);
+        let connect = async {
+            let options = SessionOptions::default()
+                .creds(creds)
+                .user_agent("sharpeyes".into());
+            let mut session = Session::describe(url, options).await.map_err(classify)?;
+            let Some((index, codec)) = pick_video(session.streams()) else {
+                let video: Vec<String> = session
+                    .streams()
+                    .iter()
+                    .filter(|s| s.media() == "video")
+                    .map(|s| s.encoding_name().to_owned())
+                    .collect();
+                return Err(Ended::Failed(if video.is_empty() {
+                    "no video track in the stream".into()
+                } else {
+                    format!("unsupported video codec {video:?}: sharpeyes decodes H.264 and H.265")
+                }));
+            };
+            let transport = if cfg.udp {
+                Transport::Udp(UdpTransportOptions::default())
+            } else {
+                Transport::Tcp(TcpTransportOptions::default())
+            };
+            session
+                .setup(
+                    index,
+                    SetupOptions::default()
+                        .transport(transport)
+                        .frame_format(FrameFormat::SIMPLE),
+                )
+                .await
+                .map_err(classify)?;
+            let playing = session
+                .play(PlayOptions::default())
+                .await
+                .map_err(classify)?;
+            Ok((playing.demuxed().map_err(classify)?, index, codec))
+        };
+        let (mut stream, index, codec) =
+            match tokio::time::timeout(cfg.timeouts.connect, connect).await {
+                Err(_) => {
+                    return retry(
+                        format!(
+                            "no answer within {:?} (connect timeout)",
+                            cfg.timeouts.connect
+                        ),
+                        false,
+                    );
+                }
+                Ok(Err(ended)) => return ended,
+                Ok(Ok(s)) => s,
+            };
+
+        let mut decoder: Option<Decoder> = None;
+        let mut seen_keyframe = false;
+        let mut sampler = Sampler::new(cfg.sampling);
+        loop {
+            let item = match tokio::time::timeout(cfg.timeouts.stall, stream.next()).await {
+                Err(_) => {
+                    return retry(
+                        format!("no frame for {:?} (stall)", cfg.timeouts.stall),
+                        seen_keyframe,
+                    );
+                }
+                Ok(None) => return retry("the server ended the stream".into(), seen_keyframe),
+                Ok(Some(Err(e))) => return retry(format!("{e}"), seen_keyframe),
+                Ok(Some(Ok(item))) => item,
+            };
+            let CodecItem::VideoFrame(frame) = item else {
+                continue;
+            };
+            if frame.stream_id() != index {
+                continue;
+            }
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            let keyframe = frame.is_random_access_point();
+            if !seen_keyframe && !keyframe {
+                // Joined mid-GOP: nothing decodes before the first keyframe.
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !seen_keyframe {
+                seen_keyframe = true;
+                self.state.send_replace(CameraState::Streaming);
+            }
+            if frame.has_new_parameters() || decoder.is_none() {
+                let Some(ParametersRef::Video(params)) = stream.streams()[index].parameters()
+                else {
+                    continue;
+                };
+                let size = output_size(
+                    params.pixel_dimensions().0,
+                    params.pixel_dimensions().1,
+                    cfg.detect_side,
+                );
+                let slot = self.frames.clone();
+                match Decoder::new(
+                    cfg.camera.clone(),
+                    codec,
+                    size,
+                    cfg.hardware_decoding,
+                    self.counters.decode.clone(),
+                    move |f| {
+                        slot.put(f);
+                    },
+                ) {
+                    Ok(d) => {
+                        tracing::info!(
+                            decoder = d.element(),
+                            width = size.0,
+                            height = size.1,
+                            "decoding"
+                        );
+                        decoder = Some(d);
+                    }
+                    Err(e) => return Ended::Failed(format!("cannot decode: {e}")),
+                }
+            }
+            if !sampler.wants(keyframe, frame.is_disposable(), Instant::now()) {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Some(d) = decoder.as_mut()
+                && let Err(e) = d.push(frame.into_data(), SystemTime::now(), keyframe)
+            {
+                // A bitstream the decoder could not get past: start over at the next keyframe.
+                tracing::warn!(error = %e, "decoder error; resuming at the next keyframe");
+                decoder = None;
+                seen_keyframe = false;
+            }
+        }
+    }
+}
+
+fn retry(reason: String, streamed: bool) -> Ended {
+    Ended::Retry { reason, streamed }
+}
+
+/// The connection's errors that retrying cannot fix: 401/403 and 404.
+fn classify(e: retina::Error) -> Ended {
+    match e.status_code() {
+        Some(401) => Ended::Failed("401 Unauthorized: wrong user or password".into()),
+        Some(403) => Ended::Failed("403 Forbidden: this user may not view the stream".into()),
+        Some(404) => Ended::Failed("404 Not Found: no stream at this path".into()),
+        _ => Ended::Retry {
+            reason: e.to_string(),
+            streamed: false,
+        },
+    }
+}
+
+/// The first H.264 or H.265 video stream.
+fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
+    streams.iter().enumerate().find_map(|(i, s)| {
+        (s.media() == "video")
+            .then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c)))
+            .flatten()
+    })
+}
+
+/// retina takes credentials apart from the URL.
+fn split_credentials(url: &Url) -> (Url, Option<Credentials>) {
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    let creds = (!url.username().is_empty()).then(|| Credentials {
+        username: percent_decode(url.username()),
+        password: percent_decode(url.password().unwrap_or_default()),
+    });
+    (bare, creds)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Which access units to decode: sampling happens before decoding, because decoding is
+/// the dominant CPU cost.
+#[derive(Debug)]
+struct Sampler {
+    mode: Sampling,
+    next_due: Option<Instant>,
+}
+
+impl Sampler {
+    fn new(mode: Sampling) -> Self {
+        Self {
+            mode,
+            next_due: None,
+        }
+    }
+
+    /// `keyframes`: only random-access points. `all`: everything. `fps = N`: every frame
+    /// others depend on (they must be decoded to decode later ones), plus disposable frames
+    /// only when one is due; keyframes always.
+    fn wants(&mut self, keyframe: bool, disposable: bool, now: Instant) -> bool {
+        match self.mode {
+            Sampling::Keyframes => keyframe,
+            Sampling::All => true,
+            Sampling::Fps(fps) => {
+                let due = self.next_due.is_none_or(|d| now >= d);
+                if due {
+                    self.next_due = Some(now + Duration::from_secs_f64(1.0 / fps));
+                }
+                keyframe || !disposable || due
+            }
+        }
+    }
+}
+
+/// Spreads reconnects of many cameras over time (0.5x to 1.5x the backoff) so that a
+/// server restart is not met by every camera at the same instant.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: &str) -> Self {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        Self(
+            seed.bytes()
+                .fold(u64::from(t) | 1, |h, b| h.rotate_left(5) ^ u64::from(b)),
+        )
+    }
+
+    fn apply(&mut self, d: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        d.mul_f64(0.5 + (self.0 % 1000) as f64 / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_and_are_decoded() {
+        let url = Url::parse("rtsp://admin:p%40ss@10.1.2.3:554/ch1").unwrap();
+        let (bare, creds) = split_credentials(&url);
+        assert_eq!(bare.as_str(), "rtsp://10.1.2.3:554/ch1");
+        let c = creds.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("admin", "p@ss")
+        );
+        assert!(
+            split_credentials(&Url::parse("rtsp://h/x").unwrap())
+                .1
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn keyframe_sampling_decodes_only_random_access_points() {
+        let mut s = Sampler::new(Sampling::Keyframes);
+        let now = Instant::now();
+        assert!(s.wants(true, false, now));
+        assert!(!s.wants(false, false, now));
+        assert!(!s.wants(false, true, now));
+    }
+
+    #[test]
+    fn fps_sampling_skips_only_disposable_frames_that_are_not_due() {
+        let mut s = Sampler::new(Sampling::Fps(2.0));
+        let t = Instant::now();
+        assert!(s.wants(false, true, t), "the first frame is due");
+        assert!(!s.wants(false, true, t + Duration::from_millis(100)));
+        assert!(
+            s.wants(false, false, t + Duration::from_millis(100)),
+            "reference frames are needed"
+        );
+        assert!(s.wants(false, true, t + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_one_and_a_half() {
+        let mut j = Jitter::new("cam1");
+        for _ in 0..1000 {
+            let d = j.apply(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(5) && d < Duration::from_secs(15),
+                "{d:?}"
+            );
+        }
+    }
+}

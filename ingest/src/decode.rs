@@ -1,0 +1,321 @@
+//! Access units in, RGB frames at the detection size out, through a GStreamer pipeline:
+//! `appsrc ! parse ! decoder ! videoscale ! caps ! videoconvert ! RGB ! appsink`.
+//!
+//! Scaling happens before colour conversion (cheaper: fewer pixels to convert), straight to
+//! the size analytics needs. A hardware decoder is used when one is present and starts;
+//! otherwise `avdec_*` with one thread (many cameras share the cores; a thread per camera
+//! per core would only add contention).
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::frame::Frame;
+
+/// Video codecs the decoder takes, in Annex B byte-stream form (one access unit per push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    /// From an RTP/SDP encoding name (`h264`, `H265`...).
+    pub fn from_encoding(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "h264" => Some(Self::H264),
+            "h265" | "hevc" => Some(Self::H265),
+            _ => None,
+        }
+    }
+
+    fn caps(self) -> &'static str {
+        match self {
+            Self::H264 => "video/x-h264,stream-format=byte-stream,alignment=au",
+            Self::H265 => "video/x-h265,stream-format=byte-stream,alignment=au",
+        }
+    }
+
+    fn parser(self) -> &'static str {
+        match self {
+            Self::H264 => "h264parse",
+            Self::H265 => "h265parse",
+        }
+    }
+
+    /// Decoders by preference: hardware first, software last.
+    fn decoders(self) -> &'static [&'static str] {
+        match self {
+            Self::H264 => &[
+                "nvh264dec",
+                "vah264dec",
+                "vaapih264dec",
+                "v4l2h264dec",
+                "avdec_h264",
+            ],
+            Self::H265 => &[
+                "nvh265dec",
+                "vah265dec",
+                "vaapih265dec",
+                "v4l2h265dec",
+                "avdec_h265",
+            ],
+        }
+    }
+}
+
+/// Why a decoder could not be built or fed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The frame size to decode to: the stream's aspect kept, the longer side at most `side`,
+/// width a multiple of 4 so RGB rows carry no padding.
+pub fn output_size(width: u32, height: u32, side: u32) -> (u32, u32) {
+    let scale = (f64::from(side) / f64::from(width.max(height))).min(1.0);
+    let w = ((f64::from(width) * scale / 4.0).round() as u32 * 4).max(4);
+    let h = ((f64::from(height) * scale / 2.0).round() as u32 * 2).max(2);
+    (w, h)
+}
+
+fn init() -> Result<(), DecodeError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gst::init().map_err(|e| format!("GStreamer does not start: {e}")))
+        .clone()
+        .map_err(DecodeError)
+}
+
+/// Counters a decoder keeps, for metrics.
+#[derive(Debug, Default)]
+pub struct DecodeCounters {
+    pub pushed: AtomicU64,
+    pub decoded: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// One camera's decoding pipeline. Dropping it stops the pipeline.
+pub struct Decoder {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    element: String,
+    pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>>,
+    counters: Arc<DecodeCounters>,
+    next_pts: u64,
+}
+
+/// How many pushed access units' arrival times are remembered for their frames.
+const PENDING: usize = 64;
+
+impl Decoder {
+    /// Builds and starts a pipeline decoding `codec` at `in_size` to `out_size` RGB; each
+    /// frame goes to `on_frame` (on a GStreamer thread). `hardware: false` forces software.
+    pub fn new(
+        camera: Arc<str>,
+        codec: Codec,
+        out_size: (u32, u32),
+        hardware: bool,
+        counters: Arc<DecodeCounters>,
+        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+    ) -> Result<Self, DecodeError> {
+        init()?;
+        let on_frame = Arc::new(on_frame);
+        let mut last = DecodeError("no decoder found".into());
+        for element in codec
+            .decoders()
+            .iter()
+            .filter(|d| hardware || d.starts_with("avdec"))
+        {
+            if gst::ElementFactory::find(element).is_none() {
+                continue;
+            }
+            match Self::build(
+                camera.clone(),
+                codec,
+                element,
+                out_size,
+                counters.clone(),
+                on_frame.clone(),
+            ) {
+                Ok(d) => return Ok(d),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn build(
+        camera: Arc<str>,
+        codec: Codec,
+        element: &str,
+        (w, h): (u32, u32),
+        counters: Arc<DecodeCounters>,
+        on_frame: Arc<dyn Fn(Frame) + Send + Sync>,
+    ) -> Result<Self, DecodeError> {
+        let threads = if element.starts_with("avdec") {
+            " max-threads=1"
+        } else {
+            ""
+        };
+        let launch = format!(
+            "appsrc name=src format=time ! {} ! {element}{threads} ! videoscale ! video/x-raw,width={w},height={h} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+            codec.parser()
+        );
+        let err =
+            |what: &str, e: &dyn std::fmt::Display| DecodeError(format!("{element}: {what}: {e}"));
+        let pipeline = gst::parse::launch(&launch)
+            .map_err(|e| err("building the pipeline", &e))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| DecodeError("not a pipeline".into()))?;
+        let by_name = |n: &str| {
+            pipeline
+                .by_name(n)
+                .ok_or_else(|| DecodeError(format!("no `{n}` in pipeline")))
+        };
+        let appsrc = by_name("src")?
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| DecodeError("src is not an appsrc".into()))?;
+        appsrc.set_caps(Some(
+            &gst::Caps::from_str(codec.caps()).map_err(|e| err("caps", &e))?,
+        ));
+        let appsink = by_name("sink")?
+            .downcast::<gst_app::AppSink>()
+            .map_err(|_| DecodeError("sink is not an appsink".into()))?;
+
+        let pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>> = Arc::default();
+        let (p, c) = (pending.clone(), counters.clone());
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let Some(buffer) = sample.buffer() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let pts = buffer.pts().map_or(0, gst::ClockTime::nseconds);
+                    let (received_at, keyframe) = {
+                        let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+                        while p.front().is_some_and(|(t, ..)| *t < pts) {
+                            p.pop_front();
+                        }
+                        p.front()
+                            .filter(|(t, ..)| *t == pts)
+                            .map_or((SystemTime::now(), false), |(_, r, k)| (*r, *k))
+                    };
+                    let Ok(map) = buffer.map_readable() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    if map.len() != (w * h * 3) as usize {
+                        c.errors.fetch_add(1, Ordering::Relaxed);
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                    c.decoded.fetch_add(1, Ordering::Relaxed);
+                    on_frame(Frame {
+                        camera: camera.clone(),
+                        width: w,
+                        height: h,
+                        rgb: map.to_vec(),
+                        received_at,
+                        keyframe,
+                    });
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| err("starting", &e))?;
+        Ok(Self {
+            pipeline,
+            appsrc,
+            element: element.to_owned(),
+            pending,
+            counters,
+            next_pts: 0,
+        })
+    }
+
+    /// The decoder element in use (`avdec_h264`, `nvh264dec`...).
+    pub fn element(&self) -> &str {
+        &self.element
+    }
+
+    /// Queues one access unit. An error from the pipeline (a corrupt bitstream it could not
+    /// get past) comes back here; the caller builds a new decoder and resumes at a keyframe.
+    pub fn push(
+        &mut self,
+        access_unit: Vec<u8>,
+        received_at: SystemTime,
+        keyframe: bool,
+    ) -> Result<(), DecodeError> {
+        if let Some(msg) = self
+            .pipeline
+            .bus()
+            .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+        {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if let gst::MessageView::Error(e) = msg.view() {
+                return Err(DecodeError(format!("{}: {}", self.element, e.error())));
+            }
+        }
+        // Timestamps only identify frames here: consecutive, 40 ms apart.
+        self.next_pts += Duration::from_millis(40).as_nanos() as u64;
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() == PENDING {
+                p.pop_front();
+            }
+            p.push_back((self.next_pts, received_at, keyframe));
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(access_unit);
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(gst::ClockTime::from_nseconds(self.next_pts));
+            if !keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+        self.appsrc
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| DecodeError(format!("{}: pushing a frame: {e:?}", self.element)))
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keeps_the_aspect_with_rows_unpadded() {
+        assert_eq!(output_size(1920, 1080, 640), (640, 360));
+        assert_eq!(output_size(1280, 720, 640), (640, 360));
+        assert_eq!(output_size(704, 576, 640), (640, 524));
+        assert_eq!(output_size(320, 240, 640), (320, 240), "never upscaled");
+        assert_eq!(output_size(1080, 1920, 320).0 % 4, 0);
+    }
+
+    #[test]
+    fn codecs_from_sdp_names() {
+        assert_eq!(Codec::from_encoding("H264"), Some(Codec::H264));
+        assert_eq!(Codec::from_encoding("h265"), Some(Codec::H265));
+        assert_eq!(Codec::from_encoding("jpeg"), None);
+    }
+}

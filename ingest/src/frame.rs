@@ -1,0 +1,103 @@
+//! What ingest hands to analytics: one decoded frame, and the slot it waits in.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// A decoded frame: packed RGB8 (`width * height * 3` bytes, no row padding), already scaled
+/// towards the detection size with the camera's aspect ratio kept.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub camera: Arc<str>,
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    /// When the frame's access unit arrived from the network.
+    pub received_at: SystemTime,
+    pub keyframe: bool,
+}
+
+/// The bounded per-camera hand-off to analytics: it holds the newest frame only. A frame put
+/// while an older one still waits replaces it, and the older one is counted as dropped, so a
+/// slow analytics stage never makes the network reader wait.
+#[derive(Debug, Default)]
+pub struct FrameSlot {
+    frame: Mutex<Option<Frame>>,
+    ready: tokio::sync::Notify,
+    dropped: AtomicU64,
+}
+
+impl FrameSlot {
+    /// Puts a frame; returns `true` if it replaced (dropped) one that was never taken.
+    pub fn put(&self, frame: Frame) -> bool {
+        let replaced = self
+            .frame
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(frame)
+            .is_some();
+        if replaced {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready.notify_one();
+        replaced
+    }
+
+    /// The waiting frame, if any.
+    pub fn take(&self) -> Option<Frame> {
+        self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Waits for the next frame.
+    pub async fn next(&self) -> Frame {
+        loop {
+            if let Some(f) = self.take() {
+                return f;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Frames replaced before analytics took them.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Frame {
+        Frame {
+            camera: "c".into(),
+            width: 1,
+            height: 1,
+            rgb: vec![n; 3],
+            received_at: SystemTime::UNIX_EPOCH,
+            keyframe: true,
+        }
+    }
+
+    #[test]
+    fn the_newest_frame_wins_and_older_ones_are_counted() {
+        let slot = FrameSlot::default();
+        assert!(!slot.put(frame(1)));
+        assert!(slot.put(frame(2)));
+        assert!(slot.put(frame(3)));
+        assert_eq!(slot.take().unwrap().rgb[0], 3);
+        assert!(slot.take().is_none());
+        assert_eq!(slot.dropped(), 2);
+    }
+
+    #[tokio::test]
+    async fn next_waits_for_a_frame() {
+        let slot = Arc::new(FrameSlot::default());
+        let s = slot.clone();
+        let waiter = tokio::spawn(async move { s.next().await.rgb[0] });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        slot.put(frame(7));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap(), 7);
+    }
+}

@@ -1,0 +1,146 @@
+//! The GStreamer decoder on real H.264: a clip encoded here with x264 is fed access unit by
+//! access unit, as the camera task does.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use sharpeyes_ingest::{Codec, DecodeCounters, Decoder, Frame};
+
+/// `frames` access units of a 320x240 test pattern, a keyframe every `gop`.
+fn encode(frames: u32, gop: u32) -> Vec<(Vec<u8>, bool)> {
+    gst::init().unwrap();
+    let launch = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 ! x264enc key-int-max={gop} bframes=0 tune=zerolatency speed-preset=ultrafast ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"
+    );
+    let pipeline = gst::parse::launch(&launch)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let buf = sample.buffer().unwrap();
+        let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        out.push((buf.map_readable().unwrap().to_vec(), key));
+        if out.len() == frames as usize {
+            break;
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        out.len(),
+        frames as usize,
+        "the encoder produced every frame"
+    );
+    out
+}
+
+fn decoder(frames: Arc<Mutex<Vec<Frame>>>, counters: Arc<DecodeCounters>) -> Decoder {
+    Decoder::new(
+        Arc::from("cam"),
+        Codec::H264,
+        (160, 120),
+        false,
+        counters,
+        move |f| frames.lock().unwrap().push(f),
+    )
+    .unwrap()
+}
+
+/// Waits until no frame has arrived for 300 ms (bounded at 10 s).
+fn wait_settled(frames: &Mutex<Vec<Frame>>) {
+    let start = Instant::now();
+    let mut last = (usize::MAX, Instant::now());
+    while start.elapsed() < Duration::from_secs(10) {
+        let n = frames.lock().unwrap().len();
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_millis(300) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_for(frames: &Mutex<Vec<Frame>>, n: usize) {
+    let start = Instant::now();
+    while frames.lock().unwrap().len() < n && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn every_access_unit_becomes_a_scaled_rgb_frame() {
+    let clip = encode(20, 10);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let counters = Arc::new(DecodeCounters::default());
+    let mut d = decoder(frames.clone(), counters.clone());
+    assert_eq!(d.element(), "avdec_h264");
+    for (au, key) in &clip {
+        d.push(au.clone(), SystemTime::now(), *key).unwrap();
+    }
+    wait_for(&frames, 20);
+    let frames = frames.lock().unwrap();
+    assert_eq!(frames.len(), 20);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.width == 160 && f.height == 120 && f.rgb.len() == 160 * 120 * 3)
+    );
+    assert_eq!(
+        frames.iter().filter(|f| f.keyframe).count(),
+        2,
+        "keyframe flags follow their frames"
+    );
+    assert_eq!(counters.decoded.load(Ordering::Relaxed), 20);
+}
+
+#[test]
+fn keyframes_alone_decode_on_their_own() {
+    let clip = encode(30, 10);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let mut d = decoder(frames.clone(), Arc::default());
+    for (au, _) in clip.iter().filter(|(_, key)| *key) {
+        d.push(au.clone(), SystemTime::now(), true).unwrap();
+    }
+    wait_for(&frames, 3);
+    assert_eq!(frames.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn a_corrupt_access_unit_does_not_stop_decoding_at_the_next_keyframe() {
+    let clip = encode(20, 10);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let mut d = decoder(frames.clone(), Arc::default());
+    for (i, (au, key)) in clip.iter().enumerate() {
+        let mut au = au.clone();
+        if i == 3 {
+            // Keep the start code, scramble the slice.
+            for b in au.iter_mut().skip(8) {
+                *b = b.wrapping_mul(31).wrapping_add(7);
+            }
+        }
+        // The decoder may report the damage; the camera task then starts a new one at the
+        // next keyframe. Either way, the frames after the next keyframe must decode.
+        if d.push(au, SystemTime::now(), *key).is_err() {
+            d = decoder(frames.clone(), Arc::default());
+        }
+    }
+    wait_settled(&frames);
+    let got = frames.lock().unwrap();
+    let after_keyframe = got.iter().rev().take_while(|f| !f.keyframe).count();
+    assert!(
+        got.len() >= 11 && after_keyframe >= 9,
+        "{} frames, {after_keyframe} after the last keyframe",
+        got.len()
+    );
+}
