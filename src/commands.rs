@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use sharpeyes_config::{Config, Install, Loaded, Problems, secret::redact_userinfo};
+use std::time::Duration;
+
+use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_userinfo};
 
 /// Parts of the mission and the issue that builds each, for commands that need them.
 pub const NOT_BUILT: &[(&str, &str)] = &[
@@ -109,9 +111,73 @@ pub fn run(file: &Path) -> ExitCode {
     not_built("run", "the pipeline (ingest -> analytics -> alerts)")
 }
 
-pub fn probe(url: &str) -> ExitCode {
-    tracing::info!(url = %redact_userinfo(url), "probe requested");
-    not_built("probe", "Ingest: the camera probe")
+/// Limit on the RTSP handshake of `probe`.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn probe(url: &str, snapshot: &Path, watch_secs: u64) -> ExitCode {
+    let shown = redact_userinfo(url);
+    let expanded = SecretUrl::parse(url).and_then(|u| u.expand().map_err(|e| e.to_string()));
+    let url = match expanded {
+        Ok(u) if matches!(u.scheme(), "rtsp" | "rtsps") => u,
+        Ok(u) => {
+            report_error(&format!(
+                "{shown}: scheme `{}` is not RTSP; use rtsp://host[:port]/path",
+                u.scheme()
+            ));
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            report_error(&format!("{shown}: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    println!("probing {shown}");
+    let report = runtime.block_on(sharpeyes_ingest::probe(
+        &url,
+        PROBE_CONNECT_TIMEOUT,
+        Duration::from_secs(watch_secs),
+    ));
+    match report {
+        Ok(report) => {
+            println!("{report}");
+            match &report.snapshot {
+                Some(frame) => {
+                    match image::RgbImage::from_raw(frame.width, frame.height, frame.rgb.clone())
+                        .map(|img| img.save_with_format(snapshot, image::ImageFormat::Jpeg))
+                    {
+                        Some(Ok(())) => println!(
+                            "snapshot:       {} ({}x{})",
+                            snapshot.display(),
+                            frame.width,
+                            frame.height
+                        ),
+                        Some(Err(e)) => {
+                            println!("snapshot:       not saved: {}: {e}", snapshot.display())
+                        }
+                        None => println!(
+                            "snapshot:       not saved: the decoded frame has the wrong size"
+                        ),
+                    }
+                }
+                None => println!("snapshot:       the first keyframe did not decode"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report_error(&format!("{shown}: {e}"));
+            ExitCode::from(1)
+        }
+    }
 }
 
 pub fn not_built(command: &str, what: &str) -> ExitCode {

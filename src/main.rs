@@ -40,10 +40,16 @@ enum Command {
     Demo,
     /// Serve simulated cameras over RTSP on 127.0.0.1.
     Simulate,
-    /// Test a camera before adding it: codec, resolution, GOP, a snapshot.
+    /// Test a camera before adding it: codec, resolution, GOP, bitrate, a snapshot.
     Probe {
-        /// rtsp://[user:${PASS}@]host[:port]/path
+        /// rtsp://[user:${PASS}@]host[:port]/path (`${VAR}` is read from the environment).
         url: String,
+        /// Where to save the JPEG snapshot of the first keyframe.
+        #[arg(long, default_value = "probe-snapshot.jpg")]
+        snapshot: PathBuf,
+        /// How long to watch the stream after connecting, in seconds.
+        #[arg(long, default_value_t = 8)]
+        watch: u64,
     },
     /// Run a detector on images and print the detections of each as one JSON line.
     Detect(detect::DetectArgs),
@@ -65,7 +71,11 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Run { config } => commands::run(&config),
         Command::Simulate => commands::not_built("simulate", "Ingest: the RTSP simulator"),
-        Command::Probe { url } => commands::probe(&url),
+        Command::Probe {
+            url,
+            snapshot,
+            watch,
+        } => commands::probe(&url, &snapshot, watch),
         Command::Detect(args) => detect::run(args).unwrap_or_else(|e| {
             commands::report_error(&e);
             ExitCode::from(2)

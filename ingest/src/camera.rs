@@ -339,7 +339,7 @@ fn classify(e: retina::Error) -> Ended {
 }
 
 /// The first H.264 or H.265 video stream.
-fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
+pub(crate) fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
     streams.iter().enumerate().find_map(|(i, s)| {
         (s.media() == "video")
             .then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c)))
@@ -348,7 +348,7 @@ fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
 }
 
 /// retina takes credentials apart from the URL.
-fn split_credentials(url: &Url) -> (Url, Option<Credentials>) {
+pub(crate) fn split_credentials(url: &Url) -> (Url, Option<Credentials>) {
     let mut bare = url.clone();
     let _ = bare.set_username("");
     let _ = bare.set_password(None);

@@ -13,7 +13,9 @@
 mod camera;
 mod decode;
 mod frame;
+mod probe;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
 pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
 pub use frame::{Frame, FrameSlot};
+pub use probe::{ProbeError, ProbeReport, probe, profile_name};

@@ -1,0 +1,338 @@
+//! `sharpeyes probe`: what an integrator needs to know about a camera before adding it.
+//!
+//! Connects like a camera task would (TCP interleaved), watches the stream for up to a
+//! bounded time, and reports codec and profile, resolution, frame rate, GOP length, bitrate,
+//! time to first keyframe and RTSP quirks, with a decoded snapshot of the first keyframe.
+//! Failures say what went wrong and what to check, never echoing the credentials.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use retina::client::{
+    PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use url::Url;
+
+use crate::camera::{pick_video, split_credentials};
+use crate::decode::{Codec, Decoder, output_size};
+use crate::frame::Frame;
+
+/// What a probe found.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub codec: Codec,
+    /// RFC 6381 codec string, e.g. `avc1.64001F`.
+    pub codec_string: String,
+    pub width: u32,
+    pub height: u32,
+    /// From the stream's parameters, when it says.
+    pub declared_fps: Option<f64>,
+    pub measured_fps: f64,
+    /// Frames from one keyframe to the next; `None` if only one keyframe was seen.
+    pub gop_frames: Option<u32>,
+    pub bitrate_bps: f64,
+    pub time_to_first_keyframe: Duration,
+    pub quirks: Vec<String>,
+    /// The first keyframe, decoded at the stream's resolution.
+    pub snapshot: Option<Frame>,
+}
+
+/// Why a probe failed: what to tell the integrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    Unreachable(String),
+    BadCredentials,
+    NotFound,
+    NoVideo,
+    UnsupportedCodec(Vec<String>),
+    NoKeyframe(Duration),
+    Rtsp(String),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable(why) => write!(f, "cannot reach the camera: {why} (check the host, the port, and that RTSP is enabled)"),
+            Self::BadCredentials => f.write_str("the camera refused the user name or password (401): check them in the URL or the ${VAR} it names"),
+            Self::NotFound => f.write_str("the camera has no stream at this path (404): check the path, e.g. /Streaming/Channels/101 (Hikvision) or /cam/realmonitor?channel=1&subtype=0 (Dahua)"),
+            Self::NoVideo => f.write_str("the stream has no video track"),
+            Self::UnsupportedCodec(c) => write!(f, "the video is {c:?}; sharpeyes decodes H.264 and H.265: switch the camera's encoder (or the sub-stream) to one of them"),
+            Self::NoKeyframe(d) => write!(f, "no keyframe within {d:?}: the camera's GOP is longer than that, or the stream carries no video frames"),
+            Self::Rtsp(e) => write!(f, "RTSP error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+/// Probes `url` for at most `watch` after connecting (`connect` bounds the handshake).
+pub async fn probe(
+    url: &Url,
+    connect: Duration,
+    watch: Duration,
+) -> Result<ProbeReport, ProbeError> {
+    let (bare, creds) = split_credentials(url);
+    let started = Instant::now();
+    let handshake = async {
+        let mut session = Session::describe(
+            bare,
+            SessionOptions::default()
+                .creds(creds)
+                .user_agent("sharpeyes-probe".into()),
+        )
+        .await
+        .map_err(classify)?;
+        let (index, codec) = pick_video(session.streams()).ok_or_else(|| {
+            let video: Vec<String> = session
+                .streams()
+                .iter()
+                .filter(|s| s.media() == "video")
+                .map(|s| s.encoding_name().to_owned())
+                .collect();
+            if video.is_empty() {
+                ProbeError::NoVideo
+            } else {
+                ProbeError::UnsupportedCodec(video)
+            }
+        })?;
+        let in_band_only = session.streams()[index].parameters().is_none();
+        session
+            .setup(
+                index,
+                SetupOptions::default()
+                    .transport(Transport::Tcp(TcpTransportOptions::default()))
+                    .frame_format(FrameFormat::SIMPLE),
+            )
+            .await
+            .map_err(classify)?;
+        let playing = session
+            .play(PlayOptions::default())
+            .await
+            .map_err(classify)?;
+        Ok::<_, ProbeError>((
+            playing.demuxed().map_err(classify)?,
+            index,
+            codec,
+            in_band_only,
+        ))
+    };
+    let (mut stream, index, codec, in_band_only) = tokio::time::timeout(connect, handshake)
+        .await
+        .map_err(|_| ProbeError::Unreachable(format!("no answer within {connect:?}")))??;
+    let playing_at = Instant::now();
+
+    let mut quirks = Vec::new();
+    if in_band_only {
+        quirks.push("parameters (SPS/PPS) only in-band, not in the SDP".to_owned());
+    }
+    let mut first_key: Option<Instant> = None;
+    let (mut frames, mut bytes, mut keyframes, mut since_key) = (0u32, 0u64, 0u32, 0u32);
+    let mut gop_frames = None;
+    let mut skipped_before_key = 0u32;
+    let snapshot: Arc<Mutex<Option<Frame>>> = Arc::default();
+    let mut decoder: Option<Decoder> = None;
+    let deadline = playing_at + watch;
+    while let Ok(Some(item)) = tokio::time::timeout_at(deadline.into(), stream.next()).await {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => {
+                quirks.push(format!("stream error after {:?}: {e}", started.elapsed()));
+                break;
+            }
+        };
+        let CodecItem::VideoFrame(frame) = item else {
+            continue;
+        };
+        if frame.stream_id() != index {
+            continue;
+        }
+        if frame.loss() > 0 {
+            quirks.push(format!("{} RTP packet(s) lost", frame.loss()));
+        }
+        let key = frame.is_random_access_point();
+        if first_key.is_none() && !key {
+            skipped_before_key += 1;
+            continue;
+        }
+        frames += 1;
+        bytes += frame.data().len() as u64;
+        if key {
+            keyframes += 1;
+            if keyframes == 2 {
+                gop_frames = Some(since_key);
+            }
+            since_key = 0;
+        }
+        since_key += 1;
+        if first_key.is_none() {
+            first_key = Some(Instant::now());
+            if let Some(ParametersRef::Video(p)) = stream.streams()[index].parameters() {
+                let (w, h) = p.pixel_dimensions();
+                let slot = snapshot.clone();
+                decoder = Decoder::new(
+                    "probe".into(),
+                    codec,
+                    output_size(w, h, w.max(h)),
+                    false,
+                    Arc::default(),
+                    move |f| {
+                        slot.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(f);
+                    },
+                )
+                .ok();
+            }
+            if let Some(d) = decoder.as_mut() {
+                let _ = d.push(frame.into_data(), SystemTime::now(), true);
+            }
+        }
+        if keyframes >= 3 {
+            break;
+        }
+    }
+    let Some(first_key) = first_key else {
+        return Err(ProbeError::NoKeyframe(watch));
+    };
+    if skipped_before_key > 0 {
+        quirks.push(format!(
+            "joined mid-GOP: {skipped_before_key} frame(s) before the first keyframe"
+        ));
+    }
+    let params = match stream.streams()[index].parameters() {
+        Some(ParametersRef::Video(p)) => p.clone(),
+        _ => {
+            return Err(ProbeError::Rtsp(
+                "no video parameters after the first keyframe".into(),
+            ));
+        }
+    };
+    let (width, height) = params.pixel_dimensions();
+    let elapsed = first_key.elapsed().as_secs_f64().max(1e-3);
+    // Let the decoder hand over the snapshot (bounded).
+    for _ in 0..100 {
+        if snapshot.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(decoder);
+    let snapshot = snapshot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    Ok(ProbeReport {
+        codec,
+        codec_string: params.rfc6381_codec().to_owned(),
+        width,
+        height,
+        declared_fps: params
+            .frame_rate()
+            .map(|(num, den)| f64::from(den) / f64::from(num)),
+        measured_fps: f64::from(frames.saturating_sub(1)) / elapsed,
+        gop_frames,
+        bitrate_bps: bytes as f64 * 8.0 / elapsed,
+        time_to_first_keyframe: first_key.duration_since(playing_at),
+        quirks,
+        snapshot,
+    })
+}
+
+fn classify(e: retina::Error) -> ProbeError {
+    match e.status_code() {
+        Some(401 | 403) => ProbeError::BadCredentials,
+        Some(404) => ProbeError::NotFound,
+        Some(_) => ProbeError::Rtsp(e.to_string()),
+        None => {
+            let msg = e.to_string();
+            if msg.contains("onnect") || msg.contains("refused") || msg.contains("resolve") {
+                ProbeError::Unreachable(msg.lines().next().unwrap_or_default().to_owned())
+            } else {
+                ProbeError::Rtsp(msg)
+            }
+        }
+    }
+}
+
+/// `avc1.64001F` -> "High"; `hvc1.1...` -> "Main".
+pub fn profile_name(codec_string: &str) -> &'static str {
+    if let Some(hex) = codec_string.strip_prefix("avc1.").and_then(|s| s.get(..2)) {
+        return match u8::from_str_radix(hex, 16).unwrap_or(0) {
+            66 => "Baseline",
+            77 => "Main",
+            88 => "Extended",
+            100 => "High",
+            110 => "High 10",
+            122 => "High 4:2:2",
+            244 => "High 4:4:4",
+            _ => "unknown",
+        };
+    }
+    match codec_string.split('.').nth(1) {
+        Some("1") => "Main",
+        Some("2") => "Main 10",
+        Some("3") => "Main Still Picture",
+        _ => "unknown",
+    }
+}
+
+impl fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codec = match self.codec {
+            Codec::H264 => "H.264",
+            Codec::H265 => "H.265",
+        };
+        writeln!(
+            f,
+            "codec:          {codec} ({}, {} profile)",
+            self.codec_string,
+            profile_name(&self.codec_string)
+        )?;
+        writeln!(f, "resolution:     {}x{}", self.width, self.height)?;
+        match self.declared_fps {
+            Some(d) => writeln!(
+                f,
+                "frame rate:     {d:.2} fps declared, {:.2} measured",
+                self.measured_fps
+            )?,
+            None => writeln!(
+                f,
+                "frame rate:     {:.2} fps measured (the stream declares none)",
+                self.measured_fps
+            )?,
+        }
+        match self.gop_frames {
+            Some(g) => writeln!(
+                f,
+                "GOP:            {g} frames ({:.1} s)",
+                f64::from(g) / self.measured_fps.max(1e-3)
+            )?,
+            None => writeln!(f, "GOP:            longer than the time watched")?,
+        }
+        writeln!(f, "bitrate:        {:.2} Mbit/s", self.bitrate_bps / 1e6)?;
+        writeln!(
+            f,
+            "first keyframe: {:.2} s after PLAY",
+            self.time_to_first_keyframe.as_secs_f64()
+        )?;
+        if self.quirks.is_empty() {
+            write!(f, "quirks:         none seen")
+        } else {
+            write!(f, "quirks:         {}", self.quirks.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_from_codec_strings() {
+        assert_eq!(profile_name("avc1.64001F"), "High");
+        assert_eq!(profile_name("avc1.42C01E"), "Baseline");
+        assert_eq!(profile_name("avc1.4D0028"), "Main");
+        assert_eq!(profile_name("hvc1.1.6.L93.B0"), "Main");
+        assert_eq!(profile_name("mp4v.20"), "unknown");
+    }
+}
