@@ -91,7 +91,7 @@ pub fn output_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     (w, h)
 }
 
-fn init() -> Result<(), DecodeError> {
+pub(crate) fn init() -> Result<(), DecodeError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| gst::init().map_err(|e| format!("GStreamer does not start: {e}")))
         .clone()

@@ -13,9 +13,11 @@
 mod camera;
 mod decode;
 mod frame;
+mod gst_source;
 mod probe;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
 pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
 pub use frame::{Frame, FrameSlot};
+pub use gst_source::{GstInput, GstSourceConfig, spawn_gst};
 pub use probe::{ProbeError, ProbeReport, probe, profile_name};
