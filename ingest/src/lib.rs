@@ -8,6 +8,11 @@
 //! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
 //! off. Also the RTSP simulator (`sharpeyes simulate`) and the `probe` tool.
 //!
-//! Status: not built yet (issue: Ingest). This crate only fixes its place in the data flow.
+//! Status: the RTSP simulator ([`simulator`]) is built; the ingest path itself is not yet
+//! (issue: Ingest).
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod simulator;
+
+pub use simulator::{SceneChange, SceneKind, ScheduledScene, SimError, Simulator, SimulatorConfig};
