@@ -15,9 +15,11 @@ mod decode;
 mod frame;
 mod gst_source;
 mod probe;
+pub mod simulator;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
 pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
 pub use frame::{Frame, FrameSlot};
 pub use gst_source::{GstInput, GstSourceConfig, spawn_gst};
 pub use probe::{ProbeError, ProbeReport, probe, profile_name};
+pub use simulator::{SceneChange, SceneKind, ScheduledScene, SimError, Simulator, SimulatorConfig};

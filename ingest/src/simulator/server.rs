@@ -1,0 +1,335 @@
+//! The RTSP side: a gst-rtsp-server with one shared appsrc media per camera, fed the
+//! pre-encoded clips in real time.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::gst_rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+use super::encode::Clip;
+use super::schedule::scene_at;
+use super::{SceneKind, Shared, SimError, SimulatorConfig};
+
+/// The listening address. Loopback only: the simulator is a test and demo tool, and must
+/// never expose cameras on a real network.
+const ADDRESS: &str = "127.0.0.1";
+
+/// Per-camera media: the appsrc gets the access units, rtph264pay puts them on the wire
+/// (it reads SPS/PPS from the byte stream itself, so no h264parse is needed here).
+const LAUNCH: &str = "( appsrc name=src is-live=true format=time do-timestamp=false \
+    ! rtph264pay name=pay0 pt=96 config-interval=-1 )";
+
+/// When a feeder falls this far behind real time (machine overloaded, or the stream was
+/// paused) it restarts its pacing instead of bursting frames to catch up.
+const MAX_LAG: Duration = Duration::from_millis(500);
+
+/// How long `start` waits for the server thread to report that it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `stop` waits for the camera pipelines to wind down, and how often it looks.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(3);
+const TEARDOWN_POLL: Duration = Duration::from_millis(10);
+
+/// Role name given to authenticated clients.
+const ROLE: &str = "viewer";
+
+/// Starts the server thread; returns the bound port once it listens.
+pub(super) fn spawn(
+    config: &SimulatorConfig,
+    shared: Arc<Shared>,
+    context: glib::MainContext,
+) -> Result<(u16, JoinHandle<()>), SimError> {
+    let address = format!("{ADDRESS}:{}", config.port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name("rtsp-simulator".into())
+        .spawn(move || {
+            let result =
+                context.with_thread_default(|| serve(&config, &shared, &context, &ready_tx));
+            if let Err(e) = result {
+                let _ = ready_tx.send(Err(format!("cannot own the GLib main context: {e}")));
+            }
+        })
+        .map_err(|e| SimError::Server {
+            address: address.clone(),
+            reason: format!("cannot start a thread: {e}"),
+        })?;
+    match ready_rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(port)) => Ok((port, thread)),
+        Ok(Err(reason)) => {
+            let _ = thread.join();
+            Err(SimError::Server { address, reason })
+        }
+        Err(_) => Err(SimError::Server {
+            address,
+            reason: format!(
+                "the server did not start within {} s",
+                START_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Runs on the server thread: builds the server, reports the port, runs the GLib context
+/// until `stopping`, then tears down clients, media and the listening socket.
+fn serve(
+    config: &SimulatorConfig,
+    shared: &Arc<Shared>,
+    context: &glib::MainContext,
+    ready: &mpsc::Sender<Result<u16, String>>,
+) {
+    let server = rtsp::RTSPServer::new();
+    server.set_address(ADDRESS);
+    server.set_service(&config.port.to_string());
+    let Some(mounts) = server.mount_points() else {
+        let _ = ready.send(Err("the RTSP server has no mount points".into()));
+        return;
+    };
+
+    let media: Arc<Mutex<Vec<glib::WeakRef<rtsp::RTSPMedia>>>> = Arc::default();
+    let caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .field("width", config.width as i32)
+        .field("height", config.height as i32)
+        .field("framerate", gst::Fraction::new(config.fps as i32, 1))
+        .build();
+    for camera in 1..=config.cameras {
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch(LAUNCH);
+        // One stream per camera however many clients watch it, as with a real camera.
+        factory.set_shared(true);
+        if config.credentials.is_some() {
+            let role = gst::Structure::builder(ROLE)
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build();
+            factory.add_role_from_structure(&role);
+        }
+        let (shared, media, caps) = (Arc::clone(shared), Arc::clone(&media), caps.clone());
+        factory.connect_media_configure(move |_, m| {
+            configure(m, camera, &shared, &caps);
+            if let Ok(mut list) = media.lock() {
+                list.retain(|w| w.upgrade().is_some());
+                list.push(m.downgrade());
+            }
+        });
+        mounts.add_factory(&format!("/cam{camera}"), factory);
+    }
+
+    if let Some(c) = &config.credentials {
+        let auth = rtsp::RTSPAuth::new();
+        let token = rtsp::RTSPToken::builder()
+            .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+            .build();
+        // Digest only: it is what real IP cameras ask for, and the bindings take one method
+        // (GStreamer's flag value for "Basic or Digest" is not expressible through them).
+        auth.add_digest(&c.user, &c.password, &token);
+        auth.set_supported_methods(gst_rtsp::RTSPAuthMethod::Digest);
+        server.set_auth(Some(&auth));
+    }
+
+    let source = match server.attach(Some(context)) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "{e}; is the port in use? pick another or 0 for a free one"
+            )));
+            return;
+        }
+    };
+    let port = u16::try_from(server.bound_port()).unwrap_or(0);
+    // `SourceId::remove` would look in the global default context; ours is private.
+    let close = |source: glib::SourceId| {
+        if let Some(s) = context.find_source_by_id(&source) {
+            s.destroy();
+        }
+    };
+    if ready.send(Ok(port)).is_err() {
+        close(source);
+        return;
+    }
+
+    while !shared.stopping.load(Ordering::SeqCst) {
+        context.iteration(true);
+    }
+
+    // Teardown: clients first (they hold the media), then the media pipelines, then the
+    // listening socket, and let the context run what that queued.
+    server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+    let media: Vec<_> = media
+        .lock()
+        .map(|l| l.iter().filter_map(|w| w.upgrade()).collect())
+        .unwrap_or_default();
+    for m in &media {
+        if m.status() != rtsp::RTSPMediaStatus::Unprepared {
+            let _ = m.unprepare();
+        }
+    }
+    close(source);
+    // Unpreparing finishes on this context (the pipelines' state changes and bus messages):
+    // run it until every pipeline is down, so none is disposed while still playing.
+    let deadline = Instant::now() + TEARDOWN_LIMIT;
+    while Instant::now() < deadline
+        && media
+            .iter()
+            .any(|m| m.status() != rtsp::RTSPMediaStatus::Unprepared)
+    {
+        if !context.iteration(false) {
+            std::thread::sleep(TEARDOWN_POLL);
+        }
+    }
+    while context.iteration(false) {}
+    if let Some(m) = media
+        .iter()
+        .find(|m| m.status() != rtsp::RTSPMediaStatus::Unprepared)
+    {
+        tracing::warn!(status = ?m.status(), limit_s = TEARDOWN_LIMIT.as_secs(), "a simulator stream did not stop in time");
+    }
+}
+
+/// Called for each new media of `camera` (one at a time, as media are shared): hands its
+/// appsrc a feeder.
+fn configure(media: &rtsp::RTSPMedia, camera: usize, shared: &Arc<Shared>, caps: &gst::Caps) {
+    let src = media
+        .element()
+        .downcast::<gst::Bin>()
+        .ok()
+        .and_then(|bin| bin.by_name("src"))
+        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
+    let Some(src) = src else {
+        tracing::error!(
+            camera,
+            "simulator media has no appsrc named `src`; the camera sends nothing"
+        );
+        return;
+    };
+    src.set_caps(Some(caps));
+    let mut feeder = Feeder::new(camera, Arc::clone(shared));
+    src.set_callbacks(
+        gst_app::AppSrcCallbacks::builder()
+            .need_data(move |src, _| feeder.feed(src))
+            .build(),
+    );
+}
+
+/// Pushes one camera's access units: one per `need-data`, at its due time, looping the
+/// current clip and switching clips on keyframes.
+struct Feeder {
+    camera: usize,
+    shared: Arc<Shared>,
+    clip: Option<Arc<Clip>>,
+    index: usize,
+    frame: gst::ClockTime,
+    /// Pacing origin: when frame 0 of this epoch was due, and its timestamp.
+    epoch: Option<(Instant, gst::ClockTime)>,
+    sent_in_epoch: u32,
+    last_pts: Option<gst::ClockTime>,
+}
+
+impl Feeder {
+    fn new(camera: usize, shared: Arc<Shared>) -> Self {
+        let frame = gst::ClockTime::SECOND / u64::from(shared.fps);
+        Feeder {
+            camera,
+            shared,
+            clip: None,
+            index: 0,
+            frame,
+            epoch: None,
+            sent_in_epoch: 0,
+            last_pts: None,
+        }
+    }
+
+    fn feed(&mut self, src: &gst_app::AppSrc) {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let clip = self.clip_for_next_frame();
+        let Some(au) = clip.aus.get(self.index) else {
+            return;
+        };
+
+        // Pace to real time: frame n of this epoch is due n frame durations after its start.
+        let now = Instant::now();
+        let frame = Duration::from_nanos(self.frame.nseconds());
+        let (start, mut pts0) = *self.epoch.get_or_insert_with(|| (now, running_time(src)));
+        let due = start + frame * self.sent_in_epoch;
+        if let Some(wait) = due.checked_duration_since(now) {
+            std::thread::sleep(wait);
+        } else if now.duration_since(due) > MAX_LAG {
+            // Timestamps stay monotonic across the restart, and never behind the pipeline.
+            pts0 = self
+                .last_pts
+                .map_or(gst::ClockTime::ZERO, |p| p + self.frame)
+                .max(running_time(src));
+            self.epoch = Some((now, pts0));
+            self.sent_in_epoch = 0;
+        }
+        let pts = pts0 + self.frame * u64::from(self.sent_in_epoch);
+
+        // A shallow copy: the bytes stay shared with the clip, only the metadata is new.
+        let mut buffer = au.buffer.copy();
+        {
+            let b = buffer.make_mut();
+            b.set_pts(pts);
+            b.set_dts(pts);
+            b.set_duration(self.frame);
+        }
+        if src.push_buffer(buffer).is_err() {
+            return; // flushing or shutting down: the media is going away
+        }
+        if self.index == 0 || au.keyframe {
+            self.shared.scene_sent(self.camera, clip.scene);
+        }
+        self.last_pts = Some(pts);
+        self.sent_in_epoch += 1;
+        self.index = (self.index + 1) % clip.aus.len();
+    }
+
+    /// The clip the next frame comes from: on a keyframe, the one the schedule wants now.
+    fn clip_for_next_frame(&mut self) -> Arc<Clip> {
+        let at_keyframe = self
+            .clip
+            .as_ref()
+            .is_none_or(|c| c.aus.get(self.index).is_none_or(|a| a.keyframe));
+        if at_keyframe {
+            let wanted = scene_at(
+                &self.shared.scenario,
+                self.camera,
+                self.shared.started.elapsed(),
+            );
+            if self.clip.as_ref().is_none_or(|c| c.scene != wanted) {
+                let clip = self
+                    .shared
+                    .clips
+                    .get(&wanted)
+                    .or_else(|| self.shared.clips.get(&SceneKind::Street));
+                if let Some(clip) = clip {
+                    self.clip = Some(Arc::clone(clip));
+                    self.index = 0;
+                }
+            }
+        }
+        self.clip.clone().unwrap_or_else(|| {
+            Arc::new(Clip {
+                scene: SceneKind::Street,
+                aus: Vec::new(),
+            })
+        })
+    }
+}
+
+fn running_time(src: &gst_app::AppSrc) -> gst::ClockTime {
+    src.current_running_time().unwrap_or(gst::ClockTime::ZERO)
+}
