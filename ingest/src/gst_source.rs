@@ -119,13 +119,14 @@ async fn run_once(
     crate::decode::init().map_err(|e| Fatal(e.0))?;
     let last_frame = Arc::new(AtomicU64::new(0));
     let streaming = Arc::new(AtomicBool::new(false));
-    let pipeline = build(config, counters, frames, &last_frame, &streaming).map_err(Fatal)?;
+    let pipeline =
+        Running(build(config, counters, frames, &last_frame, &streaming).map_err(Fatal)?);
+    let pipeline = &pipeline.0;
     let bus = pipeline
         .bus()
         .ok_or_else(|| Fatal("pipeline without a bus".into()))?;
     let mut messages = bus.stream();
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let _ = pipeline.set_state(gst::State::Null);
         return Ok((format!("pipeline does not start: {e}"), false));
     }
     let started = Instant::now();
@@ -169,8 +170,17 @@ async fn run_once(
             }
         }
     };
-    let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+/// A pipeline that is stopped however its task ends: shutdown cancels `run_once` at any
+/// await, and a pipeline dropped while PLAYING makes GStreamer abort the process.
+struct Running(gst::Pipeline);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
 }
 
 fn build(
