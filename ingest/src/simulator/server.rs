@@ -163,8 +163,10 @@ fn serve(
         context.iteration(true);
     }
 
-    // Teardown: clients first (they hold the media), then the media pipelines, then the
-    // listening socket, and let the context run what that queued.
+    // Teardown: let clients that are already leaving finish (removing a closing client
+    // leaves a watch on a dead socket that GLib then polls in a loop), then the remaining
+    // clients (they hold the media), then the media pipelines, then the listening socket.
+    drain(context, TEARDOWN_POLL * 10);
     server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
     let media: Vec<_> = media
         .lock()
@@ -188,7 +190,7 @@ fn serve(
             std::thread::sleep(TEARDOWN_POLL);
         }
     }
-    while context.iteration(false) {}
+    drain(context, TEARDOWN_POLL * 10);
     if let Some(m) = media
         .iter()
         .find(|m| m.status() != rtsp::RTSPMediaStatus::Unprepared)
@@ -332,4 +334,10 @@ impl Feeder {
 
 fn running_time(src: &gst_app::AppSrc) -> gst::ClockTime {
     src.current_running_time().unwrap_or(gst::ClockTime::ZERO)
+}
+
+/// Runs what is pending on `context` for at most `limit`.
+fn drain(context: &glib::MainContext, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && context.iteration(false) {}
 }
