@@ -1,0 +1,260 @@
+//! Camera tasks against the RTSP simulator: real sockets, real RTSP, real decoding.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sharpeyes_config::Sampling;
+use sharpeyes_ingest::{
+    CameraHandle, CameraState, Codec, GstInput, GstSourceConfig, Simulator, SimulatorConfig,
+    SourceConfig, Timeouts, probe, spawn, spawn_gst,
+};
+use tokio::sync::watch;
+
+const FPS: u32 = 10;
+const GOP: u32 = 10;
+
+fn sim_config(cameras: usize, port: u16, cache: &tempfile::TempDir) -> SimulatorConfig {
+    SimulatorConfig {
+        cameras,
+        width: 320,
+        height: 240,
+        fps: FPS,
+        gop: GOP,
+        port,
+        cache_dir: Some(cache.path().to_owned()),
+        ..SimulatorConfig::default()
+    }
+}
+
+fn camera(url: &str, sampling: Sampling) -> SourceConfig {
+    SourceConfig {
+        camera: Arc::from(url),
+        url: url::Url::parse(url).unwrap(),
+        udp: false,
+        sampling,
+        detect_side: 160,
+        hardware_decoding: false,
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            stall: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(1),
+        },
+    }
+}
+
+async fn wait_state(
+    cam: &mut CameraHandle,
+    what: &str,
+    pred: impl Fn(&CameraState) -> bool,
+) -> CameraState {
+    let reached = tokio::time::timeout(Duration::from_secs(20), cam.state.wait_for(|s| pred(s)))
+        .await
+        .map(|r| r.expect("camera task alive").clone());
+    reached.unwrap_or_else(|_| {
+        panic!(
+            "camera never reached {what}; last state {:?}",
+            *cam.state.borrow()
+        )
+    })
+}
+
+/// Waits (bounded) for `n` frames from a camera.
+async fn frames(cam: &CameraHandle, n: usize) -> Vec<sharpeyes_ingest::Frame> {
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < n && start.elapsed() < Duration::from_secs(20) {
+        if let Ok(f) = tokio::time::timeout(Duration::from_secs(5), cam.frames.next()).await {
+            got.push(f);
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_cameras_stream_reconnect_after_a_restart_and_bad_ones_fail_alone() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim =
+        Simulator::start(sim_config(3, 0, &cache).with_credentials("viewer", "s3cret")).unwrap();
+    let port = sim.port();
+    let authed = |i: usize| sim.url(i).replacen("rtsp://", "rtsp://viewer:s3cret@", 1);
+    let (stop, shutdown) = watch::channel(false);
+    let mut cams: Vec<CameraHandle> = (1..=3)
+        .map(|i| spawn(camera(&authed(i), Sampling::Keyframes), shutdown.clone()))
+        .collect();
+    let mut wrong_password = spawn(
+        camera(
+            &sim.url(1).replacen("rtsp://", "rtsp://viewer:nope@", 1),
+            Sampling::Keyframes,
+        ),
+        shutdown.clone(),
+    );
+    let mut wrong_path = spawn(
+        camera(
+            &format!("rtsp://viewer:s3cret@127.0.0.1:{port}/cam99"),
+            Sampling::Keyframes,
+        ),
+        shutdown.clone(),
+    );
+
+    // Every good camera streams, and only keyframes are decoded.
+    for cam in &cams {
+        let got = frames(cam, 3).await;
+        assert_eq!(got.len(), 3, "a camera delivered too few frames");
+        assert!(
+            got.iter()
+                .all(|f| f.keyframe && (f.width, f.height) == (160, 120))
+        );
+    }
+    for cam in &cams {
+        let received = cam.counters.received.load(Ordering::Relaxed);
+        let pushed = cam.counters.decode.pushed.load(Ordering::Relaxed);
+        assert!(received >= 2 * GOP as u64, "{received} received");
+        assert!(
+            pushed * u64::from(GOP) <= received + u64::from(GOP),
+            "{pushed} of {received} access units decoded: keyframes only"
+        );
+    }
+
+    // The bad ones fail with their reason; the good ones are unaffected.
+    let s = wait_state(&mut wrong_password, "failed", |s| {
+        matches!(s, CameraState::Failed { .. })
+    })
+    .await;
+    assert_eq!(
+        s,
+        CameraState::Failed {
+            reason: "401 Unauthorized: wrong user or password".into()
+        }
+    );
+    let s = wait_state(&mut wrong_path, "failed", |s| {
+        matches!(s, CameraState::Failed { .. })
+    })
+    .await;
+    assert_eq!(
+        s,
+        CameraState::Failed {
+            reason: "404 Not Found: no stream at this path".into()
+        }
+    );
+    assert!(
+        cams.iter()
+            .all(|c| *c.state.borrow() == CameraState::Streaming)
+    );
+
+    // Kill the simulator: every camera notices and backs off; restart it: every camera is back.
+    sim.stop();
+    for cam in &mut cams {
+        wait_state(cam, "backoff", |s| matches!(s, CameraState::Backoff { .. })).await;
+        cam.frames.take();
+    }
+    let sim =
+        Simulator::start(sim_config(3, port, &cache).with_credentials("viewer", "s3cret")).unwrap();
+    for cam in &mut cams {
+        wait_state(cam, "streaming again", |s| *s == CameraState::Streaming).await;
+        assert!(!frames(cam, 1).await.is_empty(), "frames after the restart");
+        assert!(cam.counters.reconnects.load(Ordering::Relaxed) >= 1);
+    }
+
+    stop.send_replace(true);
+    for cam in cams.into_iter().chain([wrong_password, wrong_path]) {
+        tokio::time::timeout(Duration::from_secs(5), cam.task)
+            .await
+            .expect("stops on shutdown")
+            .unwrap();
+    }
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_frames_mode_decodes_every_frame() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(sim_config(1, 0, &cache)).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let cam = spawn(camera(&sim.url(1), Sampling::All), shutdown);
+    let got = frames(&cam, 15).await;
+    assert_eq!(got.len(), 15);
+    assert!(
+        got.iter().any(|f| !f.keyframe),
+        "delta frames are decoded too"
+    );
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gstreamer_backend_streams_from_the_simulator() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(sim_config(1, 0, &cache)).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let url = url::Url::parse(&sim.url(1)).unwrap();
+    let config = GstSourceConfig {
+        camera: Arc::from("gst"),
+        input: GstInput::Rtsp { url, udp: false },
+        sampling: Sampling::Keyframes,
+        detect_side: 160,
+        timeouts: Timeouts {
+            stall: Duration::from_secs(5),
+            ..Timeouts::default()
+        },
+    };
+    let cam = spawn_gst(config, shutdown);
+    let got = frames(&cam, 2).await;
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|f| (f.width, f.height) == (160, 120)));
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reports_the_stream_and_decodes_a_snapshot() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim =
+        Simulator::start(sim_config(1, 0, &cache).with_credentials("viewer", "s3cret")).unwrap();
+    let good =
+        url::Url::parse(&sim.url(1).replacen("rtsp://", "rtsp://viewer:s3cret@", 1)).unwrap();
+    let report = probe(&good, Duration::from_secs(5), Duration::from_secs(4))
+        .await
+        .expect("probe succeeds");
+    assert_eq!(report.codec, Codec::H264);
+    assert_eq!((report.width, report.height), (320, 240));
+    assert_eq!(report.gop_frames, Some(GOP));
+    assert!(
+        (report.measured_fps - f64::from(FPS)).abs() < 3.0,
+        "{}",
+        report.measured_fps
+    );
+    assert!(report.bitrate_bps > 1000.0);
+    let snap = report.snapshot.expect("a snapshot");
+    assert_eq!(
+        (snap.width, snap.height, snap.rgb.len()),
+        (320, 240, 320 * 240 * 3)
+    );
+
+    let bad = url::Url::parse(&sim.url(1).replacen("rtsp://", "rtsp://viewer:wrong@", 1)).unwrap();
+    let err = probe(&bad, Duration::from_secs(5), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("refused the user name or password")
+            && !err.to_string().contains("wrong"),
+        "{err}"
+    );
+    let missing = url::Url::parse(&format!(
+        "rtsp://viewer:s3cret@127.0.0.1:{}/nope",
+        sim.port()
+    ))
+    .unwrap();
+    assert!(
+        probe(&missing, Duration::from_secs(5), Duration::from_secs(2))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("404")
+    );
+    sim.stop();
+}
