@@ -131,7 +131,7 @@ async fn run_once(
     }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let result = loop {
+    loop {
         tokio::select! {
             msg = messages.next() => {
                 let Some(msg) = msg else { break Ok(("the pipeline's bus closed".into(), false)) };
@@ -169,8 +169,7 @@ async fn run_once(
                 }
             }
         }
-    };
-    result
+    }
 }
 
 /// A pipeline that is stopped however its task ends: shutdown cancels `run_once` at any
