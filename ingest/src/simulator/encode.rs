@@ -28,7 +28,7 @@ const MIN_BITRATE_KBPS: u64 = 200;
 const X264_PRESET: &str = "veryfast";
 
 /// Bumped whenever drawing or encoding changes, so stale cache files are not reused.
-const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v1";
+const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v2";
 
 /// How long encoding one clip may take before it is called stuck, in seconds.
 const ENCODE_TIMEOUT_S: u64 = 300;
@@ -115,8 +115,9 @@ fn encode(
     let launch = format!(
         "appsrc name=src format=time block=true max-bytes={max_bytes} \
            caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 \
-         ! videoconvert \
+         ! videoconvert ! video/x-raw,format=I420 \
          ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 bitrate={bitrate} \
+         ! video/x-h264,profile=high \
          ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=sink sync=false",
