@@ -38,8 +38,8 @@ enum Command {
     },
     /// Run the demo on embedded defaults: simulated cameras, embedded broker, in-memory state.
     Demo,
-    /// Serve simulated cameras over RTSP on 127.0.0.1.
-    Simulate,
+    /// Serve simulated cameras over RTSP on 127.0.0.1, from pre-encoded H.264 loops.
+    Simulate(commands::SimulateArgs),
     /// Test a camera before adding it: codec, resolution, GOP, bitrate, a snapshot.
     Probe {
         /// rtsp://[user:${PASS}@]host[:port]/path (`${VAR}` is read from the environment).
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Demo => demo::run(),
         Command::Run { config } => commands::run(&config),
-        Command::Simulate => commands::not_built("simulate", "Ingest: the RTSP simulator"),
+        Command::Simulate(args) => commands::simulate(args),
         Command::Probe {
             url,
             snapshot,
