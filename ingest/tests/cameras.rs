@@ -221,7 +221,12 @@ async fn probe_reports_the_stream_and_decodes_a_snapshot() {
         .expect("probe succeeds");
     assert_eq!(report.codec, Codec::H264);
     // 4:2:0 High profile, like real cameras (not 4:4:4 from feeding x264 RGB).
-    assert_eq!(sharpeyes_ingest::profile_name(&report.codec_string), "High", "{}", report.codec_string);
+    assert_eq!(
+        sharpeyes_ingest::profile_name(&report.codec_string),
+        "High",
+        "{}",
+        report.codec_string
+    );
     assert_eq!((report.width, report.height), (320, 240));
     assert_eq!(report.gop_frames, Some(GOP));
     assert!(
