@@ -194,8 +194,10 @@ impl SecretUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let template = Secret::new(s);
         template.references().map_err(|e| e.to_string())?;
-        let shape =
-            Url::parse(s).map_err(|e| format!("not a URL ({e}): {}", redact_userinfo(s)))?;
+        // References may hold characters a URL cannot (`${file:/run/secrets/pw}`): the shape
+        // is parsed with each replaced by a placeholder.
+        let shape = Url::parse(&with_placeholders(s))
+            .map_err(|e| format!("not a URL ({e}): {}", redact_for_error(s)))?;
         Ok(Self { template, shape })
     }
 
@@ -222,10 +224,9 @@ impl SecretUrl {
 
     /// Whether a password is written literally in the file instead of as a reference.
     pub fn has_literal_password(&self) -> bool {
-        match self.shape.password() {
-            Some(p) => !p.contains("%7B") && !p.contains('{') && !p.contains('$'),
-            None => false,
-        }
+        self.shape
+            .password()
+            .is_some_and(|p| !p.contains(PLACEHOLDER))
     }
 
     pub fn secret(&self) -> &Secret {
@@ -258,19 +259,63 @@ impl<'de> Deserialize<'de> for SecretUrl {
     }
 }
 
+/// Stands in for each `${...}` when a template's URL shape is parsed.
+const PLACEHOLDER: &str = "sharpeyes-secret";
+
+fn with_placeholders(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find('}') {
+            Some(end) => {
+                out.push_str(PLACEHOLDER);
+                rest = &rest[i + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Replaces the user-info of a URL-like string with `***`, without needing it to parse:
-/// `rtsp://admin:pw@10.1.2.3/x` -> `rtsp://***@10.1.2.3/x`.
+/// `rtsp://admin:pw@10.1.2.3/x` -> `rtsp://***@10.1.2.3/x`. `${...}` references are opaque,
+/// so `rtsp://u:${file:/run/pw}@h/x` -> `rtsp://***@h/x`.
 pub fn redact_userinfo(s: &str) -> String {
     let Some(scheme_end) = s.find("://") else {
         return s.to_owned();
     };
     let auth_start = scheme_end + 3;
-    let auth_end = s[auth_start..]
-        .find(['/', '?', '#'])
-        .map_or(s.len(), |i| auth_start + i);
+    let bytes = s.as_bytes();
+    let mut auth_end = s.len();
+    let mut i = auth_start;
+    while i < s.len() {
+        if s[i..].starts_with("${") {
+            i += s[i..].find('}').map_or(s.len() - i, |e| e + 1);
+            continue;
+        }
+        if matches!(bytes[i], b'/' | b'?' | b'#') {
+            auth_end = i;
+            break;
+        }
+        i += 1;
+    }
     match s[auth_start..auth_end].rfind('@') {
         Some(at) => format!("{}***{}", &s[..auth_start], &s[auth_start + at..]),
         None => s.to_owned(),
+    }
+}
+
+/// For text that failed to parse as a URL: everything up to the last `@` may be user-info
+/// (a password may hold `/` or `#`), so all of it goes.
+fn redact_for_error(s: &str) -> String {
+    match (s.find("://"), s.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}***{}", &s[..start + 3], &s[at..]),
+        _ => redact_userinfo(s),
     }
 }
 
@@ -354,6 +399,22 @@ mod tests {
         let err = SecretUrl::parse("rtsp://admin:hunter2@[bad/x").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("***@"), "{err}");
+    }
+
+    #[test]
+    fn file_references_may_hold_slashes() {
+        let u =
+            SecretUrl::parse("rtsp://viewer:${file:/run/secrets/cam}@10.0.0.5:554/ch1").unwrap();
+        assert_eq!(u.host(), Some("10.0.0.5"));
+        assert_eq!(u.path(), "/ch1");
+        assert!(u.has_credentials() && !u.has_literal_password());
+        assert_eq!(u.to_string(), "rtsp://***@10.0.0.5:554/ch1");
+    }
+
+    #[test]
+    fn a_password_with_a_slash_is_not_echoed_when_the_url_fails() {
+        let err = SecretUrl::parse("rtsp://admin:pa/ss@10.0.0.5:99999/ch1").unwrap_err();
+        assert!(!err.contains("pa/ss") && !err.contains("admin"), "{err}");
     }
 
     #[test]
