@@ -16,6 +16,7 @@ mod frame;
 mod gst_source;
 mod probe;
 pub mod simulator;
+mod start;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
 pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
@@ -23,3 +24,4 @@ pub use frame::{Frame, FrameSlot};
 pub use gst_source::{GstInput, GstSourceConfig, spawn_gst};
 pub use probe::{ProbeError, ProbeReport, probe, profile_name};
 pub use simulator::{SceneChange, SceneKind, ScheduledScene, SimError, Simulator, SimulatorConfig};
+pub use start::start_camera;

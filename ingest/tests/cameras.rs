@@ -265,3 +265,49 @@ async fn probe_reports_the_stream_and_decodes_a_snapshot() {
     );
     sim.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_camera_starts_on_the_backend_it_names() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim =
+        Simulator::start(sim_config(1, 0, &cache).with_credentials("viewer", "s3cret")).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let pw = secrets.path().join("cam-password");
+    let url = sim.url(1).replacen(
+        "rtsp://",
+        &format!("rtsp://viewer:${{file:{}}}@", pw.display()),
+        1,
+    );
+    for backend in ["retina", "gstreamer"] {
+        let toml = format!(
+            "[[grids]]\nid = \"321322\"\nname = \"county\"\ncentre = \"c\"\n\n[[cameras]]\nid = \"cam\"\nname = \"cam\"\nkind = \"sharp-eyes\"\nurl = \"{url}\"\ngrid = \"321322\"\nbackend = \"{backend}\"\n"
+        );
+        let config = sharpeyes_config::Config::parse(&toml, std::path::Path::new("t.toml"), &[])
+            .unwrap()
+            .config;
+        let (stop, shutdown) = watch::channel(false);
+        // The password is read only when the camera starts: missing, the start fails naming the file.
+        let _ = std::fs::remove_file(&pw);
+        let err = sharpeyes_ingest::start_camera(
+            &config.cameras[0],
+            160,
+            Timeouts::default(),
+            shutdown.clone(),
+        )
+        .err();
+        assert!(
+            err.is_some_and(|e| e.to_string().contains("cam-password")),
+            "{backend}: a missing secret is an error"
+        );
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let cam =
+            sharpeyes_ingest::start_camera(&config.cameras[0], 160, Timeouts::default(), shutdown)
+                .unwrap();
+        let got = frames(&cam, 1).await;
+        assert_eq!(got.len(), 1, "{backend}: no frame");
+        assert_eq!((got[0].width, got[0].height), (160, 120), "{backend}");
+        stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    }
+    sim.stop();
+}

@@ -1,0 +1,47 @@
+//! The one entry point the service needs: a `[[cameras]]` entry in, a running camera out,
+//! on the backend the entry names.
+
+use std::sync::Arc;
+
+use sharpeyes_config::{Backend, Camera, SecretError, Transport};
+use tokio::sync::watch;
+
+use crate::camera::{CameraHandle, SourceConfig, Timeouts, spawn};
+use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
+
+/// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
+/// uses `rtspsrc`, anything else retina. Frames are decoded with their longer side at most
+/// `detect_side`. Fails only when the URL's secrets cannot be expanded.
+pub fn start_camera(
+    camera: &Camera,
+    detect_side: u32,
+    timeouts: Timeouts,
+    shutdown: watch::Receiver<bool>,
+) -> Result<CameraHandle, SecretError> {
+    let url = camera.detect_url().expand()?;
+    let id: Arc<str> = Arc::from(camera.id.as_str());
+    let udp = camera.transport == Transport::Udp;
+    let gst = |input| GstSourceConfig {
+        camera: id.clone(),
+        input,
+        sampling: camera.sampling,
+        detect_side,
+        timeouts,
+    };
+    Ok(match (url.scheme(), camera.backend) {
+        ("file", _) => spawn_gst(gst(GstInput::File(url.path().into())), shutdown),
+        (_, Backend::Gstreamer) => spawn_gst(gst(GstInput::Rtsp { url, udp }), shutdown),
+        (_, Backend::Retina) => spawn(
+            SourceConfig {
+                camera: id,
+                url,
+                udp,
+                sampling: camera.sampling,
+                detect_side,
+                hardware_decoding: true,
+                timeouts,
+            },
+            shutdown,
+        ),
+    })
+}
