@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use retina::client::{
-    Credentials, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
+    Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport, UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
@@ -186,59 +186,44 @@ impl Camera {
 
     async fn run_once(&self) -> Ended {
         let cfg = &self.config;
-        let (url, creds) = split_credentials(&cfg.url);
-        let connect = async {
-            let options = SessionOptions::default()
-                .creds(creds)
-                .user_agent("sharpeyes".into());
-            let mut session = Session::describe(url, options).await.map_err(classify)?;
-            let Some((index, codec)) = pick_video(session.streams()) else {
-                let video: Vec<String> = session
-                    .streams()
-                    .iter()
-                    .filter(|s| s.media() == "video")
-                    .map(|s| s.encoding_name().to_owned())
-                    .collect();
-                return Err(Ended::Failed(if video.is_empty() {
-                    "no video track in the stream".into()
-                } else {
-                    format!("unsupported video codec {video:?}: sharpeyes decodes H.264 and H.265")
-                }));
-            };
-            let transport = if cfg.udp {
-                Transport::Udp(UdpTransportOptions::default())
-            } else {
-                Transport::Tcp(TcpTransportOptions::default())
-            };
-            session
-                .setup(
-                    index,
-                    SetupOptions::default()
-                        .transport(transport)
-                        .frame_format(FrameFormat::SIMPLE),
-                )
-                .await
-                .map_err(classify)?;
-            let playing = session
-                .play(PlayOptions::default())
-                .await
-                .map_err(classify)?;
-            Ok((playing.demuxed().map_err(classify)?, index, codec))
+        let opened =
+            tokio::time::timeout(cfg.timeouts.connect, open(&cfg.url, cfg.udp, "sharpeyes")).await;
+        let Opened {
+            mut stream,
+            index,
+            codec,
+            ..
+        } = match opened {
+            Err(_) => {
+                return retry(
+                    format!(
+                        "no answer within {:?} (connect timeout)",
+                        cfg.timeouts.connect
+                    ),
+                    false,
+                );
+            }
+            Ok(Err(e)) => {
+                return match e {
+                    HandshakeError::Status(401, _) => {
+                        Ended::Failed("401 Unauthorized: wrong user or password".into())
+                    }
+                    HandshakeError::Status(403, _) => {
+                        Ended::Failed("403 Forbidden: this user may not view the stream".into())
+                    }
+                    HandshakeError::Status(404, _) => {
+                        Ended::Failed("404 Not Found: no stream at this path".into())
+                    }
+                    HandshakeError::NoVideo | HandshakeError::Unsupported(_) => {
+                        Ended::Failed(e.to_string())
+                    }
+                    HandshakeError::Status(_, msg) | HandshakeError::Other(msg) => {
+                        retry(msg, false)
+                    }
+                };
+            }
+            Ok(Ok(o)) => o,
         };
-        let (mut stream, index, codec) =
-            match tokio::time::timeout(cfg.timeouts.connect, connect).await {
-                Err(_) => {
-                    return retry(
-                        format!(
-                            "no answer within {:?} (connect timeout)",
-                            cfg.timeouts.connect
-                        ),
-                        false,
-                    );
-                }
-                Ok(Err(ended)) => return ended,
-                Ok(Ok(s)) => s,
-            };
 
         let mut decoder: Option<Decoder> = None;
         let mut seen_keyframe = false;
@@ -325,21 +310,92 @@ fn retry(reason: String, streamed: bool) -> Ended {
     Ended::Retry { reason, streamed }
 }
 
-/// The connection's errors that retrying cannot fix: 401/403 and 404.
-fn classify(e: retina::Error) -> Ended {
-    match e.status_code() {
-        Some(401) => Ended::Failed("401 Unauthorized: wrong user or password".into()),
-        Some(403) => Ended::Failed("403 Forbidden: this user may not view the stream".into()),
-        Some(404) => Ended::Failed("404 Not Found: no stream at this path".into()),
-        _ => Ended::Retry {
-            reason: e.to_string(),
-            streamed: false,
-        },
+/// Why an RTSP handshake failed: an RTSP status, or a stream sharpeyes cannot use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandshakeError {
+    Status(u16, String),
+    NoVideo,
+    Unsupported(Vec<String>),
+    Other(String),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(_, msg) | Self::Other(msg) => f.write_str(msg),
+            Self::NoVideo => f.write_str("no video track in the stream"),
+            Self::Unsupported(c) => write!(
+                f,
+                "unsupported video codec {c:?}: sharpeyes decodes H.264 and H.265"
+            ),
+        }
     }
 }
 
+impl From<retina::Error> for HandshakeError {
+    fn from(e: retina::Error) -> Self {
+        match e.status_code() {
+            Some(code) => Self::Status(code, e.to_string()),
+            None => Self::Other(e.to_string()),
+        }
+    }
+}
+
+/// A stream that is playing.
+pub(crate) struct Opened {
+    pub stream: Demuxed,
+    pub index: usize,
+    pub codec: Codec,
+    /// The SDP carried no parameters: they come with the first keyframe.
+    pub in_band_only: bool,
+}
+
+/// DESCRIBE, SETUP (TCP interleaved unless `udp`) and PLAY of the first H.264/H.265 video
+/// stream; the credentials in `url`'s user-info go to retina apart from the URL.
+pub(crate) async fn open(url: &Url, udp: bool, user_agent: &str) -> Result<Opened, HandshakeError> {
+    let (bare, creds) = split_credentials(url);
+    let options = SessionOptions::default()
+        .creds(creds)
+        .user_agent(user_agent.into());
+    let mut session = Session::describe(bare, options).await?;
+    let Some((index, codec)) = pick_video(session.streams()) else {
+        let video: Vec<String> = session
+            .streams()
+            .iter()
+            .filter(|s| s.media() == "video")
+            .map(|s| s.encoding_name().to_owned())
+            .collect();
+        return Err(if video.is_empty() {
+            HandshakeError::NoVideo
+        } else {
+            HandshakeError::Unsupported(video)
+        });
+    };
+    let in_band_only = session.streams()[index].parameters().is_none();
+    let transport = if udp {
+        Transport::Udp(UdpTransportOptions::default())
+    } else {
+        Transport::Tcp(TcpTransportOptions::default())
+    };
+    session
+        .setup(
+            index,
+            SetupOptions::default()
+                .transport(transport)
+                .frame_format(FrameFormat::SIMPLE),
+        )
+        .await?;
+    let playing = session.play(PlayOptions::default()).await?;
+    Ok(Opened {
+        stream: playing.demuxed()?,
+        index,
+        codec,
+        in_band_only,
+    })
+}
+
 /// The first H.264 or H.265 video stream.
-pub(crate) fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
+fn pick_video(streams: &[retina::client::Stream]) -> Option<(usize, Codec)> {
     streams.iter().enumerate().find_map(|(i, s)| {
         (s.media() == "video")
             .then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c)))

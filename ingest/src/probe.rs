@@ -10,13 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use retina::client::{
-    PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
-};
-use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use retina::codec::{CodecItem, ParametersRef};
 use url::Url;
 
-use crate::camera::{pick_video, split_credentials};
+use crate::camera::{HandshakeError, Opened, open};
 use crate::decode::{Codec, Decoder, output_size};
 use crate::frame::Frame;
 
@@ -74,54 +71,28 @@ pub async fn probe(
     connect: Duration,
     watch: Duration,
 ) -> Result<ProbeReport, ProbeError> {
-    let (bare, creds) = split_credentials(url);
     let started = Instant::now();
-    let handshake = async {
-        let mut session = Session::describe(
-            bare,
-            SessionOptions::default()
-                .creds(creds)
-                .user_agent("sharpeyes-probe".into()),
-        )
+    let Opened {
+        mut stream,
+        index,
+        codec,
+        in_band_only,
+    } = tokio::time::timeout(connect, open(url, false, "sharpeyes-probe"))
         .await
-        .map_err(classify)?;
-        let (index, codec) = pick_video(session.streams()).ok_or_else(|| {
-            let video: Vec<String> = session
-                .streams()
-                .iter()
-                .filter(|s| s.media() == "video")
-                .map(|s| s.encoding_name().to_owned())
-                .collect();
-            if video.is_empty() {
-                ProbeError::NoVideo
-            } else {
-                ProbeError::UnsupportedCodec(video)
+        .map_err(|_| ProbeError::Unreachable(format!("no answer within {connect:?}")))?
+        .map_err(|e| match e {
+            HandshakeError::Status(401 | 403, _) => ProbeError::BadCredentials,
+            HandshakeError::Status(404, _) => ProbeError::NotFound,
+            HandshakeError::Status(_, msg) => ProbeError::Rtsp(msg),
+            HandshakeError::NoVideo => ProbeError::NoVideo,
+            HandshakeError::Unsupported(c) => ProbeError::UnsupportedCodec(c),
+            HandshakeError::Other(msg)
+                if msg.contains("onnect") || msg.contains("refused") || msg.contains("resolve") =>
+            {
+                ProbeError::Unreachable(msg.lines().next().unwrap_or_default().to_owned())
             }
+            HandshakeError::Other(msg) => ProbeError::Rtsp(msg),
         })?;
-        let in_band_only = session.streams()[index].parameters().is_none();
-        session
-            .setup(
-                index,
-                SetupOptions::default()
-                    .transport(Transport::Tcp(TcpTransportOptions::default()))
-                    .frame_format(FrameFormat::SIMPLE),
-            )
-            .await
-            .map_err(classify)?;
-        let playing = session
-            .play(PlayOptions::default())
-            .await
-            .map_err(classify)?;
-        Ok::<_, ProbeError>((
-            playing.demuxed().map_err(classify)?,
-            index,
-            codec,
-            in_band_only,
-        ))
-    };
-    let (mut stream, index, codec, in_band_only) = tokio::time::timeout(connect, handshake)
-        .await
-        .map_err(|_| ProbeError::Unreachable(format!("no answer within {connect:?}")))??;
     let playing_at = Instant::now();
 
     let mut quirks = Vec::new();
@@ -236,22 +207,6 @@ pub async fn probe(
         quirks,
         snapshot,
     })
-}
-
-fn classify(e: retina::Error) -> ProbeError {
-    match e.status_code() {
-        Some(401 | 403) => ProbeError::BadCredentials,
-        Some(404) => ProbeError::NotFound,
-        Some(_) => ProbeError::Rtsp(e.to_string()),
-        None => {
-            let msg = e.to_string();
-            if msg.contains("onnect") || msg.contains("refused") || msg.contains("resolve") {
-                ProbeError::Unreachable(msg.lines().next().unwrap_or_default().to_owned())
-            } else {
-                ProbeError::Rtsp(msg)
-            }
-        }
-    }
 }
 
 /// `avc1.64001F` -> "High"; `hvc1.1...` -> "Main".
