@@ -131,15 +131,9 @@ pub fn probe(url: &str, snapshot: &Path, watch_secs: u64) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            report_error(&format!("cannot start the async runtime: {e}"));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     println!("probing {shown}");
     let report = runtime.block_on(sharpeyes_ingest::probe(
@@ -231,15 +225,9 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
         started.elapsed().as_secs_f64()
     );
     println!("# Camera config for these streams:\n{}", sim.config_block());
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            report_error(&format!("cannot start the async runtime: {e}"));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let mut shown = 0;
@@ -260,6 +248,17 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
     });
     sim.stop();
     ExitCode::SUCCESS
+}
+
+/// A single-threaded tokio runtime for a command's network I/O.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            report_error(&format!("cannot start the async runtime: {e}"));
+            ExitCode::from(2)
+        })
 }
 
 pub fn not_built(command: &str, what: &str) -> ExitCode {
