@@ -7,6 +7,16 @@
 //! An alert is written to a durable outbox (Redis Stream, or a disk spool) before it is
 //! published and removed only after the broker's PUBACK: a dead broker or process loses none.
 //!
-//! Status: not built yet (issue: Alerts). This crate only fixes its place in the data flow.
+//! Status: the alert message, its topic and snapshots are built; publishing, the outbox,
+//! escalation timers and acknowledgements are not yet (issue: Alerts).
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+mod alert;
+mod snapshot;
+
+pub use alert::{
+    ABSENT_LEVEL, Alert, AlertBox, AlertCamera, AlertError, AlertGrid, FrameSize, GridStep,
+    JSON_SCHEMA, SCHEMA, SnapshotRef, Source,
+};
+pub use snapshot::{Snapshot, SnapshotError, render};
