@@ -16,7 +16,7 @@ use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::red
 pub const NOT_BUILT: &[(&str, &str)] = &[
     (
         "pipeline",
-        "ingest -> analytics wired per camera, keyframe-vs-all CPU bench (issues: Ingest, Service)",
+        "live cameras wired through ingest -> analytics -> alerts in `run` and this demo (issue: Service)",
     ),
     (
         "alerts",
