@@ -123,7 +123,7 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
 
 /// Why one connection ended.
 #[derive(Debug)]
-enum Ended {
+pub(crate) enum Ended {
     Shutdown,
     /// Retry after a backoff; `streamed` when frames flowed (the backoff starts over).
     Retry {
@@ -134,6 +134,59 @@ enum Ended {
     Failed(String),
 }
 
+/// The reconnect policy every backend shares: run `run_once` until shutdown; after a
+/// retryable end wait an exponential backoff with jitter (starting over once frames
+/// flowed), after a failure stay `Failed` until shutdown. Every wait is raced against
+/// shutdown.
+pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
+    camera: &str,
+    timeouts: Timeouts,
+    state: &watch::Sender<CameraState>,
+    counters: &CameraCounters,
+    mut shutdown: watch::Receiver<bool>,
+    mut run_once: impl FnMut() -> Fut,
+) {
+    let mut backoff = timeouts.backoff_min;
+    let mut jitter = Jitter::new(camera);
+    loop {
+        state.send_replace(CameraState::Connecting);
+        let ended = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
+            e = run_once() => e,
+        };
+        let reason = match ended {
+            Ended::Shutdown => break,
+            Ended::Failed(reason) => {
+                tracing::error!(%reason, "camera failed; fix its configuration");
+                state.send_replace(CameraState::Failed { reason });
+                let _ = shutdown.wait_for(|s| *s).await;
+                break;
+            }
+            Ended::Retry { reason, streamed } => {
+                if streamed {
+                    backoff = timeouts.backoff_min;
+                }
+                reason
+            }
+        };
+        counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        let delay = jitter.apply(backoff);
+        tracing::warn!(%reason, retry_in = ?delay, "camera disconnected");
+        state.send_replace(CameraState::Backoff {
+            reason,
+            retry_in: delay,
+        });
+        backoff = (backoff * 2).min(timeouts.backoff_max);
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    state.send_replace(CameraState::Stopped);
+}
+
 struct Camera {
     config: SourceConfig,
     state: watch::Sender<CameraState>,
@@ -142,46 +195,17 @@ struct Camera {
 }
 
 impl Camera {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = self.config.timeouts.backoff_min;
-        let mut jitter = Jitter::new(&self.config.camera);
-        loop {
-            self.state.send_replace(CameraState::Connecting);
-            let ended = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
-                e = self.run_once() => e,
-            };
-            let reason = match ended {
-                Ended::Shutdown => break,
-                Ended::Failed(reason) => {
-                    tracing::error!(%reason, "camera failed; fix its configuration");
-                    self.state.send_replace(CameraState::Failed { reason });
-                    let _ = shutdown.wait_for(|s| *s).await;
-                    break;
-                }
-                Ended::Retry { reason, streamed } => {
-                    if streamed {
-                        backoff = self.config.timeouts.backoff_min;
-                    }
-                    reason
-                }
-            };
-            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            let delay = jitter.apply(backoff);
-            tracing::warn!(%reason, retry_in = ?delay, "camera disconnected");
-            self.state.send_replace(CameraState::Backoff {
-                reason,
-                retry_in: delay,
-            });
-            backoff = (backoff * 2).min(self.config.timeouts.backoff_max);
-            tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-        self.state.send_replace(CameraState::Stopped);
+    async fn run(self, shutdown: watch::Receiver<bool>) {
+        let cfg = &self.config;
+        supervise(
+            &cfg.camera,
+            cfg.timeouts,
+            &self.state,
+            &self.counters,
+            shutdown,
+            || self.run_once(),
+        )
+        .await;
     }
 
     async fn run_once(&self) -> Ended {
@@ -306,7 +330,7 @@ impl Camera {
     }
 }
 
-fn retry(reason: String, streamed: bool) -> Ended {
+pub(crate) fn retry(reason: String, streamed: bool) -> Ended {
     Ended::Retry { reason, streamed }
 }
 

@@ -20,7 +20,9 @@ use sharpeyes_config::Sampling;
 use tokio::sync::watch;
 use url::Url;
 
-use crate::camera::{CameraCounters, CameraHandle, CameraState, Timeouts, split_credentials};
+use crate::camera::{
+    CameraCounters, CameraHandle, CameraState, Ended, Timeouts, retry, split_credentials, supervise,
+};
 use crate::frame::{Frame, FrameSlot};
 
 /// Where a GStreamer source reads from.
@@ -66,92 +68,71 @@ async fn run(
     state: watch::Sender<CameraState>,
     counters: Arc<CameraCounters>,
     frames: Arc<FrameSlot>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = config.timeouts.backoff_min;
-    loop {
-        state.send_replace(CameraState::Connecting);
-        let outcome = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|s| *s) => break,
-            o = run_once(&config, &state, &counters, &frames) => o,
-        };
-        match outcome {
-            Err(Fatal(reason)) => {
-                tracing::error!(%reason, "camera failed; fix its configuration");
-                state.send_replace(CameraState::Failed { reason });
-                let _ = shutdown.wait_for(|s| *s).await;
-                break;
-            }
-            Ok((reason, streamed)) => {
-                if streamed {
-                    backoff = config.timeouts.backoff_min;
-                }
-                counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%reason, retry_in = ?backoff, "camera disconnected");
-                state.send_replace(CameraState::Backoff {
-                    reason,
-                    retry_in: backoff,
-                });
-                let delay = backoff;
-                backoff = (backoff * 2).min(config.timeouts.backoff_max);
-                tokio::select! {
-                    biased;
-                    _ = shutdown.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
-    state.send_replace(CameraState::Stopped);
+    let run_once = || run_once(&config, &state, &counters, &frames);
+    supervise(
+        &config.camera,
+        config.timeouts,
+        &state,
+        &counters,
+        shutdown,
+        run_once,
+    )
+    .await;
 }
 
-/// A failure retrying cannot fix.
-struct Fatal(String);
-
-/// Runs one pipeline until it fails; `Ok((reason, streamed))` means retry.
+/// Runs one pipeline until it ends.
 async fn run_once(
     config: &GstSourceConfig,
     state: &watch::Sender<CameraState>,
     counters: &Arc<CameraCounters>,
     frames: &Arc<FrameSlot>,
-) -> Result<(String, bool), Fatal> {
-    crate::decode::init().map_err(|e| Fatal(e.0))?;
+) -> Ended {
+    if let Err(e) = crate::decode::init() {
+        return Ended::Failed(e.0);
+    }
     let last_frame = Arc::new(AtomicU64::new(0));
     let streaming = Arc::new(AtomicBool::new(false));
-    let pipeline =
-        Running(build(config, counters, frames, &last_frame, &streaming).map_err(Fatal)?);
+    let pipeline = match build(config, counters, frames, &last_frame, &streaming) {
+        Ok(p) => Running(p),
+        Err(reason) => return Ended::Failed(reason),
+    };
     let pipeline = &pipeline.0;
     let bus = pipeline
         .bus()
-        .ok_or_else(|| Fatal("pipeline without a bus".into()))?;
+        .ok_or_else(|| "pipeline without a bus".to_owned());
+    let bus = match bus {
+        Ok(b) => b,
+        Err(reason) => return Ended::Failed(reason),
+    };
     let mut messages = bus.stream();
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        return Ok((format!("pipeline does not start: {e}"), false));
+        return retry(format!("pipeline does not start: {e}"), false);
     }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             msg = messages.next() => {
-                let Some(msg) = msg else { break Ok(("the pipeline's bus closed".into(), false)) };
+                let Some(msg) = msg else { break retry("the pipeline's bus closed".into(), false) };
                 match msg.view() {
                     gst::MessageView::Error(e) => {
                         let err = e.error();
                         let streamed = streaming.load(Ordering::Relaxed);
                         if err.matches(gst::ResourceError::NotAuthorized) {
-                            break Err(Fatal("401 Unauthorized: wrong user or password".into()));
+                            break Ended::Failed("401 Unauthorized: wrong user or password".into());
                         } else if err.matches(gst::ResourceError::NotFound) {
-                            break Err(Fatal(format!("not found: {err}")));
+                            break Ended::Failed(format!("not found: {err}"));
                         }
-                        break Ok((format!("{err}"), streamed));
+                        break retry(format!("{err}"), streamed);
                     }
                     gst::MessageView::Eos(_) => {
                         if matches!(config.input, GstInput::File(_)) {
                             // Replay: back to the start.
                             let _ = pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO);
                         } else {
-                            break Ok(("the server ended the stream".into(), streaming.load(Ordering::Relaxed)));
+                            break retry("the server ended the stream".into(), streaming.load(Ordering::Relaxed));
                         }
                     }
                     _ => {}
@@ -165,7 +146,7 @@ async fn run_once(
                 let since = started.elapsed().saturating_sub(Duration::from_millis(last));
                 let limit = if streaming.load(Ordering::Relaxed) { config.timeouts.stall } else { config.timeouts.connect + config.timeouts.stall };
                 if since > limit {
-                    break Ok((format!("no frame for {since:?} (stall)"), streaming.load(Ordering::Relaxed)));
+                    break retry(format!("no frame for {since:?} (stall)"), streaming.load(Ordering::Relaxed));
                 }
             }
         }
