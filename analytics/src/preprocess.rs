@@ -49,17 +49,17 @@ pub fn placement(layout: ModelLayout, size: u32, width: u32, height: u32) -> Pla
     let (fw, fh) = (width as f32, height as f32);
     match layout {
         ModelLayout::Yolov8 => {
+            // Boxes map back with the exact ratio, not the rounded resized size.
             let scale = (s / fw).min(s / fh);
             let (nw, nh) = resized_size(size, width, height);
             Placement {
-                scale_x: nw as f32 / fw,
-                scale_y: nh as f32 / fh,
+                scale_x: scale,
+                scale_y: scale,
                 pad_x: ((size - nw) / 2) as f32,
                 pad_y: ((size - nh) / 2) as f32,
                 frame_width: width,
                 frame_height: height,
             }
-            .with_uniform(scale)
         }
         ModelLayout::Ssd => Placement {
             scale_x: s / fw,
@@ -69,15 +69,6 @@ pub fn placement(layout: ModelLayout, size: u32, width: u32, height: u32) -> Pla
             frame_width: width,
             frame_height: height,
         },
-    }
-}
-
-impl Placement {
-    /// Box coordinates map with the exact ratio, not the rounded resized size.
-    fn with_uniform(mut self, scale: f32) -> Self {
-        self.scale_x = scale;
-        self.scale_y = scale;
-        self
     }
 }
 
