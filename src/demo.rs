@@ -84,7 +84,8 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
             started.elapsed().as_millis(),
             d.classes()
         );
-        detectors.insert(spec.name.clone(), d);
+        let batch = d.new_batch();
+        detectors.insert(spec.name.clone(), (d, batch));
     }
     let images = install
         .home
@@ -98,6 +99,8 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
     );
     let start = Instant::now();
     let mut events = 0;
+    // One frame at a time: a single detection list, reused.
+    let mut out = vec![Vec::new()];
     for (camera, scene) in config.cameras.iter().zip(SCENES.iter().cycle()) {
         let img = image::open(images.join(scene))
             .map_err(|e| format!("{scene}: {e}"))?
@@ -107,7 +110,7 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
         let mut analyzer = CameraAnalyzer::new(
             config,
             camera,
-            |m| detectors.get(m).map(Detector::classes),
+            |m| detectors.get(m).map(|(d, _)| d.classes()),
             AnalysisSettings::default(),
         )
         .map_err(|e| format!("camera {}: {e}", camera.id))?;
@@ -119,15 +122,14 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
         for step in 0..FRAMES {
             let now = start + FRAME_INTERVAL * step;
             for model in &models {
-                let det = detectors
+                let (det, batch) = detectors
                     .get_mut(model)
                     .ok_or_else(|| format!("model {model} not loaded"))?;
-                let mut batch = det.new_batch();
+                batch.clear();
                 batch
                     .push(RgbImage::new(w, h, &frame).map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?;
-                let mut out = vec![Vec::new()];
-                det.detect(&batch, &mut out).map_err(|e| e.to_string())?;
+                det.detect(batch, &mut out).map_err(|e| e.to_string())?;
                 for e in
                     analyzer.on_detections(model, &out[0], &frame, (w, h), now, SystemTime::now())
                 {
