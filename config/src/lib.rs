@@ -31,7 +31,7 @@ pub use schema::{
     Backend, Camera, CameraKind, Confirm, Grid, GridLevel, Hazard, Http, Model, ModelLayout, Mqtt,
     Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
 };
-pub use secret::{Secret, SecretError, SecretUrl};
+pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
 pub use summary::Summary;
 
 /// The demo configuration, built into the binary so `sharpeyes demo` needs no file.

@@ -1,0 +1,110 @@
+//! Where alert state lives: cooldowns, the outbox, escalation timers, acknowledgements and
+//! snapshots. One trait, two homes: Redis (shared by nodes, survives restarts) and memory
+//! with a disk spool (the embedded default: the outbox and snapshots still survive a restart).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+mod memory;
+mod redis_store;
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// What every store call returns: boxed, so `Arc<dyn StateStore>` works without a macro crate.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store call that failed, naming the store (never its credentials) and the operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// One MQTT message waiting in the outbox for its PUBACK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub alert_id: String,
+    pub topic: String,
+    /// The alert JSON, exactly as published.
+    pub payload: String,
+}
+
+/// An operator's acknowledgement of an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub alert_id: String,
+    /// Who acknowledged, when the acknowledgement said so.
+    pub by: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+    /// From detection (the id's timestamp) to the acknowledgement.
+    pub time_to_ack_ms: u64,
+}
+
+/// Shared alert state. Every call is one round trip at most; none holds a lock across awaits.
+pub trait StateStore: Send + Sync {
+    /// For logs and errors: kind and address, never credentials.
+    fn describe(&self) -> String;
+
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Takes the cooldown `key` for `ttl`: `true` when nobody held it, so the caller alerts.
+    fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool>;
+
+    /// Durably appends `record`; returns its outbox key. Durable means: written before this
+    /// returns, so a killed process replays it.
+    fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String>;
+
+    /// Every record not yet removed, oldest first, with its key.
+    fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>>;
+
+    fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
+    fn outbox_len(&self) -> StoreFuture<'_, usize>;
+
+    /// (Re)schedules the escalation of `alert_id` at `due`; `alert_json` is the alert as last
+    /// published. One schedule per alert id: a later call replaces the earlier.
+    fn schedule_escalation<'a>(
+        &'a self,
+        alert_id: &'a str,
+        due: SystemTime,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Removes and returns up to `limit` escalations due by `now`. With several nodes, each due
+    /// escalation goes to exactly one caller.
+    fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>>;
+
+    /// Records `ack`; `true` when it is the first for its alert.
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool>;
+
+    fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>>;
+
+    fn put_snapshot<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+}
+
+/// How long acknowledgements are kept: long enough to answer "was it acknowledged" for any
+/// alert an operator still looks at.
+pub(crate) const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn millis_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,409 @@
+//! The embedded store: state in memory; the outbox and snapshots in a disk spool when given a
+//! directory, so a restarted node still publishes what it had not delivered.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Ack, OutboxRecord, StateStore, StoreError, StoreFuture};
+
+/// Snapshots kept in memory when there is no spool directory: the newest this many.
+const MEMORY_SNAPSHOTS: usize = 256;
+
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    spool: Option<Arc<Spool>>,
+}
+
+#[derive(Default)]
+struct State {
+    cooldowns: HashMap<String, Instant>,
+    /// Used only without a spool.
+    outbox: BTreeMap<u64, OutboxRecord>,
+    next_seq: u64,
+    escalations: BTreeMap<(SystemTime, String), String>,
+    escalation_due: HashMap<String, SystemTime>,
+    acks: HashMap<String, Ack>,
+    snapshots: VecDeque<(String, Vec<u8>)>,
+}
+
+impl MemoryStore {
+    /// Everything in memory: for tests and one-shot tools; a restart forgets the outbox.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            spool: None,
+        }
+    }
+
+    /// The outbox and snapshots under `dir` (`outbox/`, `snapshots/`), created if missing.
+    pub fn with_spool(dir: &Path) -> Result<Self, StoreError> {
+        let spool = Spool::open(dir)?;
+        Ok(Self {
+            state: Arc::default(),
+            spool: Some(Arc::new(spool)),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn describe(&self) -> String {
+        match &self.spool {
+            Some(s) => format!("memory (spool {})", s.dir.display()),
+            None => "memory".into(),
+        }
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut state = self.state();
+            state.cooldowns.retain(|_, until| *until > now);
+            if state.cooldowns.contains_key(key) {
+                return Ok(false);
+            }
+            state.cooldowns.insert(key.to_owned(), now + ttl);
+            Ok(true)
+        })
+    }
+
+    fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let record = record.clone();
+                    blocking(move || spool.append(&record)).await
+                }
+                None => {
+                    let mut state = self.state();
+                    let seq = state.next_seq;
+                    state.next_seq += 1;
+                    state.outbox.insert(seq, record.clone());
+                    Ok(seq.to_string())
+                }
+            }
+        })
+    }
+
+    fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    blocking(move || spool.pending()).await
+                }
+                None => Ok(self
+                    .state()
+                    .outbox
+                    .iter()
+                    .map(|(k, r)| (k.to_string(), r.clone()))
+                    .collect()),
+            }
+        })
+    }
+
+    fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let key = key.to_owned();
+                    blocking(move || spool.remove(&key)).await
+                }
+                None => {
+                    if let Ok(seq) = key.parse::<u64>() {
+                        self.state().outbox.remove(&seq);
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn outbox_len(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    blocking(move || Ok(spool.keys()?.len())).await
+                }
+                None => Ok(self.state().outbox.len()),
+            }
+        })
+    }
+
+    fn schedule_escalation<'a>(
+        &'a self,
+        alert_id: &'a str,
+        due: SystemTime,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut state = self.state();
+            if let Some(old) = state.escalation_due.remove(alert_id) {
+                state.escalations.remove(&(old, alert_id.to_owned()));
+            }
+            state
+                .escalations
+                .insert((due, alert_id.to_owned()), alert_json.to_owned());
+            state.escalation_due.insert(alert_id.to_owned(), due);
+            Ok(())
+        })
+    }
+
+    fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let mut state = self.state();
+            let mut due = Vec::new();
+            while due.len() < limit {
+                let Some(entry) = state.escalations.first_entry() else {
+                    break;
+                };
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, id), json) = entry.remove_entry();
+                state.escalation_due.remove(&id);
+                due.push(json);
+            }
+            Ok(due)
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut state = self.state();
+            if state.acks.contains_key(&ack.alert_id) {
+                return Ok(false);
+            }
+            state.acks.insert(ack.alert_id.clone(), ack.clone());
+            Ok(true)
+        })
+    }
+
+    fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
+        Box::pin(async move { Ok(self.state().acks.get(alert_id).cloned()) })
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let (id, jpeg) = (alert_id.to_owned(), jpeg.to_vec());
+                    blocking(move || spool.put_snapshot(&id, &jpeg, ttl)).await
+                }
+                None => {
+                    let mut state = self.state();
+                    if state.snapshots.len() >= MEMORY_SNAPSHOTS {
+                        state.snapshots.pop_front();
+                    }
+                    state
+                        .snapshots
+                        .push_back((alert_id.to_owned(), jpeg.to_vec()));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let id = alert_id.to_owned();
+                    blocking(move || spool.snapshot(&id)).await
+                }
+                None => Ok(self
+                    .state()
+                    .snapshots
+                    .iter()
+                    .find(|(id, _)| id == alert_id)
+                    .map(|(_, jpeg)| jpeg.clone())),
+            }
+        })
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError(format!("spool task failed: {e}")))?
+}
+
+/// One file per outbox record, named by a sequence number so a listing is in order. A record
+/// is written to a temporary name, synced and renamed: a crash leaves whole records or none.
+struct Spool {
+    dir: PathBuf,
+    outbox: PathBuf,
+    snapshots: PathBuf,
+    next_seq: Mutex<u64>,
+}
+
+impl Spool {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let outbox = dir.join("outbox");
+        let snapshots = dir.join("snapshots");
+        for d in [&outbox, &snapshots] {
+            fs::create_dir_all(d).map_err(|e| {
+                StoreError(format!(
+                    "cannot create the spool directory {}: {e}; set [node] data_dir to a writable place",
+                    d.display()
+                ))
+            })?;
+        }
+        let spool = Self {
+            dir: dir.to_owned(),
+            outbox,
+            snapshots,
+            next_seq: Mutex::new(0),
+        };
+        let last = spool
+            .keys()?
+            .last()
+            .and_then(|k| k.strip_suffix(".json")?.parse::<u64>().ok());
+        *spool.next_seq.lock().unwrap_or_else(|e| e.into_inner()) = last.map_or(0, |s| s + 1);
+        Ok(spool)
+    }
+
+    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> StoreError {
+        StoreError(format!("spool: cannot {what} {}: {e}", path.display()))
+    }
+
+    /// Outbox file names, oldest first.
+    fn keys(&self) -> Result<Vec<String>, StoreError> {
+        let entries =
+            fs::read_dir(&self.outbox).map_err(|e| self.io_error("list", &self.outbox, e))?;
+        let mut keys: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn append(&self, record: &OutboxRecord) -> Result<String, StoreError> {
+        let seq = {
+            let mut next = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = *next;
+            *next += 1;
+            seq
+        };
+        let key = format!("{seq:020}.json");
+        let path = self.outbox.join(&key);
+        let tmp = self.outbox.join(format!("{key}.tmp"));
+        let json = serde_json::to_vec(record)
+            .map_err(|e| StoreError(format!("spool: cannot encode a record: {e}")))?;
+        let mut file = fs::File::create(&tmp).map_err(|e| self.io_error("create", &tmp, e))?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| self.io_error("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| self.io_error("rename", &tmp, e))?;
+        Ok(key)
+    }
+
+    fn pending(&self) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+        let mut records = Vec::new();
+        for key in self.keys()? {
+            let path = self.outbox.join(&key);
+            let parsed = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+                serde_json::from_slice::<OutboxRecord>(&b).map_err(|e| e.to_string())
+            });
+            match parsed {
+                Ok(record) => records.push((key, record)),
+                Err(e) => {
+                    // Kept beside the spool for a person to look at, never silently dropped.
+                    let bad = path.with_extension("bad");
+                    tracing::error!(
+                        file = %path.display(),
+                        moved_to = %bad.display(),
+                        "outbox record is unreadable ({e}); it is set aside and not published"
+                    );
+                    let _ = fs::rename(&path, &bad);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn remove(&self, key: &str) -> Result<(), StoreError> {
+        if key.contains(['/', '\\']) || !key.ends_with(".json") {
+            return Err(StoreError(format!("spool: `{key}` is not an outbox key")));
+        }
+        let path = self.outbox.join(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("remove", &path, e)),
+        }
+    }
+
+    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, StoreError> {
+        if alert_id.is_empty() || !alert_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(StoreError(format!("`{alert_id}` is not an alert id")));
+        }
+        Ok(self.snapshots.join(format!("{alert_id}.jpg")))
+    }
+
+    fn put_snapshot(&self, alert_id: &str, jpeg: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let path = self.snapshot_path(alert_id)?;
+        fs::write(&path, jpeg).map_err(|e| self.io_error("write", &path, e))?;
+        self.expire_snapshots(ttl);
+        Ok(())
+    }
+
+    /// Deletes snapshots older than `ttl`, so the spool does not grow without bound.
+    fn expire_snapshots(&self, ttl: Duration) {
+        let Ok(entries) = fs::read_dir(&self.snapshots) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > ttl);
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    fn snapshot(&self, alert_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.snapshot_path(alert_id)?;
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+}

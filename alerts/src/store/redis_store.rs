@@ -1,0 +1,301 @@
+//! The shared store: Redis, reached through a connection manager that reconnects by itself.
+//!
+//! Keys, all under the configured prefix `{p}`:
+//! `{p}:cooldown:{key}` (SET NX PX), `{p}:outbox:{node}` (a stream per node),
+//! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
+//! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL).
+
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
+use sharpeyes_config::SecretUrl;
+
+use super::{ACK_TTL, Ack, OutboxRecord, StateStore, StoreError, StoreFuture, millis_since_epoch};
+
+/// A Redis call that takes longer than this fails, so a hung Redis cannot stall publishing.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    outbox_key: String,
+    /// The URL without credentials.
+    shown: String,
+}
+
+impl RedisStore {
+    /// Connects to `url` (its password may be a `${VAR}` secret); fails if Redis does not answer.
+    pub async fn connect(url: &SecretUrl, prefix: &str, node: &str) -> Result<Self, StoreError> {
+        let shown = url.to_string();
+        let expanded = url
+            .expand()
+            .map_err(|e| StoreError(format!("[redis] url {shown}: {e}")))?;
+        let client = redis::Client::open(expanded.as_str())
+            .map_err(|e| StoreError(format!("[redis] url {shown}: {}", scrub(&e))))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot reach Redis at {shown}: {}; check that it runs and [redis] url",
+                    scrub(&e)
+                ))
+            })?;
+        let store = Self {
+            conn,
+            prefix: prefix.to_owned(),
+            outbox_key: format!("{prefix}:outbox:{node}"),
+            shown,
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for p in parts {
+            key.push(':');
+            key.push_str(p);
+        }
+        key
+    }
+
+    fn error(&self, what: &str, e: redis::RedisError) -> StoreError {
+        StoreError(format!("Redis {} {what}: {}", self.shown, scrub(&e)))
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| self.error(what, e))
+    }
+}
+
+/// Redis errors may quote the URL they were given; never let a password through.
+fn scrub(e: &redis::RedisError) -> String {
+    sharpeyes_config::redact_userinfo(&e.to_string())
+}
+
+impl StateStore for RedisStore {
+    fn describe(&self) -> String {
+        format!("redis {}", self.shown)
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let pong: String = self.query("PING", &redis::cmd("PING")).await?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(StoreError(format!(
+                    "Redis {} answered PING with `{pong}`",
+                    self.shown
+                )))
+            }
+        })
+    }
+
+    fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&["cooldown", key]))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64);
+            let set: Option<String> = self.query("SET cooldown", &cmd).await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&self.outbox_key)
+                .arg("*")
+                .arg("alert_id")
+                .arg(&record.alert_id)
+                .arg("topic")
+                .arg(&record.topic)
+                .arg("payload")
+                .arg(&record.payload);
+            self.query("XADD outbox", &cmd).await
+        })
+    }
+
+    fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&self.outbox_key).arg("-").arg("+");
+            let reply: StreamRangeReply = self.query("XRANGE outbox", &cmd).await?;
+            let mut records = Vec::with_capacity(reply.ids.len());
+            for entry in reply.ids {
+                let fields = (
+                    entry.get::<String>("alert_id"),
+                    entry.get::<String>("topic"),
+                    entry.get::<String>("payload"),
+                );
+                match fields {
+                    (Some(alert_id), Some(topic), Some(payload)) => records.push((
+                        entry.id,
+                        OutboxRecord {
+                            alert_id,
+                            topic,
+                            payload,
+                        },
+                    )),
+                    _ => tracing::error!(
+                        stream = %self.outbox_key,
+                        entry = %entry.id,
+                        "outbox entry lacks alert_id, topic or payload; it is left in the stream and not published"
+                    ),
+                }
+            }
+            Ok(records)
+        })
+    }
+
+    fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XDEL");
+            cmd.arg(&self.outbox_key).arg(key);
+            let _: u64 = self.query("XDEL outbox", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn outbox_len(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XLEN");
+            cmd.arg(&self.outbox_key);
+            self.query("XLEN outbox", &cmd).await
+        })
+    }
+
+    fn schedule_escalation<'a>(
+        &'a self,
+        alert_id: &'a str,
+        due: SystemTime,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("HSET")
+                .arg(self.key(&["escalation"]))
+                .arg(alert_id)
+                .arg(alert_json)
+                .ignore()
+                .cmd("ZADD")
+                .arg(self.key(&["escalations"]))
+                .arg(millis_since_epoch(due))
+                .arg(alert_id)
+                .ignore();
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.error("schedule escalation", e))
+        })
+    }
+
+    fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let zset = self.key(&["escalations"]);
+            let hash = self.key(&["escalation"]);
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(&zset)
+                .arg("-inf")
+                .arg(millis_since_epoch(now))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+            let ids: Vec<String> = self.query("ZRANGEBYSCORE escalations", &cmd).await?;
+            let mut due = Vec::new();
+            for id in ids {
+                // ZREM decides which node owns a due escalation: only one gets 1.
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(&zset).arg(&id);
+                let removed: u64 = self.query("ZREM escalations", &zrem).await?;
+                if removed == 0 {
+                    continue;
+                }
+                let mut hget = redis::cmd("HGET");
+                hget.arg(&hash).arg(&id);
+                let json: Option<String> = self.query("HGET escalation", &hget).await?;
+                let mut hdel = redis::cmd("HDEL");
+                hdel.arg(&hash).arg(&id);
+                let _: u64 = self.query("HDEL escalation", &hdel).await?;
+                due.extend(json);
+            }
+            Ok(due)
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let json = serde_json::to_string(ack)
+                .map_err(|e| StoreError(format!("cannot encode an acknowledgement: {e}")))?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&["ack", &ack.alert_id]))
+                .arg(json)
+                .arg("NX")
+                .arg("EX")
+                .arg(ACK_TTL.as_secs());
+            let set: Option<String> = self.query("SET ack", &cmd).await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(&["ack", alert_id]));
+            let json: Option<String> = self.query("GET ack", &cmd).await?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| {
+                    StoreError(format!(
+                        "Redis {}: acknowledgement of {alert_id} is unreadable: {e}",
+                        self.shown
+                    ))
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&["snapshot", alert_id]))
+                .arg(jpeg)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1));
+            let _: String = self.query("SET snapshot", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(&["snapshot", alert_id]));
+            self.query("GET snapshot", &cmd).await
+        })
+    }
+}
