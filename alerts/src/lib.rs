@@ -7,16 +7,25 @@
 //! An alert is written to a durable outbox (Redis Stream, or a disk spool) before it is
 //! published and removed only after the broker's PUBACK: a dead broker or process loses none.
 //!
-//! Status: the alert message, its topic and snapshots are built; publishing, the outbox,
-//! escalation timers and acknowledgements are not yet (issue: Alerts).
+//! The pieces: [`Alert`] (the message and its topic), [`render`] (the snapshot),
+//! [`StateStore`] (cooldowns, outbox, escalation timers, acknowledgements, snapshots; Redis or
+//! memory), and [`Alerts`], the running service that ties them to the MQTT link.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod alert;
+mod mqtt;
+mod service;
 mod snapshot;
+mod store;
 
 pub use alert::{
     ABSENT_LEVEL, Alert, AlertBox, AlertCamera, AlertError, AlertGrid, FrameSize, GridStep,
     JSON_SCHEMA, SCHEMA, SnapshotRef, Source,
 };
+pub use mqtt::MqttSettings;
+pub use service::{
+    AlertSettings, AlertStats, Alerts, AlertsError, CameraPhase, Submitted, open_store,
+};
 pub use snapshot::{Snapshot, SnapshotError, render};
+pub use store::{Ack, MemoryStore, OutboxRecord, RedisStore, StateStore, StoreError, StoreFuture};

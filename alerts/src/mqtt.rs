@@ -1,0 +1,575 @@
+//! The MQTT link: one task owns the rumqttc event loop and every QoS 1 publish.
+//!
+//! rumqttc's `AsyncClient::publish` returns when the request is queued, and its packet ids are
+//! assigned inside the event loop, so a PUBACK cannot be tied to the message it confirms by
+//! watching events in order (rumqttc re-sends unacknowledged publishes after a reconnect and
+//! reports them again; with a new session it drops them). So the link chooses packet ids
+//! itself: it keeps a window of ids, hands each publish to the event loop with its id set
+//! (through `EventLoop::pending`, which the loop sends first), and frees an id only on the
+//! PUBACK for it. After a reconnect without a session every unacknowledged publish goes out
+//! again under its id; with a session rumqttc re-sends them itself. An outbox record is
+//! removed only on its own PUBACK, so a broker outage or a crash can duplicate, never lose.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS,
+    Request, TlsConfiguration, Transport,
+};
+use sharpeyes_config::Mqtt;
+use tokio::sync::{mpsc, watch};
+
+use crate::service::Stats;
+use crate::store::{OutboxRecord, StateStore};
+
+/// Unacknowledged publishes at once. Alerts are few; this bounds what a reconnect re-sends.
+const WINDOW: u16 = 64;
+/// rumqttc's own limit must leave room above the window (packet ids run 1..=inflight).
+const RUMQTTC_INFLIGHT: u16 = 100;
+/// Largest message either way: an alert with an inline snapshot fits.
+pub(crate) const MAX_PACKET: usize = 1024 * 1024;
+/// A publish unacknowledged this long on a live connection means the connection is not what
+/// it seems: drop it, reconnect and re-send.
+const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for the broker to acknowledge what is in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where and how to reach the broker. Credentials are expanded here and never printed.
+#[derive(Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Stable per node: the broker keeps this client's session (and queued acks) across
+    /// reconnects.
+    pub client_id: String,
+    pub prefix: String,
+    pub node: String,
+    pub keep_alive: Duration,
+}
+
+impl fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("broker", &self.broker())
+            .field("user", &self.username.as_ref().map(|_| "***"))
+            .field("client_id", &self.client_id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttSettings {
+    /// A plain-TCP broker without credentials: the embedded broker, and tests.
+    pub fn plain(host: &str, port: u16, prefix: &str, node: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+            tls: false,
+            ca_file: None,
+            username: None,
+            password: None,
+            client_id: format!("sharpeyes-{node}"),
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+            keep_alive: Duration::from_secs(10),
+        }
+    }
+
+    /// From `[mqtt]`, expanding its secrets. Errors name the field and never hold a secret.
+    pub fn from_config(mqtt: &Mqtt, node: &str) -> Result<Self, String> {
+        let shape = &mqtt.url;
+        let tls = match shape.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" => true,
+            other => {
+                return Err(format!(
+                    "[mqtt] url {shape}: scheme `{other}` is not MQTT; use mqtt:// or mqtts://"
+                ));
+            }
+        };
+        let url = shape
+            .expand()
+            .map_err(|e| format!("[mqtt] url {shape}: {e}"))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("[mqtt] url {shape}: no host"))?
+            .to_owned();
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        let from_url = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let expand = |field: &str, s: &Option<sharpeyes_config::Secret>| {
+            s.as_ref()
+                .map(|s| s.expand().map_err(|e| format!("[mqtt] {field}: {e}")))
+                .transpose()
+        };
+        let username = expand("username", &mqtt.username)?.or_else(|| from_url(url.username()));
+        let password =
+            expand("password", &mqtt.password)?.or_else(|| url.password().map(str::to_owned));
+        if password.is_some() && username.is_none() {
+            return Err("[mqtt] password is set but username is not; MQTT needs both".into());
+        }
+        Ok(Self {
+            host,
+            port,
+            tls,
+            ca_file: mqtt.ca_file.clone(),
+            username,
+            password,
+            client_id: mqtt
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("sharpeyes-{node}")),
+            prefix: mqtt.prefix.clone(),
+            node: node.to_owned(),
+            keep_alive: Duration::from_secs(10),
+        })
+    }
+
+    /// `host:port`, for logs.
+    pub fn broker(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    pub(crate) fn node_status_topic(&self) -> String {
+        format!("{}/status/{}", self.prefix, self.node)
+    }
+
+    pub(crate) fn node_status(&self, state: &str) -> String {
+        serde_json::json!({
+            "node": self.node,
+            "state": state,
+            "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        })
+        .to_string()
+    }
+
+    fn options(&self) -> Result<MqttOptions, String> {
+        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        options
+            .set_keep_alive(self.keep_alive)
+            .set_clean_session(false)
+            .set_inflight(RUMQTTC_INFLIGHT)
+            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_last_will(LastWill::new(
+                self.node_status_topic(),
+                self.node_status("offline"),
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let (Some(user), Some(password)) = (&self.username, &self.password) {
+            options.set_credentials(user, password);
+        } else if let Some(user) = &self.username {
+            options.set_credentials(user, "");
+        }
+        if self.tls {
+            options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
+                self.rustls()?,
+            ))));
+        }
+        Ok(options)
+    }
+
+    fn rustls(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!("[mqtt] ca_file {}: cannot read it: {e}", path.display())
+                })?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| {
+                        format!(
+                            "[mqtt] ca_file {}: not PEM certificates: {e}",
+                            path.display()
+                        )
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        format!(
+                            "[mqtt] ca_file {}: unusable certificate: {e}",
+                            path.display()
+                        )
+                    })?;
+                }
+                if roots.is_empty() {
+                    return Err(format!(
+                        "[mqtt] ca_file {}: holds no certificate",
+                        path.display()
+                    ));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(
+                        "[mqtt] no system CA certificates found; install ca-certificates or set [mqtt] ca_file"
+                            .into(),
+                    );
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("[mqtt] TLS setup failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+/// What the rest of the crate asks of the link.
+pub(crate) enum LinkCommand {
+    /// An outbox record; `key` is empty when it could not be made durable.
+    Publish { key: String, record: OutboxRecord },
+    /// Retained state: the newest payload per topic wins, and is re-sent on every reconnect.
+    Retain { topic: String, payload: String },
+}
+
+/// An acknowledgement message received on `{prefix}/acks/{alert_id}`.
+pub(crate) struct IncomingAck {
+    pub alert_id: String,
+    pub payload: Vec<u8>,
+}
+
+enum Item {
+    Alert { key: String, record: OutboxRecord },
+    Status { topic: String },
+}
+
+struct InFlight {
+    item: Item,
+    /// Order of first sending, so re-sends keep the original order.
+    seq: u64,
+    sent_at: Instant,
+}
+
+pub(crate) struct Link {
+    settings: MqttSettings,
+    eventloop: EventLoop,
+    client: AsyncClient,
+    store: Arc<dyn StateStore>,
+    stats: Arc<Stats>,
+    commands: mpsc::UnboundedReceiver<LinkCommand>,
+    acks: mpsc::Sender<IncomingAck>,
+    connected: bool,
+    queue: VecDeque<Item>,
+    in_flight: BTreeMap<u16, InFlight>,
+    free: Vec<u16>,
+    next_seq: u64,
+    retained: BTreeMap<String, String>,
+    backoff: Duration,
+    failures: u32,
+}
+
+impl Link {
+    pub(crate) fn new(
+        settings: MqttSettings,
+        store: Arc<dyn StateStore>,
+        stats: Arc<Stats>,
+        pending: Vec<(String, OutboxRecord)>,
+        commands: mpsc::UnboundedReceiver<LinkCommand>,
+        acks: mpsc::Sender<IncomingAck>,
+    ) -> Result<Self, String> {
+        let options = settings.options()?;
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let mut network = eventloop.network_options();
+        network.set_connection_timeout(5);
+        eventloop.set_network_options(network);
+        let mut retained = BTreeMap::new();
+        retained.insert(settings.node_status_topic(), settings.node_status("online"));
+        Ok(Self {
+            eventloop,
+            client,
+            store,
+            stats,
+            commands,
+            acks,
+            connected: false,
+            queue: pending
+                .into_iter()
+                .map(|(key, record)| Item::Alert { key, record })
+                .collect(),
+            in_flight: BTreeMap::new(),
+            free: (1..=WINDOW).rev().collect(),
+            next_seq: 0,
+            retained,
+            backoff: BACKOFF_MIN,
+            failures: 0,
+            settings,
+        })
+    }
+
+    /// Runs until shutdown (then drains for a bounded time) or until every handle is gone.
+    ///
+    /// `EventLoop::poll` is not cancel-safe while it connects: dropped between CONNECT and
+    /// CONNACK, it leaves a connection the broker sees vanish, which fires the last will. So a
+    /// connection attempt is interrupted only by shutdown; commands wait in their channel.
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let event = if self.connected {
+                self.fill_window();
+                tokio::select! {
+                    biased;
+                    _ = crate::service::stopped(&mut shutdown) => break,
+                    command = self.commands.recv() => {
+                        match command {
+                            Some(c) => self.command(c),
+                            None => break,
+                        }
+                        continue;
+                    }
+                    _ = watchdog.tick() => {
+                        self.check_stuck();
+                        continue;
+                    }
+                    event = self.eventloop.poll() => event,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = crate::service::stopped(&mut shutdown) => break,
+                    event = self.eventloop.poll() => event,
+                }
+            };
+            match event {
+                Ok(event) => self.event(event).await,
+                Err(e) => {
+                    let wait = self.lost(e);
+                    tokio::select! {
+                        biased;
+                        _ = crate::service::stopped(&mut shutdown) => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    fn command(&mut self, command: LinkCommand) {
+        match command {
+            LinkCommand::Publish { key, record } => {
+                self.queue.push_back(Item::Alert { key, record })
+            }
+            LinkCommand::Retain { topic, payload } => {
+                let queued = self
+                    .queue
+                    .iter()
+                    .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
+                self.retained.insert(topic.clone(), payload);
+                if !queued {
+                    self.queue.push_back(Item::Status { topic });
+                }
+            }
+        }
+        self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
+    }
+
+    /// Hands queued items to the event loop while ids are free and the connection is up.
+    fn fill_window(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while !self.queue.is_empty() {
+            let Some(pkid) = self.free.pop() else { break };
+            let Some(item) = self.queue.pop_front() else {
+                break;
+            };
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            self.send(pkid, &item);
+            self.in_flight.insert(
+                pkid,
+                InFlight {
+                    item,
+                    seq,
+                    sent_at: Instant::now(),
+                },
+            );
+        }
+        self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
+        self.stats
+            .in_flight
+            .store(self.in_flight.len(), Ordering::Relaxed);
+    }
+
+    fn send(&mut self, pkid: u16, item: &Item) {
+        let mut publish = match item {
+            Item::Alert { record, .. } => Publish::new(
+                record.topic.as_str(),
+                QoS::AtLeastOnce,
+                record.payload.as_bytes(),
+            ),
+            Item::Status { topic } => {
+                let payload = self.retained.get(topic).cloned().unwrap_or_default();
+                let mut p = Publish::new(topic.as_str(), QoS::AtLeastOnce, payload);
+                p.retain = true;
+                p
+            }
+        };
+        publish.pkid = pkid;
+        self.eventloop.pending.push_back(Request::Publish(publish));
+    }
+
+    async fn event(&mut self, event: Event) {
+        let Event::Incoming(packet) = event else {
+            return;
+        };
+        match packet {
+            Incoming::ConnAck(ack) => {
+                self.connected = true;
+                self.stats.connected.store(true, Ordering::Relaxed);
+                self.backoff = BACKOFF_MIN;
+                if self.failures > 0 {
+                    tracing::info!(broker = %self.settings.broker(), client_id = %self.settings.client_id, after_failures = self.failures, session_present = ack.session_present, "MQTT connection restored");
+                } else {
+                    tracing::info!(broker = %self.settings.broker(), client_id = %self.settings.client_id, "MQTT connected");
+                }
+                self.failures = 0;
+                let acks = format!("{}/acks/+", self.settings.prefix);
+                if let Err(e) = self.client.try_subscribe(&acks, QoS::AtLeastOnce) {
+                    tracing::error!(topic = %acks, "cannot subscribe to acknowledgements: {e}");
+                }
+                if !ack.session_present {
+                    // The broker forgot the session, and rumqttc dropped what it would have
+                    // re-sent: send it again ourselves, in the original order, first.
+                    let mut lost: Vec<(u16, InFlight)> =
+                        std::mem::take(&mut self.in_flight).into_iter().collect();
+                    lost.sort_by_key(|(_, f)| f.seq);
+                    for (pkid, mut flight) in lost {
+                        self.send(pkid, &flight.item);
+                        flight.sent_at = Instant::now();
+                        self.in_flight.insert(pkid, flight);
+                    }
+                }
+                // Retained state may be gone with a broker that restarted without persistence.
+                let topics: Vec<String> = self.retained.keys().cloned().collect();
+                for topic in topics.into_iter().rev() {
+                    let queued = self
+                        .queue
+                        .iter()
+                        .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
+                    if !queued {
+                        self.queue.push_front(Item::Status { topic });
+                    }
+                }
+            }
+            Incoming::PubAck(ack) => {
+                let Some(flight) = self.in_flight.remove(&ack.pkid) else {
+                    tracing::debug!(pkid = ack.pkid, "PUBACK for no publish of ours");
+                    return;
+                };
+                self.free.push(ack.pkid);
+                if let Item::Alert { key, record } = flight.item {
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(alert = %record.alert_id, topic = %record.topic, "alert acknowledged by the broker");
+                    if !key.is_empty() {
+                        if let Err(e) = self.store.outbox_remove(&key).await {
+                            // Left in the outbox: re-sent after a restart, a duplicate with the same id.
+                            tracing::warn!(alert = %record.alert_id, "published, but the outbox entry stays: {e}");
+                        }
+                    }
+                }
+                self.stats
+                    .in_flight
+                    .store(self.in_flight.len(), Ordering::Relaxed);
+            }
+            Incoming::Publish(publish) => {
+                let prefix = format!("{}/acks/", self.settings.prefix);
+                if let Some(alert_id) = publish.topic.strip_prefix(&prefix) {
+                    let ack = IncomingAck {
+                        alert_id: alert_id.to_owned(),
+                        payload: publish.payload.to_vec(),
+                    };
+                    if self.acks.try_send(ack).is_err() {
+                        tracing::warn!(topic = %publish.topic, "acknowledgement dropped: the handler is behind");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection failed: everything in flight waits for the next connection. Returns how
+    /// long to wait before reconnecting.
+    fn lost(&mut self, error: ConnectionError) -> Duration {
+        self.failures += 1;
+        if self.connected {
+            tracing::warn!(broker = %self.settings.broker(), client_id = %self.settings.client_id, in_flight = self.in_flight.len(), queued = self.queue.len(), "MQTT connection lost: {error}; reconnecting");
+        } else if self.failures == 1 || self.failures % 20 == 0 {
+            tracing::warn!(broker = %self.settings.broker(), attempts = self.failures, "cannot connect to the MQTT broker: {error}; retrying (alerts wait in the outbox)");
+        }
+        self.connected = false;
+        self.stats.connected.store(false, Ordering::Relaxed);
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    fn check_stuck(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let stuck = self
+            .in_flight
+            .values()
+            .any(|f| f.sent_at.elapsed() > ACK_TIMEOUT);
+        if stuck {
+            tracing::warn!(broker = %self.settings.broker(), "a publish waited {ACK_TIMEOUT:?} for its PUBACK; reconnecting to re-send");
+            self.eventloop.clean();
+            self.connected = false;
+            self.stats.connected.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// On shutdown: give the broker a bounded time for what is in flight, say offline, leave.
+    async fn drain(mut self) {
+        let offline = self.settings.node_status("offline");
+        self.command(LinkCommand::Retain {
+            topic: self.settings.node_status_topic(),
+            payload: offline,
+        });
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while self.connected && !(self.queue.is_empty() && self.in_flight.is_empty()) {
+            self.fill_window();
+            match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                Ok(Ok(event)) => self.event(event).await,
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let left = self
+            .queue
+            .iter()
+            .chain(self.in_flight.values().map(|f| &f.item))
+            .filter(|i| matches!(i, Item::Alert { .. }))
+            .count();
+        if left > 0 {
+            tracing::warn!(
+                alerts = left,
+                "shutting down with alerts not yet acknowledged by the broker; they stay in the outbox for the next start"
+            );
+        }
+        if self.connected && self.client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(event) = self.eventloop.poll().await {
+                    if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The alert service: what the pipeline calls with a confirmed hazard.
+//!
+//! `submit` applies the cooldown, stores the snapshot, writes the alert to the outbox and
+//! schedules its escalation before handing it to the MQTT link; so once `submit` returns,
+//! neither a broker outage nor a killed process loses the alert. Two small tasks run beside
+//! the link: one turns due escalations into republished alerts, one records acknowledgements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use serde::Serialize;
+use sharpeyes_config::Config;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::alert::{Alert, SnapshotRef};
+use crate::mqtt::{IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings};
+use crate::snapshot::Snapshot;
+use crate::store::{Ack, MemoryStore, OutboxRecord, RedisStore, StateStore};
+
+/// Tuning of the service that the configuration does not carry.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Base of snapshot URLs: `{base}/api/alerts/{id}/snapshot`.
+    pub snapshot_base_url: String,
+    /// Also carry the JPEG in the message, base64 (subscribers that cannot fetch).
+    pub inline_snapshots: bool,
+    pub snapshot_ttl: Duration,
+    /// How often due escalations are looked for.
+    pub escalation_tick: Duration,
+}
+
+impl AlertSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let base = config
+            .http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.http.listen));
+        Self {
+            snapshot_base_url: base.trim_end_matches('/').to_owned(),
+            inline_snapshots: false,
+            snapshot_ttl: Duration::from_secs(7 * 24 * 3600),
+            escalation_tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The store the configuration asks for: Redis when `[redis]` is set, else memory with the
+/// outbox and snapshots spooled under `[node] data_dir`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
+    match &config.redis {
+        Some(redis) => {
+            let store = RedisStore::connect(&redis.url, &redis.key_prefix, &config.node.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let dir = config.node.data_dir.join("spool");
+            let store = MemoryStore::with_spool(&dir).map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The state of a camera as published, retained, on `{prefix}/cameras/{camera}/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraPhase {
+    Connecting,
+    Streaming,
+    Reconnecting,
+    Failed,
+    Stopped,
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// What `submit` did with an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// In the outbox (unless `durable` is false: the store failed, and it is only in memory)
+    /// and on its way to `topic`.
+    Queued {
+        id: String,
+        topic: String,
+        durable: bool,
+    },
+    /// Another alert for the same camera, hazard and zone is within its cooldown.
+    Suppressed,
+}
+
+#[derive(Debug)]
+pub struct AlertsError(pub String);
+
+impl std::fmt::Display for AlertsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AlertsError {}
+
+/// Counters for metrics and tests.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub connected: AtomicBool,
+    pub submitted: AtomicU64,
+    pub suppressed: AtomicU64,
+    /// Alert messages the broker acknowledged (escalations and duplicates included).
+    pub published: AtomicU64,
+    pub escalated: AtomicU64,
+    pub acknowledged: AtomicU64,
+    pub time_to_ack_ms_total: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub queued: AtomicUsize,
+    pub in_flight: AtomicUsize,
+}
+
+/// A reading of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertStats {
+    pub connected: bool,
+    pub submitted: u64,
+    pub suppressed: u64,
+    pub published: u64,
+    pub escalated: u64,
+    pub acknowledged: u64,
+    /// Sum over `acknowledged`; divide for the mean.
+    pub time_to_ack_ms_total: u64,
+    pub store_errors: u64,
+    /// Waiting for a connection or a free window slot.
+    pub queued: usize,
+    /// Sent, PUBACK not yet received.
+    pub in_flight: usize,
+}
+
+/// A handle on the running service; cheap to clone.
+#[derive(Clone)]
+pub struct Alerts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    store: Arc<dyn StateStore>,
+    settings: AlertSettings,
+    prefix: String,
+    link: mpsc::UnboundedSender<LinkCommand>,
+    stats: Arc<Stats>,
+}
+
+impl Alerts {
+    /// Starts the MQTT link (replaying the outbox first), the escalation timer and the
+    /// acknowledgement handler. The returned task ends after `shutdown` turns true and the
+    /// link has drained for a bounded time.
+    pub async fn start(
+        config: Arc<Config>,
+        store: Arc<dyn StateStore>,
+        mqtt: MqttSettings,
+        settings: AlertSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Alerts, JoinHandle<()>), AlertsError> {
+        let pending = store.outbox_pending().await.map_err(|e| {
+            AlertsError(format!(
+                "cannot read the outbox ({}): {e}",
+                store.describe()
+            ))
+        })?;
+        if !pending.is_empty() {
+            tracing::info!(alerts = pending.len(), store = %store.describe(), "replaying the outbox: alerts not yet acknowledged by the broker");
+        }
+        let stats = Arc::new(Stats::default());
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let (ack_tx, ack_rx) = mpsc::channel(1024);
+        let prefix = mqtt.prefix.clone();
+        let link = Link::new(mqtt, store.clone(), stats.clone(), pending, link_rx, ack_tx)
+            .map_err(AlertsError)?;
+        let alerts = Alerts {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                settings,
+                prefix,
+                link: link_tx,
+                stats,
+            }),
+        };
+        let link_task = tokio::spawn(link.run(shutdown.clone()));
+        let escalations = tokio::spawn(alerts.clone().escalate_loop(shutdown.clone()));
+        let acks = tokio::spawn(alerts.clone().ack_loop(ack_rx, shutdown));
+        let task = tokio::spawn(async move {
+            let _ = escalations.await;
+            let _ = acks.await;
+            let _ = link_task.await;
+        });
+        Ok((alerts, task))
+    }
+
+    pub fn stats(&self) -> AlertStats {
+        let s = &self.inner.stats;
+        AlertStats {
+            connected: s.connected.load(Ordering::Relaxed),
+            submitted: s.submitted.load(Ordering::Relaxed),
+            suppressed: s.suppressed.load(Ordering::Relaxed),
+            published: s.published.load(Ordering::Relaxed),
+            escalated: s.escalated.load(Ordering::Relaxed),
+            acknowledged: s.acknowledged.load(Ordering::Relaxed),
+            time_to_ack_ms_total: s.time_to_ack_ms_total.load(Ordering::Relaxed),
+            store_errors: s.store_errors.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.inner.store
+    }
+
+    /// Cooldown, snapshot, outbox, escalation schedule, then publish. See the module docs.
+    pub async fn submit(
+        &self,
+        mut alert: Alert,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Submitted, AlertsError> {
+        let inner = &self.inner;
+        let hazard = inner.config.hazard(&alert.hazard);
+        let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
+        let key = format!(
+            "{}:{}:{}",
+            alert.camera.as_ref().map_or("-", |c| c.id.as_str()),
+            alert.hazard,
+            alert.zone.as_deref().unwrap_or("-")
+        );
+        if !cooldown.is_zero() {
+            match inner.store.claim_cooldown(&key, cooldown).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    inner.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(key = %key, "alert suppressed: within its cooldown");
+                    return Ok(Submitted::Suppressed);
+                }
+                // Better a possible duplicate than a missed alert.
+                Err(e) => self.store_error("cooldown", &e),
+            }
+        }
+        if let Some(snap) = snapshot {
+            if let Err(e) = inner
+                .store
+                .put_snapshot(&alert.id, &snap.jpeg, inner.settings.snapshot_ttl)
+                .await
+            {
+                self.store_error("snapshot", &e);
+            }
+            alert.snapshot = Some(SnapshotRef {
+                url: format!(
+                    "{}/api/alerts/{}/snapshot",
+                    inner.settings.snapshot_base_url, alert.id
+                ),
+                sha256: snap.sha256.clone(),
+                size: snap.jpeg.len(),
+                width: snap.width,
+                height: snap.height,
+                inline_base64: inner
+                    .settings
+                    .inline_snapshots
+                    .then(|| base64::engine::general_purpose::STANDARD.encode(&snap.jpeg)),
+            });
+        }
+        let (record, payload_len) = self.record(&mut alert)?;
+        let durable = self.enqueue(record).await;
+        if let Some(h) = hazard.filter(|h| !h.escalate_after.is_zero()) {
+            if alert.escalated(&inner.config).is_some() {
+                let due = SystemTime::now() + h.escalate_after;
+                let json = serde_json::to_string(&alert)
+                    .map_err(|e| AlertsError(format!("cannot encode alert {}: {e}", alert.id)))?;
+                if let Err(e) = inner.store.schedule_escalation(&alert.id, due, &json).await {
+                    self.store_error("escalation schedule", &e);
+                }
+            }
+        }
+        inner.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = payload_len, "alert queued");
+        Ok(Submitted::Queued {
+            topic: alert.topic(&inner.prefix),
+            id: alert.id,
+            durable,
+        })
+    }
+
+    /// Publishes a camera's state, retained, whenever it changes.
+    pub fn camera_status(&self, camera: &str, phase: CameraPhase, reason: Option<&str>) {
+        let payload = serde_json::json!({
+            "camera": camera,
+            "state": phase,
+            "reason": reason.map(sharpeyes_config::redact_userinfo),
+            "node": self.node(),
+            "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        });
+        let _ = self.inner.link.send(LinkCommand::Retain {
+            topic: format!("{}/cameras/{camera}/status", self.inner.prefix),
+            payload: payload.to_string(),
+        });
+    }
+
+    /// Records an acknowledgement of `alert_id` (from MQTT or the HTTP API): no further
+    /// escalation. Returns the acknowledgement; `None` when the id is not an alert id.
+    pub async fn acknowledge(
+        &self,
+        alert_id: &str,
+        by: Option<String>,
+    ) -> Result<Option<Ack>, AlertsError> {
+        let Ok(ulid) = ulid::Ulid::from_string(alert_id) else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let detected = ulid.datetime();
+        let ack = Ack {
+            alert_id: ulid.to_string(),
+            by,
+            at: humantime::format_rfc3339_millis(now).to_string(),
+            time_to_ack_ms: now
+                .duration_since(detected)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let first = self.inner.store.acknowledge(&ack).await.map_err(|e| {
+            AlertsError(format!(
+                "cannot record the acknowledgement of {alert_id}: {e}"
+            ))
+        })?;
+        if first {
+            let stats = &self.inner.stats;
+            stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            stats
+                .time_to_ack_ms_total
+                .fetch_add(ack.time_to_ack_ms, Ordering::Relaxed);
+            tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
+            Ok(Some(ack))
+        } else {
+            self.inner
+                .store
+                .acknowledgement(alert_id)
+                .await
+                .map_err(|e| AlertsError(e.to_string()))
+        }
+    }
+
+    fn node(&self) -> &str {
+        &self.inner.config.node.id
+    }
+
+    fn store_error(&self, what: &str, e: &crate::store::StoreError) {
+        self.inner
+            .stats
+            .store_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(store = %self.inner.store.describe(), "{what}: {e}");
+    }
+
+    /// The outbox record of `alert`, dropping an inline snapshot that would not fit a packet.
+    fn record(&self, alert: &mut Alert) -> Result<(OutboxRecord, usize), AlertsError> {
+        let encode = |a: &Alert| {
+            serde_json::to_string(a)
+                .map_err(|e| AlertsError(format!("cannot encode alert {}: {e}", a.id)))
+        };
+        let mut payload = encode(alert)?;
+        // Topic and header need a little room besides the payload.
+        if payload.len() > MAX_PACKET - 1024 {
+            if let Some(s) = alert
+                .snapshot
+                .as_mut()
+                .filter(|s| s.inline_base64.is_some())
+            {
+                s.inline_base64 = None;
+                tracing::warn!(alert = %alert.id, "inline snapshot dropped: the message would exceed {MAX_PACKET} bytes; the URL stays");
+                payload = encode(alert)?;
+            }
+        }
+        let len = payload.len();
+        Ok((
+            OutboxRecord {
+                alert_id: alert.id.clone(),
+                topic: alert.topic(&self.inner.prefix),
+                payload,
+            },
+            len,
+        ))
+    }
+
+    /// Into the outbox, then to the link. `false` when the store failed and the alert is only
+    /// in memory (published all the same).
+    async fn enqueue(&self, record: OutboxRecord) -> bool {
+        let (key, durable) = match self.inner.store.outbox_append(&record).await {
+            Ok(key) => (key, true),
+            Err(e) => {
+                self.store_error("outbox", &e);
+                (String::new(), false)
+            }
+        };
+        let _ = self.inner.link.send(LinkCommand::Publish { key, record });
+        durable
+    }
+
+    async fn escalate_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.inner.settings.escalation_tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = crate::service::stopped(&mut shutdown) => return,
+                _ = tick.tick() => {}
+            }
+            let due = match self
+                .inner
+                .store
+                .take_due_escalations(SystemTime::now(), 100)
+                .await
+            {
+                Ok(due) => due,
+                Err(e) => {
+                    self.store_error("escalations", &e);
+                    continue;
+                }
+            };
+            for json in due {
+                self.escalate(&json).await;
+            }
+        }
+    }
+
+    async fn escalate(&self, json: &str) {
+        let inner = &self.inner;
+        let alert: Alert = match serde_json::from_str(json) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("a scheduled escalation is unreadable ({e}); skipped");
+                return;
+            }
+        };
+        match inner.store.acknowledgement(&alert.id).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            // Unknown: escalate; an extra message beats a missed one.
+            Err(e) => self.store_error("acknowledgement lookup", &e),
+        }
+        let Some(mut up) = alert.escalated(&inner.config) else {
+            return;
+        };
+        let (record, _) = match self.record(&mut up) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        tracing::warn!(alert = %up.id, level = up.escalation_level, topic = %record.topic, "alert not acknowledged in time: escalated");
+        inner.stats.escalated.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(record).await;
+        let after = inner
+            .config
+            .hazard(&up.hazard)
+            .map_or(Duration::ZERO, |h| h.escalate_after);
+        if !after.is_zero() && up.escalated(&inner.config).is_some() {
+            if let Ok(json) = serde_json::to_string(&up) {
+                let due = SystemTime::now() + after;
+                if let Err(e) = inner.store.schedule_escalation(&up.id, due, &json).await {
+                    self.store_error("escalation schedule", &e);
+                }
+            }
+        }
+    }
+
+    async fn ack_loop(
+        self,
+        mut acks: mpsc::Receiver<IncomingAck>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let ack = tokio::select! {
+                _ = crate::service::stopped(&mut shutdown) => return,
+                ack = acks.recv() => match ack {
+                    Some(a) => a,
+                    None => return,
+                },
+            };
+            let by = serde_json::from_slice::<serde_json::Value>(&ack.payload)
+                .ok()
+                .and_then(|v| v.get("by")?.as_str().map(str::to_owned));
+            match self.acknowledge(&ack.alert_id, by).await {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!(
+                    topic = %format!("{}/acks/{}", self.inner.prefix, ack.alert_id),
+                    "acknowledgement ignored: `{}` is not an alert id (a 26-character ULID)",
+                    ack.alert_id
+                ),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,686 @@
+//! Alert delivery against real servers: mosquitto and redis-server on free loopback ports.
+//!
+//! Alerts arrive on their grid topic and validate against the schema; the cooldown holds back
+//! repeats; stopping the broker mid-burst or killing the publishing process loses nothing;
+//! unacknowledged alerts climb to the county and acknowledged ones stay put; no credential
+//! shows in any message or log line.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sharpeyes_alerts::{
+    AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore, StateStore,
+    Submitted, render,
+};
+use sharpeyes_config::{Config, SecretUrl};
+use support::*;
+use tokio::sync::watch;
+
+/// Every log line of this test binary, at every level, for the credential check.
+fn logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+fn settings() -> AlertSettings {
+    AlertSettings {
+        snapshot_base_url: "http://127.0.0.1:8080".into(),
+        inline_snapshots: false,
+        snapshot_ttl: Duration::from_secs(60),
+        escalation_tick: Duration::from_millis(100),
+    }
+}
+
+struct Running {
+    alerts: Alerts,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(config: Arc<Config>, store: Arc<dyn StateStore>, mqtt: MqttSettings) -> Self {
+        let (stop, shutdown) = watch::channel(false);
+        let (alerts, task) = Alerts::start(config, store, mqtt, settings(), shutdown)
+            .await
+            .expect("alert service starts");
+        Self { alerts, stop, task }
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the service stops within 10 s")
+            .unwrap();
+    }
+}
+
+fn plain(port: u16) -> MqttSettings {
+    MqttSettings::plain("127.0.0.1", port, PREFIX, "test-node")
+}
+
+async fn submit(alerts: &Alerts, config: &Config, hazard: &str, zone: Option<&str>) -> String {
+    match alerts
+        .submit(alert(config, hazard, zone), None)
+        .await
+        .unwrap()
+    {
+        Submitted::Queued { id, durable, .. } => {
+            assert!(durable, "the outbox must take the alert");
+            id
+        }
+        Submitted::Suppressed => panic!("{hazard} alert unexpectedly suppressed"),
+    }
+}
+
+async fn wait_outbox_empty(store: &dyn StateStore) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = store.outbox_len().await.unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} records still in the outbox after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_all_arrived(sent: &[String], got: &[Message]) {
+    let ids = alert_ids(got);
+    let missing: Vec<&String> = sent.iter().filter(|id| !ids.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} alerts never arrived, e.g. {:?}",
+        missing.len(),
+        sent.len(),
+        &missing[..missing.len().min(5)]
+    );
+    for m in got.iter().filter(|m| m.topic.contains("/alerts/")) {
+        let errors = schema_errors(&m.json());
+        assert!(
+            errors.is_empty(),
+            "message on {} breaks the schema: {errors:?}",
+            m.topic
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_arrive_on_their_grid_topic_with_status_and_snapshot() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(broker.port, "centre-1", &format!("{PREFIX}/#"), None).await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+
+    let rgb = vec![90u8; 64 * 48 * 3];
+    let snap = render(&rgb, 64, 48, &[[5.0, 5.0, 30.0, 40.0]], 100_000).unwrap();
+    let submitted = svc
+        .alerts
+        .submit(alert(&config, "fire", None), Some(&snap))
+        .await
+        .unwrap();
+    let Submitted::Queued { id, topic, .. } = submitted else {
+        panic!("suppressed")
+    };
+    let want_topic = format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/{GRID}/fire");
+    assert_eq!(topic, want_topic);
+    svc.alerts.camera_status(
+        CAMERA,
+        CameraPhase::Reconnecting,
+        Some("connection refused by 10.0.0.9"),
+    );
+
+    let camera_topic = format!("{PREFIX}/cameras/{CAMERA}/status");
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.topic == want_topic) && m.iter().any(|m| m.topic == camera_topic)
+        })
+        .await;
+    let msg = got
+        .iter()
+        .find(|m| m.topic == want_topic)
+        .expect("the alert arrives on its grid topic");
+    let json = msg.json();
+    assert!(
+        schema_errors(&json).is_empty(),
+        "{:?}",
+        schema_errors(&json)
+    );
+    assert_eq!(json["id"], id.as_str());
+    assert_eq!(json["schema"], "sharpeyes.alert/1");
+    assert_eq!(json["grid"]["path"][0]["name"], "沭阳县");
+    assert_eq!(json["escalation_level"], 0);
+    let snapshot = &json["snapshot"];
+    assert_eq!(
+        snapshot["url"],
+        format!("http://127.0.0.1:8080/api/alerts/{id}/snapshot")
+    );
+    assert_eq!(snapshot["sha256"], snap.sha256.as_str());
+    assert_eq!(
+        store.snapshot(&id).await.unwrap().as_deref(),
+        Some(snap.jpeg.as_slice()),
+        "the snapshot is stored under the alert id"
+    );
+
+    let camera = got.iter().find(|m| m.topic == camera_topic).unwrap();
+    assert!(camera.retain || camera.json()["state"] == "reconnecting");
+    assert_eq!(camera.json()["state"], "reconnecting");
+    assert_eq!(camera.json()["reason"], "connection refused by 10.0.0.9");
+    let node_topic = format!("{PREFIX}/status/test-node");
+    let online = got
+        .iter()
+        .find(|m| m.topic == node_topic)
+        .expect("node status");
+    // The first word is "online": no connection was dropped half-open (which fires the will).
+    assert_eq!(online.json()["state"], "online");
+    wait_outbox_empty(store.as_ref()).await;
+
+    // Retained: a centre that connects later still learns the state of node and camera.
+    let late =
+        Subscriber::connect(broker.port, "centre-late", &format!("{PREFIX}/+/#"), None).await;
+    let retained = late
+        .wait_until(Duration::from_secs(5), |m| {
+            m.iter().any(|m| m.topic == camera_topic) && m.iter().any(|m| m.topic == node_topic)
+        })
+        .await;
+    assert!(retained.iter().all(|m| m.retain), "{retained:?}");
+    assert!(retained.iter().any(|m| m.topic == camera_topic));
+
+    // A clean shutdown says offline (retained), in place of the last will.
+    svc.shutdown().await;
+    let after = late
+        .wait_until(Duration::from_secs(5), |m| {
+            m.iter()
+                .any(|m| m.topic == node_topic && m.json()["state"] == "offline")
+        })
+        .await;
+    assert!(
+        after
+            .iter()
+            .any(|m| m.topic == node_topic && m.json()["state"] == "offline"),
+        "node status offline after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_holds_back_repeats_per_camera_hazard_and_zone_in_redis() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let sub =
+        Subscriber::connect(broker.port, "centre-2", &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&url, "cooldown-test", "n1")
+            .await
+            .unwrap(),
+    );
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+
+    let first = submit(&svc.alerts, &config, "smoke", Some("door")).await;
+    let again = svc
+        .alerts
+        .submit(alert(&config, "smoke", Some("door")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Submitted::Suppressed,
+        "same camera, hazard and zone within the cooldown"
+    );
+    let other_zone = submit(&svc.alerts, &config, "smoke", Some("yard")).await;
+    let no_cooldown = [
+        submit(&svc.alerts, &config, "fire", Some("door")).await,
+        submit(&svc.alerts, &config, "fire", Some("door")).await,
+    ];
+
+    // The cooldown lives in Redis: a second node (or a restarted one) honours it too.
+    let svc2 = Running::start(config.clone(), store.clone(), {
+        let mut s = plain(broker.port);
+        s.client_id = "sharpeyes-other-node".into();
+        s
+    })
+    .await;
+    let from_other_node = svc2
+        .alerts
+        .submit(alert(&config, "smoke", Some("door")), None)
+        .await
+        .unwrap();
+    assert_eq!(from_other_node, Submitted::Suppressed);
+
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| alert_ids(m).len() >= 4)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = sub
+        .snapshot()
+        .into_iter()
+        .chain(got.into_iter().take(0))
+        .collect::<Vec<_>>();
+    let ids = alert_ids(&got);
+    let want: HashSet<&String> = [&first, &other_zone, &no_cooldown[0], &no_cooldown[1]].into();
+    assert_eq!(ids.keys().collect::<HashSet<_>>(), want);
+    assert_eq!(svc.alerts.stats().suppressed, 1);
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+    svc2.shutdown().await;
+}
+
+/// Submits `count` fire alerts 10 ms apart; calls `during(i)` before each.
+async fn burst(
+    alerts: &Alerts,
+    config: &Config,
+    count: usize,
+    mut during: impl FnMut(usize),
+) -> Vec<String> {
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        during(i);
+        sent.push(submit(alerts, config, "fire", None).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stopped_mid_burst_loses_no_alert() {
+    logs();
+    // A production-like broker: sessions and queued messages survive its restart.
+    let mut broker = Mosquitto::start(true, &[]);
+    let sub =
+        Subscriber::connect(broker.port, "centre-3", &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let spool = tempfile::tempdir().unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::with_spool(spool.path()).unwrap());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+
+    let mut down_at = None;
+    let sent = burst(&svc.alerts, &config, 150, |i| {
+        if i == 40 {
+            broker.stop();
+            down_at = Some(Instant::now());
+        }
+        if i == 110 {
+            broker.start_again();
+        }
+    })
+    .await;
+    let outage = down_at.unwrap().elapsed();
+    assert!(
+        outage > Duration::from_millis(500),
+        "the broker was down {outage:?}"
+    );
+
+    let got = sub
+        .wait_until(Duration::from_secs(30), |m| {
+            let ids = alert_ids(m);
+            sent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&sent, &got);
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restarted_without_sessions_loses_no_alert_and_no_secret_leaks() {
+    let logs = logs();
+    const MQTT_PASSWORD: &str = "mqtt-Pa55-7f3a9c";
+    const REDIS_PASSWORD: &str = "redis-Pa55-2b8e41";
+    let secrets = tempfile::tempdir().unwrap();
+    let mqtt_pw = secrets.path().join("mqtt_password");
+    let redis_pw = secrets.path().join("redis_password");
+    std::fs::write(&mqtt_pw, MQTT_PASSWORD).unwrap();
+    std::fs::write(&redis_pw, REDIS_PASSWORD).unwrap();
+
+    // No persistence: the restarted broker knows no session, and rumqttc drops what it
+    // would have re-sent; the link must send it again. The node reaches the broker through a
+    // proxy that partitions the network first, so publishes are in flight when it fails.
+    let users = [("sharpeyes", MQTT_PASSWORD), ("centre", "centre-pw")];
+    let mut broker = Mosquitto::start(false, &users);
+    let proxy = Proxy::start(broker.port).await;
+    let redis = Redis::start(Some(REDIS_PASSWORD));
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-4",
+        &format!("{PREFIX}/alerts/#"),
+        Some(("centre", "centre-pw")),
+    )
+    .await;
+
+    // Credentials as an operator writes them: references, expanded only to connect.
+    let text = format!(
+        "{CONFIG}\n[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nusername = \"sharpeyes\"\nclient_id = \"sharpeyes-secret-test\"\npassword = \"${{file:{mqtt}}}\"\nprefix = \"{PREFIX}\"\n\n[redis]\nurl = \"redis://:${{file:{redis}}}@127.0.0.1:{rport}/0\"\nkey_prefix = \"secret-test\"\n",
+        port = proxy.port,
+        mqtt = mqtt_pw.display(),
+        redis = redis_pw.display(),
+        rport = redis.port,
+    );
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let config = Arc::new(
+        Config::parse(&text, Path::new("secret.toml"), &[models.path().to_owned()])
+            .unwrap()
+            .config,
+    );
+    let mqtt = MqttSettings::from_config(config.mqtt.as_ref().unwrap(), &config.node.id).unwrap();
+    assert!(!format!("{mqtt:?}").contains(MQTT_PASSWORD));
+    let store = sharpeyes_alerts::open_store(&config).await.unwrap();
+    assert!(!store.describe().contains(REDIS_PASSWORD));
+    let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+
+    let subscribed_before = sub.subacks.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = burst(&svc.alerts, &config, 120, |i| {
+        if i == 30 {
+            proxy.freeze(true);
+        }
+        if i == 60 {
+            broker.stop();
+            proxy.cut();
+            proxy.freeze(false);
+        }
+        if i == 80 {
+            // Back, but only the centre may log in at first: the centre subscribes again
+            // before the node can publish, as a grid centre would be there all along.
+            broker.set_users(&users[1..]);
+            broker.start_again();
+        }
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.subacks.load(std::sync::atomic::Ordering::SeqCst) == subscribed_before {
+        assert!(
+            Instant::now() < deadline,
+            "the centre did not subscribe again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.set_users(&users);
+
+    let got = sub
+        .wait_until(Duration::from_secs(30), |m| {
+            let ids = alert_ids(m);
+            sent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&sent, &got);
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+    let log = logs.text();
+    let lost_line = log
+        .lines()
+        .find(|l| l.contains("MQTT connection lost") && l.contains("sharpeyes-secret-test"))
+        .expect("the outage is logged");
+    assert!(
+        !lost_line.contains("in_flight=0"),
+        "publishes were in flight when the connection failed: {lost_line}"
+    );
+
+    for m in &got {
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(!text.contains(MQTT_PASSWORD) && !text.contains(REDIS_PASSWORD));
+    }
+    assert!(
+        log.lines().any(|l| l.contains("sharpeyes-secret-test")
+            && l.contains("connection restored")
+            && l.contains("session_present=false")),
+        "the node came back to a broker without its session"
+    );
+    for secret in [MQTT_PASSWORD, REDIS_PASSWORD] {
+        let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).take(3).collect();
+        assert!(
+            leaks.is_empty(),
+            "a credential appears in the log: {leaks:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_alert_climbs_to_the_county_acknowledged_one_stays() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub =
+        Subscriber::connect(broker.port, "centre-5", &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&url, "escalation-test", "n1")
+            .await
+            .unwrap(),
+    );
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+
+    let acked = submit(&svc.alerts, &config, "fallen-person", Some("a")).await;
+    let ignored = submit(&svc.alerts, &config, "fallen-person", Some("b")).await;
+    sub.wait_until(Duration::from_secs(5), |m| {
+        alert_ids(m).contains_key(&acked)
+    })
+    .await;
+    let by = "网格员张三";
+    sub.publish(
+        &format!("{PREFIX}/acks/{acked}"),
+        serde_json::json!({ "by": by }).to_string().as_bytes(),
+    )
+    .await;
+    // Not an alert id: ignored with a warning, nothing stops.
+    sub.publish(&format!("{PREFIX}/acks/not-an-id"), b"{}")
+        .await;
+
+    // 1 s per level: grid -> village -> town -> county.
+    let county = format!("{PREFIX}/alerts/321322/-/-/-/fallen-person");
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.topic == county)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got: Vec<Message> = sub
+        .snapshot()
+        .into_iter()
+        .chain(got.into_iter().take(0))
+        .collect();
+
+    let of = |id: &str| -> Vec<(u64, String)> {
+        got.iter()
+            .filter(|m| m.json()["id"] == id)
+            .map(|m| {
+                (
+                    m.json()["escalation_level"].as_u64().unwrap(),
+                    m.topic.clone(),
+                )
+            })
+            .collect()
+    };
+    let climbed = of(&ignored);
+    let levels: Vec<u64> = climbed.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        levels,
+        [0, 1, 2, 3],
+        "one message per level, up to the county: {climbed:?}"
+    );
+    assert_eq!(
+        climbed[1].1,
+        format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/-/fallen-person")
+    );
+    assert_eq!(climbed[3].1, county);
+    let escalated_json = got.iter().find(|m| m.topic == county).unwrap().json();
+    assert!(schema_errors(&escalated_json).is_empty());
+    assert_eq!(escalated_json["grid"]["centre"], "县中心");
+
+    assert_eq!(
+        of(&acked).len(),
+        1,
+        "the acknowledged alert is not escalated"
+    );
+    let ack = store
+        .acknowledgement(&acked)
+        .await
+        .unwrap()
+        .expect("ack recorded");
+    assert_eq!(ack.by.as_deref(), Some(by));
+    assert!(ack.time_to_ack_ms < 10_000, "{ack:?}");
+    let stats = svc.alerts.stats();
+    assert_eq!(stats.acknowledged, 1);
+    assert_eq!(stats.escalated, 3);
+    svc.shutdown().await;
+}
+
+/// The publishing process of `killed_publisher_loses_no_alert`, run as a child of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by killed_publisher_loses_no_alert as its child process"]
+async fn publisher_child() {
+    let Ok(params) = std::env::var("SHARPEYES_ALERTS_CHILD") else {
+        return;
+    };
+    let p: serde_json::Value = serde_json::from_str(&params).unwrap();
+    let config = config();
+    let store: Arc<dyn StateStore> = match p["redis_port"].as_u64() {
+        Some(port) => {
+            let url = SecretUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+            Arc::new(RedisStore::connect(&url, "kill-test", "n1").await.unwrap())
+        }
+        None => Arc::new(MemoryStore::with_spool(Path::new(p["spool"].as_str().unwrap())).unwrap()),
+    };
+    let svc = Running::start(
+        config.clone(),
+        store.clone(),
+        plain(p["mqtt_port"].as_u64().unwrap() as u16),
+    )
+    .await;
+    let mut ids = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p["ids"].as_str().unwrap())
+        .unwrap();
+    for _ in 0..p["count"].as_u64().unwrap() {
+        let id = submit(&svc.alerts, &config, "fire", None).await;
+        ids.write_all(format!("{id}\n").as_bytes()).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+}
+
+fn run_child(params: &serde_json::Value) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["publisher_child", "--exact", "--ignored", "--quiet"])
+        .env("SHARPEYES_ALERTS_CHILD", params.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn killed_publisher(redis: Option<&Redis>) {
+    logs();
+    let mut broker = Mosquitto::start(true, &[]);
+    let sub =
+        Subscriber::connect(broker.port, "centre-6", &format!("{PREFIX}/alerts/#"), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ids_file = dir.path().join("ids");
+    let mut params = serde_json::json!({
+        "mqtt_port": broker.port,
+        "redis_port": redis.map(|r| r.port),
+        "spool": dir.path().join("spool"),
+        "ids": ids_file,
+        "count": 300,
+    });
+    let read_ids = || -> Vec<String> {
+        std::fs::read_to_string(&ids_file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.len() == 26)
+            .map(str::to_owned)
+            .collect()
+    };
+    let wait_ids = |first: &mut std::process::Child, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read_ids().len() < n {
+            assert!(Instant::now() < deadline, "the publisher did not get going");
+            assert!(
+                first.try_wait().unwrap().is_none(),
+                "the publisher exited early"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // Some alerts go out, then the broker goes away and the outbox fills, then the process is
+    // killed (SIGKILL: no drain, no goodbye) with alerts in the outbox only.
+    let mut first = run_child(&params);
+    wait_ids(&mut first, 40);
+    broker.stop();
+    wait_ids(&mut first, 90);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let sent = read_ids();
+    assert!(sent.len() < 300, "killed mid-burst");
+    broker.start_again();
+    let before_restart = sub
+        .wait_until(Duration::from_secs(3), |m| alert_ids(m).len() >= 40)
+        .await;
+    let delivered_before = alert_ids(&before_restart);
+    let waiting = sent
+        .iter()
+        .filter(|id| !delivered_before.contains_key(*id))
+        .count();
+    assert!(
+        waiting >= 40,
+        "only {waiting} alerts were left to the restart"
+    );
+
+    params["count"] = 0.into();
+    let mut second = run_child(&params);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted publisher did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "the restarted publisher failed");
+
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| {
+            let ids = alert_ids(m);
+            sent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&sent, &got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_publisher_loses_no_alert_with_the_disk_spool() {
+    killed_publisher(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_publisher_loses_no_alert_with_the_redis_stream() {
+    let redis = Redis::start(None);
+    killed_publisher(Some(&redis)).await;
+}
