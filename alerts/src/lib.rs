@@ -14,6 +14,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod alert;
+mod broker;
 mod mqtt;
 mod service;
 mod snapshot;
@@ -23,6 +24,7 @@ pub use alert::{
     ABSENT_LEVEL, Alert, AlertBox, AlertCamera, AlertError, AlertGrid, FrameSize, GridStep,
     JSON_SCHEMA, SCHEMA, SnapshotRef, Source,
 };
+pub use broker::EmbeddedBroker;
 pub use mqtt::MqttSettings;
 pub use service::{
     AlertSettings, AlertStats, Alerts, AlertsError, CameraPhase, Submitted, open_store,

@@ -684,3 +684,32 @@ async fn killed_publisher_loses_no_alert_with_the_redis_stream() {
     let redis = Redis::start(None);
     killed_publisher(Some(&redis)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_carries_alerts_and_status() {
+    logs();
+    let broker = sharpeyes_alerts::EmbeddedBroker::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = broker.addr.port();
+    let sub = Subscriber::connect(port, "centre-7", &format!("{PREFIX}/#"), None).await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(port)).await;
+    let sent = burst(&svc.alerts, &config, 20, |_| {}).await;
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| {
+            let ids = alert_ids(m);
+            sent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&sent, &got);
+    assert!(
+        got.iter()
+            .any(|m| m.topic == format!("{PREFIX}/status/test-node")
+                && m.json()["state"] == "online")
+    );
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+
+    // Only loopback: the embedded broker is never a public service.
+    assert!(sharpeyes_alerts::EmbeddedBroker::start("0.0.0.0:0".parse().unwrap()).is_err());
+}
