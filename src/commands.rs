@@ -19,16 +19,12 @@ pub const NOT_BUILT: &[(&str, &str)] = &[
         "live cameras wired through ingest -> analytics -> alerts in `run` and this demo (issue: Service)",
     ),
     (
-        "alerts",
-        "grid-tagged MQTT alerts with a durable outbox (issue: Alerts)",
-    ),
-    (
         "sensors",
         "sensor readings over MQTT, fused with video (issue: Sensors)",
     ),
     (
         "service",
-        "metrics, HTTP API and the operators' page (issue: Service)",
+        "metrics, HTTP API (snapshot serving, acknowledge), the operators' page (issue: Service)",
     ),
 ];
 

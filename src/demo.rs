@@ -1,9 +1,11 @@
 //! `sharpeyes demo`: as much of the mission as is built, on embedded defaults.
 //!
-//! Today: the demo configuration is loaded and checked, every demo model is loaded into
-//! ONNX Runtime (with its start-up checks), and each demo camera's hazard rules run on a
-//! fixture still fed as a stream of frames, printing the hazard events they confirm. The
-//! live path (simulated RTSP cameras, MQTT alerts) replaces the stills as it lands.
+//! Today: the demo configuration is loaded and checked, an embedded MQTT broker starts on
+//! loopback, every demo model is loaded into ONNX Runtime (with its start-up checks), and each
+//! demo camera's hazard rules run on a fixture still fed as a stream of frames. Every hazard
+//! they confirm becomes a `sharpeyes.alert/1` message with a snapshot, published through the
+//! durable outbox; the demo subscribes like a grid centre would and prints what arrives. The
+//! live path (simulated RTSP cameras) replaces the stills as it lands.
 
 #![allow(clippy::print_stdout)] // the demo's output is for the person running it
 
@@ -13,10 +15,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use sharpeyes_alerts::{
+    Alert, AlertSettings, Alerts, EmbeddedBroker, FrameSize, MqttSettings, Submitted, open_store,
+};
 use sharpeyes_analytics::{
     AnalysisSettings, CameraAnalyzer, Detector, NmsConfig, RgbImage, Runtime,
 };
 use sharpeyes_config::{Config, Install};
+use tokio::sync::watch;
 
 use crate::commands::{NOT_BUILT, print_loaded, print_problems, report_error};
 
@@ -52,8 +58,20 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match analyse_stills(&config, &install) {
-        Ok(events) => println!("\n{events} hazard event(s) confirmed on the fixture stills."),
+    let config = Arc::new(config);
+    let mut mqtt = match MqttLink::start(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            report_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let result = analyse_stills(&config, &install, &mut mqtt);
+    let received = mqtt.finish(result.as_ref().map_or(0, |r| r.1));
+    match result {
+        Ok((events, queued)) => println!(
+            "\n{events} hazard event(s) confirmed on the fixture stills; {queued} alert(s) published, {received} received over MQTT."
+        ),
         Err(e) => {
             report_error(&e);
             return ExitCode::from(2);
@@ -66,8 +84,148 @@ pub fn run() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Loads the models and runs every camera's rules on its still; returns the events seen.
-fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
+/// The demo's MQTT side: embedded broker, alert service (memory state, disk spool) and a
+/// subscriber in the role of a grid centre that prints what arrives.
+struct MqttLink {
+    rt: tokio::runtime::Runtime,
+    alerts: Alerts,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    received: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// The broker port of the demo: MQTT's own, unless something already listens there.
+const DEMO_BROKER: &str = "127.0.0.1:1883";
+
+impl MqttLink {
+    fn start(config: &Arc<Config>) -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let broker = EmbeddedBroker::start(DEMO_BROKER.parse().expect("a socket address"))
+            .or_else(|_| EmbeddedBroker::start("127.0.0.1:0".parse().expect("a socket address")))?;
+        let port = broker.addr.port();
+        let prefix = "sharpeyes";
+        println!(
+            "\nMQTT: embedded broker on {} (no [mqtt] configured). Watch the alerts with:",
+            broker.addr
+        );
+        println!("  mosquitto_sub -h 127.0.0.1 -p {port} -t '{prefix}/#' -v");
+        let mqtt = MqttSettings::plain("127.0.0.1", port, prefix, &config.node.id);
+        let (stop, shutdown) = watch::channel(false);
+        let (received_tx, received) = tokio::sync::mpsc::unbounded_channel();
+        let (alerts, task) = rt.block_on(async {
+            let store = open_store(config).await?;
+            println!("State: {}", store.describe());
+            centre(port, prefix, received_tx).await?;
+            Alerts::start(
+                config.clone(),
+                store,
+                mqtt,
+                AlertSettings::from_config(config),
+                shutdown,
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })?;
+        Ok(Self {
+            rt,
+            alerts,
+            stop,
+            task,
+            received,
+        })
+    }
+
+    fn submit(
+        &self,
+        alert: Alert,
+        snapshot: Option<&sharpeyes_alerts::Snapshot>,
+    ) -> Result<Submitted, String> {
+        self.rt
+            .block_on(self.alerts.submit(alert, snapshot))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits (bounded) for `expected` alerts to come back over MQTT, prints them, stops the
+    /// service; returns how many arrived.
+    fn finish(mut self, expected: usize) -> usize {
+        let mut received = 0;
+        self.rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while received < expected {
+                match tokio::time::timeout_at(deadline, self.received.recv()).await {
+                    Ok(Some(line)) => {
+                        received += 1;
+                        println!("  received {line}");
+                    }
+                    _ => break,
+                }
+            }
+            let _ = self.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        });
+        received
+    }
+}
+
+/// Subscribes to `{prefix}/alerts/#` like a grid centre; sends one line per alert received.
+async fn centre(
+    port: u16,
+    prefix: &str,
+    out: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<(), String> {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let mut options = MqttOptions::new("demo-grid-centre", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let filter = format!("{prefix}/alerts/#");
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    tokio::spawn(async move {
+        // Ends with the runtime, when the demo does.
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = client.subscribe(&filter, QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    let a: serde_json::Value =
+                        serde_json::from_slice(&p.payload).unwrap_or_default();
+                    let _ = out.send(format!(
+                        "{} {} level {} on {}\n           snapshot {}",
+                        a["id"].as_str().unwrap_or("?"),
+                        a["hazard"].as_str().unwrap_or("?"),
+                        a["escalation_level"],
+                        p.topic,
+                        a["snapshot"]["url"].as_str().unwrap_or("-"),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), ready)
+        .await
+        .map_err(|_| "the demo subscriber could not subscribe to the embedded broker".to_owned())?
+        .map_err(|_| "the demo subscriber stopped".to_owned())
+}
+
+/// Loads the models and runs every camera's rules on its still, submitting an alert for each
+/// confirmed hazard; returns the events seen and the alerts published.
+fn analyse_stills(
+    config: &Config,
+    install: &Install,
+    mqtt: &mut MqttLink,
+) -> Result<(usize, usize), String> {
     let lib = install
         .onnxruntime
         .as_ref()
@@ -99,6 +257,7 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
     );
     let start = Instant::now();
     let mut events = 0;
+    let mut queued = 0;
     // One frame at a time: a single detection list, reused.
     let mut out = vec![Vec::new()];
     for (camera, scene) in config.cameras.iter().zip(SCENES.iter().cycle()) {
@@ -167,9 +326,38 @@ fn analyse_stills(config: &Config, install: &Install) -> Result<usize, String> {
                         grid.join(" / "),
                         boxes.join(", ")
                     );
+                    let drawn: Vec<[f32; 4]> = e
+                        .objects
+                        .iter()
+                        .map(|o| [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2])
+                        .collect();
+                    let snapshot = sharpeyes_alerts::render(&e.frame, w, h, &drawn, SNAPSHOT_BYTES)
+                        .map_err(|err| format!("snapshot of {}: {err}", e.camera))?;
+                    let alert = Alert::from_event(
+                        &e,
+                        FrameSize {
+                            width: w,
+                            height: h,
+                        },
+                        config,
+                        None,
+                    )
+                    .map_err(|err| err.to_string())?;
+                    match mqtt.submit(alert, Some(&snapshot))? {
+                        Submitted::Queued { id, topic, .. } => {
+                            queued += 1;
+                            println!("           alert {id} -> {topic}");
+                        }
+                        Submitted::Suppressed => {
+                            println!("           (within its cooldown: no new alert)")
+                        }
+                    }
                 }
             }
         }
     }
-    Ok(events)
+    Ok((events, queued))
 }
+
+/// Snapshot size cap: small enough for a phone on a grid worker's patrol.
+const SNAPSHOT_BYTES: usize = 200 * 1024;

@@ -13,6 +13,14 @@ pub enum Format {
 /// Installs the global subscriber. `filter` is a `Targets` directive list (`info`,
 /// `warn,sharpeyes_ingest=debug`).
 pub fn init(format: Format, filter: &str) -> Result<(), String> {
+    // The embedded broker logs every connection at info and every client that leaves as an
+    // error; our MQTT client reports connection trouble itself. Silent unless the filter
+    // names it (`--log info,rumqttd=info`).
+    let filter = if filter.contains("rumqttd") {
+        filter.to_owned()
+    } else {
+        format!("{filter},rumqttd=off")
+    };
     let targets: Targets = filter.parse().map_err(|e| format!("{e}"))?;
     let registry = tracing_subscriber::registry().with(targets);
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);

@@ -144,9 +144,22 @@ fn demo_runs_the_demo_rules_on_the_fixture_stills() {
         stdout.contains("t=+ 8s HAZARD danger-zone (major) confidence 0.79 in zone river-bank"),
         "{stdout}"
     );
-    assert!(stdout.contains("2 hazard event(s) confirmed"), "{stdout}");
+    // Each becomes an alert that goes through the embedded broker and comes back to the
+    // demo's own subscriber, on the grid topic.
     assert!(
-        stdout.contains("Not built yet") && !stdout.contains("- analytics"),
+        stdout.contains("2 hazard event(s) confirmed on the fixture stills; 2 alert(s) published, 2 received over MQTT"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mosquitto_sub -h 127.0.0.1 -p "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("danger-zone level 0 on sharpeyes/alerts/321322/321322-001/321322-001-003/321322-001-003-07/danger-zone"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Not built yet") && !stdout.contains("- alerts"),
         "{stdout}"
     );
 }
