@@ -24,7 +24,7 @@ pub const NOT_BUILT: &[(&str, &str)] = &[
     ),
     (
         "service",
-        "metrics, HTTP API (snapshot serving, acknowledge), the operators' page (issue: Service)",
+        "metrics, the HTTP API (cameras, alerts, acknowledge) and the operators' page (issue: Service)",
     ),
 ];
 

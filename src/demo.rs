@@ -119,16 +119,22 @@ impl MqttLink {
         let (alerts, task) = rt.block_on(async {
             let store = open_store(config).await?;
             println!("State: {}", store.describe());
+            let listener = crate::http::bind(config.http.listen, true).await?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| format!("HTTP listener: {e}"))?;
+            println!(
+                "HTTP: snapshots at http://{addr}/api/alerts/{{id}}/snapshot while the demo runs"
+            );
+            crate::http::serve(listener, store.clone(), shutdown.clone());
             centre(port, prefix, received_tx).await?;
-            Alerts::start(
-                config.clone(),
-                store,
-                mqtt,
-                AlertSettings::from_config(config),
-                shutdown,
-            )
-            .await
-            .map_err(|e| e.to_string())
+            let settings = AlertSettings {
+                snapshot_base_url: format!("http://{addr}"),
+                ..AlertSettings::from_config(config)
+            };
+            Alerts::start(config.clone(), store, mqtt, settings, shutdown)
+                .await
+                .map_err(|e| e.to_string())
         })?;
         Ok(Self {
             rt,

@@ -4,6 +4,7 @@
 mod commands;
 mod demo;
 mod detect;
+mod http;
 mod logging;
 
 use std::path::PathBuf;

@@ -222,6 +222,11 @@ impl Alert {
     }
 }
 
+/// Whether `s` has the form of an alert id (a ULID), e.g. before using it in a path or key.
+pub fn is_alert_id(s: &str) -> bool {
+    s.len() == 26 && ulid::Ulid::from_string(s).is_ok()
+}
+
 /// A ULID: unique, and sorted by time, so alert ids sort like their detections.
 fn new_id(at: SystemTime) -> String {
     ulid::Ulid::from_datetime(at).to_string()

@@ -22,7 +22,7 @@ mod store;
 
 pub use alert::{
     ABSENT_LEVEL, Alert, AlertBox, AlertCamera, AlertError, AlertGrid, FrameSize, GridStep,
-    JSON_SCHEMA, SCHEMA, SnapshotRef, Source,
+    JSON_SCHEMA, SCHEMA, SnapshotRef, Source, is_alert_id,
 };
 pub use broker::EmbeddedBroker;
 pub use mqtt::MqttSettings;
