@@ -337,8 +337,14 @@ fn analyse_stills(
                         .iter()
                         .map(|o| [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2])
                         .collect();
-                    let snapshot = sharpeyes_alerts::render(&e.frame, w, h, &drawn, SNAPSHOT_BYTES)
-                        .map_err(|err| format!("snapshot of {}: {err}", e.camera))?;
+                    let snapshot = sharpeyes_alerts::render(
+                        &e.frame,
+                        w,
+                        h,
+                        &drawn,
+                        config.alerts.snapshot_max_bytes,
+                    )
+                    .map_err(|err| format!("snapshot of {}: {err}", e.camera))?;
                     let alert = Alert::from_event(
                         &e,
                         FrameSize {
@@ -364,6 +370,3 @@ fn analyse_stills(
     }
     Ok((events, queued))
 }
-
-/// Snapshot size cap: small enough for a phone on a grid worker's patrol.
-const SNAPSHOT_BYTES: usize = 200 * 1024;

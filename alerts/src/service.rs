@@ -41,8 +41,8 @@ impl AlertSettings {
             .unwrap_or_else(|| format!("http://{}", config.http.listen));
         Self {
             snapshot_base_url: base.trim_end_matches('/').to_owned(),
-            inline_snapshots: false,
-            snapshot_ttl: Duration::from_secs(7 * 24 * 3600),
+            inline_snapshots: config.alerts.inline_snapshots,
+            snapshot_ttl: config.alerts.snapshot_ttl,
             escalation_tick: Duration::from_secs(1),
         }
     }

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{FieldPath, Level, Position, Problem, Problems, Segment};
 pub use install::{Install, ONNXRUNTIME_LIB};
 pub use schema::{
-    Backend, Camera, CameraKind, Confirm, Grid, GridLevel, Hazard, Http, Model, ModelLayout, Mqtt,
-    Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
+    AlertOptions, Backend, Camera, CameraKind, Confirm, Grid, GridLevel, Hazard, Http, Model,
+    ModelLayout, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
 };
 pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
 pub use summary::Summary;
@@ -46,6 +46,7 @@ pub struct Config {
     /// `None`: in-memory state and a disk spool.
     pub redis: Option<Redis>,
     pub http: Http,
+    pub alerts: AlertOptions,
     pub grids: Vec<Grid>,
     pub cameras: Vec<Camera>,
     pub models: Vec<Model>,

@@ -73,6 +73,39 @@ pub struct Redis {
     pub key_prefix: String,
 }
 
+/// `[alerts]`: how alerts carry their snapshots.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertOptions {
+    /// Also put the JPEG into the message, base64, for subscribers that cannot fetch the URL.
+    #[serde(default)]
+    pub inline_snapshots: bool,
+    /// A snapshot is re-encoded smaller until it fits.
+    #[serde(default = "default_snapshot_max_bytes")]
+    pub snapshot_max_bytes: usize,
+    /// How long snapshots are kept for their URL.
+    #[serde(default = "default_snapshot_ttl", with = "humantime_serde")]
+    pub snapshot_ttl: Duration,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        Self {
+            inline_snapshots: false,
+            snapshot_max_bytes: default_snapshot_max_bytes(),
+            snapshot_ttl: default_snapshot_ttl(),
+        }
+    }
+}
+
+fn default_snapshot_max_bytes() -> usize {
+    200 * 1024
+}
+
+fn default_snapshot_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
 /// `[http]`: metrics, API and the operators' page.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -406,3 +406,37 @@ fn model_paths_resolve_beside_the_config_then_in_the_models_dir() {
         models.path().join("fire_smoke_yolov8.onnx")
     );
 }
+
+#[test]
+fn alerts_section_sets_snapshot_handling_and_names_bad_fields() {
+    let defaults = parse(BASE).unwrap().config.alerts;
+    assert!(!defaults.inline_snapshots);
+    assert_eq!(defaults.snapshot_max_bytes, 200 * 1024);
+
+    let text = format!(
+        "{BASE}\n[alerts]\ninline_snapshots = true\nsnapshot_max_bytes = 65536\nsnapshot_ttl = \"2d\"\n"
+    );
+    let alerts = parse(&text).unwrap().config.alerts;
+    assert!(alerts.inline_snapshots);
+    assert_eq!(alerts.snapshot_max_bytes, 65536);
+    assert_eq!(
+        alerts.snapshot_ttl,
+        std::time::Duration::from_secs(2 * 24 * 3600)
+    );
+
+    let text = format!("{BASE}\n[alerts]\ninline_snapshot = true\n");
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|(line, path, msg)| *line > 0
+            && path == "alerts.inline_snapshot"
+            && msg.contains("expected one of `inline_snapshots`")),
+        "{errs:?}"
+    );
+    let text = format!("{BASE}\n[alerts]\nsnapshot_max_bytes = 100\n");
+    let errs = errors(&text);
+    assert!(
+        errs.iter()
+            .any(|(_, path, _)| path == "alerts.snapshot_max_bytes"),
+        "{errs:?}"
+    );
+}

@@ -10,13 +10,13 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    Camera, CameraKind, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor, Zone,
+    AlertOptions, Camera, CameraKind, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
 
 const SECTIONS: &[&str] = &[
-    "node", "mqtt", "redis", "http", "grids", "cameras", "models", "hazards", "sensors",
+    "node", "mqtt", "redis", "http", "alerts", "grids", "cameras", "models", "hazards", "sensors",
 ];
 
 /// Characters that would break an MQTT topic level or a Redis key.
@@ -65,6 +65,17 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let mqtt = v.table(src, "mqtt");
     let redis = v.table(src, "redis");
     let http = v.table(src, "http").unwrap_or_default();
+    let alerts: AlertOptions = v.table(src, "alerts").unwrap_or_default();
+    if alerts.snapshot_max_bytes < 16 * 1024 {
+        v.error(
+            FieldPath::root().key("alerts").key("snapshot_max_bytes"),
+            format!(
+                "{} bytes is too small for a useful snapshot",
+                alerts.snapshot_max_bytes
+            ),
+            "use at least 16384; 204800 (the default) suits phones",
+        );
+    }
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
@@ -82,6 +93,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         mqtt,
         redis,
         http,
+        alerts,
         grids: grids.items.into_iter().map(|(_, g)| g).collect(),
         cameras: cameras.items.into_iter().map(|(_, c)| c).collect(),
         models: models.items.into_iter().map(|(_, m)| m).collect(),
