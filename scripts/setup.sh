@@ -18,7 +18,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  redis-server mosquitto mosquitto-clients unzip
+  redis-server mosquitto mosquitto-clients openssl unzip
 )
 
 say() { printf 'setup: %s\n' "$*"; }

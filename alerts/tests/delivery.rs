@@ -713,3 +713,111 @@ async fn embedded_broker_carries_alerts_and_status() {
     // Only loopback: the embedded broker is never a public service.
     assert!(sharpeyes_alerts::EmbeddedBroker::start("0.0.0.0:0".parse().unwrap()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_over_tls_with_a_private_ca_and_a_password() {
+    logs();
+    let users = [("sharpeyes", "tls-Pa55"), ("centre", "centre-pw")];
+    let (broker, ca) = Mosquitto::start_tls(&users);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-8",
+        &format!("{PREFIX}/alerts/#"),
+        Some(("centre", "centre-pw")),
+    )
+    .await;
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let with_ca = |ca: &Path| {
+        let text = format!(
+            "{CONFIG}\n[mqtt]\nurl = \"mqtts://sharpeyes:tls-Pa55@127.0.0.1:{}\"\nca_file = \"{}\"\nprefix = \"{PREFIX}\"\n",
+            broker.tls_port.unwrap(),
+            ca.display()
+        );
+        Arc::new(
+            Config::parse(&text, Path::new("tls.toml"), &[models.path().to_owned()])
+                .unwrap()
+                .config,
+        )
+    };
+
+    let config = with_ca(&ca);
+    let mqtt = MqttSettings::from_config(config.mqtt.as_ref().unwrap(), "test-node").unwrap();
+    assert!(mqtt.tls && mqtt.username.as_deref() == Some("sharpeyes"));
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+    let sent = burst(&svc.alerts, &config, 5, |_| {}).await;
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| alert_ids(m).len() >= 5)
+        .await;
+    assert_all_arrived(&sent, &got);
+    svc.shutdown().await;
+
+    // A CA file that is not there: refused at start, naming the field and the fix.
+    let missing = with_ca(Path::new("/nonexistent/ca.pem"));
+    let mqtt = MqttSettings::from_config(missing.mqtt.as_ref().unwrap(), "test-node").unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let err = Alerts::start(
+        missing,
+        Arc::new(MemoryStore::new()),
+        mqtt,
+        settings(),
+        shutdown,
+    )
+    .await
+    .err()
+    .expect("no start without the CA file");
+    assert!(
+        err.to_string()
+            .contains("[mqtt] ca_file /nonexistent/ca.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_snapshots_carry_the_jpeg_when_configured() {
+    use base64::Engine;
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub =
+        Subscriber::connect(broker.port, "centre-9", &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let (stop, shutdown) = watch::channel(false);
+    let inline = AlertSettings {
+        inline_snapshots: true,
+        ..settings()
+    };
+    let (alerts, task) = Alerts::start(
+        config.clone(),
+        Arc::new(MemoryStore::new()),
+        plain(broker.port),
+        inline,
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let rgb = vec![200u8; 320 * 240 * 3];
+    let snap = render(&rgb, 320, 240, &[[10.0, 10.0, 100.0, 100.0]], 50_000).unwrap();
+    alerts
+        .submit(alert(&config, "fire", None), Some(&snap))
+        .await
+        .unwrap();
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| !m.is_empty())
+        .await;
+    let json = got.first().expect("the alert arrives").json();
+    assert!(
+        schema_errors(&json).is_empty(),
+        "{:?}",
+        schema_errors(&json)
+    );
+    let inline = json["snapshot"]["inline_base64"]
+        .as_str()
+        .expect("inline bytes");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(inline)
+        .unwrap();
+    assert_eq!(bytes, snap.jpeg);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}

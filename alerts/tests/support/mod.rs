@@ -165,6 +165,8 @@ fn stop_child(child: &mut Child) {
 /// survive a stop and start (saved on SIGTERM), as on a production broker.
 pub struct Mosquitto {
     pub port: u16,
+    /// A second listener with TLS, when started with [`Mosquitto::start_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistence: bool,
@@ -179,6 +181,7 @@ impl Mosquitto {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut broker = Self {
             port: free_port(),
+            tls_port: None,
             dir,
             child: None,
             persistence,
@@ -186,6 +189,86 @@ impl Mosquitto {
         broker.write_config(users);
         broker.launch();
         broker
+    }
+
+    /// Also listens with TLS, on a certificate for 127.0.0.1 signed by a fresh test CA;
+    /// returns the broker and the CA's PEM file.
+    pub fn start_tls(users: &[(&str, &str)]) -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl is installed by `make setup`");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sharpeyes test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        // mosquitto reads the key after dropping root.
+        std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let ca = d.join("ca.pem");
+        let mut broker = Self {
+            port: free_port(),
+            tls_port: Some(free_port()),
+            dir,
+            child: None,
+            persistence: false,
+        };
+        broker.write_config(users);
+        broker.launch();
+        (broker, ca)
     }
 
     pub fn log(&self) -> String {
@@ -220,6 +303,12 @@ impl Mosquitto {
                 pw.display()
             ));
         }
+        if let Some(tls) = self.tls_port {
+            conf.push_str(&format!(
+                "listener {tls} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+                d = d.display()
+            ));
+        }
         std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
     }
 
@@ -233,6 +322,9 @@ impl Mosquitto {
             .expect("mosquitto is installed by `make setup`");
         self.child = Some(child);
         wait_for_port(self.port, "mosquitto");
+        if let Some(tls) = self.tls_port {
+            wait_for_port(tls, "mosquitto (TLS)");
+        }
     }
 
     /// SIGTERM and wait: with persistence, mosquitto saves its sessions first.
