@@ -7,6 +7,9 @@
 //! Per camera: receive with retina (TCP interleaved by default), sample *before* decoding
 //! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
 //! off. Also the RTSP simulator (`sharpeyes simulate`) and the `probe` tool.
+//!
+//! Sensors: readings arrive as MQTT messages (the node's one broker connection belongs to
+//! `sharpeyes-alerts`); [`SensorRegistry`] parses and checks them against `[[sensors]]`.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,6 +18,7 @@ mod decode;
 mod frame;
 mod gst_source;
 mod probe;
+mod sensors;
 pub mod simulator;
 mod start;
 
@@ -23,5 +27,8 @@ pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
 pub use frame::{Frame, FrameSlot};
 pub use gst_source::{GstInput, GstSourceConfig, spawn_gst};
 pub use probe::{ProbeError, ProbeReport, probe, profile_name};
+pub use sensors::{
+    MAX_BATCH, MAX_MESSAGE_BYTES, Rejected, SensorReading, SensorRegistry, topic_of,
+};
 pub use simulator::{SceneChange, SceneKind, ScheduledScene, SimError, Simulator, SimulatorConfig};
 pub use start::start_camera;
