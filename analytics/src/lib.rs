@@ -7,6 +7,9 @@
 //! Per frame: motion gate on a small grayscale copy, cross-camera batching per model,
 //! letterbox preprocessing into a preallocated tensor, ONNX Runtime inference (ort),
 //! box decoding and class-wise NMS, tracking, hazard rules (zones, counts, dwell, k-of-n).
+//!
+//! Sensors: [`SensorRules`] turns checked readings into alarms (threshold, rate, hold) and
+//! notices silent sensors.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
@@ -19,6 +22,7 @@ mod motion;
 mod postprocess;
 mod preprocess;
 mod rules;
+mod sensor_rules;
 mod track;
 
 pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
@@ -30,4 +34,5 @@ pub use motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
 pub use postprocess::{Decoder, NmsConfig};
 pub use preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};
 pub use rules::{HazardRule, RuleError, RuleHit};
+pub use sensor_rules::{SensorAlarm, SensorEvent, SensorRules};
 pub use track::{Track, Tracker, TrackerConfig};
