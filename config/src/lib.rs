@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{FieldPath, Level, Position, Problem, Problems, Segment};
 pub use install::{Install, ONNXRUNTIME_LIB};
 pub use schema::{
-    AlertOptions, Backend, Camera, CameraKind, Confirm, Grid, GridLevel, Hazard, Http, Model,
-    ModelLayout, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
+    AlertOptions, Backend, Camera, CameraKind, Confirm, Fusion, Grid, GridLevel, Hazard, Http,
+    Model, ModelLayout, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
 };
 pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
 pub use summary::Summary;
@@ -52,6 +52,7 @@ pub struct Config {
     pub models: Vec<Model>,
     pub hazards: Vec<Hazard>,
     pub sensors: Vec<Sensor>,
+    pub fusion: Fusion,
 }
 
 /// A configuration that passed, with the warnings it raised.

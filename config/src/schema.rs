@@ -520,6 +520,69 @@ pub struct Sensor {
     /// Topic readings arrive on; default `{prefix}/sensors/{id}`.
     #[serde(default)]
     pub topic: Option<String>,
+    /// The hazard its alarms are published as (the last topic level); default by type:
+    /// smoke and temperature `fire`, water_level `flood`, gas `gas-leak`, others the type.
+    #[serde(default)]
+    pub hazard: Option<String>,
+    /// Video hazards that confirm its alarm on a covering camera; default by type: smoke and
+    /// temperature `["fire", "smoke"]`, others none (the alarm goes out with a snapshot).
+    #[serde(default)]
+    pub verified_by: Option<Vec<String>>,
+}
+
+impl Sensor {
+    /// The hazard name of this sensor's alarms.
+    pub fn hazard_name(&self) -> &str {
+        if let Some(h) = &self.hazard {
+            return h;
+        }
+        match self.kind.as_str() {
+            "smoke" | "temperature" => "fire",
+            "water_level" => "flood",
+            "gas" => "gas-leak",
+            other => other,
+        }
+    }
+
+    /// The video hazards that confirm this sensor's alarm.
+    pub fn verifying_hazards(&self) -> Vec<&str> {
+        match &self.verified_by {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => match self.kind.as_str() {
+                "smoke" | "temperature" => vec!["fire", "smoke"],
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// `[fusion]`: how a sensor alarm and the cameras covering the sensor work together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fusion {
+    /// How long an alarm waits for video to confirm it before it goes out as a sensor alert.
+    #[serde(default = "default_fusion_wait", with = "humantime_serde")]
+    pub wait: Duration,
+    /// How long the covering cameras analyse every frame (verify mode) after an alarm.
+    #[serde(default = "default_verify_for", with = "humantime_serde")]
+    pub verify_for: Duration,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            wait: default_fusion_wait(),
+            verify_for: default_verify_for(),
+        }
+    }
+}
+
+fn default_fusion_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_verify_for() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_sensor_severity() -> Severity {

@@ -440,3 +440,52 @@ fn alerts_section_sets_snapshot_handling_and_names_bad_fields() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn sensors_name_their_hazard_and_what_verifies_them() {
+    let sensors = r#"
+[[sensors]]
+id = "smoke-1"
+type = "smoke"
+unit = "%obs/m"
+grid = "321322-001"
+above = 4.0
+
+[[sensors]]
+id = "gas-1"
+type = "gas"
+unit = "%LEL"
+grid = "321322-001"
+above = 20.0
+verified_by = ["fire"]
+
+[fusion]
+wait = "5s"
+"#;
+    let c = parse(&format!("{BASE}{sensors}")).unwrap().config;
+    assert_eq!(c.sensors[0].hazard_name(), "fire");
+    assert_eq!(c.sensors[0].verifying_hazards(), ["fire", "smoke"]);
+    assert_eq!(c.sensors[1].hazard_name(), "gas-leak");
+    assert_eq!(c.sensors[1].verifying_hazards(), ["fire"]);
+    assert_eq!(c.fusion.wait, std::time::Duration::from_secs(5));
+    assert_eq!(c.fusion.verify_for, std::time::Duration::from_secs(120));
+
+    let bad = sensors
+        .replace(
+            "verified_by = [\"fire\"]",
+            "verified_by = [\"fier\"]\nhazard = \"gas leak\"",
+        )
+        .replace("wait = \"5s\"", "wait = \"1h\"");
+    let errs = errors(&format!("{BASE}{bad}"));
+    for (field, says) in [
+        ("sensors[1].verified_by[0]", "unknown hazard `fier`"),
+        ("sensors[1].hazard", "cannot be used in MQTT topics"),
+        ("fusion.wait", "too long"),
+    ] {
+        assert!(
+            errs.iter()
+                .any(|(line, path, msg)| *line > 0 && path == field && msg.contains(says)),
+            "no `{says}` at {field}: {errs:?}"
+        );
+    }
+}

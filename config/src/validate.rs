@@ -10,13 +10,15 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Camera, CameraKind, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor, Zone,
+    AlertOptions, Camera, CameraKind, Fusion, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor,
+    Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
 
 const SECTIONS: &[&str] = &[
     "node", "mqtt", "redis", "http", "alerts", "grids", "cameras", "models", "hazards", "sensors",
+    "fusion",
 ];
 
 /// Characters that would break an MQTT topic level or a Redis key.
@@ -76,6 +78,17 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
             "use at least 16384; 204800 (the default) suits phones",
         );
     }
+    let fusion: Fusion = v.table(src, "fusion").unwrap_or_default();
+    if fusion.wait > std::time::Duration::from_secs(300) {
+        v.error(
+            FieldPath::root().key("fusion").key("wait"),
+            format!(
+                "{} is too long to hold a sensor alarm back",
+                humantime::format_duration(fusion.wait)
+            ),
+            "use at most 5m; 10s (the default) gives a keyframe camera time to look",
+        );
+    }
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
@@ -86,7 +99,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let models = v.models(models, lookup);
     let hazards = v.hazards(hazards, &models);
     let cameras = v.cameras(cameras, &grids, &hazards);
-    let sensors = v.sensors(sensors, &grids, &cameras);
+    let sensors = v.sensors(sensors, &grids, &cameras, &hazards);
 
     let mut config = Config {
         node,
@@ -99,6 +112,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         models: models.items.into_iter().map(|(_, m)| m).collect(),
         hazards: hazards.items.into_iter().map(|(_, h)| h).collect(),
         sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
+        fusion,
     };
     v.endpoints(&mut config);
     (config, v.problems)
@@ -602,7 +616,9 @@ impl Validator {
         section: Section<Sensor>,
         grids: &Section<Grid>,
         cameras: &Section<Camera>,
+        hazards: &Section<Hazard>,
     ) -> Section<Sensor> {
+        let hazard_names = hazards.ids(|h| &h.name);
         self.unique(&section, "sensors", "id", |s| &s.id);
         let grid_ids = grids.ids(|g| &g.id);
         let camera_ids = cameras.ids(|c| &c.id);
@@ -623,6 +639,17 @@ impl Validator {
                         path.key("cameras").index(j),
                         format!("sensor `{}` is covered by unknown camera `{c}`", s.id),
                         "list ids of [[cameras]] entries",
+                    );
+                }
+            }
+            self.topic_safe(path.key("hazard"), "sensor hazard", s.hazard_name());
+            for (j, h) in s.verified_by.iter().flatten().enumerate() {
+                if !hazard_names.contains(h) {
+                    let names: Vec<&str> = hazard_names.iter().map(String::as_str).collect();
+                    self.error(
+                        path.key("verified_by").index(j),
+                        format!("sensor `{}` is verified by unknown hazard `{h}`", s.id),
+                        hint_from(h, &names, "hazards"),
                     );
                 }
             }
