@@ -9,13 +9,15 @@
 //! box decoding and class-wise NMS, tracking, hazard rules (zones, counts, dwell, k-of-n).
 //!
 //! Sensors: [`SensorRules`] turns checked readings into alarms (threshold, rate, hold) and
-//! notices silent sensors.
+//! notices silent sensors; [`Fusion`] holds an alarm back briefly for the covering cameras
+//! to confirm it.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod batcher;
 mod camera;
 mod detection;
+mod fusion;
 mod image;
 mod model;
 mod motion;
@@ -28,6 +30,7 @@ mod track;
 pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
 pub use camera::{AnalysisSettings, CameraAnalyzer, EventObject, HazardEvent};
 pub use detection::{BBox, Detection};
+pub use fusion::Fusion;
 pub use image::{BadImage, RgbImage};
 pub use model::{Detector, ModelError, Runtime};
 pub use motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};

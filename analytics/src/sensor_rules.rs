@@ -19,6 +19,8 @@ pub struct SensorAlarm {
     pub sensor_id: String,
     pub kind: String,
     pub unit: String,
+    /// The hazard the alarm is published as (`fire` for a smoke detector).
+    pub hazard: String,
     pub grid: String,
     pub severity: Severity,
     /// The limit crossed, for people: `above 10 %`, `rising 2.5 %/min (limit 2 %/min)`.
@@ -126,6 +128,7 @@ impl SensorRules {
                         sensor_id: sensor_id.to_owned(),
                         kind: s.spec.kind.clone(),
                         unit: s.spec.unit.clone(),
+                        hazard: s.spec.hazard_name().to_owned(),
                         grid: s.spec.grid.clone(),
                         severity: s.spec.severity,
                         rule,
