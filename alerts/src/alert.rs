@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use sharpeyes_analytics::HazardEvent;
-use sharpeyes_config::{Config, GridLevel};
+use sharpeyes_analytics::{HazardEvent, SensorAlarm};
+use sharpeyes_config::{Config, GridLevel, Severity};
 
 /// The `schema` field of every version-1 alert.
 pub const SCHEMA: &str = "sharpeyes.alert/1";
@@ -91,7 +91,8 @@ pub struct Alert {
     pub grid: AlertGrid,
     pub region_code: Option<String>,
     pub detected_at: String,
-    pub frame: FrameSize,
+    /// The analysed frame the boxes refer to; `None` for a sensor alert without a camera.
+    pub frame: Option<FrameSize>,
     pub boxes: Vec<AlertBox>,
     pub zone: Option<String>,
     pub snapshot: Option<SnapshotRef>,
@@ -125,8 +126,7 @@ impl Alert {
                 event.camera
             ))
         })?;
-        let path = config.grid_path(&event.grid);
-        let grid = path.last().ok_or_else(|| {
+        let grid = alert_grid(config, &event.grid).ok_or_else(|| {
             AlertError(format!(
                 "grid `{}` of camera `{}` is not in the configuration",
                 event.grid, event.camera
@@ -145,24 +145,13 @@ impl Alert {
                 kind: camera.kind.as_str().to_owned(),
                 unit: camera.unit.clone(),
             }),
-            grid: AlertGrid {
-                id: grid.id.clone(),
-                path: path
-                    .iter()
-                    .map(|g| GridStep {
-                        id: g.id.clone(),
-                        name: g.name.clone(),
-                        level: g.level.unwrap_or(GridLevel::Grid).as_str().to_owned(),
-                    })
-                    .collect(),
-                centre: grid.centre.clone(),
-            },
+            grid,
             region_code: camera
                 .device_id
                 .as_ref()
                 .map(|d| d.region_code().to_owned()),
             detected_at: humantime::format_rfc3339_millis(event.detected_at).to_string(),
-            frame,
+            frame: Some(frame),
             boxes: event
                 .objects
                 .iter()
@@ -178,6 +167,88 @@ impl Alert {
             evidence: Vec::new(),
             escalation_level: 0,
         })
+    }
+
+    /// A sensor alert: the alarm with its readings as evidence, shown by `camera` (one that
+    /// covers the sensor) when `frame` is the size of its snapshot.
+    pub fn from_sensor(
+        alarm: &SensorAlarm,
+        config: &Config,
+        camera: Option<&str>,
+        frame: Option<FrameSize>,
+    ) -> Result<Alert, AlertError> {
+        let grid = alert_grid(config, &alarm.grid).ok_or_else(|| {
+            AlertError(format!(
+                "grid `{}` of sensor `{}` is not in the configuration",
+                alarm.grid, alarm.sensor_id
+            ))
+        })?;
+        let camera = camera.and_then(|id| config.camera(id));
+        Ok(Alert {
+            schema: SCHEMA.to_owned(),
+            id: new_id(alarm.detected_at),
+            hazard: alarm.hazard.clone(),
+            severity: alarm.severity.as_str().to_owned(),
+            confidence: SENSOR_CONFIDENCE,
+            source: Source::Sensor,
+            camera: camera.map(|c| AlertCamera {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                kind: c.kind.as_str().to_owned(),
+                unit: c.unit.clone(),
+            }),
+            grid,
+            region_code: camera
+                .and_then(|c| c.device_id.as_ref())
+                .map(|d| d.region_code().to_owned()),
+            detected_at: humantime::format_rfc3339_millis(alarm.detected_at).to_string(),
+            frame: camera.and(frame),
+            boxes: Vec::new(),
+            zone: None,
+            snapshot: None,
+            evidence: vec![evidence(alarm)],
+            escalation_level: 0,
+        })
+    }
+
+    /// Marks a video alert as confirmed by sensor `alarms`: source `fused`, their readings as
+    /// evidence, confidence combined as independent witnesses, severity one step above the
+    /// higher of the two.
+    pub fn fuse(&mut self, alarms: &[SensorAlarm]) {
+        if alarms.is_empty() {
+            return;
+        }
+        self.source = Source::Fused;
+        let mut severity = severity_of(&self.severity);
+        let mut miss = 1.0 - self.confidence;
+        for alarm in alarms {
+            self.evidence.push(evidence(alarm));
+            severity = severity.max(alarm.severity);
+            miss *= 1.0 - SENSOR_CONFIDENCE;
+        }
+        self.confidence = (1.0 - miss).clamp(0.0, 1.0);
+        self.severity = raised(severity).as_str().to_owned();
+    }
+
+    /// The key of this alert's cooldown: one per camera, hazard and zone for video; per sensor
+    /// for a sensor alert; fused alerts apart, so a confirmation is not held back by the
+    /// video alert before it.
+    pub fn cooldown_key(&self) -> String {
+        let camera = self.camera.as_ref().map_or("-", |c| c.id.as_str());
+        let zone = self.zone.as_deref().unwrap_or("-");
+        match self.source {
+            Source::Video => format!("{camera}:{}:{zone}", self.hazard),
+            Source::Fused => format!("fused:{camera}:{}:{zone}", self.hazard),
+            Source::Sensor => {
+                let sensor = self
+                    .evidence
+                    .first()
+                    .and_then(|e| e.get("sensor_id"))
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("-");
+                format!("sensor:{sensor}:{}", self.hazard)
+            }
+        }
     }
 
     /// `{prefix}/alerts/{county}/{town}/{village}/{grid}/{hazard}`. Levels below the centre
@@ -219,6 +290,66 @@ impl Alert {
         up.escalation_level += 1;
         up.grid.centre = centre;
         Some(up)
+    }
+}
+
+/// How sure a threshold breach held for its hold time is, alone: gauges are reliable, but
+/// a smoke detector also trips on steam and cooking.
+const SENSOR_CONFIDENCE: f32 = 0.8;
+
+fn alert_grid(config: &Config, id: &str) -> Option<AlertGrid> {
+    let path = config.grid_path(id);
+    let grid = path.last()?;
+    Some(AlertGrid {
+        id: grid.id.clone(),
+        path: path
+            .iter()
+            .map(|g| GridStep {
+                id: g.id.clone(),
+                name: g.name.clone(),
+                level: g.level.unwrap_or(GridLevel::Grid).as_str().to_owned(),
+            })
+            .collect(),
+        centre: grid.centre.clone(),
+    })
+}
+
+/// One sensor alarm as alert evidence (see `evidence` in the JSON Schema).
+fn evidence(alarm: &SensorAlarm) -> serde_json::Value {
+    let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    serde_json::json!({
+        "kind": "sensor",
+        "sensor_id": alarm.sensor_id,
+        "type": alarm.kind,
+        "unit": alarm.unit,
+        "rule": alarm.rule,
+        "value": alarm.value,
+        "since": time(alarm.detected_at),
+        "readings": alarm
+            .readings
+            .iter()
+            .map(|(at, value)| serde_json::json!({ "at": time(*at), "value": value }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn severity_of(s: &str) -> Severity {
+    [
+        Severity::Info,
+        Severity::Minor,
+        Severity::Major,
+        Severity::Critical,
+    ]
+    .into_iter()
+    .find(|v| v.as_str() == s)
+    .unwrap_or(Severity::Major)
+}
+
+fn raised(s: Severity) -> Severity {
+    match s {
+        Severity::Info => Severity::Minor,
+        Severity::Minor => Severity::Major,
+        Severity::Major | Severity::Critical => Severity::Critical,
     }
 }
 

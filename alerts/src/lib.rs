@@ -25,7 +25,7 @@ pub use alert::{
     JSON_SCHEMA, SCHEMA, SnapshotRef, Source, is_alert_id,
 };
 pub use broker::EmbeddedBroker;
-pub use mqtt::MqttSettings;
+pub use mqtt::{InboundMessage, MqttSettings};
 pub use service::{
     AlertSettings, AlertStats, Alerts, AlertsError, CameraPhase, Submitted, open_store,
 };

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS,
-    Request, TlsConfiguration, Transport,
+    Request, SubscribeFilter, TlsConfiguration, Transport,
 };
 use sharpeyes_config::Mqtt;
 use tokio::sync::{mpsc, watch};
@@ -234,6 +234,22 @@ pub(crate) enum LinkCommand {
     Publish { key: String, record: OutboxRecord },
     /// Retained state: the newest payload per topic wins, and is re-sent on every reconnect.
     Retain { topic: String, payload: String },
+    /// A plain QoS 1 message that is not an alert (a dead letter): not in the outbox.
+    Notice { topic: String, payload: String },
+}
+
+/// A message received on one of the extra subscriptions (sensor readings).
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub received: std::time::SystemTime,
+}
+
+/// Where messages on the extra subscriptions go.
+pub(crate) struct Inbound {
+    pub filters: Vec<String>,
+    pub tx: mpsc::Sender<InboundMessage>,
 }
 
 /// An acknowledgement message received on `{prefix}/acks/{alert_id}`.
@@ -245,6 +261,7 @@ pub(crate) struct IncomingAck {
 enum Item {
     Alert { key: String, record: OutboxRecord },
     Status { topic: String },
+    Notice { topic: String, payload: String },
 }
 
 struct InFlight {
@@ -262,6 +279,7 @@ pub(crate) struct Link {
     stats: Arc<Stats>,
     commands: mpsc::UnboundedReceiver<LinkCommand>,
     acks: mpsc::Sender<IncomingAck>,
+    inbound: Option<Inbound>,
     connected: bool,
     queue: VecDeque<Item>,
     in_flight: BTreeMap<u16, InFlight>,
@@ -280,6 +298,7 @@ impl Link {
         pending: Vec<(String, OutboxRecord)>,
         commands: mpsc::UnboundedReceiver<LinkCommand>,
         acks: mpsc::Sender<IncomingAck>,
+        inbound: Option<Inbound>,
     ) -> Result<Self, String> {
         let options = settings.options()?;
         let (client, mut eventloop) = AsyncClient::new(options, 16);
@@ -295,6 +314,7 @@ impl Link {
             stats,
             commands,
             acks,
+            inbound,
             connected: false,
             queue: pending
                 .into_iter()
@@ -364,17 +384,31 @@ impl Link {
                 self.queue.push_back(Item::Alert { key, record })
             }
             LinkCommand::Retain { topic, payload } => {
-                let queued = self
-                    .queue
-                    .iter()
-                    .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
                 self.retained.insert(topic.clone(), payload);
-                if !queued {
-                    self.queue.push_back(Item::Status { topic });
-                }
+                self.queue_status(topic, false);
+            }
+            LinkCommand::Notice { topic, payload } => {
+                self.queue.push_back(Item::Notice { topic, payload })
             }
         }
         self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
+    }
+
+    /// Queues the retained state of `topic` unless it already waits (it is read when sent,
+    /// so one queued entry always carries the newest payload).
+    fn queue_status(&mut self, topic: String, first: bool) {
+        let queued = self
+            .queue
+            .iter()
+            .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
+        if queued {
+            return;
+        }
+        if first {
+            self.queue.push_front(Item::Status { topic });
+        } else {
+            self.queue.push_back(Item::Status { topic });
+        }
     }
 
     /// Hands queued items to the event loop while ids are free and the connection is up.
@@ -418,6 +452,9 @@ impl Link {
                 p.retain = true;
                 p
             }
+            Item::Notice { topic, payload } => {
+                Publish::new(topic.as_str(), QoS::AtLeastOnce, payload.as_bytes())
+            }
         };
         publish.pkid = pkid;
         self.eventloop.pending.push_back(Request::Publish(publish));
@@ -438,9 +475,13 @@ impl Link {
                     tracing::info!(broker = %self.settings.broker(), client_id = %self.settings.client_id, "MQTT connected");
                 }
                 self.failures = 0;
-                let acks = format!("{}/acks/+", self.settings.prefix);
-                if let Err(e) = self.client.try_subscribe(&acks, QoS::AtLeastOnce) {
-                    tracing::error!(topic = %acks, "cannot subscribe to acknowledgements: {e}");
+                let mut filters = vec![format!("{}/acks/+", self.settings.prefix)];
+                filters.extend(self.inbound.iter().flat_map(|i| i.filters.iter().cloned()));
+                let subscribe = filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = self.client.try_subscribe_many(subscribe) {
+                    tracing::error!(topics = ?filters, "cannot subscribe: {e}");
                 }
                 if !ack.session_present {
                     // The broker forgot the session, and rumqttc dropped what it would have
@@ -457,13 +498,7 @@ impl Link {
                 // Retained state may be gone with a broker that restarted without persistence.
                 let topics: Vec<String> = self.retained.keys().cloned().collect();
                 for topic in topics.into_iter().rev() {
-                    let queued = self
-                        .queue
-                        .iter()
-                        .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
-                    if !queued {
-                        self.queue.push_front(Item::Status { topic });
-                    }
+                    self.queue_status(topic, true);
                 }
             }
             Incoming::PubAck(ack) => {
@@ -495,6 +530,16 @@ impl Link {
                     };
                     if self.acks.try_send(ack).is_err() {
                         tracing::warn!(topic = %publish.topic, "acknowledgement dropped: the handler is behind");
+                    }
+                } else if let Some(inbound) = &self.inbound {
+                    let message = InboundMessage {
+                        topic: publish.topic.clone(),
+                        payload: publish.payload.to_vec(),
+                        received: std::time::SystemTime::now(),
+                    };
+                    if inbound.tx.try_send(message).is_err() {
+                        self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(topic = %publish.topic, "inbound message dropped: its handler is behind or gone");
                     }
                 }
             }

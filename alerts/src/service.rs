@@ -16,9 +16,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::alert::{Alert, SnapshotRef};
-use crate::mqtt::{IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings};
+use crate::mqtt::{
+    Inbound, InboundMessage, IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings,
+};
 use crate::snapshot::Snapshot;
 use crate::store::{Ack, MemoryStore, OutboxRecord, RedisStore, StateStore};
+
+/// Inbound messages waiting for their handler; beyond this they are dropped and counted.
+const INBOUND_QUEUE: usize = 10_000;
 
 /// Tuning of the service that the configuration does not carry.
 #[derive(Debug, Clone)]
@@ -30,6 +35,9 @@ pub struct AlertSettings {
     pub snapshot_ttl: Duration,
     /// How often due escalations are looked for.
     pub escalation_tick: Duration,
+    /// Extra MQTT filters to subscribe to (sensor readings); their messages come out of
+    /// [`Alerts::take_inbound`].
+    pub subscriptions: Vec<String>,
 }
 
 impl AlertSettings {
@@ -44,6 +52,7 @@ impl AlertSettings {
             inline_snapshots: config.alerts.inline_snapshots,
             snapshot_ttl: config.alerts.snapshot_ttl,
             escalation_tick: Duration::from_secs(1),
+            subscriptions: Vec::new(),
         }
     }
 }
@@ -121,6 +130,8 @@ pub(crate) struct Stats {
     pub store_errors: AtomicU64,
     pub queued: AtomicUsize,
     pub in_flight: AtomicUsize,
+    pub inbound_dropped: AtomicU64,
+    pub dead_letters: AtomicU64,
 }
 
 /// A reading of the counters.
@@ -139,6 +150,10 @@ pub struct AlertStats {
     pub queued: usize,
     /// Sent, PUBACK not yet received.
     pub in_flight: usize,
+    /// Messages on the extra subscriptions dropped because their handler was behind.
+    pub inbound_dropped: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_letters: u64,
 }
 
 /// A handle on the running service; cheap to clone.
@@ -154,6 +169,7 @@ struct Inner {
     prefix: String,
     link: mpsc::UnboundedSender<LinkCommand>,
     stats: Arc<Stats>,
+    inbound: std::sync::Mutex<Option<mpsc::Receiver<InboundMessage>>>,
 }
 
 impl Alerts {
@@ -180,8 +196,23 @@ impl Alerts {
         let (link_tx, link_rx) = mpsc::unbounded_channel();
         let (ack_tx, ack_rx) = mpsc::channel(1024);
         let prefix = mqtt.prefix.clone();
-        let link = Link::new(mqtt, store.clone(), stats.clone(), pending, link_rx, ack_tx)
-            .map_err(AlertsError)?;
+        let (inbound, inbound_rx) = if settings.subscriptions.is_empty() {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+            let filters = settings.subscriptions.clone();
+            (Some(Inbound { filters, tx }), Some(rx))
+        };
+        let link = Link::new(
+            mqtt,
+            store.clone(),
+            stats.clone(),
+            pending,
+            link_rx,
+            ack_tx,
+            inbound,
+        )
+        .map_err(AlertsError)?;
         let alerts = Alerts {
             inner: Arc::new(Inner {
                 config,
@@ -190,6 +221,7 @@ impl Alerts {
                 prefix,
                 link: link_tx,
                 stats,
+                inbound: std::sync::Mutex::new(inbound_rx),
             }),
         };
         let link_task = tokio::spawn(link.run(shutdown.clone()));
@@ -216,7 +248,60 @@ impl Alerts {
             store_errors: s.store_errors.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
+            inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
+            dead_letters: s.dead_letters.load(Ordering::Relaxed),
         }
+    }
+
+    /// The messages received on [`AlertSettings::subscriptions`]; `None` after the first call,
+    /// or without subscriptions.
+    pub fn take_inbound(&self) -> Option<mpsc::Receiver<InboundMessage>> {
+        self.inner.inbound.lock().ok()?.take()
+    }
+
+    /// `{prefix}/deadletter/{kind}`: where refused input is reported.
+    pub fn dead_letter_topic(&self, kind: &str) -> String {
+        format!("{}/deadletter/{kind}", self.inner.prefix)
+    }
+
+    /// Reports refused input on `{prefix}/deadletter/{kind}` (QoS 1, not retained, not in the
+    /// outbox): the topic it came on, why, and its first KiB.
+    pub fn dead_letter(&self, kind: &str, topic: &str, reason: &str, payload: &[u8]) {
+        const KEEP: usize = 1024;
+        let shown = String::from_utf8_lossy(&payload[..payload.len().min(KEEP)]).into_owned();
+        let message = serde_json::json!({
+            "topic": topic,
+            "reason": reason,
+            "bytes": payload.len(),
+            "payload": shown,
+            "truncated": payload.len() > KEEP,
+            "node": self.node(),
+            "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        });
+        self.inner
+            .stats
+            .dead_letters
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = self.inner.link.send(LinkCommand::Notice {
+            topic: self.dead_letter_topic(kind),
+            payload: message.to_string(),
+        });
+    }
+
+    /// Publishes a sensor's state (`online`, `offline`, `alarm`), retained, on
+    /// `{prefix}/sensors/{sensor}/status`.
+    pub fn sensor_status(&self, sensor: &str, state: &str, reason: Option<&str>) {
+        let payload = serde_json::json!({
+            "sensor": sensor,
+            "state": state,
+            "reason": reason,
+            "node": self.node(),
+            "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        });
+        let _ = self.inner.link.send(LinkCommand::Retain {
+            topic: format!("{}/sensors/{sensor}/status", self.inner.prefix),
+            payload: payload.to_string(),
+        });
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -232,12 +317,7 @@ impl Alerts {
         let inner = &self.inner;
         let hazard = inner.config.hazard(&alert.hazard);
         let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
-        let key = format!(
-            "{}:{}:{}",
-            alert.camera.as_ref().map_or("-", |c| c.id.as_str()),
-            alert.hazard,
-            alert.zone.as_deref().unwrap_or("-")
-        );
+        let key = alert.cooldown_key();
         if !cooldown.is_zero() {
             match inner.store.claim_cooldown(&key, cooldown).await {
                 Ok(true) => {}
@@ -273,23 +353,23 @@ impl Alerts {
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&snap.jpeg)),
             });
         }
-        let (record, payload_len) = self.record(&mut alert)?;
+        let record = self.record(&mut alert)?;
+        // The escalation is scheduled with the alert exactly as published.
+        let (topic, json) = (record.topic.clone(), record.payload.clone());
         let durable = self.enqueue(record).await;
         if let Some(h) = hazard.filter(|h| !h.escalate_after.is_zero()) {
             if alert.escalated(&inner.config).is_some() {
                 let due = SystemTime::now() + h.escalate_after;
-                let json = serde_json::to_string(&alert)
-                    .map_err(|e| AlertsError(format!("cannot encode alert {}: {e}", alert.id)))?;
                 if let Err(e) = inner.store.schedule_escalation(&alert.id, due, &json).await {
                     self.store_error("escalation schedule", &e);
                 }
             }
         }
         inner.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = payload_len, "alert queued");
+        tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = json.len(), "alert queued");
         Ok(Submitted::Queued {
-            topic: alert.topic(&inner.prefix),
             id: alert.id,
+            topic,
             durable,
         })
     }
@@ -364,7 +444,7 @@ impl Alerts {
     }
 
     /// The outbox record of `alert`, dropping an inline snapshot that would not fit a packet.
-    fn record(&self, alert: &mut Alert) -> Result<(OutboxRecord, usize), AlertsError> {
+    fn record(&self, alert: &mut Alert) -> Result<OutboxRecord, AlertsError> {
         let encode = |a: &Alert| {
             serde_json::to_string(a)
                 .map_err(|e| AlertsError(format!("cannot encode alert {}: {e}", a.id)))
@@ -382,15 +462,11 @@ impl Alerts {
                 payload = encode(alert)?;
             }
         }
-        let len = payload.len();
-        Ok((
-            OutboxRecord {
-                alert_id: alert.id.clone(),
-                topic: alert.topic(&self.inner.prefix),
-                payload,
-            },
-            len,
-        ))
+        Ok(OutboxRecord {
+            alert_id: alert.id.clone(),
+            topic: alert.topic(&self.inner.prefix),
+            payload,
+        })
     }
 
     /// Into the outbox, then to the link. `false` when the store failed and the alert is only
@@ -451,7 +527,7 @@ impl Alerts {
         let Some(mut up) = alert.escalated(&inner.config) else {
             return;
         };
-        let (record, _) = match self.record(&mut up) {
+        let record = match self.record(&mut up) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -460,17 +536,16 @@ impl Alerts {
         };
         tracing::warn!(alert = %up.id, level = up.escalation_level, topic = %record.topic, "alert not acknowledged in time: escalated");
         inner.stats.escalated.fetch_add(1, Ordering::Relaxed);
+        let json = record.payload.clone();
         self.enqueue(record).await;
         let after = inner
             .config
             .hazard(&up.hazard)
             .map_or(Duration::ZERO, |h| h.escalate_after);
         if !after.is_zero() && up.escalated(&inner.config).is_some() {
-            if let Ok(json) = serde_json::to_string(&up) {
-                let due = SystemTime::now() + after;
-                if let Err(e) = inner.store.schedule_escalation(&up.id, due, &json).await {
-                    self.store_error("escalation schedule", &e);
-                }
+            let due = SystemTime::now() + after;
+            if let Err(e) = inner.store.schedule_escalation(&up.id, due, &json).await {
+                self.store_error("escalation schedule", &e);
             }
         }
     }

@@ -43,6 +43,7 @@ fn settings() -> AlertSettings {
         inline_snapshots: false,
         snapshot_ttl: Duration::from_secs(60),
         escalation_tick: Duration::from_millis(100),
+        subscriptions: Vec::new(),
     }
 }
 
