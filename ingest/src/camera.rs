@@ -8,7 +8,7 @@
 //! One camera's task never waits on another's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -94,6 +94,11 @@ pub struct CameraHandle {
     pub state: watch::Receiver<CameraState>,
     pub counters: Arc<CameraCounters>,
     pub frames: Arc<FrameSlot>,
+    /// Verify mode: while set, every frame is decoded whatever the camera's sampling (a
+    /// sensor it covers is in alarm). Takes effect at the next keyframe, where decoding can
+    /// start cleanly. Honoured by the retina backend; the GStreamer backend keeps its
+    /// sampling.
+    pub full_rate: Arc<AtomicBool>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -102,11 +107,13 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
     let (state_tx, state) = watch::channel(CameraState::Connecting);
     let counters = Arc::new(CameraCounters::default());
     let frames = Arc::new(FrameSlot::default());
+    let full_rate = Arc::new(AtomicBool::new(false));
     let task = Camera {
         config,
         state: state_tx,
         counters: counters.clone(),
         frames: frames.clone(),
+        full_rate: full_rate.clone(),
     };
     let camera = task.config.camera.clone();
     let task = tokio::spawn(tracing::Instrument::instrument(
@@ -117,6 +124,7 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
         state,
         counters,
         frames,
+        full_rate,
         task,
     }
 }
@@ -192,6 +200,7 @@ struct Camera {
     state: watch::Sender<CameraState>,
     counters: Arc<CameraCounters>,
     frames: Arc<FrameSlot>,
+    full_rate: Arc<AtomicBool>,
 }
 
 impl Camera {
@@ -252,6 +261,9 @@ impl Camera {
         let mut decoder: Option<Decoder> = None;
         let mut seen_keyframe = false;
         let mut sampler = Sampler::new(cfg.sampling);
+        // Verify mode as of the last keyframe: switching mid-GOP would decode frames whose
+        // references were skipped.
+        let mut full_rate = false;
         loop {
             let item = match tokio::time::timeout(cfg.timeouts.stall, stream.next()).await {
                 Err(_) => {
@@ -314,7 +326,10 @@ impl Camera {
                     Err(e) => return Ended::Failed(format!("cannot decode: {e}")),
                 }
             }
-            if !sampler.wants(keyframe, frame.is_disposable(), Instant::now()) {
+            if keyframe {
+                full_rate = self.full_rate.load(Ordering::Relaxed);
+            }
+            if !full_rate && !sampler.wants(keyframe, frame.is_disposable(), Instant::now()) {
                 self.counters.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -59,6 +59,7 @@ pub fn spawn_gst(config: GstSourceConfig, shutdown: watch::Receiver<bool>) -> Ca
         state,
         counters,
         frames,
+        full_rate: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         task,
     }
 }

@@ -185,6 +185,36 @@ async fn all_frames_mode_decodes_every_frame() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_mode_decodes_every_frame_of_a_keyframe_camera_until_it_ends() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(sim_config(1, 0, &cache)).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let cam = spawn(camera(&sim.url(1), Sampling::Keyframes), shutdown);
+    let got = frames(&cam, 2).await;
+    assert!(got.iter().all(|f| f.keyframe), "keyframes only at first");
+
+    // A sensor alarm: from the next keyframe on, every frame.
+    cam.full_rate.store(true, Ordering::Relaxed);
+    let got = frames(&cam, 2 * GOP as usize).await;
+    let deltas = got.iter().filter(|f| !f.keyframe).count();
+    assert!(
+        deltas >= GOP as usize,
+        "{deltas} delta frames among {}",
+        got.len()
+    );
+
+    // Verify mode over: back to keyframes at the next one.
+    cam.full_rate.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(1.5 * GOP as f64 / FPS as f64)).await;
+    let _ = cam.frames.take();
+    let got = frames(&cam, 2).await;
+    assert!(got.iter().all(|f| f.keyframe), "keyframes only again");
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    sim.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gstreamer_backend_streams_from_the_simulator() {
     let cache = tempfile::tempdir().unwrap();
     let sim = Simulator::start(sim_config(1, 0, &cache)).unwrap();
