@@ -30,5 +30,8 @@ pub use probe::{ProbeError, ProbeReport, probe, profile_name};
 pub use sensors::{
     MAX_BATCH, MAX_MESSAGE_BYTES, Rejected, SensorReading, SensorRegistry, topic_of,
 };
-pub use simulator::{SceneChange, SceneKind, ScheduledScene, SimError, Simulator, SimulatorConfig};
+pub use simulator::{
+    ScenarioError, SceneChange, SceneKind, ScheduledAlarm, ScheduledScene, SensorSimulator,
+    SimError, Simulator, SimulatorConfig,
+};
 pub use start::start_camera;

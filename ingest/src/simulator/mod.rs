@@ -15,6 +15,7 @@
 mod encode;
 mod scene;
 mod schedule;
+mod sensors;
 mod server;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use gstreamer as gst;
 
 pub use scene::SceneKind;
 pub use schedule::{ScenarioError, ScheduledScene};
+pub use sensors::{ScheduledAlarm, SensorSimulator};
 
 use encode::{Clip, ClipSpec};
 

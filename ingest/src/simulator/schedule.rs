@@ -24,7 +24,7 @@ pub struct ScheduledScene {
 
 /// Why a `--scenario` entry does not parse: names the entry, the part and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScenarioError(String);
+pub struct ScenarioError(pub(super) String);
 
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,7 +89,7 @@ impl fmt::Display for ScheduledScene {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     humantime::parse_duration(s)
         .map_err(|_| format!("`{s}` is not a duration, e.g. 10s, 1m30s or 500ms"))
