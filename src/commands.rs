@@ -5,7 +5,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the commands' output is the product
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -17,10 +17,6 @@ pub const NOT_BUILT: &[(&str, &str)] = &[
     (
         "pipeline",
         "live cameras wired through ingest -> analytics -> alerts in `run` and this demo (issue: Service)",
-    ),
-    (
-        "sensors",
-        "sensor readings over MQTT, fused with video (issue: Sensors)",
     ),
     (
         "service",
@@ -190,12 +186,81 @@ pub struct SimulateArgs {
     /// A scheduled scene, e.g. `fire@10s:cam3` or `person@5s+30s:cam1` (repeatable).
     #[arg(long)]
     scenario: Vec<sharpeyes_ingest::ScheduledScene>,
+    /// Also publish readings for the `[[sensors]]` of this configuration file over MQTT.
+    #[arg(long, value_name = "CONFIG")]
+    sensors: Option<PathBuf>,
+    /// The broker sensor readings go to, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: String,
+    /// Topic prefix of the readings (`{prefix}/sensors/{id}`).
+    #[arg(long, default_value = "sharpeyes")]
+    prefix: String,
+    /// Seconds between two readings of a sensor.
+    #[arg(long, default_value_t = 1.0)]
+    sensor_interval: f64,
+    /// A scheduled sensor alarm, e.g. `smoke-dy-0001@10s+30s` (repeatable).
+    #[arg(long)]
+    sensor_alarm: Vec<sharpeyes_ingest::ScheduledAlarm>,
+}
+
+/// The sensor side of `simulate`: the sensors of `--sensors` and where their readings go.
+fn sensor_simulator(
+    args: &SimulateArgs,
+) -> Result<Option<(sharpeyes_ingest::SensorSimulator, String, u16)>, String> {
+    let Some(path) = &args.sensors else {
+        if !args.sensor_alarm.is_empty() {
+            return Err("--sensor-alarm needs --sensors CONFIG: the sensors to simulate".into());
+        }
+        return Ok(None);
+    };
+    let install = sharpeyes_config::Install::discover();
+    let loaded = sharpeyes_config::Config::load(path, &install.model_dirs()).map_err(|p| {
+        print_problems(&p);
+        format!(
+            "--sensors {}: the configuration does not load",
+            path.display()
+        )
+    })?;
+    let sensors = &loaded.config.sensors;
+    if sensors.is_empty() {
+        return Err(format!(
+            "--sensors {}: it has no [[sensors]]",
+            path.display()
+        ));
+    }
+    let (host, port) = args
+        .mqtt
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            format!(
+                "--mqtt {}: expected HOST:PORT, e.g. 127.0.0.1:1883",
+                args.mqtt
+            )
+        })?;
+    if !(args.sensor_interval >= 0.05 && args.sensor_interval <= 3600.0) {
+        return Err(format!(
+            "--sensor-interval {}: use 0.05 to 3600 seconds",
+            args.sensor_interval
+        ));
+    }
+    let sim = sharpeyes_ingest::SensorSimulator::new(sensors, args.sensor_alarm.clone())
+        .map_err(|e| e.to_string())?;
+    Ok(Some((sim, host, port)))
 }
 
 /// How often `simulate` looks for scene changes to print.
 const SCENE_POLL: Duration = Duration::from_millis(500);
 
 pub fn simulate(args: SimulateArgs) -> ExitCode {
+    let sensors = match sensor_simulator(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            report_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let sensor_interval = Duration::from_secs_f64(args.sensor_interval);
     let config = sharpeyes_ingest::SimulatorConfig {
         cameras: args.cameras,
         width: args.width,
@@ -226,6 +291,19 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let publisher = sensors.map(|(sim, host, port)| {
+            println!(
+                "# sensor readings every {:.1} s to mqtt://{host}:{port}/{}/sensors/...",
+                sensor_interval.as_secs_f64(),
+                args.prefix
+            );
+            let prefix = args.prefix.clone();
+            tokio::spawn(async move {
+                sharpeyes::sensor_sim::publish(sim, &host, port, &prefix, sensor_interval, shutdown)
+                    .await
+            })
+        });
         let mut shown = 0;
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -239,6 +317,12 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
                     }
                     shown = log.len();
                 }
+            }
+        }
+        let _ = stop.send(true);
+        if let Some(p) = publisher {
+            if let Ok(sent) = p.await {
+                println!("# {sent} sensor reading(s) published");
             }
         }
     });

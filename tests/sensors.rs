@@ -1,0 +1,520 @@
+//! Sensors against a real mosquitto: readings in over MQTT, alerts out on the grid topics.
+//!
+//! A reading over the threshold raises a sensor alert; a smoke alarm plus the fire scene on a
+//! covering camera (the real detector on the fire still) gives one fused alert with both
+//! kinds of evidence; malformed readings land on the dead-letter topic and the rest still
+//! count; a silent sensor goes offline.
+
+// The servers and the subscriber of the alert delivery tests.
+#[path = "../alerts/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sharpeyes::sensing::Sensing;
+use sharpeyes_alerts::{AlertSettings, Alerts, FrameSize, MemoryStore, MqttSettings, Submitted};
+use sharpeyes_analytics::{
+    AnalysisSettings, CameraAnalyzer, Detector, NmsConfig, RgbImage, Runtime,
+};
+use sharpeyes_config::{Config, Install};
+use support::{Message, Mosquitto, Subscriber, schema_errors};
+use tokio::sync::watch;
+
+const PREFIX: &str = "se-sensors";
+const CAMERA: &str = "32132200531320000001";
+
+/// The test grid and camera, the real fire/smoke detector, and three sensors: a smoke
+/// detector the camera covers, a gas gauge nobody can see, a water gauge reporting every
+/// second.
+const CONFIG: &str = r#"
+[node]
+id = "sensor-node"
+
+[[grids]]
+id = "321322"
+name = "沭阳县"
+centre = "县中心"
+[[grids]]
+id = "321322-001"
+name = "沭城街道"
+centre = "街道中心"
+[[grids]]
+id = "321322-001-003"
+name = "东元社区"
+centre = "社区服务站"
+[[grids]]
+id = "321322-001-003-07"
+name = "第七网格"
+centre = "社区服务站"
+
+[[models]]
+name = "fire_smoke"
+path = "fire_smoke_yolov8.onnx"
+layout = "yolov8"
+input_size = 320
+classes = ["smoke", "fire"]
+threads = 1
+
+[[hazards]]
+name = "fire"
+model = "fire_smoke"
+classes = ["fire"]
+min_confidence = 0.5
+confirm = { k = 2, n = 3 }
+severity = "major"
+cooldown = "5m"
+escalate_after = "0s"
+
+[[cameras]]
+id = "32132200531320000001"
+name = "东元超市门口"
+kind = "social-unit"
+unit = "东元超市"
+url = "rtsp://127.0.0.1:8554/cam1"
+grid = "321322-001-003-07"
+hazards = ["fire"]
+
+[[sensors]]
+id = "smoke-1"
+type = "smoke"
+unit = "%obs/m"
+grid = "321322-001-003-07"
+cameras = ["32132200531320000001"]
+above = 4.0
+severity = "major"
+interval = "1h"
+
+[[sensors]]
+id = "gas-1"
+type = "gas"
+unit = "%LEL"
+grid = "321322-001-003-07"
+above = 20.0
+severity = "critical"
+interval = "1h"
+
+[[sensors]]
+id = "water-1"
+type = "water_level"
+unit = "m"
+grid = "321322-001-003-07"
+above = 5.0
+interval = "1s"
+
+[fusion]
+wait = "8s"
+verify_for = "1m"
+"#;
+
+fn config() -> Arc<Config> {
+    let install = Install::discover();
+    let loaded = Config::parse(
+        CONFIG,
+        Path::new("sensors-test.toml"),
+        &install.model_dirs(),
+    )
+    .unwrap_or_else(|p| panic!("test config (run `make setup` for the models): {p}"));
+    Arc::new(loaded.config)
+}
+
+/// The alert service and the sensor side, started against `broker`.
+struct Node {
+    sensing: Sensing,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    async fn start(config: Arc<Config>, broker: &Mosquitto) -> Self {
+        let (stop, shutdown) = watch::channel(false);
+        let settings = AlertSettings {
+            snapshot_base_url: "http://127.0.0.1:8080".into(),
+            subscriptions: Sensing::subscriptions(&config, PREFIX),
+            ..AlertSettings::from_config(&config)
+        };
+        let mqtt = MqttSettings::plain("127.0.0.1", broker.port, PREFIX, &config.node.id);
+        let (alerts, alerts_task) = Alerts::start(
+            config.clone(),
+            Arc::new(MemoryStore::new()),
+            mqtt,
+            settings,
+            shutdown.clone(),
+        )
+        .await
+        .expect("alert service starts");
+        let (sensing, sensing_task) =
+            Sensing::start(config, alerts.clone(), PREFIX, shutdown).expect("sensing starts");
+        // Readings sent before the link subscribed would be lost: wait for the connection.
+        for _ in 0..100 {
+            if alerts.stats().connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Self {
+            sensing,
+            stop,
+            tasks: vec![alerts_task, sensing_task],
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+fn reading(sensor: &str, kind: &str, unit: &str, value: f64) -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    serde_json::json!({ "sensor_id": sensor, "type": kind, "value": value, "unit": unit, "time": now })
+        .to_string()
+        .into_bytes()
+}
+
+fn alerts_in(messages: &[Message]) -> Vec<(String, serde_json::Value)> {
+    messages
+        .iter()
+        .filter(|m| m.topic.starts_with(&format!("{PREFIX}/alerts/")))
+        .map(|m| (m.topic.clone(), m.json()))
+        .collect()
+}
+
+/// The `state` of the newest message on `topic`.
+fn last_state(messages: &[Message], topic: &str) -> Option<String> {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.topic == topic)
+        .map(|m| m.json()["state"].as_str().unwrap().to_owned())
+}
+
+/// What a subscriber arriving now is given on `topic`: the retained state.
+async fn retained_state(port: u16, topic: &str) -> Option<String> {
+    let late = Subscriber::connect(port, "late-comer", topic, None).await;
+    let got = late
+        .wait_until(Duration::from_secs(5), |m| m.iter().any(|m| m.retain))
+        .await;
+    got.iter()
+        .find(|m| m.retain)
+        .map(|m| m.json()["state"].as_str().unwrap().to_owned())
+}
+
+fn assert_valid(alert: &serde_json::Value) {
+    let errors = schema_errors(alert);
+    assert!(errors.is_empty(), "schema errors {errors:?} in {alert}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_over_the_threshold_raises_a_sensor_alert_on_the_grid_topic() {
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-s1", &format!("{PREFIX}/#"), None).await;
+    let node = Node::start(config(), &broker).await;
+
+    let topic = format!("{PREFIX}/sensors/gas-1");
+    centre
+        .publish(&topic, &reading("gas-1", "gas", "%LEL", 5.0))
+        .await;
+    centre
+        .publish(&topic, &reading("gas-1", "gas", "%LEL", 35.0))
+        .await;
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| !alerts_in(m).is_empty())
+        .await;
+    let alerts = alerts_in(&got);
+    assert_eq!(alerts.len(), 1, "one alert: {alerts:?}");
+    let (topic, alert) = &alerts[0];
+    assert_eq!(
+        topic,
+        &format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/321322-001-003-07/gas-leak")
+    );
+    assert_valid(alert);
+    assert_eq!(alert["source"], "sensor");
+    assert_eq!(alert["severity"], "critical");
+    assert!(alert["camera"].is_null(), "no camera covers gas-1");
+    let evidence = &alert["evidence"][0];
+    assert_eq!(evidence["sensor_id"], "gas-1");
+    assert_eq!(evidence["value"], 35.0);
+    assert!(evidence["rule"].as_str().unwrap().contains("above 20"));
+    let status_topic = format!("{PREFIX}/sensors/gas-1/status");
+    assert_eq!(last_state(&got, &status_topic).as_deref(), Some("alarm"));
+    assert_eq!(
+        retained_state(broker.port, &status_topic).await.as_deref(),
+        Some("alarm")
+    );
+    assert_eq!(node.sensing.stats().readings, 2);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_alert() {
+    let config = config();
+    let install = Install::discover();
+    let runtime = Runtime::load(install.onnxruntime.as_ref().expect("run `make setup`")).unwrap();
+    let spec = config
+        .models
+        .iter()
+        .find(|m| m.name == "fire_smoke")
+        .unwrap();
+    let mut detector = Detector::load(runtime, spec, NmsConfig::default()).unwrap();
+    let still = install
+        .home
+        .as_ref()
+        .unwrap()
+        .join("fixtures/images/synthetic_fire.png");
+    let img = image::open(&still).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let frame = Arc::new(img.into_raw());
+
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-s2", &format!("{PREFIX}/#"), None).await;
+    let node = Node::start(config.clone(), &broker).await;
+    node.sensing.note_frame(CAMERA, frame.clone(), w, h);
+    assert!(!node.sensing.verifying(CAMERA));
+
+    // The smoke detector trips...
+    centre
+        .publish(
+            &format!("{PREFIX}/sensors/smoke-1"),
+            &reading("smoke-1", "smoke", "%obs/m", 7.5),
+        )
+        .await;
+    for _ in 0..100 {
+        if node.sensing.stats().alarms == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.sensing.stats().alarms, 1, "the smoke alarm is raised");
+    assert!(
+        node.sensing.verifying(CAMERA),
+        "the covering camera is in verify mode"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        alerts_in(&centre.snapshot()).is_empty(),
+        "the alarm is held back for the camera to look"
+    );
+
+    // ...and the covering camera sees the fire: the real detector on the fire still.
+    let mut analyzer = CameraAnalyzer::new(
+        &config,
+        config.camera(CAMERA).unwrap(),
+        |_| Some(detector.classes()),
+        AnalysisSettings::default(),
+    )
+    .unwrap();
+    let mut batch = detector.new_batch();
+    let mut out = vec![Vec::new()];
+    let start = std::time::Instant::now();
+    let mut submitted = Vec::new();
+    for step in 0..3 {
+        batch.clear();
+        batch.push(RgbImage::new(w, h, &frame).unwrap()).unwrap();
+        detector.detect(&batch, &mut out).unwrap();
+        let now = start + Duration::from_secs(step);
+        for e in analyzer.on_detections(
+            "fire_smoke",
+            &out[0],
+            &frame,
+            (w, h),
+            now,
+            SystemTime::now(),
+        ) {
+            let boxes: Vec<[f32; 4]> = e
+                .objects
+                .iter()
+                .map(|o| [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2])
+                .collect();
+            let snapshot = sharpeyes_alerts::render(&e.frame, w, h, &boxes, 200 * 1024).unwrap();
+            let size = FrameSize {
+                width: w,
+                height: h,
+            };
+            submitted.push(
+                node.sensing
+                    .on_video(&e, size, Some(&snapshot))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(submitted.len(), 1, "the fire still confirms one fire event");
+    assert!(matches!(submitted[0], Submitted::Queued { .. }));
+
+    // One alert, fused, and nothing more once the wait is over.
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| !alerts_in(m).is_empty())
+        .await;
+    assert_eq!(alerts_in(&got).len(), 1);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let alerts = alerts_in(&centre.snapshot());
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one fused alert, no separate sensor alert: {alerts:?}"
+    );
+    let (topic, alert) = &alerts[0];
+    assert!(topic.ends_with("/321322-001-003-07/fire"), "{topic}");
+    assert_valid(alert);
+    assert_eq!(alert["source"], "fused");
+    assert_eq!(
+        alert["severity"], "critical",
+        "major video + major sensor, raised"
+    );
+    assert!(alert["confidence"].as_f64().unwrap() > 0.9);
+    assert_eq!(alert["camera"]["id"], CAMERA);
+    assert!(
+        !alert["boxes"].as_array().unwrap().is_empty(),
+        "video evidence"
+    );
+    assert!(alert["snapshot"]["sha256"].is_string(), "snapshot");
+    assert_eq!(
+        alert["evidence"][0]["sensor_id"], "smoke-1",
+        "sensor evidence"
+    );
+    assert_eq!(alert["evidence"][0]["readings"][0]["value"], 7.5);
+    let stats = node.sensing.stats();
+    assert_eq!((stats.fused_alerts, stats.sensor_alerts), (1, 0));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_readings_land_on_the_dead_letter_topic_and_nothing_else_stops() {
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-s3", &format!("{PREFIX}/#"), None).await;
+    let node = Node::start(config(), &broker).await;
+
+    let gas = format!("{PREFIX}/sensors/gas-1");
+    let too_large = vec![b' '; 70 * 1024];
+    let bad: Vec<(String, Vec<u8>, &str)> = vec![
+        (gas.clone(), b"{not json".to_vec(), "not JSON"),
+        (
+            format!("{PREFIX}/sensors/nobody"),
+            reading("nobody", "gas", "%LEL", 1.0),
+            "unknown sensor",
+        ),
+        (
+            gas.clone(),
+            reading("gas-1", "gas", "ppm", 1.0),
+            "reports in",
+        ),
+        (gas.clone(), reading("gas-1", "smoke", "%LEL", 1.0), "type"),
+        (
+            gas.clone(),
+            reading("gas-1", "gas", "%LEL", 900.0),
+            "outside",
+        ),
+        (gas.clone(), too_large, "over the"),
+        (gas.clone(), b"[1]".to_vec(), "not a reading"),
+    ];
+    for (topic, payload, _) in &bad {
+        centre.publish(topic, payload).await;
+    }
+    // A batch with one good reading and one bad, then a reading over the threshold: the
+    // subscriber is still at work.
+    let mut batch =
+        serde_json::from_slice::<serde_json::Value>(&reading("gas-1", "gas", "%LEL", 3.0)).unwrap();
+    batch = serde_json::json!([batch, { "sensor_id": "gas-1", "type": "gas", "unit": "%LEL" }]);
+    centre.publish(&gas, batch.to_string().as_bytes()).await;
+    centre
+        .publish(&gas, &reading("gas-1", "gas", "%LEL", 50.0))
+        .await;
+
+    let dead_topic = format!("{PREFIX}/deadletter/sensors");
+    let expected_dead = bad.len() + 1;
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().filter(|m| m.topic == dead_topic).count() >= expected_dead
+                && !alerts_in(m).is_empty()
+        })
+        .await;
+    let dead: Vec<serde_json::Value> = got
+        .iter()
+        .filter(|m| m.topic == dead_topic)
+        .map(Message::json)
+        .collect();
+    assert_eq!(dead.len(), expected_dead, "{dead:#?}");
+    for (_, _, why) in &bad {
+        assert!(
+            dead.iter()
+                .any(|d| d["reason"].as_str().unwrap().contains(why)),
+            "no dead letter says `{why}`: {dead:#?}"
+        );
+    }
+    assert!(
+        dead.iter()
+            .all(|d| d["topic"].is_string() && d["bytes"].is_u64())
+    );
+    let alerts = alerts_in(&got);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the good reading over the threshold still alerts"
+    );
+    assert_eq!(alerts[0].1["evidence"][0]["value"], 50.0);
+    let stats = node.sensing.stats();
+    assert_eq!(stats.rejected, expected_dead as u64);
+    assert_eq!(stats.readings, 2, "the good one of the batch and the last");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sensor_goes_offline_and_comes_back() {
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-s4", &format!("{PREFIX}/#"), None).await;
+    let node = Node::start(config(), &broker).await;
+    let status_topic = format!("{PREFIX}/sensors/water-1/status");
+    let last_state = |m: &[Message]| last_state(m, &status_topic);
+
+    // water-1 reports every second; after its first reading it falls silent.
+    centre
+        .publish(
+            &format!("{PREFIX}/sensors/water-1"),
+            &reading("water-1", "water_level", "m", 2.0),
+        )
+        .await;
+    let got = centre
+        .wait_until(Duration::from_secs(6), |m| {
+            last_state(m).as_deref() == Some("offline")
+        })
+        .await;
+    assert_eq!(last_state(&got).as_deref(), Some("offline"));
+    let offline = got.iter().rev().find(|m| m.topic == status_topic).unwrap();
+    assert_eq!(
+        retained_state(broker.port, &status_topic).await.as_deref(),
+        Some("offline"),
+        "sensor status is retained"
+    );
+    assert!(
+        offline.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no reading for")
+    );
+    assert!(
+        alerts_in(&got).is_empty(),
+        "offline is a status, not a hazard"
+    );
+
+    centre
+        .publish(
+            &format!("{PREFIX}/sensors/water-1"),
+            &reading("water-1", "water_level", "m", 2.1),
+        )
+        .await;
+    let got = centre
+        .wait_until(Duration::from_secs(5), |m| {
+            last_state(m).as_deref() == Some("online")
+        })
+        .await;
+    assert_eq!(last_state(&got).as_deref(), Some("online"));
+    node.stop().await;
+}
