@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use sharpeyes::sensing::Sensing;
 use sharpeyes_alerts::{
-    Alert, AlertSettings, Alerts, EmbeddedBroker, FrameSize, MqttSettings, Submitted, open_store,
+    AlertSettings, Alerts, EmbeddedBroker, FrameSize, MqttSettings, Submitted, open_store,
 };
 use sharpeyes_analytics::{
     AnalysisSettings, CameraAnalyzer, Detector, NmsConfig, RgbImage, Runtime,
@@ -39,6 +40,8 @@ const SCENES: [&str; 4] = [
 /// Frames per camera, and the time between them: enough for k-of-n and dwell rules.
 const FRAMES: u32 = 6;
 const FRAME_INTERVAL: Duration = Duration::from_secs(2);
+/// Between two readings of a simulated sensor.
+const SENSOR_INTERVAL: Duration = Duration::from_millis(500);
 
 pub fn run() -> ExitCode {
     let install = Install::discover();
@@ -67,10 +70,14 @@ pub fn run() -> ExitCode {
         }
     };
     let result = analyse_stills(&config, &install, &mut mqtt);
-    let received = mqtt.finish(result.as_ref().map_or(0, |r| r.1));
+    let (received, sensors) = mqtt.finish(result.as_ref().map_or(0, |r| r.1));
     match result {
         Ok((events, queued)) => println!(
-            "\n{events} hazard event(s) confirmed on the fixture stills; {queued} alert(s) published, {received} received over MQTT."
+            "\n{events} hazard event(s) confirmed on the fixture stills, {} sensor alarm(s); {} alert(s) published ({} fused, {} from a sensor alone), {received} received over MQTT.",
+            sensors.alarms,
+            queued + sensors.sensor_alerts as usize,
+            sensors.fused_alerts,
+            sensors.sensor_alerts,
         ),
         Err(e) => {
             report_error(&e);
@@ -88,7 +95,9 @@ pub fn run() -> ExitCode {
 /// subscriber in the role of a grid centre that prints what arrives.
 struct MqttLink {
     rt: tokio::runtime::Runtime,
-    alerts: Alerts,
+    sensing: Sensing,
+    port: u16,
+    shutdown: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     received: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -116,7 +125,7 @@ impl MqttLink {
         let mqtt = MqttSettings::plain("127.0.0.1", port, prefix, &config.node.id);
         let (stop, shutdown) = watch::channel(false);
         let (received_tx, received) = tokio::sync::mpsc::unbounded_channel();
-        let (alerts, task) = rt.block_on(async {
+        let (sensing, task) = rt.block_on(async {
             let store = open_store(config).await?;
             println!("State: {}", store.describe());
             let listener = crate::http::bind(config.http.listen, true).await?;
@@ -130,34 +139,105 @@ impl MqttLink {
             centre(port, prefix, received_tx).await?;
             let settings = AlertSettings {
                 snapshot_base_url: format!("http://{addr}"),
+                subscriptions: Sensing::subscriptions(config, prefix),
                 ..AlertSettings::from_config(config)
             };
-            Alerts::start(config.clone(), store, mqtt, settings, shutdown)
-                .await
-                .map_err(|e| e.to_string())
+            let (alerts, alerts_task) =
+                Alerts::start(config.clone(), store, mqtt, settings, shutdown.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let (sensing, sensing_task) =
+                Sensing::start(config.clone(), alerts.clone(), prefix, shutdown.clone())?;
+            let task = tokio::spawn(async move {
+                let _ = sensing_task.await;
+                let _ = alerts_task.await;
+            });
+            Ok::<_, String>((sensing, task))
         })?;
         Ok(Self {
             rt,
-            alerts,
+            sensing,
+            port,
+            shutdown,
             stop,
             task,
             received,
         })
     }
 
-    fn submit(
+    /// A confirmed video hazard, through fusion with the sensors into an alert.
+    fn submit<F>(
         &self,
-        alert: Alert,
-        snapshot: Option<&sharpeyes_alerts::Snapshot>,
+        event: &sharpeyes_analytics::HazardEvent<F>,
+        frame: FrameSize,
+        snapshot: &sharpeyes_alerts::Snapshot,
     ) -> Result<Submitted, String> {
         self.rt
-            .block_on(self.alerts.submit(alert, snapshot))
-            .map_err(|e| e.to_string())
+            .block_on(self.sensing.on_video(event, frame, Some(snapshot)))
+    }
+
+    /// Publishes simulated readings of the demo sensors, with a smoke alarm beside the shop
+    /// camera and a rising river, and waits (bounded) for the sensor rules to raise both.
+    fn sensor_phase(&self, config: &Config) -> Result<(), String> {
+        let alarms = ["smoke-dy-0001@1s", "water-shuhe-01@1s"]
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e: sharpeyes_ingest::ScenarioError| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sim = sharpeyes_ingest::SensorSimulator::new(&config.sensors, alarms)
+            .map_err(|e| e.to_string())?;
+        let (port, shutdown) = (self.port, self.shutdown.clone());
+        self.rt.spawn(async move {
+            sharpeyes::sensor_sim::publish(
+                sim,
+                "127.0.0.1",
+                port,
+                "sharpeyes",
+                SENSOR_INTERVAL,
+                shutdown,
+            )
+            .await
+        });
+        println!(
+            "
+Sensors: {} simulated, a reading every {} ms each; smoke and water level go past their limits from t=+1s",
+            config.sensors.len(),
+            SENSOR_INTERVAL.as_millis()
+        );
+        let started = Instant::now();
+        while self.sensing.stats().alarms < 2 && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stats = self.sensing.stats();
+        println!(
+            "  after {:.1} s: {} reading(s), {} alarm(s); cameras now verifying: {:?}",
+            started.elapsed().as_secs_f64(),
+            stats.readings,
+            stats.alarms,
+            config
+                .cameras
+                .iter()
+                .filter(|c| self.sensing.verifying(&c.id))
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+        );
+        if stats.alarms < 2 {
+            return Err("the demo sensors raised no alarm within 20 s".into());
+        }
+        Ok(())
     }
 
     /// Waits (bounded) for `expected` alerts to come back over MQTT, prints them, stops the
     /// service; returns how many arrived.
-    fn finish(mut self, expected: usize) -> usize {
+    fn finish(mut self, video: usize) -> (usize, sharpeyes::sensing::SensingStats) {
+        // Sensor alerts leave when fusion stops waiting for video.
+        let wait_until = Instant::now() + Duration::from_secs(12);
+        while Instant::now() < wait_until && self.sensing.stats().sensor_alerts < 1 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let expected = video + self.sensing.stats().sensor_alerts as usize;
         let mut received = 0;
         self.rt.block_on(async {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -173,7 +253,7 @@ impl MqttLink {
             let _ = self.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
         });
-        received
+        (received, self.sensing.stats())
     }
 }
 
@@ -206,9 +286,10 @@ async fn centre(
                     let a: serde_json::Value =
                         serde_json::from_slice(&p.payload).unwrap_or_default();
                     let _ = out.send(format!(
-                        "{} {} level {} on {}\n           snapshot {}",
+                        "{} {} ({}) level {} on {}\n           snapshot {}",
                         a["id"].as_str().unwrap_or("?"),
                         a["hazard"].as_str().unwrap_or("?"),
+                        a["source"].as_str().unwrap_or("?"),
                         a["escalation_level"],
                         p.topic,
                         a["snapshot"]["url"].as_str().unwrap_or("-"),
@@ -256,6 +337,18 @@ fn analyse_stills(
         .as_ref()
         .map(|h| h.join("fixtures/images"))
         .ok_or("fixtures/images not found")?;
+    let mut stills = Vec::new();
+    for (camera, scene) in config.cameras.iter().zip(SCENES.iter().cycle()) {
+        let img = image::open(images.join(scene))
+            .map_err(|e| format!("{scene}: {e}"))?
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        let frame = Arc::new(img.into_raw());
+        // What a sensor alert shows when no video confirms it.
+        mqtt.sensing.note_frame(&camera.id, frame.clone(), w, h);
+        stills.push((camera, *scene, frame, w, h));
+    }
+    mqtt.sensor_phase(config)?;
 
     println!(
         "\nAnalytics on fixture stills, {FRAMES} frames {}s apart per camera (stills do not move, so the motion gate is bypassed):",
@@ -266,12 +359,7 @@ fn analyse_stills(
     let mut queued = 0;
     // One frame at a time: a single detection list, reused.
     let mut out = vec![Vec::new()];
-    for (camera, scene) in config.cameras.iter().zip(SCENES.iter().cycle()) {
-        let img = image::open(images.join(scene))
-            .map_err(|e| format!("{scene}: {e}"))?
-            .to_rgb8();
-        let (w, h) = img.dimensions();
-        let frame = Arc::new(img.into_raw());
+    for (camera, scene, frame, w, h) in stills {
         let mut analyzer = CameraAnalyzer::new(
             config,
             camera,
@@ -345,17 +433,11 @@ fn analyse_stills(
                         config.alerts.snapshot_max_bytes,
                     )
                     .map_err(|err| format!("snapshot of {}: {err}", e.camera))?;
-                    let alert = Alert::from_event(
-                        &e,
-                        FrameSize {
-                            width: w,
-                            height: h,
-                        },
-                        config,
-                        None,
-                    )
-                    .map_err(|err| err.to_string())?;
-                    match mqtt.submit(alert, Some(&snapshot))? {
+                    let size = FrameSize {
+                        width: w,
+                        height: h,
+                    };
+                    match mqtt.submit(&e, size, &snapshot)? {
                         Submitted::Queued { id, topic, .. } => {
                             queued += 1;
                             println!("           alert {id} -> {topic}");

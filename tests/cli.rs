@@ -145,9 +145,18 @@ fn demo_runs_the_demo_rules_on_the_fixture_stills() {
         "{stdout}"
     );
     // Each becomes an alert that goes through the embedded broker and comes back to the
-    // demo's own subscriber, on the grid topic.
+    // demo's own subscriber, on the grid topic: the shop's fire fused with the smoke alarm
+    // beside it, the river alarm (no camera can confirm a water level) on its own.
     assert!(
-        stdout.contains("2 hazard event(s) confirmed on the fixture stills; 2 alert(s) published, 2 received over MQTT"),
+        stdout.contains("2 hazard event(s) confirmed on the fixture stills, 2 sensor alarm(s); 3 alert(s) published (1 fused, 1 from a sensor alone), 3 received over MQTT"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fire (fused) level 0 on sharpeyes/alerts/321322/321322-001/321322-001-003/321322-001-003-07/fire"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flood (sensor) level 0 on sharpeyes/alerts/321322/321322-001/321322-001-003/321322-001-003-07/flood"),
         "{stdout}"
     );
     assert!(
@@ -155,7 +164,7 @@ fn demo_runs_the_demo_rules_on_the_fixture_stills() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("danger-zone level 0 on sharpeyes/alerts/321322/321322-001/321322-001-003/321322-001-003-07/danger-zone"),
+        stdout.contains("danger-zone (video) level 0 on sharpeyes/alerts/321322/321322-001/321322-001-003/321322-001-003-07/danger-zone"),
         "{stdout}"
     );
     assert!(
