@@ -177,10 +177,12 @@ classes = ["fire", "Fall"]
 name = "fire"
 model = "m"
 classes = ["fire"]
+severity = "critical"
 [[hazards]]
 name = "fallen-person"
 model = "m"
 classes = ["Fall"]
+severity = "major"
 [[cameras]]
 id = "cam1"
 name = "one"
