@@ -128,14 +128,14 @@ impl MqttLink {
         let (sensing, task) = rt.block_on(async {
             let store = open_store(config).await?;
             println!("State: {}", store.describe());
-            let listener = crate::http::bind(config.http.listen, true).await?;
+            let listener = sharpeyes::http::bind(config.http.listen, true).await?;
             let addr = listener
                 .local_addr()
                 .map_err(|e| format!("HTTP listener: {e}"))?;
             println!(
                 "HTTP: snapshots at http://{addr}/api/alerts/{{id}}/snapshot while the demo runs"
             );
-            crate::http::serve(listener, store.clone(), shutdown.clone());
+            sharpeyes::http::serve(listener, store.clone(), shutdown.clone());
             centre(port, prefix, received_tx).await?;
             let settings = AlertSettings {
                 snapshot_base_url: format!("http://{addr}"),

@@ -3,5 +3,7 @@
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod http;
+pub mod pipeline;
 pub mod sensing;
 pub mod sensor_sim;

@@ -4,7 +4,6 @@
 mod commands;
 mod demo;
 mod detect;
-mod http;
 mod logging;
 
 use std::path::PathBuf;

@@ -11,6 +11,9 @@ fn sharpeyes(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// A sub-stream whose password variable is never set: `run` refuses to start with it.
+const UNSET_DETECT_URL: &str = "detect_url = \"rtsp://admin:${SE_CLI_TEST_UNSET}@10.1.2.3/ch2\"";
+
 fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
@@ -89,7 +92,8 @@ fn a_missing_file_is_a_clear_error() {
 #[test]
 fn credentials_never_reach_output_or_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config_with_password(&dir, "");
+    // `run` stops at the unset variable: its camera is not on this machine.
+    let path = config_with_password(&dir, UNSET_DETECT_URL);
     let path = path.to_str().unwrap();
     for args in [
         vec!["check-config", path],
@@ -110,10 +114,7 @@ fn credentials_never_reach_output_or_logs() {
 #[test]
 fn run_lists_every_missing_secret_before_starting() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config_with_password(
-        &dir,
-        "detect_url = \"rtsp://admin:${SE_CLI_TEST_UNSET}@10.1.2.3/ch2\"",
-    );
+    let path = config_with_password(&dir, UNSET_DETECT_URL);
     let out = sharpeyes(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -176,7 +177,7 @@ fn demo_runs_the_demo_rules_on_the_fixture_stills() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let path = config_with_password(&dir, "");
+    let path = config_with_password(&dir, UNSET_DETECT_URL);
     let out = sharpeyes(&[
         "--log-format",
         "json",

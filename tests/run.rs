@@ -1,0 +1,192 @@
+//! `sharpeyes run` end to end: a simulated RTSP camera showing a fire, the real detector, a
+//! real mosquitto. The fire arrives as an alert on its grid topic, the camera's state is
+//! retained, and SIGTERM stops the service cleanly (node status offline, exit 0).
+
+#[path = "../alerts/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sharpeyes_ingest::{Simulator, SimulatorConfig};
+use support::{Mosquitto, Subscriber, schema_errors};
+
+const PREFIX: &str = "se-run";
+const CAMERA: &str = "32132200531320000001";
+
+fn config(dir: &std::path::Path, broker: u16, camera_url: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[node]
+id = "run-node"
+data_dir = "{data}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{broker}"
+prefix = "{PREFIX}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[[grids]]
+id = "321322"
+name = "沭阳县"
+centre = "县中心"
+[[grids]]
+id = "321322-001"
+name = "沭城街道"
+centre = "街道中心"
+[[grids]]
+id = "321322-001-003"
+name = "东元社区"
+centre = "社区服务站"
+[[grids]]
+id = "321322-001-003-07"
+name = "第七网格"
+centre = "社区服务站"
+
+[[models]]
+name = "fire_smoke"
+path = "fire_smoke_yolov8.onnx"
+layout = "yolov8"
+input_size = 320
+classes = ["smoke", "fire"]
+threads = 1
+
+[[hazards]]
+name = "fire"
+model = "fire_smoke"
+classes = ["fire"]
+min_confidence = 0.5
+confirm = {{ k = 2, n = 3 }}
+severity = "critical"
+cooldown = "5m"
+escalate_after = "0s"
+
+[[cameras]]
+id = "{CAMERA}"
+name = "东元超市门口"
+kind = "social-unit"
+unit = "东元超市"
+url = "{camera_url}"
+grid = "321322-001-003-07"
+hazards = ["fire"]
+"#,
+        data = dir.join("data").display(),
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The service process, killed if a failed assertion leaves it running.
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Needs `make setup` (ONNX Runtime and the models).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimulatorConfig {
+        cameras: 1,
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        scenario: vec!["fire@0s:cam1".parse().unwrap()],
+        cache_dir: Some(cache.path().to_owned()),
+        ..SimulatorConfig::default()
+    })
+    .unwrap();
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), broker.port, &sim.url(1));
+
+    let mut child = Service(
+        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SHARPEYES_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+
+    let alert_topic =
+        format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/321322-001-003-07/fire");
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| {
+            m.iter().any(|m| m.topic == alert_topic)
+        })
+        .await;
+    let alert = got
+        .iter()
+        .find(|m| m.topic == alert_topic)
+        .map(|m| m.json());
+    let status_topic = format!("{PREFIX}/cameras/{CAMERA}/status");
+    let streaming = got
+        .iter()
+        .any(|m| m.topic == status_topic && m.json()["state"] == "streaming");
+
+    // Stop it the way systemd does.
+    let pid = child.0.id().to_string();
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut exit = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exit = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(child);
+    let log = log.join().unwrap();
+    sim.stop();
+
+    let alert = alert.unwrap_or_else(|| panic!("no fire alert within 60 s; log:\n{log}"));
+    let errors = schema_errors(&alert);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(alert["source"], "video");
+    assert_eq!(alert["camera"]["id"], CAMERA);
+    assert_eq!(alert["boxes"][0]["class"], "fire");
+    assert!(
+        alert["snapshot"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{alert}"
+    );
+    assert!(
+        streaming,
+        "camera status `streaming` was published; log:\n{log}"
+    );
+    let exit = exit.unwrap_or_else(|| panic!("still running 30 s after SIGTERM; log:\n{log}"));
+    assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+    let offline = centre
+        .wait_until(Duration::from_secs(5), |m| {
+            m.iter().any(|m| {
+                m.topic == format!("{PREFIX}/status/run-node") && m.json()["state"] == "offline"
+            })
+        })
+        .await;
+    assert!(
+        offline
+            .iter()
+            .any(|m| m.topic == format!("{PREFIX}/status/run-node")
+                && m.json()["state"] == "offline"),
+        "node status offline on shutdown"
+    );
+}
