@@ -135,7 +135,11 @@ impl MqttLink {
             println!(
                 "HTTP: snapshots at http://{addr}/api/alerts/{{id}}/snapshot while the demo runs"
             );
-            sharpeyes::http::serve(listener, store.clone(), shutdown.clone());
+            sharpeyes::http::serve(
+                listener,
+                sharpeyes::http::AppState::store_only(store.clone()),
+                shutdown.clone(),
+            );
             centre(port, prefix, received_tx).await?;
             let settings = AlertSettings {
                 snapshot_base_url: format!("http://{addr}"),

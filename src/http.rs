@@ -1,5 +1,5 @@
-//! The HTTP side, so far: alert snapshots by id (the URL every alert carries) and liveness.
-//! The API and the operators' page (issue: Service) grow here.
+//! The HTTP side: alert snapshots by id (the URL every alert carries), liveness and
+//! readiness, and Prometheus metrics. The rest of the API and the operators' page grow here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,33 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sharpeyes_alerts::StateStore;
+use sharpeyes_alerts::{Alerts, StateStore};
+
+use crate::metrics::{Metrics, Sources};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn StateStore>,
+    /// The running service, for readiness and metrics; `None` in the stills demo.
+    pub service: Option<Service>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub alerts: Alerts,
+    pub metrics: Arc<Metrics>,
+    pub sources: Arc<Sources>,
+}
+
+impl AppState {
+    pub fn store_only(store: Arc<dyn StateStore>) -> Self {
+        Self {
+            store,
+            service: None,
+        }
+    }
+}
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,10 +55,10 @@ pub async fn bind(listen: SocketAddr, fallback: bool) -> Result<TcpListener, Str
 /// Serves until `shutdown` turns true.
 pub fn serve(
     listener: TcpListener,
-    store: Arc<dyn StateStore>,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let app = router(store);
+    let app = router(state);
     tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -46,14 +72,54 @@ pub fn serve(
     })
 }
 
-fn router(store: Arc<dyn StateStore>) -> Router {
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/api/alerts/:id/snapshot", get(snapshot))
-        .with_state(store)
+        .with_state(state)
 }
 
-async fn snapshot(State(store): State<Arc<dyn StateStore>>, Path(id): Path<String>) -> Response {
+/// Ready: the models are loaded (the service does not start otherwise), the broker is
+/// connected (embedded or not) and the state store answers.
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut missing = Vec::new();
+    if let Some(service) = &state.service {
+        if !service.alerts.stats().connected {
+            missing.push("the MQTT broker is not connected".to_owned());
+        }
+    }
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    match ping {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => missing.push(format!("the state store does not answer: {e}")),
+        Err(_) => missing.push("the state store did not answer within 2 s".to_owned()),
+    }
+    if missing.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", missing.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.service {
+        Some(s) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            s.metrics.render(&s.sources),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics in this mode\n").into_response(),
+    }
+}
+
+async fn snapshot(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let store = &state.store;
     if !sharpeyes_alerts::is_alert_id(&id) {
         return (
             StatusCode::BAD_REQUEST,
@@ -130,7 +196,7 @@ mod tests {
                 .unwrap();
             let listener = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
             let addr = listener.local_addr().unwrap();
-            serve(listener, store.clone(), shutdown);
+            serve(listener, AppState::store_only(store.clone()), shutdown);
             addr
         });
         assert_eq!(
@@ -142,6 +208,7 @@ mod tests {
         let (status, body) = get(addr, "/api/alerts/..%2Fetc%2Fpasswd/snapshot");
         assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
         assert_eq!(get(addr, "/healthz"), (200, b"ok\n".to_vec()));
+        assert_eq!(get(addr, "/readyz"), (200, b"ready\n".to_vec()));
         let _ = stop.send(true);
     }
 }

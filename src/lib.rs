@@ -4,6 +4,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod sensing;
 pub mod sensor_sim;

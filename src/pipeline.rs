@@ -28,6 +28,7 @@ use sharpeyes_ingest::{CameraHandle, CameraState, Timeouts, start_camera};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{Metrics, Sources, reason_class, stage};
 use crate::sensing::Sensing;
 
 /// A frame waiting for inference is dropped once this old: late detections are worth less
@@ -146,29 +147,34 @@ impl Pipeline {
         let http = listener
             .local_addr()
             .map_err(|e| format!("HTTP listener: {e}"))?;
-        let http_task = crate::http::serve(listener, store.clone(), shutdown.clone());
+        let metrics = Metrics::new();
         let mut settings = AlertSettings::from_config(&config);
         if config.http.public_url.is_none() {
             settings.snapshot_base_url = format!("http://{http}");
         }
         settings.subscriptions = Sensing::subscriptions(&config, &prefix);
-        let (alerts, alerts_task) =
-            Alerts::start(config.clone(), store, mqtt, settings, shutdown.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+        let (alerts, alerts_task) = Alerts::start(
+            config.clone(),
+            store.clone(),
+            mqtt,
+            settings,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let (sensing, sensing_task) =
             Sensing::start(config.clone(), alerts.clone(), &prefix, shutdown.clone())?;
-        let service = tokio::spawn(async move {
-            let _ = sensing_task.await;
-            let _ = alerts_task.await;
-            let _ = http_task.await;
-        });
 
         // One batcher (one inference thread) per model; detections come back on one channel.
         let (results_tx, results_rx) =
             crossbeam_channel::unbounded::<Detections<AnalysedFrame, Tag>>();
         let mut model_names = Vec::new();
         let mut batchers = Vec::new();
+        let mut sources = Sources {
+            alerts: Some(alerts.clone()),
+            sensing: Some(sensing.clone()),
+            ..Sources::default()
+        };
         for (name, detector) in models.detectors {
             let spec = config.model(&name).expect("loaded models are configured");
             let batcher_config = BatcherConfig {
@@ -177,11 +183,9 @@ impl Pipeline {
                 max_age: MAX_FRAME_AGE,
                 queue: MODEL_QUEUE,
             };
-            batchers.push(Batcher::start(
-                vec![detector],
-                batcher_config,
-                results_tx.clone(),
-            ));
+            let batcher = Batcher::start(vec![detector], batcher_config, results_tx.clone());
+            sources.models.push((name.clone(), batcher.stats().clone()));
+            batchers.push(batcher);
             model_names.push(name);
         }
         drop(results_tx);
@@ -211,6 +215,11 @@ impl Pipeline {
                 .unwrap_or(640);
             let handle = start_camera(camera, detect_side, Timeouts::default(), shutdown.clone())
                 .map_err(|e| format!("camera {}: {e}", camera.id))?;
+            sources.cameras.push((
+                camera.id.clone(),
+                handle.counters.clone(),
+                handle.frames.clone(),
+            ));
             let models: Vec<usize> = analyzer
                 .models()
                 .filter_map(|m| model_names.iter().position(|n| n == m))
@@ -231,12 +240,28 @@ impl Pipeline {
                 alerts: alerts.clone(),
                 sensing: sensing.clone(),
                 published: None,
+                metrics: metrics.clone(),
             };
             cameras.push(tokio::spawn(task.run(shutdown.clone())));
         }
+        let http_state = crate::http::AppState {
+            store,
+            service: Some(crate::http::Service {
+                alerts: alerts.clone(),
+                metrics: metrics.clone(),
+                sources: Arc::new(sources),
+            }),
+        };
+        let http_task = crate::http::serve(listener, http_state, shutdown.clone());
+        let service = tokio::spawn(async move {
+            let _ = sensing_task.await;
+            let _ = alerts_task.await;
+            let _ = http_task.await;
+        });
         let router = Router {
             analyzers,
             model_names,
+            metrics,
             sensing: sensing.clone(),
             runtime: tokio::runtime::Handle::current(),
             snapshot_max_bytes: config.alerts.snapshot_max_bytes,
@@ -296,6 +321,7 @@ struct CameraTask {
     sensing: Sensing,
     /// The state last published, so a repeated one is not sent again.
     published: Option<CameraState>,
+    metrics: Arc<Metrics>,
 }
 
 impl CameraTask {
@@ -331,6 +357,20 @@ impl CameraTask {
             CameraState::Failed { reason } => (CameraPhase::Failed, Some(reason)),
             CameraState::Stopped => (CameraPhase::Stopped, None),
         };
+        let label = match phase {
+            CameraPhase::Connecting => "connecting",
+            CameraPhase::Streaming => "streaming",
+            CameraPhase::Reconnecting => "reconnecting",
+            CameraPhase::Failed => "failed",
+            CameraPhase::Stopped => "stopped",
+        };
+        self.metrics.set_camera_state(&self.id, label);
+        if let (CameraPhase::Reconnecting, Some(r)) = (phase, &reason) {
+            self.metrics
+                .reconnects
+                .with_label_values(&[&self.id, reason_class(r)])
+                .inc();
+        }
         match &reason {
             Some(r) => tracing::warn!(camera = %self.id, state = ?phase, "camera: {r}"),
             None => tracing::info!(camera = %self.id, state = ?phase, "camera state"),
@@ -342,6 +382,9 @@ impl CameraTask {
     fn on_frame(&self, frame: sharpeyes_ingest::Frame) {
         let verifying = self.sensing.verifying(&self.id);
         self.handle.full_rate.store(verifying, Ordering::Relaxed);
+        if let Ok(took) = SystemTime::now().duration_since(frame.received_at) {
+            self.metrics.stage(stage::RECEIVE_DECODE, took);
+        }
         let frame = Arc::new(AnalysedFrame {
             rgb: Arc::new(frame.rgb),
             width: frame.width,
@@ -360,8 +403,16 @@ impl CameraTask {
             analyzer.gate(image, frame.taken)
         };
         if gate == Gate::Skip && !verifying {
+            self.metrics
+                .frames
+                .with_label_values(&[&self.id, "gated"])
+                .inc();
             return;
         }
+        self.metrics
+            .frames
+            .with_label_values(&[&self.id, "analysed"])
+            .inc();
         for &model in &self.models {
             // Refusals are counted by the batcher: a full queue means this frame is skipped.
             self.batchers[model].submit(frame.clone(), (self.index, model));
@@ -373,6 +424,7 @@ impl CameraTask {
 struct Router {
     analyzers: Vec<Arc<Mutex<CameraAnalyzer>>>,
     model_names: Vec<String>,
+    metrics: Arc<Metrics>,
     sensing: Sensing,
     runtime: tokio::runtime::Handle,
     snapshot_max_bytes: usize,
@@ -384,6 +436,15 @@ impl Router {
         for d in results {
             let (camera, model) = d.tag;
             let frame = &d.frame;
+            let m = &self.metrics;
+            // Measured per batch: the cost each of its frames saw.
+            m.stage(stage::QUEUE_WAIT, d.queue_wait);
+            m.stage(stage::PREPROCESS, d.preprocess);
+            m.stage(stage::INFERENCE, d.inference);
+            m.batch_size
+                .with_label_values(&[&self.model_names[model]])
+                .observe(d.batch_size as f64);
+            let rules_start = Instant::now();
             let events = {
                 let mut analyzer = self.analyzers[camera]
                     .lock()
@@ -397,7 +458,9 @@ impl Router {
                     frame.received_at,
                 )
             };
+            m.stage(stage::POSTPROCESS, rules_start.elapsed());
             for event in events {
+                let snapshot_start = Instant::now();
                 let boxes: Vec<[f32; 4]> = event
                     .objects
                     .iter()
@@ -416,13 +479,18 @@ impl Router {
                         None
                     }
                 };
+                m.stage(stage::SNAPSHOT, snapshot_start.elapsed());
                 let size = FrameSize {
                     width: frame.width,
                     height: frame.height,
                 };
                 let sensing = self.sensing.clone();
+                let metrics = self.metrics.clone();
                 self.runtime.spawn(async move {
-                    if let Err(e) = sensing.on_video(&event, size, snapshot.as_ref()).await {
+                    let publish_start = Instant::now();
+                    let submitted = sensing.on_video(&event, size, snapshot.as_ref()).await;
+                    metrics.stage(stage::PUBLISH, publish_start.elapsed());
+                    if let Err(e) = submitted {
                         tracing::error!(camera = %event.camera, hazard = %event.hazard, "alert not sent: {e}");
                     }
                 });

@@ -14,7 +14,7 @@ use support::{Mosquitto, Subscriber, schema_errors};
 const PREFIX: &str = "se-run";
 const CAMERA: &str = "32132200531320000001";
 
-fn config(dir: &std::path::Path, broker: u16, camera_url: &str) -> std::path::PathBuf {
+fn config(dir: &std::path::Path, broker: u16, http: u16, camera_url: &str) -> std::path::PathBuf {
     let text = format!(
         r#"
 [node]
@@ -26,7 +26,7 @@ url = "mqtt://127.0.0.1:{broker}"
 prefix = "{PREFIX}"
 
 [http]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{http}"
 
 [[grids]]
 id = "321322"
@@ -79,6 +79,24 @@ hazards = ["fire"]
     path
 }
 
+/// A bare HTTP/1.1 GET over a real socket: status code and body.
+fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
 /// The service process, killed if a failed assertion leaves it running.
 struct Service(std::process::Child);
 
@@ -108,7 +126,8 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), broker.port, &sim.url(1));
+    let http = support::free_port();
+    let path = config(dir.path(), broker.port, http, &sim.url(1));
 
     let mut child = Service(
         Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
@@ -138,6 +157,15 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let streaming = got
         .iter()
         .any(|m| m.topic == status_topic && m.json()["state"] == "streaming");
+    // While it runs: ready, metrics of what it did, the snapshot the alert points at.
+    let readyz = get(http, "/readyz");
+    let metrics = String::from_utf8_lossy(&get(http, "/metrics").1).into_owned();
+    let snapshot = alert.as_ref().map(|a| {
+        get(
+            http,
+            &format!("/api/alerts/{}/snapshot", a["id"].as_str().unwrap()),
+        )
+    });
 
     // Stop it the way systemd does.
     let pid = child.0.id().to_string();
@@ -172,6 +200,27 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
         streaming,
         "camera status `streaming` was published; log:\n{log}"
     );
+    assert_eq!(readyz, (200, b"ready\n".to_vec()));
+    let snapshot = snapshot.unwrap();
+    assert_eq!(snapshot.0, 200);
+    assert_eq!(&snapshot.1[..2], b"\xff\xd8", "a JPEG");
+    for series in [
+        format!("sharpeyes_frames_total{{camera=\"{CAMERA}\",outcome=\"analysed\"}}"),
+        format!("sharpeyes_frames_total{{camera=\"{CAMERA}\",outcome=\"decoded\"}}"),
+        "sharpeyes_alerts_total{hazard=\"fire\",severity=\"critical\",source=\"video\"}".to_owned(),
+        "sharpeyes_stage_seconds_count{stage=\"inference\"}".to_owned(),
+        format!("sharpeyes_camera_state{{camera=\"{CAMERA}\",state=\"streaming\"}}"),
+        "sharpeyes_mqtt_connected".to_owned(),
+    ] {
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            value.is_some_and(|v| v >= 1.0),
+            "{series} is {value:?}, expected >= 1:\n{metrics}"
+        );
+    }
     let exit = exit.unwrap_or_else(|| panic!("still running 30 s after SIGTERM; log:\n{log}"));
     assert!(exit.success(), "exit {exit:?}; log:\n{log}");
     assert!(log.contains("stopping"), "{log}");

@@ -132,6 +132,10 @@ pub(crate) struct Stats {
     pub in_flight: AtomicUsize,
     pub inbound_dropped: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Alerts queued, by (hazard, severity, source).
+    pub by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
+    /// Times to acknowledge not yet taken by [`Alerts::take_ack_times`].
+    pub ack_times: std::sync::Mutex<Vec<Duration>>,
 }
 
 /// A reading of the counters.
@@ -253,6 +257,26 @@ impl Alerts {
         }
     }
 
+    /// Alerts queued so far by (hazard, severity, source).
+    pub fn queued_by_kind(&self) -> Vec<((String, String, String), u64)> {
+        self.inner
+            .stats
+            .by_kind
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Times to acknowledge recorded since the last call (for a histogram).
+    pub fn take_ack_times(&self) -> Vec<Duration> {
+        self.inner
+            .stats
+            .ack_times
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
+    }
+
     /// The messages received on [`AlertSettings::subscriptions`]; `None` after the first call,
     /// or without subscriptions.
     pub fn take_inbound(&self) -> Option<mpsc::Receiver<InboundMessage>> {
@@ -366,6 +390,15 @@ impl Alerts {
             }
         }
         inner.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut by_kind) = inner.stats.by_kind.lock() {
+            let source = serde_json::to_value(alert.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *by_kind
+                .entry((alert.hazard.clone(), alert.severity.clone(), source))
+                .or_default() += 1;
+        }
         tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = json.len(), "alert queued");
         Ok(Submitted::Queued {
             id: alert.id,
@@ -420,6 +453,12 @@ impl Alerts {
             stats
                 .time_to_ack_ms_total
                 .fetch_add(ack.time_to_ack_ms, Ordering::Relaxed);
+            if let Ok(mut times) = stats.ack_times.lock() {
+                // Bounded: a scraper that never comes does not grow it.
+                if times.len() < 10_000 {
+                    times.push(Duration::from_millis(ack.time_to_ack_ms));
+                }
+            }
             tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
             Ok(Some(ack))
         } else {

@@ -58,6 +58,14 @@ pub struct Detections<F, T> {
     pub detections: Vec<Detection>,
     /// From submission to the end of inference.
     pub latency: Duration,
+    /// From submission to the start of its batch.
+    pub queue_wait: Duration,
+    /// Letterboxing the whole batch into the input tensor.
+    pub preprocess: Duration,
+    /// The model run on the whole batch, with box decoding and NMS.
+    pub inference: Duration,
+    /// Frames in its batch.
+    pub batch_size: usize,
 }
 
 /// Counters of a batcher, for metrics.
@@ -191,6 +199,7 @@ fn worker<F: AsRgb, T, I: Infer>(
             .fetch_add((before - jobs.len()) as u64, Ordering::Relaxed);
 
         batch.clear();
+        let preprocess_start = Instant::now();
         jobs.retain(|j| match batch.push(j.frame.rgb()) {
             Ok(_) => true,
             Err(e) => {
@@ -202,6 +211,8 @@ fn worker<F: AsRgb, T, I: Infer>(
         if jobs.is_empty() {
             continue;
         }
+        let inference_start = Instant::now();
+        let preprocess = inference_start.duration_since(preprocess_start);
         if let Err(e) = det.detect(&batch, &mut outs) {
             tracing::error!(error = %e, frames = jobs.len(), "inference failed; frames dropped");
             stats.errors.fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -213,9 +224,15 @@ fn worker<F: AsRgb, T, I: Infer>(
             .inferred
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let done = Instant::now();
+        let inference = done.duration_since(inference_start);
+        let batch_size = jobs.len();
         for (job, out) in jobs.drain(..).zip(outs.iter_mut()) {
             let result = Detections {
                 latency: done.duration_since(job.enqueued),
+                queue_wait: now.saturating_duration_since(job.enqueued),
+                preprocess,
+                inference,
+                batch_size,
                 frame: job.frame,
                 tag: job.tag,
                 detections: std::mem::take(out),

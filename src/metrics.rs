@@ -1,0 +1,288 @@
+//! Prometheus metrics, served on `/metrics`.
+//!
+//! Stage latencies are observed where they happen. Counters the crates already keep as
+//! atomics (frames received and decoded per camera, batcher refusals, alert counts) are
+//! mirrored at scrape time, so the hot path pays nothing extra for them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sharpeyes_alerts::Alerts;
+use sharpeyes_analytics::BatcherStats;
+use sharpeyes_ingest::{CameraCounters, FrameSlot};
+
+use crate::sensing::Sensing;
+
+/// The stages of the per-frame path, as the `stage` label.
+pub mod stage {
+    /// Network arrival to the camera task taking the decoded frame (depacketise, decode,
+    /// slot wait).
+    pub const RECEIVE_DECODE: &str = "receive_decode";
+    pub const QUEUE_WAIT: &str = "queue_wait";
+    pub const PREPROCESS: &str = "preprocess";
+    /// The model run with box decoding and NMS.
+    pub const INFERENCE: &str = "inference";
+    /// Tracking and hazard rules.
+    pub const POSTPROCESS: &str = "postprocess";
+    pub const SNAPSHOT: &str = "snapshot";
+    /// Cooldown, outbox write and hand-off to the MQTT link.
+    pub const PUBLISH: &str = "publish";
+}
+
+/// Camera states, as the `state` label of `sharpeyes_camera_state`.
+pub const CAMERA_STATES: [&str; 5] = [
+    "connecting",
+    "streaming",
+    "reconnecting",
+    "failed",
+    "stopped",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub stage_seconds: HistogramVec,
+    /// `outcome`: gated (skipped by the motion gate) or analysed; the rest are mirrored.
+    pub frames: IntCounterVec,
+    pub camera_state: IntGaugeVec,
+    pub reconnects: IntCounterVec,
+    pub batch_size: HistogramVec,
+    model_frames: IntCounterVec,
+    outbox: IntGauge,
+    alerts: IntCounterVec,
+    time_to_ack: Histogram,
+    sensor_readings: IntCounter,
+    sensor_rejected: IntCounter,
+    mqtt_connected: IntGauge,
+}
+
+/// What is mirrored at scrape time.
+#[derive(Default)]
+pub struct Sources {
+    pub cameras: Vec<(String, Arc<CameraCounters>, Arc<FrameSlot>)>,
+    pub models: Vec<(String, Arc<BatcherStats>)>,
+    pub alerts: Option<Alerts>,
+    pub sensing: Option<Sensing>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+        ];
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "sharpeyes_stage_seconds",
+                "Time spent per stage of the per-frame path.",
+            )
+            .buckets(latency_buckets),
+            &["stage"],
+        )
+        .expect("valid metric");
+        let frames = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_frames_total",
+                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decoded, dropped (replaced before analysis), gated (no motion), analysed.",
+            ),
+            &["camera", "outcome"],
+        )
+        .expect("valid metric");
+        let camera_state = IntGaugeVec::new(
+            Opts::new(
+                "sharpeyes_camera_state",
+                "1 for the state each camera is in.",
+            ),
+            &["camera", "state"],
+        )
+        .expect("valid metric");
+        let reconnects = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_camera_reconnects_total",
+                "Camera reconnects by reason class.",
+            ),
+            &["camera", "reason"],
+        )
+        .expect("valid metric");
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "sharpeyes_inference_batch_size",
+                "Frames per inference batch.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+            &["model"],
+        )
+        .expect("valid metric");
+        let model_frames = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_model_frames_total",
+                "Frames per model by outcome: inferred, refused (queue full), stale (waited too long), error.",
+            ),
+            &["model", "outcome"],
+        )
+        .expect("valid metric");
+        let outbox = IntGauge::new(
+            "sharpeyes_outbox_depth",
+            "Alert messages not yet acknowledged by the broker (queued and in flight).",
+        )
+        .expect("valid metric");
+        let alerts = IntCounterVec::new(
+            Opts::new("sharpeyes_alerts_total", "Alerts queued for publishing."),
+            &["hazard", "severity", "source"],
+        )
+        .expect("valid metric");
+        let time_to_ack = Histogram::with_opts(
+            HistogramOpts::new(
+                "sharpeyes_alert_time_to_ack_seconds",
+                "From detection to acknowledgement.",
+            )
+            .buckets(vec![10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
+        )
+        .expect("valid metric");
+        let sensor_readings = IntCounter::new(
+            "sharpeyes_sensor_readings_total",
+            "Sensor readings accepted.",
+        )
+        .expect("valid metric");
+        let sensor_rejected = IntCounter::new(
+            "sharpeyes_sensor_readings_rejected_total",
+            "Sensor readings sent to the dead-letter topic.",
+        )
+        .expect("valid metric");
+        let mqtt_connected = IntGauge::new(
+            "sharpeyes_mqtt_connected",
+            "1 while the MQTT connection is up.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(stage_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(frames.clone()),
+            Box::new(camera_state.clone()),
+            Box::new(reconnects.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(model_frames.clone()),
+            Box::new(outbox.clone()),
+            Box::new(alerts.clone()),
+            Box::new(time_to_ack.clone()),
+            Box::new(sensor_readings.clone()),
+            Box::new(sensor_rejected.clone()),
+            Box::new(mqtt_connected.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Arc::new(Metrics {
+            registry,
+            stage_seconds,
+            frames,
+            camera_state,
+            reconnects,
+            batch_size,
+            model_frames,
+            outbox,
+            alerts,
+            time_to_ack,
+            sensor_readings,
+            sensor_rejected,
+            mqtt_connected,
+        })
+    }
+
+    pub fn stage(&self, stage: &str, took: Duration) {
+        self.stage_seconds
+            .with_label_values(&[stage])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets `camera`'s state gauge to `state` (one of [`CAMERA_STATES`]).
+    pub fn set_camera_state(&self, camera: &str, state: &str) {
+        for s in CAMERA_STATES {
+            self.camera_state
+                .with_label_values(&[camera, s])
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// The text exposition of every metric, after mirroring `sources`.
+    pub fn render(&self, sources: &Sources) -> String {
+        for (camera, counters, slot) in &sources.cameras {
+            mirror(
+                &self.frames,
+                &[camera, "received"],
+                counters.received.load(Ordering::Relaxed),
+            );
+            mirror(
+                &self.frames,
+                &[camera, "skipped"],
+                counters.skipped.load(Ordering::Relaxed),
+            );
+            mirror(
+                &self.frames,
+                &[camera, "decoded"],
+                counters.decode.decoded.load(Ordering::Relaxed),
+            );
+            mirror(&self.frames, &[camera, "dropped"], slot.dropped());
+        }
+        for (model, stats) in &sources.models {
+            for (outcome, value) in [
+                ("inferred", &stats.inferred),
+                ("refused", &stats.refused),
+                ("stale", &stats.stale),
+                ("error", &stats.errors),
+            ] {
+                mirror(
+                    &self.model_frames,
+                    &[model, outcome],
+                    value.load(Ordering::Relaxed),
+                );
+            }
+        }
+        if let Some(alerts) = &sources.alerts {
+            let s = alerts.stats();
+            self.outbox.set((s.queued + s.in_flight) as i64);
+            self.mqtt_connected.set(i64::from(s.connected));
+            for ((hazard, severity, source), n) in alerts.queued_by_kind() {
+                mirror(&self.alerts, &[&hazard, &severity, &source], n);
+            }
+            for t in alerts.take_ack_times() {
+                self.time_to_ack.observe(t.as_secs_f64());
+            }
+        }
+        if let Some(sensing) = &sources.sensing {
+            let s = sensing.stats();
+            let bump = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+            bump(&self.sensor_readings, s.readings);
+            bump(&self.sensor_rejected, s.rejected);
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Brings a counter up to `total`, a count kept elsewhere.
+fn mirror(counter: &IntCounterVec, labels: &[&str], total: u64) {
+    let c = counter.with_label_values(labels);
+    c.inc_by(total.saturating_sub(c.get()));
+}
+
+/// A coarse class of a reconnect reason, so the label stays low-cardinality.
+pub fn reason_class(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("stall") {
+        "stall"
+    } else if r.contains("refused") {
+        "refused"
+    } else if r.contains("timed out") || r.contains("timeout") {
+        "timeout"
+    } else if r.contains("ended") || r.contains("eof") || r.contains("closed") {
+        "ended"
+    } else if r.contains("401") || r.contains("unauthorized") || r.contains("credentials") {
+        "auth"
+    } else {
+        "other"
+    }
+}
