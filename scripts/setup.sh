@@ -19,6 +19,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   redis-server mosquitto mosquitto-clients openssl unzip
+  chromium
 )
 
 say() { printf 'setup: %s\n' "$*"; }

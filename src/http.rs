@@ -1,15 +1,21 @@
-//! The HTTP side: alert snapshots by id (the URL every alert carries), liveness and
-//! readiness, and Prometheus metrics. The rest of the API and the operators' page grow here.
+//! The HTTP side: the operators' page, the API (cameras, recent alerts, acknowledge, a live
+//! feed), alert snapshots by id (the URL every alert carries), liveness, readiness and
+//! Prometheus metrics.
+//!
+//! Mutating calls need `Authorization: Bearer <[http] token>` when a token is configured;
+//! `check-config` warns about an API that listens beyond loopback without one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use sharpeyes_alerts::{Alerts, StateStore};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use sharpeyes_alerts::{AlertFilter, Alerts, StateStore};
 
 use crate::metrics::{Metrics, Sources};
 
@@ -26,7 +32,13 @@ pub struct Service {
     pub alerts: Alerts,
     pub metrics: Arc<Metrics>,
     pub sources: Arc<Sources>,
+    pub cameras: crate::pipeline::CameraBoard,
+    /// The expanded `[http] token`.
+    pub token: Option<String>,
 }
+
+/// The operators' page: one file, no build step.
+const PAGE: &str = include_str!("page/index.html");
 
 impl AppState {
     pub fn store_only(store: Arc<dyn StateStore>) -> Self {
@@ -77,6 +89,11 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/api/cameras", get(cameras))
+        .route("/api/alerts", get(alerts))
+        .route("/api/alerts/:id/ack", post(acknowledge))
+        .route("/api/events", get(events))
         .route("/api/alerts/:id/snapshot", get(snapshot))
         .with_state(state)
 }
@@ -116,6 +133,143 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no metrics in this mode\n").into_response(),
     }
+}
+
+fn no_service() -> Response {
+    (StatusCode::NOT_FOUND, "not served in this mode\n").into_response()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(value).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn cameras(State(state): State<AppState>) -> Response {
+    match &state.service {
+        Some(s) => json(&s.cameras.list()),
+        None => no_service(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertQuery {
+    grid: Option<String>,
+    hazard: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alerts(State(state): State<AppState>, Query(q): Query<AlertQuery>) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    let since = match q.since.as_deref().map(humantime::parse_rfc3339_weak) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("since: {e}; write e.g. 2026-11-24T08:00:00Z\n"),
+            )
+                .into_response();
+        }
+    };
+    let filter = AlertFilter {
+        grid: q.grid,
+        hazard: q.hazard,
+        since,
+        limit: q.limit,
+    };
+    json(&service.alerts.recent(&filter))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AckBody {
+    by: Option<String>,
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    if let Some(token) = &service.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "acknowledging needs Authorization: Bearer <the [http] token>\n",
+            )
+                .into_response();
+        }
+    }
+    if !sharpeyes_alerts::is_alert_id(&id) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not an alert id (a 26-character ULID)\n"),
+        )
+            .into_response();
+    }
+    let body: AckBody = if body.is_empty() {
+        AckBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not {{\"by\": \"name\"}}: {e}\n"),
+                )
+                    .into_response();
+            }
+        }
+    };
+    match service.alerts.acknowledge(&id, body.by).await {
+        Ok(Some(ack)) => json(&ack),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no alert {id}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Server-sent events: `alert` and `ack`, each a JSON object.
+async fn events(State(state): State<AppState>) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    let feed = service.alerts.feed();
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let sse = match feed.recv().await {
+            Ok(event) => {
+                let name = match &event {
+                    sharpeyes_alerts::FeedEvent::Alert(_) => "alert",
+                    sharpeyes_alerts::FeedEvent::Ack(_) => "ack",
+                };
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                Event::default().event(name).data(data)
+            }
+            // A slow page missed some: it reloads the list on `lagged`.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Event::default().event("lagged").data("{}")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(sse), feed))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn snapshot(State(state): State<AppState>, Path(id): Path<String>) -> Response {

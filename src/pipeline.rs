@@ -39,6 +39,66 @@ const MODEL_QUEUE: usize = 64;
 /// The broker port `run` embeds when no `[mqtt]` is configured.
 pub const EMBEDDED_BROKER: &str = "127.0.0.1:1883";
 
+/// Every camera's state and last error, for the API and the operators' page.
+#[derive(Clone, Default)]
+pub struct CameraBoard(Arc<Mutex<Vec<CameraView>>>);
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CameraView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub unit: Option<String>,
+    pub grid: String,
+    /// connecting, streaming, reconnecting, failed or stopped.
+    pub state: &'static str,
+    /// Why it is reconnecting or failed; the last error otherwise.
+    pub reason: Option<String>,
+    /// When it entered this state (RFC 3339).
+    pub since: String,
+}
+
+impl CameraBoard {
+    pub fn list(&self) -> Vec<CameraView> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn add(&self, camera: &sharpeyes_config::Camera) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(CameraView {
+                id: camera.id.clone(),
+                name: camera.name.clone(),
+                kind: camera.kind.as_str().to_owned(),
+                unit: camera.unit.clone(),
+                grid: camera.grid().to_owned(),
+                state: "connecting",
+                reason: None,
+                since: now_rfc3339(),
+            });
+    }
+
+    fn set(&self, id: &str, state: &'static str, reason: Option<&str>) {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = list.iter_mut().find(|v| v.id == id) {
+            v.state = state;
+            // The last error stays visible after a recovery.
+            if reason.is_some() {
+                v.reason = reason.map(sharpeyes_config::redact_userinfo);
+            }
+            v.since = now_rfc3339();
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
 /// A decoded frame on its way through the models.
 pub struct AnalysedFrame {
     pub rgb: Arc<Vec<u8>>,
@@ -148,6 +208,12 @@ impl Pipeline {
             .local_addr()
             .map_err(|e| format!("HTTP listener: {e}"))?;
         let metrics = Metrics::new();
+        let token = config
+            .http
+            .token
+            .as_ref()
+            .map(|t| t.expand().map_err(|e| format!("[http] token: {e}")))
+            .transpose()?;
         let mut settings = AlertSettings::from_config(&config);
         if config.http.public_url.is_none() {
             settings.snapshot_base_url = format!("http://{http}");
@@ -192,6 +258,7 @@ impl Pipeline {
 
         let mut analyzers = Vec::new();
         let mut handles = Vec::new();
+        let board = CameraBoard::default();
         let classes: HashMap<&str, Vec<String>> = model_names
             .iter()
             .map(|n| {
@@ -215,6 +282,7 @@ impl Pipeline {
                 .unwrap_or(640);
             let handle = start_camera(camera, detect_side, Timeouts::default(), shutdown.clone())
                 .map_err(|e| format!("camera {}: {e}", camera.id))?;
+            board.add(camera);
             sources.cameras.push((
                 camera.id.clone(),
                 handle.counters.clone(),
@@ -241,6 +309,7 @@ impl Pipeline {
                 sensing: sensing.clone(),
                 published: None,
                 metrics: metrics.clone(),
+                board: board.clone(),
             };
             cameras.push(tokio::spawn(task.run(shutdown.clone())));
         }
@@ -250,6 +319,8 @@ impl Pipeline {
                 alerts: alerts.clone(),
                 metrics: metrics.clone(),
                 sources: Arc::new(sources),
+                cameras: board,
+                token,
             }),
         };
         let http_task = crate::http::serve(listener, http_state, shutdown.clone());
@@ -322,6 +393,7 @@ struct CameraTask {
     /// The state last published, so a repeated one is not sent again.
     published: Option<CameraState>,
     metrics: Arc<Metrics>,
+    board: CameraBoard,
 }
 
 impl CameraTask {
@@ -365,6 +437,7 @@ impl CameraTask {
             CameraPhase::Stopped => "stopped",
         };
         self.metrics.set_camera_state(&self.id, label);
+        self.board.set(&self.id, label, reason.as_deref());
         if let (CameraPhase::Reconnecting, Some(r)) = (phase, &reason) {
             self.metrics
                 .reconnects

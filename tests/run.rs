@@ -5,107 +5,16 @@
 #[path = "../alerts/tests/support/mod.rs"]
 mod support;
 
+mod service;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use service::{CAMERA, PREFIX, Service, config, get, post};
+
+const TOKEN: &str = "run-test-token";
 use sharpeyes_ingest::{Simulator, SimulatorConfig};
 use support::{Mosquitto, Subscriber, schema_errors};
-
-const PREFIX: &str = "se-run";
-const CAMERA: &str = "32132200531320000001";
-
-fn config(dir: &std::path::Path, broker: u16, http: u16, camera_url: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-[node]
-id = "run-node"
-data_dir = "{data}"
-
-[mqtt]
-url = "mqtt://127.0.0.1:{broker}"
-prefix = "{PREFIX}"
-
-[http]
-listen = "127.0.0.1:{http}"
-
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "县中心"
-[[grids]]
-id = "321322-001"
-name = "沭城街道"
-centre = "街道中心"
-[[grids]]
-id = "321322-001-003"
-name = "东元社区"
-centre = "社区服务站"
-[[grids]]
-id = "321322-001-003-07"
-name = "第七网格"
-centre = "社区服务站"
-
-[[models]]
-name = "fire_smoke"
-path = "fire_smoke_yolov8.onnx"
-layout = "yolov8"
-input_size = 320
-classes = ["smoke", "fire"]
-threads = 1
-
-[[hazards]]
-name = "fire"
-model = "fire_smoke"
-classes = ["fire"]
-min_confidence = 0.5
-confirm = {{ k = 2, n = 3 }}
-severity = "critical"
-cooldown = "5m"
-escalate_after = "0s"
-
-[[cameras]]
-id = "{CAMERA}"
-name = "东元超市门口"
-kind = "social-unit"
-unit = "东元超市"
-url = "{camera_url}"
-grid = "321322-001-003-07"
-hazards = ["fire"]
-"#,
-        data = dir.join("data").display(),
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A bare HTTP/1.1 GET over a real socket: status code and body.
-fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, raw[split + 4..].to_vec())
-}
-
-/// The service process, killed if a failed assertion leaves it running.
-struct Service(std::process::Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Needs `make setup` (ONNX Runtime and the models).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +36,7 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
     let http = support::free_port();
-    let path = config(dir.path(), broker.port, http, &sim.url(1));
+    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
 
     let mut child = Service(
         Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
@@ -160,6 +69,14 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     // While it runs: ready, metrics of what it did, the snapshot the alert points at.
     let readyz = get(http, "/readyz");
     let metrics = String::from_utf8_lossy(&get(http, "/metrics").1).into_owned();
+    let id = alert
+        .as_ref()
+        .map_or(String::new(), |a| a["id"].as_str().unwrap().to_owned());
+    let ack_path = format!("/api/alerts/{id}/ack");
+    let ack_without_token = post(http, &ack_path, None, "").0;
+    let ack = post(http, &ack_path, Some(TOKEN), r#"{"by": "网格员张三"}"#);
+    let listed = get(http, "/api/alerts?hazard=fire&grid=321322-001-003");
+    let cameras = get(http, "/api/cameras");
     let snapshot = alert.as_ref().map(|a| {
         get(
             http,
@@ -201,6 +118,14 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
         "camera status `streaming` was published; log:\n{log}"
     );
     assert_eq!(readyz, (200, b"ready\n".to_vec()));
+    assert_eq!(ack_without_token, 401, "acknowledging needs the token");
+    assert_eq!(ack.0, 200, "{}", String::from_utf8_lossy(&ack.1));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.1).unwrap();
+    assert_eq!(listed[0]["alert"]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
+    let cameras: serde_json::Value = serde_json::from_slice(&cameras.1).unwrap();
+    assert_eq!(cameras[0]["id"], CAMERA);
+    assert_eq!(cameras[0]["state"], "streaming", "{cameras}");
     let snapshot = snapshot.unwrap();
     assert_eq!(snapshot.0, 200);
     assert_eq!(&snapshot.1[..2], b"\xff\xd8", "a JPEG");

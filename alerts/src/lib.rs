@@ -16,6 +16,7 @@
 mod alert;
 mod broker;
 mod mqtt;
+mod recent;
 mod service;
 mod snapshot;
 mod store;
@@ -26,6 +27,7 @@ pub use alert::{
 };
 pub use broker::EmbeddedBroker;
 pub use mqtt::{InboundMessage, MqttSettings};
+pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 pub use service::{
     AlertSettings, AlertStats, Alerts, AlertsError, CameraPhase, Submitted, open_store,
 };

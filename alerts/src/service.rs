@@ -174,6 +174,7 @@ struct Inner {
     link: mpsc::UnboundedSender<LinkCommand>,
     stats: Arc<Stats>,
     inbound: std::sync::Mutex<Option<mpsc::Receiver<InboundMessage>>>,
+    recent: crate::recent::Recent,
 }
 
 impl Alerts {
@@ -226,6 +227,7 @@ impl Alerts {
                 link: link_tx,
                 stats,
                 inbound: std::sync::Mutex::new(inbound_rx),
+                recent: crate::recent::Recent::new(),
             }),
         };
         let link_task = tokio::spawn(link.run(shutdown.clone()));
@@ -255,6 +257,16 @@ impl Alerts {
             inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
             dead_letters: s.dead_letters.load(Ordering::Relaxed),
         }
+    }
+
+    /// The alerts this node queued lately, newest first.
+    pub fn recent(&self, filter: &crate::recent::AlertFilter) -> Vec<crate::recent::RecentAlert> {
+        self.inner.recent.list(filter)
+    }
+
+    /// New alerts and acknowledgements as they happen.
+    pub fn feed(&self) -> tokio::sync::broadcast::Receiver<crate::recent::FeedEvent> {
+        self.inner.recent.subscribe()
     }
 
     /// Alerts queued so far by (hazard, severity, source).
@@ -399,6 +411,9 @@ impl Alerts {
                 .entry((alert.hazard.clone(), alert.severity.clone(), source))
                 .or_default() += 1;
         }
+        let detected =
+            ulid::Ulid::from_string(&alert.id).map_or_else(|_| SystemTime::now(), |u| u.datetime());
+        inner.recent.push(alert.clone(), detected);
         tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = json.len(), "alert queued");
         Ok(Submitted::Queued {
             id: alert.id,
@@ -460,6 +475,7 @@ impl Alerts {
                 }
             }
             tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
+            self.inner.recent.acknowledged(&ack);
             Ok(Some(ack))
         } else {
             self.inner

@@ -1,0 +1,132 @@
+//! What the tests of the running service share: its configuration, a guard that stops the
+//! process, and plain HTTP over a real socket.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub const PREFIX: &str = "se-run";
+pub const CAMERA: &str = "32132200531320000001";
+
+/// A config with the real fire detector and one camera at `camera_url`, alerts to the broker
+/// on `broker`, the API on `http` (with `token` when given).
+pub fn config(
+    dir: &std::path::Path,
+    broker: u16,
+    http: u16,
+    camera_url: &str,
+    token: Option<&str>,
+) -> std::path::PathBuf {
+    let token = token.map_or(String::new(), |t| format!("token = \"{t}\""));
+    let text = format!(
+        r#"
+[node]
+id = "run-node"
+data_dir = "{data}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{broker}"
+prefix = "{PREFIX}"
+
+[http]
+listen = "127.0.0.1:{http}"
+{token}
+
+[[grids]]
+id = "321322"
+name = "沭阳县"
+centre = "县中心"
+[[grids]]
+id = "321322-001"
+name = "沭城街道"
+centre = "街道中心"
+[[grids]]
+id = "321322-001-003"
+name = "东元社区"
+centre = "社区服务站"
+[[grids]]
+id = "321322-001-003-07"
+name = "第七网格"
+centre = "社区服务站"
+
+[[models]]
+name = "fire_smoke"
+path = "fire_smoke_yolov8.onnx"
+layout = "yolov8"
+input_size = 320
+classes = ["smoke", "fire"]
+threads = 1
+
+[[hazards]]
+name = "fire"
+model = "fire_smoke"
+classes = ["fire"]
+min_confidence = 0.5
+confirm = {{ k = 2, n = 3 }}
+severity = "critical"
+cooldown = "5m"
+escalate_after = "0s"
+
+[[cameras]]
+id = "{CAMERA}"
+name = "东元超市门口"
+kind = "social-unit"
+unit = "东元超市"
+url = "{camera_url}"
+grid = "321322-001-003-07"
+hazards = ["fire"]
+"#,
+        data = dir.join("data").display(),
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A bare HTTP/1.1 GET over a real socket: status code and body.
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+/// The service process, killed if a failed assertion leaves it running.
+pub struct Service(pub std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bare HTTP/1.1 POST with an optional bearer token: status code and body.
+pub fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
