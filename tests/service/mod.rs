@@ -83,19 +83,51 @@ hazards = ["fire"]
     path
 }
 
-/// A bare HTTP/1.1 GET over a real socket: status code and body.
+/// A bare HTTP/1.1 GET over a real socket: status code and body (by its Content-Length when
+/// the server keeps the connection open, as Chromium's DevTools server does).
 pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
+    response(s)
+}
+
+fn response(mut s: std::net::TcpStream) -> (u16, Vec<u8>) {
+    use std::io::Read;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let mut buf = [0u8; 8192];
+    let (split, length) = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed before the headers ended");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            break (split, length);
+        }
+    };
+    match length {
+        Some(len) => {
+            while raw.len() < split + 4 + len {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            let _ = s.read_to_end(&mut raw);
+        }
+    }
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, raw[split + 4..].to_vec())
@@ -113,7 +145,7 @@ impl Drop for Service {
 
 /// A bare HTTP/1.1 POST with an optional bearer token: status code and body.
 pub fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -123,10 +155,5 @@ pub fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, Vec
         body.len()
     )
     .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, raw[split + 4..].to_vec())
+    response(s)
 }

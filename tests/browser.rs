@@ -1,0 +1,274 @@
+//! The operators' page in a real browser: headless Chromium (Debian's `chromium`, installed
+//! by `make setup`) driven over the Chrome DevTools Protocol. A fire on a simulated camera
+//! appears in the live feed; acknowledging without the token is refused, with it the alert
+//! shows who acknowledged; the camera table shows the camera streaming; the page reads in
+//! Chinese and English.
+
+mod service;
+#[path = "../alerts/tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use service::{Service, config, get};
+use sharpeyes_ingest::{Simulator, SimulatorConfig};
+use support::Mosquitto;
+use tungstenite::WebSocket;
+
+const TOKEN: &str = "browser-test-token";
+
+/// Headless Chromium with its DevTools endpoint on a loopback port; killed on drop.
+struct Chromium {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+    port: u16,
+}
+
+impl Chromium {
+    fn start() -> Chromium {
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium runs (make setup installs it)");
+        let mut chromium = Chromium {
+            child,
+            _profile: profile,
+            port: 0,
+        };
+        // Chromium writes the port it took into the profile.
+        let file = chromium._profile.path().join("DevToolsActivePort");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Some(port) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.lines().next()?.trim().parse().ok())
+            {
+                chromium.port = port;
+                return chromium;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("chromium did not open its DevTools port within 30 s");
+    }
+
+    /// A DevTools session on the first page.
+    fn page(&self) -> Cdp {
+        let (_, body) = get(self.port, "/json/list");
+        let targets: Value = serde_json::from_slice(&body).unwrap();
+        let url = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_owned();
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools websocket");
+        Cdp { ws, next: 0 }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal Chrome DevTools Protocol client: one call at a time.
+struct Cdp {
+    ws: WebSocket<TcpStream>,
+    next: u64,
+}
+
+impl Cdp {
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let request = json!({ "id": id, "method": method, "params": params });
+        self.ws.send(request.to_string().into()).unwrap();
+        loop {
+            let message = self.ws.read().expect("a DevTools reply");
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(text).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page; its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+        );
+        assert!(
+            result.get("exceptionDetails").is_none(),
+            "{expression}: {result}"
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is `true` (bounded); whether it became so.
+    fn wait_for(&mut self, expression: &str, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.eval(expression) == Value::Bool(true) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+}
+
+/// Needs `make setup` (chromium, ONNX Runtime and the models).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimulatorConfig {
+        cameras: 1,
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        // The page is open before the fire starts: the alert comes over the live feed.
+        scenario: vec!["fire@8s:cam1".parse().unwrap()],
+        cache_dir: Some(cache.path().to_owned()),
+        ..SimulatorConfig::default()
+    })
+    .unwrap();
+    let broker = Mosquitto::start(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let http = support::free_port();
+    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
+    let _service = Service(
+        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SHARPEYES_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while get_status(http, "/readyz") != Some(200) && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let chromium = Chromium::start();
+    let mut page = chromium.page();
+    page.call("Runtime.enable", json!({}));
+    page.call(
+        "Page.navigate",
+        json!({ "url": format!("http://127.0.0.1:{http}/?lang=en") }),
+    );
+    assert!(
+        page.wait_for(
+            "document.readyState === 'complete' && document.querySelector('h1').textContent === 'Sharp Eyes · Alert desk'",
+            Duration::from_secs(20)
+        ),
+        "the page loads in English"
+    );
+    assert!(
+        page.wait_for(
+            "[...document.querySelectorAll('#cameras td.state')].some(td => td.textContent === 'streaming')",
+            Duration::from_secs(20)
+        ),
+        "the camera table shows the camera streaming"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#alerts li.alert').length"),
+        0,
+        "no alert before the fire"
+    );
+
+    // The fire starts on the camera: the alert appears without a reload.
+    assert!(
+        page.wait_for(
+            "document.querySelectorAll('#alerts li.alert').length === 1",
+            Duration::from_secs(60)
+        ),
+        "the fire alert appears in the live feed"
+    );
+    let text = page.eval("document.querySelector('#alerts li.alert').textContent");
+    assert!(
+        text.as_str().unwrap().contains("fire") && text.as_str().unwrap().contains("东元超市门口"),
+        "{text}"
+    );
+    assert!(
+        page.wait_for(
+            "(() => { const i = document.querySelector('#alerts li.alert img'); return !!i && i.complete && i.naturalWidth > 0; })()",
+            Duration::from_secs(10)
+        ),
+        "the snapshot thumbnail loads"
+    );
+
+    // Without the token the server refuses, and the page says why.
+    page.eval("document.querySelector('#alerts button.ack').click()");
+    assert!(
+        page.wait_for(
+            "document.querySelector('#status').textContent.includes('token is needed')",
+            Duration::from_secs(10)
+        ),
+        "a refused acknowledgement is explained"
+    );
+    assert!(page.eval("document.querySelector('#alerts li.alert.acked') === null") == true);
+
+    // With it, the alert is acknowledged under the operator's name.
+    page.eval(&format!(
+        "document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#operator').value = '网格员张三'; document.querySelector('#alerts button.ack').click()"
+    ));
+    assert!(
+        page.wait_for(
+            "(() => { const a = document.querySelector('#alerts li.alert.acked'); return !!a && a.textContent.includes('网格员张三'); })()",
+            Duration::from_secs(10)
+        ),
+        "the alert shows as acknowledged by the operator"
+    );
+    let (_, body) = get(http, "/api/alerts");
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
+
+    // And in Chinese.
+    page.eval("document.querySelector('#lang').click()");
+    assert!(
+        page.wait_for(
+            "document.querySelector('h1').textContent === '雪亮工程 · 告警值守' && document.querySelector('#alerts li.alert').textContent.includes('火情') && document.querySelector('#alerts li.alert').textContent.includes('已确认')",
+            Duration::from_secs(5)
+        ),
+        "the page reads in Chinese"
+    );
+    sim.stop();
+}
+
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(get(port, path).0)
+}
