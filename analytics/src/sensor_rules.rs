@@ -10,8 +10,10 @@ use sharpeyes_config::{Config, Sensor, Severity};
 
 /// Readings kept per sensor: the evidence of its alarm, and the base of its rate of change.
 const EVIDENCE: usize = 8;
-/// Rate of change is measured against the oldest reading at most this far back.
+/// Rate of change is measured against the oldest reading at most this far back...
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// ...and at least this far back: over a second or two, a gauge's noise looks like a flood.
+const RATE_MIN_SPAN: Duration = Duration::from_secs(10);
 
 /// A sensor alarm: what crossed which limit, with the readings that show it.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,7 +191,7 @@ fn breach(
         .find(|(t, _)| at.duration_since(*t).unwrap_or_default() <= RATE_WINDOW)
         .or(recent.back())?;
     let minutes = at.duration_since(*t0).ok()?.as_secs_f64() / 60.0;
-    if minutes < 1.0 / 60.0 {
+    if minutes < RATE_MIN_SPAN.as_secs_f64() / 60.0 {
         return None;
     }
     let rate = (value - v0) / minutes;
@@ -269,6 +271,10 @@ interval = "5m"
         let mut r = rules(t0);
         let mut feed = |s: u64, v: f64| r.on_reading("river-1", v, at(t0, s), at(t0, s));
         assert!(feed(0, 2.0).is_empty());
+        assert!(
+            feed(1, 2.03).is_empty(),
+            "1.8 m/min over one second is noise"
+        );
         assert!(feed(30, 2.05).is_empty(), "0.1 m/min is within 0.2");
         let events = feed(60, 2.4);
         assert!(

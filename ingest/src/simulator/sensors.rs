@@ -94,7 +94,7 @@ impl SensorSimulator {
                 .find(|a| a.duration.is_none_or(|d| elapsed < a.at + d));
             let value = match alarm {
                 Some(a) => alarm_value(s, elapsed - a.at),
-                None => normal_value(s) * (1.0 + 0.02 * jitter),
+                None => normal_value(s) * (1.0 + 0.005 * jitter),
             };
             let reading = serde_json::json!({
                 "sensor_id": s.id,
