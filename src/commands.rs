@@ -12,18 +12,6 @@ use std::time::Duration;
 
 use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_userinfo};
 
-/// Parts of the mission and the issue that builds each, for commands that need them.
-pub const NOT_BUILT: &[(&str, &str)] = &[
-    (
-        "live demo",
-        "this demo on simulated RTSP cameras through the pipeline `run` uses (issue: Service)",
-    ),
-    (
-        "service",
-        "metrics, the HTTP API (cameras, alerts, acknowledge) and the operators' page (issue: Service)",
-    ),
-];
-
 pub fn report_error(msg: &str) {
     eprintln!("error: {msg}");
 }
@@ -368,7 +356,7 @@ pub fn simulate(args: SimulateArgs) -> ExitCode {
             );
             let prefix = args.prefix.clone();
             tokio::spawn(async move {
-                sharpeyes::sensor_sim::publish(sim, &host, port, &prefix, sensor_interval, shutdown)
+                sharpeyes::sensor_sim::publish(sim, &host, port, prefix, sensor_interval, shutdown)
                     .await
             })
         });

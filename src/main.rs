@@ -36,8 +36,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the demo on embedded defaults: simulated cameras, embedded broker, in-memory state.
-    Demo,
+    /// Run the demo on embedded defaults: simulated cameras and sensors, embedded broker,
+    /// in-memory state, the real pipeline. Ctrl-C stops it.
+    Demo {
+        /// Stop after this long, e.g. `45s` (default: run until Ctrl-C).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        r#for: Option<std::time::Duration>,
+    },
     /// Serve simulated cameras over RTSP on 127.0.0.1, from pre-encoded H.264 loops.
     Simulate(commands::SimulateArgs),
     /// Test a camera before adding it: codec, resolution, GOP, bitrate, a snapshot.
@@ -62,13 +67,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_format, &cli.log) {
+    // The demo prints what happens; its logs stay quiet unless asked for.
+    let log = match (&cli.command, cli.log.as_str()) {
+        (Command::Demo { .. }, "info") => "warn",
+        (_, filter) => filter,
+    };
+    if let Err(e) = logging::init(cli.log_format, log) {
         commands::report_error(&format!("bad --log filter: {e}"));
         return ExitCode::from(2);
     }
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
-        Command::Demo => demo::run(),
+        Command::Demo { r#for } => demo::run(r#for),
         Command::Run { config } => commands::run(&config),
         Command::Simulate(args) => commands::simulate(args),
         Command::Probe {

@@ -13,7 +13,7 @@ pub async fn publish(
     mut sim: SensorSimulator,
     host: &str,
     port: u16,
-    prefix: &str,
+    prefix: String,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> u64 {
@@ -33,7 +33,7 @@ pub async fn publish(
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
             _ = tick.tick(), if connected => {
-                for (topic, payload) in sim.readings(started.elapsed(), SystemTime::now(), prefix) {
+                for (topic, payload) in sim.readings(started.elapsed(), SystemTime::now(), &prefix) {
                     if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
                         sent += 1;
                     }
