@@ -286,3 +286,46 @@ pub fn reason_class(reason: &str) -> &'static str {
         "other"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the Grafana dashboard queries exists under that name.
+    #[test]
+    fn the_dashboard_queries_metrics_that_exist() {
+        let m = Metrics::new();
+        m.stage(stage::INFERENCE, Duration::from_millis(5));
+        m.frames.with_label_values(&["cam", "analysed"]).inc();
+        m.set_camera_state("cam", "streaming");
+        m.reconnects.with_label_values(&["cam", "stall"]).inc();
+        m.batch_size.with_label_values(&["m"]).observe(2.0);
+        m.model_frames.with_label_values(&["m", "refused"]).inc();
+        m.alerts
+            .with_label_values(&["fire", "critical", "video"])
+            .inc();
+        m.time_to_ack.observe(30.0);
+        let text = m.render(&Sources::default());
+        let dashboard = include_str!("../ops/grafana-dashboard.json");
+        let mut checked = 0;
+        for (i, _) in dashboard.match_indices("sharpeyes_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "sharpeyes_" {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "the dashboard queries {name}, which is not exported:\n{text}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 14, "{checked}");
+    }
+}
