@@ -401,7 +401,7 @@ impl CameraTask {
         self.publish_state();
         loop {
             tokio::select! {
-                _ = stopped(&mut shutdown) => break,
+                _ = crate::stopped(&mut shutdown) => break,
                 changed = self.handle.state.changed() => {
                     if changed.is_err() {
                         break;
@@ -570,8 +570,4 @@ impl Router {
             }
         }
     }
-}
-
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -171,7 +171,7 @@ impl Sensing {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stopped(&mut shutdown) => return,
+                _ = crate::stopped(&mut shutdown) => return,
                 message = inbound.recv() => match message {
                     Some(m) => self.on_message(&registry, m),
                     None => return,
@@ -306,9 +306,4 @@ impl Sensing {
         }
         Ok(())
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -31,7 +31,7 @@ pub async fn publish(
     let mut sent = 0;
     loop {
         tokio::select! {
-            _ = stopped(&mut shutdown) => break,
+            _ = crate::stopped(&mut shutdown) => break,
             _ = tick.tick(), if connected => {
                 for (topic, payload) in sim.readings(started.elapsed(), SystemTime::now(), &prefix) {
                     if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
@@ -58,9 +58,4 @@ pub async fn publish(
     })
     .await;
     sent
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
