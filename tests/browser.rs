@@ -13,8 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use service::{Service, config, get};
-use sharpeyes_ingest::{Simulator, SimulatorConfig};
+use service::{Service, config, fire_camera, get};
 use support::Mosquitto;
 use tungstenite::WebSocket;
 
@@ -150,19 +149,8 @@ impl Cdp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let cache = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimulatorConfig {
-        cameras: 1,
-        width: 640,
-        height: 360,
-        fps: 10,
-        gop: 10,
-        port: 0,
-        // The page is open before the fire starts: the alert comes over the live feed.
-        scenario: vec!["fire@8s:cam1".parse().unwrap()],
-        cache_dir: Some(cache.path().to_owned()),
-        ..SimulatorConfig::default()
-    })
-    .unwrap();
+    // The page is open before the fire starts: the alert comes over the live feed.
+    let sim = fire_camera(&cache, "8s");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
     let http = support::free_port();

@@ -10,28 +10,16 @@ mod service;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use service::{CAMERA, PREFIX, Service, config, get, post};
+use service::{CAMERA, PREFIX, Service, config, fire_camera, get, post};
+use support::{Mosquitto, Subscriber, schema_errors};
 
 const TOKEN: &str = "run-test-token";
-use sharpeyes_ingest::{Simulator, SimulatorConfig};
-use support::{Mosquitto, Subscriber, schema_errors};
 
 /// Needs `make setup` (ONNX Runtime and the models).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly() {
     let cache = tempfile::tempdir().unwrap();
-    let sim = Simulator::start(SimulatorConfig {
-        cameras: 1,
-        width: 640,
-        height: 360,
-        fps: 10,
-        gop: 10,
-        port: 0,
-        scenario: vec!["fire@0s:cam1".parse().unwrap()],
-        cache_dir: Some(cache.path().to_owned()),
-        ..SimulatorConfig::default()
-    })
-    .unwrap();
+    let sim = fire_camera(&cache, "0s");
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,25 @@
 
 use std::time::Duration;
 
+use sharpeyes_ingest::{Simulator, SimulatorConfig};
+
+/// One small simulated camera (640x360, 10 fps, a keyframe a second) that shows a fire from
+/// `fire_at` on, e.g. `"8s"`.
+pub fn fire_camera(cache: &tempfile::TempDir, fire_at: &str) -> Simulator {
+    Simulator::start(SimulatorConfig {
+        cameras: 1,
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        scenario: vec![format!("fire@{fire_at}:cam1").parse().unwrap()],
+        cache_dir: Some(cache.path().to_owned()),
+        ..SimulatorConfig::default()
+    })
+    .unwrap()
+}
+
 pub const PREFIX: &str = "se-run";
 pub const CAMERA: &str = "32132200531320000001";
 
