@@ -88,6 +88,11 @@ pub fn run(file: &Path) -> ExitCode {
         eprintln!("hint: export the variables (or create the files) named above, then start again");
         return ExitCode::from(1);
     }
+    let source = sharpeyes::pipeline::ConfigSource {
+        file: Some(file.to_owned()),
+        text: std::fs::read_to_string(file).unwrap_or_default(),
+        model_dirs: install.model_dirs(),
+    };
     let config = std::sync::Arc::new(loaded.config);
     let models = match sharpeyes::pipeline::Models::load(&config, &install) {
         Ok(m) => m,
@@ -110,7 +115,9 @@ pub fn run(file: &Path) -> ExitCode {
     rt.block_on(async {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let pipeline =
-            match sharpeyes::pipeline::Pipeline::start(config.clone(), models, shutdown).await {
+            match sharpeyes::pipeline::Pipeline::start(config.clone(), source, models, shutdown)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     report_error(&e);
@@ -133,7 +140,7 @@ pub fn run(file: &Path) -> ExitCode {
                 e.prefix
             );
         }
-        let signal = wait_for_stop_signal().await;
+        let signal = wait_for_stop_signal(&pipeline).await;
         tracing::info!(
             signal,
             "stopping: intake first, then the models and the outbox"
@@ -146,16 +153,33 @@ pub fn run(file: &Path) -> ExitCode {
     })
 }
 
-/// SIGTERM (systemd, containers) or SIGINT (Ctrl-C); returns its name.
-async fn wait_for_stop_signal() -> &'static str {
+/// Waits for SIGTERM (systemd, containers) or SIGINT (Ctrl-C) and returns its name; on
+/// SIGHUP meanwhile, reloads the cameras from the configuration file.
+async fn wait_for_stop_signal(pipeline: &sharpeyes::pipeline::Pipeline) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = tokio::signal::ctrl_c() => return "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the cameras from the configuration file");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if pipeline.control().send(sharpeyes::pipeline::Control::Reload(tx)).await.is_ok() {
+                    match rx.await {
+                        Ok(Ok(applied)) => tracing::info!(?applied, "reloaded"),
+                        Ok(Err(e)) => tracing::error!("reload refused, nothing changed:\n{e}"),
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
     }
 }
 

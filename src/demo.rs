@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sharpeyes::pipeline::{Models, Pipeline};
+use sharpeyes::pipeline::{ConfigSource, Models, Pipeline};
 use sharpeyes_config::{Config, Install};
 use sharpeyes_ingest::{
     ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig,
@@ -98,6 +98,11 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
     }
     let config = Arc::new(config);
     let models = Models::load(&config, &install)?;
+    let source = ConfigSource {
+        file: None,
+        text,
+        model_dirs: install.model_dirs(),
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,7 +111,7 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let result = rt.block_on(async {
         let (stop, shutdown) = watch::channel(false);
-        let pipeline = Pipeline::start(config.clone(), models, shutdown.clone()).await?;
+        let pipeline = Pipeline::start(config.clone(), source, models, shutdown.clone()).await?;
         let e = &pipeline.endpoints;
         let broker = e.embedded_broker.ok_or("the demo expects its embedded broker")?;
         println!("\nDashboard: http://{}/  (metrics on /metrics)", e.http);

@@ -33,6 +33,8 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     pub sources: Arc<Sources>,
     pub cameras: crate::pipeline::CameraBoard,
+    /// Where camera changes go; `None` where cameras cannot change.
+    pub control: Option<tokio::sync::mpsc::Sender<crate::pipeline::Control>>,
     /// The expanded `[http] token`.
     pub token: Option<String>,
 }
@@ -90,7 +92,9 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/", get(|| async { Html(PAGE) }))
-        .route("/api/cameras", get(cameras))
+        .route("/api/cameras", get(cameras).post(add_camera))
+        .route("/api/cameras/:id", axum::routing::delete(remove_camera))
+        .route("/api/reload", post(reload))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/:id/ack", post(acknowledge))
         .route("/api/events", get(events))
@@ -154,6 +158,86 @@ async fn cameras(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The bearer check of mutating calls: `Some(response)` refuses.
+fn unauthorized(service: &Service, headers: &HeaderMap, what: &str) -> Option<Response> {
+    let token = service.token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (given != Some(token.as_str())).then(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{what} needs Authorization: Bearer <the [http] token>\n"),
+        )
+            .into_response()
+    })
+}
+
+/// Sends a camera change to the pipeline and answers with what it did.
+async fn change_cameras(
+    service: &Service,
+    request: impl FnOnce(
+        tokio::sync::oneshot::Sender<Result<crate::pipeline::Applied, String>>,
+    ) -> crate::pipeline::Control,
+) -> Response {
+    let Some(control) = &service.control else {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "cameras cannot change in this mode\n",
+        )
+            .into_response();
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if control.send(request(tx)).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the service is stopping\n").into_response();
+    }
+    match rx.await {
+        Ok(Ok(applied)) => json(&applied),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the service is stopping\n").into_response(),
+    }
+}
+
+/// Adds a camera: the body is one `[[cameras]]` entry in TOML (without the header).
+async fn add_camera(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    if let Some(refused) = unauthorized(service, &headers, "adding a camera") {
+        return refused;
+    }
+    let body = body.trim_start();
+    let body = body.strip_prefix("[[cameras]]").unwrap_or(body).to_owned();
+    change_cameras(service, |tx| crate::pipeline::Control::Add(body, tx)).await
+}
+
+async fn remove_camera(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    if let Some(refused) = unauthorized(service, &headers, "removing a camera") {
+        return refused;
+    }
+    change_cameras(service, |tx| crate::pipeline::Control::Remove(id, tx)).await
+}
+
+/// Reads the configuration file again and applies its cameras (as SIGHUP does).
+async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(service) = &state.service else {
+        return no_service();
+    };
+    if let Some(refused) = unauthorized(service, &headers, "reloading") {
+        return refused;
+    }
+    change_cameras(service, crate::pipeline::Control::Reload).await
+}
+
 #[derive(Debug, Deserialize)]
 struct AlertQuery {
     grid: Option<String>,
@@ -201,19 +285,8 @@ async fn acknowledge(
     let Some(service) = &state.service else {
         return no_service();
     };
-    if let Some(token) = &service.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "acknowledging needs Authorization: Bearer <the [http] token>\n",
-            )
-                .into_response();
-        }
+    if let Some(refused) = unauthorized(service, &headers, "acknowledging") {
+        return refused;
     }
     if !sharpeyes_alerts::is_alert_id(&id) {
         return (

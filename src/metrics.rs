@@ -60,13 +60,36 @@ pub struct Metrics {
     mqtt_connected: IntGauge,
 }
 
+/// A camera's counters, by camera id.
+type CameraSources = Vec<(String, Arc<CameraCounters>, Arc<FrameSlot>)>;
+
 /// What is mirrored at scrape time.
 #[derive(Default)]
 pub struct Sources {
-    pub cameras: Vec<(String, Arc<CameraCounters>, Arc<FrameSlot>)>,
+    /// Cameras come and go with reloads.
+    pub cameras: std::sync::Mutex<CameraSources>,
     pub models: Vec<(String, Arc<BatcherStats>)>,
     pub alerts: Option<Alerts>,
     pub sensing: Option<Sensing>,
+}
+
+impl Sources {
+    pub fn add_camera(&self, id: &str, handle: &sharpeyes_ingest::CameraHandle) {
+        let mut cameras = self.cameras.lock().unwrap_or_else(|e| e.into_inner());
+        cameras.retain(|(c, _, _)| c != id);
+        cameras.push((
+            id.to_owned(),
+            handle.counters.clone(),
+            handle.frames.clone(),
+        ));
+    }
+
+    pub fn remove_camera(&self, id: &str) {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(c, _, _)| c != id);
+    }
 }
 
 impl Metrics {
@@ -208,7 +231,12 @@ impl Metrics {
 
     /// The text exposition of every metric, after mirroring `sources`.
     pub fn render(&self, sources: &Sources) -> String {
-        for (camera, counters, slot) in &sources.cameras {
+        let cameras = sources
+            .cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (camera, counters, slot) in &cameras {
             mirror(
                 &self.frames,
                 &[camera, "received"],

@@ -11,7 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,9 +24,9 @@ use sharpeyes_analytics::{
     AnalysisSettings, AsRgb, Batcher, BatcherConfig, CameraAnalyzer, Detections, Detector, Gate,
     NmsConfig, RgbImage, Runtime,
 };
-use sharpeyes_config::{Config, Install};
+use sharpeyes_config::{Camera, Config, Install};
 use sharpeyes_ingest::{CameraHandle, CameraState, Timeouts, start_camera};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, Sources, reason_class, stage};
@@ -66,20 +67,26 @@ impl CameraBoard {
             .clone()
     }
 
-    fn add(&self, camera: &sharpeyes_config::Camera) {
+    fn remove(&self, id: &str) {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(CameraView {
-                id: camera.id.clone(),
-                name: camera.name.clone(),
-                kind: camera.kind.as_str().to_owned(),
-                unit: camera.unit.clone(),
-                grid: camera.grid().to_owned(),
-                state: "connecting",
-                reason: None,
-                since: now_rfc3339(),
-            });
+            .retain(|v| v.id != id);
+    }
+
+    fn add(&self, camera: &Camera) {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|v| v.id != camera.id);
+        list.push(CameraView {
+            id: camera.id.clone(),
+            name: camera.name.clone(),
+            kind: camera.kind.as_str().to_owned(),
+            unit: camera.unit.clone(),
+            grid: camera.grid().to_owned(),
+            state: "connecting",
+            reason: None,
+            since: now_rfc3339(),
+        });
     }
 
     fn set(&self, id: &str, state: &'static str, reason: Option<&str>) {
@@ -115,8 +122,10 @@ impl AsRgb for AnalysedFrame {
     }
 }
 
-/// Which camera and model a batch entry belongs to.
+/// Which camera slot and model a batch entry belongs to.
 type Tag = (usize, usize);
+/// One batcher per loaded model, in the order of `Cameras::model_names`.
+type Batchers = Arc<Vec<Batcher<AnalysedFrame, Tag>>>;
 
 /// The models, loaded: what `start` needs besides the configuration.
 pub struct Models {
@@ -169,11 +178,43 @@ pub struct Pipeline {
     pub endpoints: Endpoints,
     pub alerts: Alerts,
     pub sensing: Sensing,
-    cameras: Vec<JoinHandle<()>>,
-    batchers: Option<Arc<Vec<Batcher<AnalysedFrame, Tag>>>>,
+    cameras: Arc<Cameras>,
+    control: mpsc::Sender<Control>,
     router: Option<std::thread::JoinHandle<()>>,
     service: JoinHandle<()>,
     _broker: Option<EmbeddedBroker>,
+}
+
+/// Where the configuration came from, so it can be read again.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file; `None` for the demo's built-in configuration (nothing to reload).
+    pub file: Option<PathBuf>,
+    /// Its text as loaded.
+    pub text: String,
+    pub model_dirs: Vec<PathBuf>,
+}
+
+/// A change to the running cameras, from SIGHUP or the API.
+pub enum Control {
+    /// Read the configuration file again and apply its cameras.
+    Reload(oneshot::Sender<Result<Applied, String>>),
+    /// Add a camera: the body of one `[[cameras]]` table, in TOML.
+    Add(String, oneshot::Sender<Result<Applied, String>>),
+    /// Remove a camera by id.
+    Remove(String, oneshot::Sender<Result<Applied, String>>),
+}
+
+/// What a change did to the running cameras.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Applied {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+    /// Cameras that could not start, with why.
+    pub failed: Vec<(String, String)>,
+    /// Changes outside `[[cameras]]`, which take a restart.
+    pub ignored: Option<String>,
 }
 
 impl Pipeline {
@@ -181,6 +222,7 @@ impl Pipeline {
     /// then [`Pipeline::stop`] drains it.
     pub async fn start(
         config: Arc<Config>,
+        source: ConfigSource,
         models: Models,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Pipeline, String> {
@@ -256,70 +298,43 @@ impl Pipeline {
         }
         drop(results_tx);
 
-        let mut analyzers = Vec::new();
-        let mut handles = Vec::new();
         let board = CameraBoard::default();
-        let classes: HashMap<&str, Vec<String>> = model_names
+        let sources = Arc::new(sources);
+        let classes = model_names
             .iter()
             .map(|n| {
                 let spec = config.model(n).expect("configured");
-                (n.as_str(), spec.classes.clone())
+                (n.clone(), spec.classes.clone())
             })
             .collect();
-        for camera in config.cameras.iter().filter(|c| c.enabled) {
-            let analyzer = CameraAnalyzer::new(
-                &config,
-                camera,
-                |m| classes.get(m).map(Vec::as_slice),
-                AnalysisSettings::default(),
-            )
-            .map_err(|e| format!("camera {}: {e}", camera.id))?;
-            let detect_side = analyzer
-                .models()
-                .filter_map(|m| config.model(m))
-                .map(|m| m.input_size)
-                .max()
-                .unwrap_or(640);
-            let handle = start_camera(camera, detect_side, Timeouts::default(), shutdown.clone())
-                .map_err(|e| format!("camera {}: {e}", camera.id))?;
-            board.add(camera);
-            sources.cameras.push((
-                camera.id.clone(),
-                handle.counters.clone(),
-                handle.frames.clone(),
-            ));
-            let models: Vec<usize> = analyzer
-                .models()
-                .filter_map(|m| model_names.iter().position(|n| n == m))
-                .collect();
-            analyzers.push(Arc::new(Mutex::new(analyzer)));
-            handles.push((camera.id.clone(), handle, models));
+        let cameras = Arc::new(Cameras {
+            config: config.clone(),
+            model_names,
+            classes,
+            batchers: Mutex::new(Some(Arc::new(batchers))),
+            slots: Mutex::new(HashMap::new()),
+            running: tokio::sync::Mutex::new(HashMap::new()),
+            next_slot: AtomicUsize::new(0),
+            alerts: alerts.clone(),
+            sensing: sensing.clone(),
+            metrics: metrics.clone(),
+            board: board.clone(),
+            sources: sources.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let applied = cameras.apply(&config).await;
+        if let Some((id, why)) = applied.failed.first() {
+            return Err(format!("camera {id}: {why}"));
         }
-        let batchers = Arc::new(batchers);
-        let mut cameras = Vec::new();
-        for (index, (id, handle, models)) in handles.into_iter().enumerate() {
-            let task = CameraTask {
-                index,
-                id,
-                handle,
-                models,
-                analyzer: analyzers[index].clone(),
-                batchers: batchers.clone(),
-                alerts: alerts.clone(),
-                sensing: sensing.clone(),
-                published: None,
-                metrics: metrics.clone(),
-                board: board.clone(),
-            };
-            cameras.push(tokio::spawn(task.run(shutdown.clone())));
-        }
+        let (control, requests) = mpsc::channel(8);
         let http_state = crate::http::AppState {
             store,
             service: Some(crate::http::Service {
                 alerts: alerts.clone(),
                 metrics: metrics.clone(),
-                sources: Arc::new(sources),
+                sources,
                 cameras: board,
+                control: Some(control.clone()),
                 token,
             }),
         };
@@ -329,9 +344,14 @@ impl Pipeline {
             let _ = alerts_task.await;
             let _ = http_task.await;
         });
+        tokio::spawn(control_loop(
+            cameras.clone(),
+            source,
+            requests,
+            shutdown.clone(),
+        ));
         let router = Router {
-            analyzers,
-            model_names,
+            cameras: cameras.clone(),
             metrics,
             sensing: sensing.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -351,7 +371,7 @@ impl Pipeline {
             alerts,
             sensing,
             cameras,
-            batchers: Some(batchers),
+            control,
             router: Some(router),
             service,
             _broker: embedded,
@@ -361,10 +381,24 @@ impl Pipeline {
     /// After `shutdown` turned true: waits for the cameras, lets the models finish what is
     /// queued, then for the alert link to drain (bounded by the link).
     pub async fn stop(mut self) {
-        for c in self.cameras.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+        let running: Vec<Running> = self
+            .cameras
+            .running
+            .lock()
+            .await
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in running {
+            let _ = r.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
         }
-        let batchers = self.batchers.take();
+        let batchers = self
+            .cameras
+            .batchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let router = self.router.take();
         let _ = tokio::task::spawn_blocking(move || {
             // The camera tasks held the other references; dropping the last one lets each
@@ -379,15 +413,332 @@ impl Pipeline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.service).await;
     }
+
+    /// Where SIGHUP and the API send camera changes.
+    pub fn control(&self) -> mpsc::Sender<Control> {
+        self.control.clone()
+    }
+}
+
+/// One running camera's analysis state, found by the router through its slot.
+struct Slot {
+    camera: Camera,
+    analyzer: Mutex<CameraAnalyzer>,
+}
+
+struct Running {
+    slot: usize,
+    /// The camera's configuration as text: a changed entry restarts the camera.
+    fingerprint: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The running cameras, and what starting one needs.
+struct Cameras {
+    /// The configuration the service started with: hazards, models, grids, sensors.
+    config: Arc<Config>,
+    model_names: Vec<String>,
+    classes: HashMap<String, Vec<String>>,
+    /// Taken at shutdown, so the models finish their queues and stop.
+    batchers: Mutex<Option<Batchers>>,
+    slots: Mutex<HashMap<usize, Arc<Slot>>>,
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    next_slot: AtomicUsize,
+    alerts: Alerts,
+    sensing: Sensing,
+    metrics: Arc<Metrics>,
+    board: CameraBoard,
+    sources: Arc<Sources>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Cameras {
+    /// Makes the running cameras those enabled in `new`: starts the new ones, stops the gone
+    /// ones, restarts the changed ones, and leaves the others alone.
+    async fn apply(&self, new: &Config) -> Applied {
+        let mut applied = Applied::default();
+        let mut running = self.running.lock().await;
+        let wanted: HashMap<&str, &Camera> = new
+            .cameras
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| (c.id.as_str(), c))
+            .collect();
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|id| !wanted.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(r) = running.remove(&id) {
+                self.stop_one(&id, r).await;
+                applied.removed.push(id);
+            }
+        }
+        for camera in new.cameras.iter().filter(|c| c.enabled) {
+            let fingerprint = format!("{camera:?}");
+            let restart = match running.get(&camera.id) {
+                Some(r) if r.fingerprint == fingerprint => continue,
+                Some(_) => true,
+                None => false,
+            };
+            if let Some(r) = running.remove(&camera.id) {
+                self.stop_one(&camera.id, r).await;
+            }
+            match self.start_one(camera, fingerprint) {
+                Ok(r) => {
+                    running.insert(camera.id.clone(), r);
+                    if restart {
+                        applied.restarted.push(camera.id.clone());
+                    } else {
+                        applied.added.push(camera.id.clone());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(camera = %camera.id, "camera not started: {e}");
+                    applied.failed.push((camera.id.clone(), e));
+                }
+            }
+        }
+        applied
+    }
+
+    fn start_one(&self, camera: &Camera, fingerprint: String) -> Result<Running, String> {
+        let analyzer = CameraAnalyzer::new(
+            &self.config,
+            camera,
+            |m| self.classes.get(m).map(Vec::as_slice),
+            AnalysisSettings::default(),
+        )
+        .map_err(|e| {
+            format!("{e}; models load at start-up only: restart the service to add one")
+        })?;
+        let detect_side = analyzer
+            .models()
+            .filter_map(|m| self.config.model(m))
+            .map(|m| m.input_size)
+            .max()
+            .unwrap_or(640);
+        let models: Vec<usize> = analyzer
+            .models()
+            .filter_map(|m| self.model_names.iter().position(|n| n == m))
+            .collect();
+        let batchers = self
+            .batchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or("the service is stopping")?;
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = start_camera(camera, detect_side, Timeouts::default(), stop_rx.clone())
+            .map_err(|e| e.to_string())?;
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Slot {
+            camera: camera.clone(),
+            analyzer: Mutex::new(analyzer),
+        });
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(slot, shared.clone());
+        self.board.add(camera);
+        self.sources.add_camera(&camera.id, &handle);
+        let task = CameraTask {
+            slot,
+            id: camera.id.clone(),
+            handle,
+            models,
+            shared,
+            batchers,
+            alerts: self.alerts.clone(),
+            sensing: self.sensing.clone(),
+            published: None,
+            metrics: self.metrics.clone(),
+            board: self.board.clone(),
+        };
+        let task = tokio::spawn(task.run(self.shutdown.clone(), stop_rx));
+        Ok(Running {
+            slot,
+            fingerprint,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop_one(&self, id: &str, running: Running) {
+        let _ = running.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), running.task).await;
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&running.slot);
+        self.board.remove(id);
+        self.sources.remove_camera(id);
+    }
+
+    fn slot(&self, slot: usize) -> Option<Arc<Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&slot)
+            .cloned()
+    }
+}
+
+/// Applies SIGHUP reloads and the API's camera changes, one at a time. Cameras added over the
+/// API are kept as TOML beside the file's text, and removed ones as ids, so a reload keeps
+/// them; neither is written to the file.
+async fn control_loop(
+    cameras: Arc<Cameras>,
+    mut source: ConfigSource,
+    mut requests: mpsc::Receiver<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut added: Vec<(String, String)> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let request = tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        match request {
+            Control::Reload(reply) => {
+                let result = match &source.file {
+                    None => {
+                        Err("this configuration is built in: there is no file to reload".into())
+                    }
+                    Some(path) => match std::fs::read_to_string(path) {
+                        Err(e) => Err(format!("{}: cannot read it: {e}", path.display())),
+                        Ok(text) => {
+                            let candidate = ConfigSource {
+                                text,
+                                ..source.clone()
+                            };
+                            let result = apply(&cameras, &candidate, &added, &removed).await;
+                            if result.is_ok() {
+                                source = candidate;
+                            }
+                            result
+                        }
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            Control::Add(body, reply) => {
+                let result = match camera_id(&body) {
+                    Err(e) => Err(e),
+                    Ok(id)
+                        if effective(&source, &added, &removed)
+                            .is_ok_and(|c| c.camera(&id).is_some()) =>
+                    {
+                        Err(format!(
+                            "camera `{id}` already exists: remove it first, or change it in the configuration file and reload"
+                        ))
+                    }
+                    Ok(id) if removed.contains(&id) => Err(format!(
+                        "camera `{id}` is in the configuration file and was removed over the API; edit the file and reload to bring it back"
+                    )),
+                    Ok(id) => {
+                        let mut candidate = added.clone();
+                        candidate.push((id, body));
+                        let result = apply(&cameras, &source, &candidate, &removed).await;
+                        if result.is_ok() {
+                            added = candidate;
+                        }
+                        result
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Control::Remove(id, reply) => {
+                let exists =
+                    effective(&source, &added, &removed).is_ok_and(|c| c.camera(&id).is_some());
+                let result = if !exists {
+                    Err(format!("no camera `{id}`"))
+                } else {
+                    let (mut a, mut r) = (added.clone(), removed.clone());
+                    if a.iter().any(|(i, _)| *i == id) {
+                        a.retain(|(i, _)| *i != id);
+                    } else {
+                        r.push(id.clone());
+                    }
+                    let result = apply(&cameras, &source, &a, &r).await;
+                    if result.is_ok() {
+                        (added, removed) = (a, r);
+                    }
+                    result
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// The configuration with the API's additions and removals; every problem, with its line.
+fn effective(
+    source: &ConfigSource,
+    added: &[(String, String)],
+    removed: &[String],
+) -> Result<Config, String> {
+    let mut text = source.text.clone();
+    for (_, body) in added {
+        text.push_str("\n[[cameras]]\n");
+        text.push_str(body);
+        text.push('\n');
+    }
+    let origin = source
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+    let mut config = Config::parse(&text, &origin, &source.model_dirs)
+        .map_err(|p| p.to_string())?
+        .config;
+    config.cameras.retain(|c| !removed.contains(&c.id));
+    Ok(config)
+}
+
+async fn apply(
+    cameras: &Cameras,
+    source: &ConfigSource,
+    added: &[(String, String)],
+    removed: &[String],
+) -> Result<Applied, String> {
+    let config = effective(source, added, removed)?;
+    let mut applied = cameras.apply(&config).await;
+    let (mut before, mut after) = ((*cameras.config).clone(), config);
+    before.cameras.clear();
+    after.cameras.clear();
+    if format!("{before:?}") != format!("{after:?}") {
+        let note = "sections other than [[cameras]] changed: they take effect after a restart";
+        tracing::warn!("{note}");
+        applied.ignored = Some(note.into());
+    }
+    tracing::info!(added = ?applied.added, removed = ?applied.removed, restarted = ?applied.restarted, failed = applied.failed.len(), "cameras applied");
+    Ok(applied)
+}
+
+/// The `id` of a posted camera table.
+fn camera_id(body: &str) -> Result<String, String> {
+    let table: toml::Table = body
+        .parse()
+        .map_err(|e| format!("the camera is not TOML: {e}"))?;
+    match table.get("id") {
+        Some(toml::Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+        _ => Err("the camera has no `id`: give id, name, kind, url, grid, hazards as in a [[cameras]] entry".into()),
+    }
 }
 
 struct CameraTask {
-    index: usize,
+    slot: usize,
     id: String,
     handle: CameraHandle,
     models: Vec<usize>,
-    analyzer: Arc<Mutex<CameraAnalyzer>>,
-    batchers: Arc<Vec<Batcher<AnalysedFrame, Tag>>>,
+    shared: Arc<Slot>,
+    batchers: Batchers,
     alerts: Alerts,
     sensing: Sensing,
     /// The state last published, so a repeated one is not sent again.
@@ -397,11 +748,12 @@ struct CameraTask {
 }
 
 impl CameraTask {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
         self.publish_state();
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut shutdown) => break,
+                _ = crate::stopped(&mut stop) => break,
                 changed = self.handle.state.changed() => {
                     if changed.is_err() {
                         break;
@@ -472,7 +824,11 @@ impl CameraTask {
                 tracing::warn!(camera = %self.id, "a decoded frame does not match its size; skipped");
                 return;
             };
-            let mut analyzer = self.analyzer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut analyzer = self
+                .shared
+                .analyzer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             analyzer.gate(image, frame.taken)
         };
         if gate == Gate::Skip && !verifying {
@@ -488,15 +844,14 @@ impl CameraTask {
             .inc();
         for &model in &self.models {
             // Refusals are counted by the batcher: a full queue means this frame is skipped.
-            self.batchers[model].submit(frame.clone(), (self.index, model));
+            self.batchers[model].submit(frame.clone(), (self.slot, model));
         }
     }
 }
 
 /// Detections back to their camera's analyzer; confirmed hazards out as alerts.
 struct Router {
-    analyzers: Vec<Arc<Mutex<CameraAnalyzer>>>,
-    model_names: Vec<String>,
+    cameras: Arc<Cameras>,
     metrics: Arc<Metrics>,
     sensing: Sensing,
     runtime: tokio::runtime::Handle,
@@ -507,7 +862,12 @@ impl Router {
     fn run(self, results: crossbeam_channel::Receiver<Detections<AnalysedFrame, Tag>>) {
         // Ends when every batcher is gone.
         for d in results {
-            let (camera, model) = d.tag;
+            let (slot, model) = d.tag;
+            let model_name = &self.cameras.model_names[model];
+            // A camera removed since: its last detections go nowhere.
+            let Some(slot) = self.cameras.slot(slot) else {
+                continue;
+            };
             let frame = &d.frame;
             let m = &self.metrics;
             // Measured per batch: the cost each of its frames saw.
@@ -515,15 +875,13 @@ impl Router {
             m.stage(stage::PREPROCESS, d.preprocess);
             m.stage(stage::INFERENCE, d.inference);
             m.batch_size
-                .with_label_values(&[&self.model_names[model]])
+                .with_label_values(&[model_name])
                 .observe(d.batch_size as f64);
             let rules_start = Instant::now();
             let events = {
-                let mut analyzer = self.analyzers[camera]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut analyzer = slot.analyzer.lock().unwrap_or_else(PoisonError::into_inner);
                 analyzer.on_detections(
-                    &self.model_names[model],
+                    model_name,
                     &d.detections,
                     frame,
                     (frame.width, frame.height),
@@ -559,9 +917,12 @@ impl Router {
                 };
                 let sensing = self.sensing.clone();
                 let metrics = self.metrics.clone();
+                let slot = slot.clone();
                 self.runtime.spawn(async move {
                     let publish_start = Instant::now();
-                    let submitted = sensing.on_video(&event, size, snapshot.as_ref()).await;
+                    let submitted = sensing
+                        .on_video(&slot.camera, &event, size, snapshot.as_ref())
+                        .await;
                     metrics.stage(stage::PUBLISH, publish_start.elapsed());
                     if let Err(e) = submitted {
                         tracing::error!(camera = %event.camera, hazard = %event.hazard, "alert not sent: {e}");

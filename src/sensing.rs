@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use sharpeyes_alerts::{Alert, Alerts, FrameSize, InboundMessage, Snapshot, Submitted};
 use sharpeyes_analytics::{Fusion, HazardEvent, SensorAlarm, SensorEvent, SensorRules};
-use sharpeyes_config::Config;
+use sharpeyes_config::{Camera, Config};
 use sharpeyes_ingest::SensorRegistry;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -126,16 +126,18 @@ impl Sensing {
         self.lock().fusion.verifying(camera, SystemTime::now())
     }
 
-    /// A confirmed video hazard: published as a video alert, or as a fused one when it
+    /// A confirmed video hazard on `camera` (which may have been added after start-up):
+    /// published as a video alert, or as a fused one when it
     /// confirms a sensor alarm on its camera.
     pub async fn on_video<F>(
         &self,
+        camera: &Camera,
         event: &HazardEvent<F>,
         frame: FrameSize,
         snapshot: Option<&Snapshot>,
     ) -> Result<Submitted, String> {
-        let mut alert =
-            Alert::from_event(event, frame, &self.config, None).map_err(|e| e.to_string())?;
+        let mut alert = Alert::from_camera_event(event, camera, frame, &self.config, None)
+            .map_err(|e| e.to_string())?;
         let fused = self.lock().fusion.on_video(&event.camera, &event.hazard);
         if !fused.is_empty() {
             alert.fuse(&fused);

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use service::{Service, config, fire_camera, get};
+use service::{Service, config, fire_cameras, get};
 use support::Mosquitto;
 use tungstenite::WebSocket;
 
@@ -150,7 +150,7 @@ impl Cdp {
 async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let cache = tempfile::tempdir().unwrap();
     // The page is open before the fire starts: the alert comes over the live feed.
-    let sim = fire_camera(&cache, "8s");
+    let sim = fire_cameras(&cache, 1, "8s");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
     let http = support::free_port();

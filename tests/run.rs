@@ -10,7 +10,7 @@ mod service;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use service::{CAMERA, PREFIX, Service, config, fire_camera, get, post};
+use service::{CAMERA, PREFIX, Service, config, fire_cameras, get, post};
 use support::{Mosquitto, Subscriber, schema_errors};
 
 const TOKEN: &str = "run-test-token";
@@ -19,7 +19,7 @@ const TOKEN: &str = "run-test-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly() {
     let cache = tempfile::tempdir().unwrap();
-    let sim = fire_camera(&cache, "0s");
+    let sim = fire_cameras(&cache, 1, "0s");
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();

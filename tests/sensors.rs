@@ -340,7 +340,7 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
             };
             submitted.push(
                 node.sensing
-                    .on_video(&e, size, Some(&snapshot))
+                    .on_video(config.camera(CAMERA).unwrap(), &e, size, Some(&snapshot))
                     .await
                     .unwrap(),
             );

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sharpeyes_analytics::{HazardEvent, SensorAlarm};
-use sharpeyes_config::{Config, GridLevel, Severity};
+use sharpeyes_config::{Camera, Config, GridLevel, Severity};
 
 /// The `schema` field of every version-1 alert.
 pub const SCHEMA: &str = "sharpeyes.alert/1";
@@ -126,6 +126,18 @@ impl Alert {
                 event.camera
             ))
         })?;
+        Self::from_camera_event(event, camera, frame, config, snapshot)
+    }
+
+    /// [`Alert::from_event`] for a camera given directly (one added after start-up); its
+    /// grid must be in `config`.
+    pub fn from_camera_event<F>(
+        event: &HazardEvent<F>,
+        camera: &Camera,
+        frame: FrameSize,
+        config: &Config,
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Alert, AlertError> {
         let grid = alert_grid(config, &event.grid).ok_or_else(|| {
             AlertError(format!(
                 "grid `{}` of camera `{}` is not in the configuration",

@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use sharpeyes_ingest::{Simulator, SimulatorConfig};
 
-/// One small simulated camera (640x360, 10 fps, a keyframe a second) that shows a fire from
+/// Small simulated cameras (640x360, 10 fps, a keyframe a second) that all show a fire from
 /// `fire_at` on, e.g. `"8s"`.
-pub fn fire_camera(cache: &tempfile::TempDir, fire_at: &str) -> Simulator {
+pub fn fire_cameras(cache: &tempfile::TempDir, cameras: usize, fire_at: &str) -> Simulator {
     Simulator::start(SimulatorConfig {
-        cameras: 1,
+        cameras,
         width: 640,
         height: 360,
         fps: 10,
         gop: 10,
         port: 0,
-        scenario: vec![format!("fire@{fire_at}:cam1").parse().unwrap()],
+        scenario: (1..=cameras)
+            .map(|i| format!("fire@{fire_at}:cam{i}").parse().unwrap())
+            .collect(),
         cache_dir: Some(cache.path().to_owned()),
         ..SimulatorConfig::default()
     })
@@ -164,13 +166,22 @@ impl Drop for Service {
 
 /// A bare HTTP/1.1 POST with an optional bearer token: status code and body.
 pub fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
+    request(port, "POST", path, token, body)
+}
+
+/// A bare HTTP/1.1 DELETE with an optional bearer token: status code and body.
+pub fn delete(port: u16, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    request(port, "DELETE", path, token, "")
+}
+
+fn request(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

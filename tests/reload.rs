@@ -1,0 +1,159 @@
+//! Cameras change while `sharpeyes run` runs: added and removed over the API, and from the
+//! configuration file on SIGHUP, without disturbing the cameras that stay.
+
+mod service;
+#[path = "../alerts/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use service::{CAMERA, PREFIX, Service, config, delete, fire_cameras, get, post};
+use support::{Message, Mosquitto, Subscriber};
+
+const TOKEN: &str = "reload-test-token";
+const SECOND: &str = "32132200531320000002";
+
+fn second_camera(url: &str) -> String {
+    format!(
+        r#"id = "{SECOND}"
+name = "东元超市后门"
+kind = "social-unit"
+unit = "东元超市"
+url = "{url}"
+grid = "321322-001-003-07"
+hazards = ["fire"]
+"#
+    )
+}
+
+fn alert_from(messages: &[Message], camera: &str) -> bool {
+    messages
+        .iter()
+        .filter(|m| m.topic.starts_with(&format!("{PREFIX}/alerts/")))
+        .any(|m| m.json()["camera"]["id"] == camera)
+}
+
+/// States published for `camera`, in order.
+fn states(messages: &[Message], camera: &str) -> Vec<String> {
+    let topic = format!("{PREFIX}/cameras/{camera}/status");
+    messages
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| m.json()["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cameras(http: u16) -> Vec<String> {
+    let (_, body) = get(http, "/api/cameras");
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let mut ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Needs `make setup` (ONNX Runtime and the models).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_are_added_and_removed_without_a_restart() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 2, "0s");
+    let broker = Mosquitto::start(false, &[]);
+    let centre =
+        Subscriber::connect(broker.port, "centre-reload", &format!("{PREFIX}/#"), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = support::free_port();
+    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
+    let service = Service(
+        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+            .args(["run", "--config", path.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SHARPEYES_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| alert_from(m, CAMERA))
+        .await;
+    assert!(alert_from(&got, CAMERA), "the first camera alerts");
+    assert_eq!(cameras(http), [CAMERA]);
+
+    // Over the API: refused without the token, refused when wrong (with the field), then added.
+    let body = second_camera(&sim.url(2));
+    assert_eq!(post(http, "/api/cameras", None, &body).0, 401);
+    let (status, why) = post(
+        http,
+        "/api/cameras",
+        Some(TOKEN),
+        &body.replace("321322-001-003-07", "321322-999"),
+    );
+    let why = String::from_utf8_lossy(&why).into_owned();
+    assert_eq!(status, 400, "{why}");
+    assert!(
+        why.contains("grid") && why.contains("321322-999"),
+        "the error names the field and the value: {why}"
+    );
+    let (status, applied) = post(http, "/api/cameras", Some(TOKEN), &body);
+    let applied: Value = serde_json::from_slice(&applied).unwrap();
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["added"][0], SECOND, "{applied}");
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| alert_from(m, SECOND))
+        .await;
+    assert!(alert_from(&got, SECOND), "the added camera alerts");
+    assert_eq!(cameras(http), [CAMERA, SECOND]);
+    let (status, why) = post(http, "/api/cameras", Some(TOKEN), &body);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&why));
+    assert!(String::from_utf8_lossy(&why).contains("already exists"));
+
+    // Removed over the API: it stops, the first camera goes on.
+    let (status, applied) = delete(http, &format!("/api/cameras/{SECOND}"), Some(TOKEN));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&applied));
+    assert_eq!(cameras(http), [CAMERA]);
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| {
+            states(m, SECOND).last().map(String::as_str) == Some("stopped")
+        })
+        .await;
+    assert_eq!(
+        states(&got, SECOND).last().map(String::as_str),
+        Some("stopped")
+    );
+    assert_eq!(delete(http, "/api/cameras/nobody", Some(TOKEN)).0, 400);
+
+    // From the file on SIGHUP: the second camera comes back.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("\n[[cameras]]\n{body}"));
+    std::fs::write(&path, text).unwrap();
+    let pid = service.0.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = cameras(http);
+        if listed.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed, [CAMERA, SECOND], "SIGHUP applied the file");
+
+    // Through all of it the first camera was never restarted.
+    let first = states(&centre.snapshot(), CAMERA);
+    assert_eq!(
+        first.iter().filter(|s| *s == "connecting").count(),
+        1,
+        "the first camera connected once: {first:?}"
+    );
+    assert!(!first.iter().any(|s| s == "stopped"), "{first:?}");
+
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    drop(service);
+    sim.stop();
+}
