@@ -555,6 +555,14 @@ impl Cameras {
             sensing: self.sensing.clone(),
             published: None,
             metrics: self.metrics.clone(),
+            gated: self
+                .metrics
+                .frames
+                .with_label_values(&[&camera.id, "gated"]),
+            analysed: self
+                .metrics
+                .frames
+                .with_label_values(&[&camera.id, "analysed"]),
             board: self.board.clone(),
         };
         let task = tokio::spawn(task.run(self.shutdown.clone(), stop_rx));
@@ -744,6 +752,9 @@ struct CameraTask {
     /// The state last published, so a repeated one is not sent again.
     published: Option<CameraState>,
     metrics: Arc<Metrics>,
+    /// This camera's frame counters, looked up once rather than per frame.
+    gated: prometheus::IntCounter,
+    analysed: prometheus::IntCounter,
     board: CameraBoard,
 }
 
@@ -832,16 +843,10 @@ impl CameraTask {
             analyzer.gate(image, frame.taken)
         };
         if gate == Gate::Skip && !verifying {
-            self.metrics
-                .frames
-                .with_label_values(&[&self.id, "gated"])
-                .inc();
+            self.gated.inc();
             return;
         }
-        self.metrics
-            .frames
-            .with_label_values(&[&self.id, "analysed"])
-            .inc();
+        self.analysed.inc();
         for &model in &self.models {
             // Refusals are counted by the batcher: a full queue means this frame is skipped.
             self.batchers[model].submit(frame.clone(), (self.slot, model));

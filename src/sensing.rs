@@ -33,7 +33,8 @@ struct LatestFrame {
 struct State {
     rules: SensorRules,
     fusion: Fusion,
-    frames: HashMap<String, LatestFrame>,
+    /// The latest frame of each camera that covers a sensor; only these are kept.
+    frames: HashMap<String, Option<LatestFrame>>,
 }
 
 /// Counters for metrics, tests and the demo.
@@ -86,7 +87,11 @@ impl Sensing {
             state: Arc::new(Mutex::new(State {
                 rules: SensorRules::new(&config, now),
                 fusion: Fusion::new(&config),
-                frames: HashMap::new(),
+                frames: config
+                    .sensors
+                    .iter()
+                    .flat_map(|s| s.cameras.iter().map(|c| (c.clone(), None)))
+                    .collect(),
             })),
             config,
             alerts,
@@ -115,10 +120,14 @@ impl Sensing {
         }
     }
 
-    /// Keeps `camera`'s latest frame for the snapshot of a sensor alert it covers.
+    /// Keeps `camera`'s latest frame for the snapshot of a sensor alert, when it covers a
+    /// sensor.
     pub fn note_frame(&self, camera: &str, rgb: Arc<Vec<u8>>, width: u32, height: u32) {
-        let frame = LatestFrame { rgb, width, height };
-        self.lock().frames.insert(camera.to_owned(), frame);
+        // Called for every frame of every camera: no allocation, nothing kept for cameras
+        // that cover no sensor.
+        if let Some(latest) = self.lock().frames.get_mut(camera) {
+            *latest = Some(LatestFrame { rgb, width, height });
+        }
     }
 
     /// Whether `camera` should analyse every frame: a sensor it covers is in alarm.
@@ -275,6 +284,7 @@ impl Sensing {
                 state
                     .frames
                     .get(c)
+                    .and_then(Option::as_ref)
                     .map(|f| (c.clone(), f.rgb.clone(), f.width, f.height))
             })
         };
