@@ -12,7 +12,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use sharpeyes_alerts::Alerts;
+use sharpeyes_alerts::{Alerts, CameraPhase};
 use sharpeyes_analytics::BatcherStats;
 use sharpeyes_ingest::{CameraCounters, FrameSlot};
 
@@ -33,15 +33,6 @@ pub mod stage {
     /// Cooldown, outbox write and hand-off to the MQTT link.
     pub const PUBLISH: &str = "publish";
 }
-
-/// Camera states, as the `state` label of `sharpeyes_camera_state`.
-pub const CAMERA_STATES: [&str; 5] = [
-    "connecting",
-    "streaming",
-    "reconnecting",
-    "failed",
-    "stopped",
-];
 
 pub struct Metrics {
     registry: Registry,
@@ -220,11 +211,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Sets `camera`'s state gauge to `state` (one of [`CAMERA_STATES`]).
-    pub fn set_camera_state(&self, camera: &str, state: &str) {
-        for s in CAMERA_STATES {
+    /// Sets `camera`'s state gauges: 1 for `state`, 0 for the others.
+    pub fn set_camera_state(&self, camera: &str, state: CameraPhase) {
+        for s in CameraPhase::ALL {
             self.camera_state
-                .with_label_values(&[camera, s])
+                .with_label_values(&[camera, s.as_str()])
                 .set(i64::from(s == state));
         }
     }
@@ -325,7 +316,7 @@ mod tests {
         let m = Metrics::new();
         m.stage(stage::INFERENCE, Duration::from_millis(5));
         m.frames.with_label_values(&["cam", "analysed"]).inc();
-        m.set_camera_state("cam", "streaming");
+        m.set_camera_state("cam", CameraPhase::Streaming);
         m.reconnects.with_label_values(&["cam", "stall"]).inc();
         m.batch_size.with_label_values(&["m"]).observe(2.0);
         m.model_frames.with_label_values(&["m", "refused"]).inc();

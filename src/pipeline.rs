@@ -792,15 +792,8 @@ impl CameraTask {
             CameraState::Failed { reason } => (CameraPhase::Failed, Some(reason)),
             CameraState::Stopped => (CameraPhase::Stopped, None),
         };
-        let label = match phase {
-            CameraPhase::Connecting => "connecting",
-            CameraPhase::Streaming => "streaming",
-            CameraPhase::Reconnecting => "reconnecting",
-            CameraPhase::Failed => "failed",
-            CameraPhase::Stopped => "stopped",
-        };
-        self.metrics.set_camera_state(&self.id, label);
-        self.board.set(&self.id, label, reason.as_deref());
+        self.metrics.set_camera_state(&self.id, phase);
+        self.board.set(&self.id, phase.as_str(), reason.as_deref());
         if let (CameraPhase::Reconnecting, Some(r)) = (phase, &reason) {
             self.metrics
                 .reconnects

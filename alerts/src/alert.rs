@@ -27,6 +27,17 @@ pub enum Source {
     Fused,
 }
 
+impl Source {
+    /// As published.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Video => "video",
+            Self::Sensor => "sensor",
+            Self::Fused => "fused",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertCamera {
     pub id: String,

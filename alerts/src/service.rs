@@ -86,6 +86,27 @@ pub enum CameraPhase {
     Stopped,
 }
 
+impl CameraPhase {
+    pub const ALL: [CameraPhase; 5] = [
+        Self::Connecting,
+        Self::Streaming,
+        Self::Reconnecting,
+        Self::Failed,
+        Self::Stopped,
+    ];
+
+    /// As published: `connecting`, `streaming`, `reconnecting`, `failed`, `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Streaming => "streaming",
+            Self::Reconnecting => "reconnecting",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -403,12 +424,12 @@ impl Alerts {
         }
         inner.stats.submitted.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut by_kind) = inner.stats.by_kind.lock() {
-            let source = serde_json::to_value(alert.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
             *by_kind
-                .entry((alert.hazard.clone(), alert.severity.clone(), source))
+                .entry((
+                    alert.hazard.clone(),
+                    alert.severity.clone(),
+                    alert.source.as_str().to_owned(),
+                ))
                 .or_default() += 1;
         }
         let detected =

@@ -221,3 +221,18 @@ fn snapshots_show_the_boxes_fit_their_cap_and_carry_their_hash() {
         "a short frame is an error"
     );
 }
+
+/// The names metrics and the API use are the ones the messages carry.
+#[test]
+fn published_names_match_the_serialised_ones() {
+    for phase in sharpeyes_alerts::CameraPhase::ALL {
+        assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+    }
+    for source in [
+        sharpeyes_alerts::Source::Video,
+        sharpeyes_alerts::Source::Sensor,
+        sharpeyes_alerts::Source::Fused,
+    ] {
+        assert_eq!(serde_json::to_value(source).unwrap(), source.as_str());
+    }
+}
