@@ -155,16 +155,7 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let dir = tempfile::tempdir().unwrap();
     let http = support::free_port();
     let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
-    let _service = Service(
-        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
-            .args(["run", "--config", path.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("SHARPEYES_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _service = Service::start(&path);
     let started = Instant::now();
     while get_status(http, "/readyz") != Some(200) && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(200));

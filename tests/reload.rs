@@ -5,7 +5,7 @@ mod service;
 #[path = "../alerts/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -69,16 +69,7 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let http = support::free_port();
     let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
-    let service = Service(
-        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
-            .args(["run", "--config", path.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("SHARPEYES_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let service = Service::start(&path);
     let got = centre
         .wait_until(Duration::from_secs(60), |m| alert_from(m, CAMERA))
         .await;

@@ -32,23 +32,7 @@ const CONFIG: &str = r#"
 [node]
 id = "sensor-node"
 
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "县中心"
-[[grids]]
-id = "321322-001"
-name = "沭城街道"
-centre = "街道中心"
-[[grids]]
-id = "321322-001-003"
-name = "东元社区"
-centre = "社区服务站"
-[[grids]]
-id = "321322-001-003-07"
-name = "第七网格"
-centre = "社区服务站"
-
+{GRIDS}
 [[models]]
 name = "fire_smoke"
 path = "fire_smoke_yolov8.onnx"
@@ -111,7 +95,7 @@ verify_for = "1m"
 fn config() -> Arc<Config> {
     let install = Install::discover();
     let loaded = Config::parse(
-        CONFIG,
+        &CONFIG.replace("{GRIDS}", support::GRIDS),
         Path::new("sensors-test.toml"),
         &install.model_dirs(),
     )

@@ -52,24 +52,7 @@ prefix = "{PREFIX}"
 [http]
 listen = "127.0.0.1:{http}"
 {token}
-
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "县中心"
-[[grids]]
-id = "321322-001"
-name = "沭城街道"
-centre = "街道中心"
-[[grids]]
-id = "321322-001-003"
-name = "东元社区"
-centre = "社区服务站"
-[[grids]]
-id = "321322-001-003-07"
-name = "第七网格"
-centre = "社区服务站"
-
+{grids}
 [[models]]
 name = "fire_smoke"
 path = "fire_smoke_yolov8.onnx"
@@ -98,6 +81,7 @@ grid = "321322-001-003-07"
 hazards = ["fire"]
 "#,
         data = dir.join("data").display(),
+        grids = crate::support::GRIDS,
     );
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
@@ -156,6 +140,22 @@ fn response(mut s: std::net::TcpStream) -> (u16, Vec<u8>) {
 
 /// The service process, killed if a failed assertion leaves it running.
 pub struct Service(pub std::process::Child);
+
+impl Service {
+    /// `sharpeyes run --config path`, quiet (warnings only, not shown).
+    pub fn start(path: &std::path::Path) -> Service {
+        Service(
+            std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+                .args(["run", "--config", path.to_str().unwrap()])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("SHARPEYES_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
 
 impl Drop for Service {
     fn drop(&mut self) {

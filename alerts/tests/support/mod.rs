@@ -20,12 +20,10 @@ pub const CAMERA: &str = "32132200531320000001";
 pub const GRID: &str = "321322-001-003-07";
 pub const PREFIX: &str = "se-test";
 
-/// One camera in a four-level grid. `fire` has no cooldown and no escalation (bursts),
-/// `smoke` a one-minute cooldown, `fallen-person` escalates after one second.
-pub const CONFIG: &str = r#"
-[node]
-id = "test-node"
-
+/// The test grid hierarchy, county down to `GRID`, each level with its centre.
+macro_rules! grids {
+    () => {
+        r#"
 [[grids]]
 id = "321322"
 name = "沭阳县"
@@ -42,7 +40,22 @@ centre = "社区服务站"
 id = "321322-001-003-07"
 name = "第七网格"
 centre = "社区服务站"
+"#
+    };
+}
 
+/// [`grids!`] for tests that build their configuration at run time.
+pub const GRIDS: &str = grids!();
+
+/// One camera in a four-level grid. `fire` has no cooldown and no escalation (bursts),
+/// `smoke` a one-minute cooldown, `fallen-person` escalates after one second.
+pub const CONFIG: &str = concat!(
+    r#"
+[node]
+id = "test-node"
+"#,
+    grids!(),
+    r#"
 [[models]]
 name = "m"
 path = "m.onnx"
@@ -82,7 +95,8 @@ unit = "东元超市"
 url = "rtsp://127.0.0.1:8554/cam1"
 grid = "321322-001-003-07"
 hazards = ["fire", "smoke", "fallen-person"]
-"#;
+"#
+);
 
 pub fn config() -> Arc<Config> {
     let dir = tempfile::tempdir().unwrap();
