@@ -101,7 +101,7 @@ impl Metrics {
         let frames = IntCounterVec::new(
             Opts::new(
                 "sharpeyes_frames_total",
-                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decoded, dropped (replaced before analysis), gated (no motion), analysed.",
+                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decode_only (decoded as a reference for later frames, not handed on), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
             ),
             &["camera", "outcome"],
         )
@@ -242,6 +242,11 @@ impl Metrics {
                 &self.frames,
                 &[camera, "decoded"],
                 counters.decode.decoded.load(Ordering::Relaxed),
+            );
+            mirror(
+                &self.frames,
+                &[camera, "decode_only"],
+                counters.decode.decode_only.load(Ordering::Relaxed),
             );
             mirror(&self.frames, &[camera, "dropped"], slot.dropped());
         }

@@ -329,13 +329,21 @@ impl Camera {
             if keyframe {
                 full_rate = self.full_rate.load(Ordering::Relaxed);
             }
-            if !full_rate && !sampler.wants(keyframe, frame.is_disposable(), Instant::now()) {
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Some(d) = decoder.as_mut()
-                && let Err(e) = d.push(frame.into_data(), SystemTime::now(), keyframe)
-            {
+            let take = if full_rate {
+                Take::Emit
+            } else {
+                sampler.take(keyframe, frame.is_disposable(), Instant::now())
+            };
+            let pushed = match (take, decoder.as_mut()) {
+                (Take::Skip, _) => {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                (_, None) => Ok(()),
+                (Take::Emit, Some(d)) => d.push(frame.into_data(), SystemTime::now(), keyframe),
+                (Take::DecodeOnly, Some(d)) => d.push_decode_only(frame.into_data(), keyframe),
+            };
+            if let Err(e) = pushed {
                 // A bitstream the decoder could not get past: start over at the next keyframe.
                 tracing::warn!(error = %e, "decoder error; resuming at the next keyframe");
                 decoder = None;
@@ -474,8 +482,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Which access units to decode: sampling happens before decoding, because decoding is
-/// the dominant CPU cost.
+/// What to do with one access unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Never decoded.
+    Skip,
+    /// Decoded because later frames refer to it, but not scaled or handed on.
+    DecodeOnly,
+    /// Decoded, scaled and handed to analytics.
+    Emit,
+}
+
+/// Which access units to decode and which to hand on: sampling happens before decoding,
+/// because decoding is the dominant CPU cost, and frames decoded only as references are
+/// dropped by the decoder before scaling, the next largest.
 #[derive(Debug)]
 struct Sampler {
     mode: Sampling,
@@ -490,19 +510,35 @@ impl Sampler {
         }
     }
 
-    /// `keyframes`: only random-access points. `all`: everything. `fps = N`: every frame
-    /// others depend on (they must be decoded to decode later ones), plus disposable frames
-    /// only when one is due; keyframes always.
-    fn wants(&mut self, keyframe: bool, disposable: bool, now: Instant) -> bool {
+    /// `keyframes`: only random-access points. `all`: everything. `fps = N`: N frames a
+    /// second handed on; of the others, those later frames refer to are decoded only, and
+    /// disposable ones skipped.
+    fn take(&mut self, keyframe: bool, disposable: bool, now: Instant) -> Take {
         match self.mode {
-            Sampling::Keyframes => keyframe,
-            Sampling::All => true,
+            Sampling::Keyframes if keyframe => Take::Emit,
+            Sampling::Keyframes => Take::Skip,
+            Sampling::All => Take::Emit,
             Sampling::Fps(fps) => {
-                let due = self.next_due.is_none_or(|d| now >= d);
-                if due {
-                    self.next_due = Some(now + Duration::from_secs_f64(1.0 / fps));
+                let period = Duration::from_secs_f64(1.0 / fps);
+                match self.next_due {
+                    Some(due) if now < due => {
+                        if keyframe || !disposable {
+                            Take::DecodeOnly
+                        } else {
+                            Take::Skip
+                        }
+                    }
+                    // On schedule: the next one is due a period after this one was, so the
+                    // rate holds at N even when frames arrive a little late.
+                    Some(due) if now < due + period => {
+                        self.next_due = Some(due + period);
+                        Take::Emit
+                    }
+                    _ => {
+                        self.next_due = Some(now + period);
+                        Take::Emit
+                    }
                 }
-                keyframe || !disposable || due
             }
         }
     }
@@ -557,22 +593,35 @@ mod tests {
     fn keyframe_sampling_decodes_only_random_access_points() {
         let mut s = Sampler::new(Sampling::Keyframes);
         let now = Instant::now();
-        assert!(s.wants(true, false, now));
-        assert!(!s.wants(false, false, now));
-        assert!(!s.wants(false, true, now));
+        assert_eq!(s.take(true, false, now), Take::Emit);
+        assert_eq!(s.take(false, false, now), Take::Skip);
+        assert_eq!(s.take(false, true, now), Take::Skip);
     }
 
     #[test]
-    fn fps_sampling_skips_only_disposable_frames_that_are_not_due() {
+    fn fps_sampling_hands_on_n_a_second_and_decodes_only_the_references_between() {
         let mut s = Sampler::new(Sampling::Fps(2.0));
         let t = Instant::now();
-        assert!(s.wants(false, true, t), "the first frame is due");
-        assert!(!s.wants(false, true, t + Duration::from_millis(100)));
-        assert!(
-            s.wants(false, false, t + Duration::from_millis(100)),
+        let at = |ms| t + Duration::from_millis(ms);
+        assert_eq!(s.take(false, true, t), Take::Emit, "the first frame is due");
+        assert_eq!(s.take(false, true, at(100)), Take::Skip);
+        assert_eq!(
+            s.take(false, false, at(100)),
+            Take::DecodeOnly,
             "reference frames are needed"
         );
-        assert!(s.wants(false, true, t + Duration::from_millis(600)));
+        assert_eq!(s.take(true, false, at(200)), Take::DecodeOnly);
+        assert_eq!(s.take(false, true, at(520)), Take::Emit);
+        // 25 frames a second of P-frames for 10 s: 2 handed on a second, the rest decoded only.
+        let mut s = Sampler::new(Sampling::Fps(2.0));
+        let takes: Vec<Take> = (0..250)
+            .map(|i| s.take(i % 50 == 0, false, at(i * 40)))
+            .collect();
+        assert_eq!(takes.iter().filter(|t| **t == Take::Emit).count(), 20);
+        assert_eq!(
+            takes.iter().filter(|t| **t == Take::DecodeOnly).count(),
+            230
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub(crate) fn init() -> Result<(), DecodeError> {
 /// Counters a decoder keeps, for metrics.
 #[derive(Debug, Default)]
 pub struct DecodeCounters {
+    /// Access units given to the decoder: every one of them is decoded.
     pub pushed: AtomicU64,
+    /// Of those, decoded only as references for later frames, never handed on.
+    pub decode_only: AtomicU64,
+    /// Frames handed on, scaled to RGB.
     pub decoded: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -112,12 +116,16 @@ pub struct Decoder {
     appsrc: gst_app::AppSrc,
     element: String,
     pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>>,
+    /// Timestamps of frames pushed decode-only, oldest first.
+    decode_only: Arc<Mutex<VecDeque<u64>>>,
     counters: Arc<DecodeCounters>,
     next_pts: u64,
 }
 
-/// How many pushed access units' arrival times are remembered for their frames.
-const PENDING: usize = 64;
+/// How many pushed access units' arrival times (and decode-only marks) are remembered for
+/// their frames: a decoder that falls behind must not lose them, or decode-only frames
+/// would leak out and cost the scaling they exist to avoid.
+const PENDING: usize = 1024;
 
 impl Decoder {
     /// Builds and starts a pipeline decoding `codec` at `in_size` to `out_size` RGB; each
@@ -170,7 +178,7 @@ impl Decoder {
             ""
         };
         let launch = format!(
-            "appsrc name=src format=time ! {} ! {element}{threads} ! videoscale ! video/x-raw,width={w},height={h} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+            "appsrc name=src format=time ! {} ! {element} name=dec{threads} ! videoscale ! video/x-raw,width={w},height={h} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
             codec.parser()
         );
         let err =
@@ -194,6 +202,29 @@ impl Decoder {
             .downcast::<gst_app::AppSink>()
             .map_err(|_| DecodeError("sink is not an appsink".into()))?;
 
+        // Decode-only frames leave right after the decoder, before scaling and conversion.
+        // Decoders are meant to drop them themselves (`DECODE_ONLY`), but the flag does not
+        // survive h264parse, so they are dropped here by their timestamps.
+        let decode_only: Arc<Mutex<VecDeque<u64>>> = Arc::default();
+        let d = decode_only.clone();
+        by_name("dec")?
+            .static_pad("src")
+            .ok_or_else(|| DecodeError(format!("{element} has no src pad")))?
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
+                while d.front().is_some_and(|t| *t < pts.nseconds()) {
+                    d.pop_front();
+                }
+                if d.front() == Some(&pts.nseconds()) {
+                    d.pop_front();
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            });
         let pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>> = Arc::default();
         let (p, c) = (pending.clone(), counters.clone());
         appsink.set_callbacks(
@@ -241,6 +272,7 @@ impl Decoder {
             appsrc,
             element: element.to_owned(),
             pending,
+            decode_only,
             counters,
             next_pts: 0,
         })
@@ -259,6 +291,27 @@ impl Decoder {
         received_at: SystemTime,
         keyframe: bool,
     ) -> Result<(), DecodeError> {
+        self.push_flagged(access_unit, Some(received_at), keyframe)
+    }
+
+    /// Queues one access unit that later frames refer to but nobody wants to see: it is
+    /// decoded, then dropped by the decoder before scaling and conversion (GStreamer's
+    /// `DECODE_ONLY`). `fps` sampling decodes the frames between its samples this way.
+    pub fn push_decode_only(
+        &mut self,
+        access_unit: Vec<u8>,
+        keyframe: bool,
+    ) -> Result<(), DecodeError> {
+        self.push_flagged(access_unit, None, keyframe)
+    }
+
+    /// `received_at: None` marks the unit decode-only.
+    fn push_flagged(
+        &mut self,
+        access_unit: Vec<u8>,
+        received_at: Option<SystemTime>,
+        keyframe: bool,
+    ) -> Result<(), DecodeError> {
         if let Some(msg) = self
             .pipeline
             .bus()
@@ -271,19 +324,32 @@ impl Decoder {
         }
         // Timestamps only identify frames here: consecutive, 40 ms apart.
         self.next_pts += Duration::from_millis(40).as_nanos() as u64;
-        {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if p.len() == PENDING {
-                p.pop_front();
+        let mut flags = gst::BufferFlags::empty();
+        if !keyframe {
+            flags |= gst::BufferFlags::DELTA_UNIT;
+        }
+        match received_at {
+            Some(received_at) => {
+                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if p.len() == PENDING {
+                    p.pop_front();
+                }
+                p.push_back((self.next_pts, received_at, keyframe));
             }
-            p.push_back((self.next_pts, received_at, keyframe));
+            None => {
+                flags |= gst::BufferFlags::DECODE_ONLY;
+                let mut d = self.decode_only.lock().unwrap_or_else(|e| e.into_inner());
+                if d.len() == PENDING {
+                    d.pop_front();
+                }
+                d.push_back(self.next_pts);
+                self.counters.decode_only.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let mut buffer = gst::Buffer::from_mut_slice(access_unit);
         if let Some(b) = buffer.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds(self.next_pts));
-            if !keyframe {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
-            }
+            b.set_flags(flags);
         }
         self.counters.pushed.fetch_add(1, Ordering::Relaxed);
         self.appsrc

@@ -105,6 +105,38 @@ fn every_access_unit_becomes_a_scaled_rgb_frame() {
 }
 
 #[test]
+fn decode_only_units_are_decoded_as_references_but_not_handed_on() {
+    let clip = encode(20, 10);
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let counters = Arc::new(DecodeCounters::default());
+    let mut d = decoder(frames.clone(), counters.clone());
+    // One frame in five handed on, as `fps` sampling does; the rest are references.
+    for (i, (au, key)) in clip.iter().enumerate() {
+        if i % 5 == 0 {
+            d.push(au.clone(), SystemTime::now(), *key).unwrap();
+        } else {
+            d.push_decode_only(au.clone(), *key).unwrap();
+        }
+    }
+    wait_settled(&frames);
+    let frames = frames.lock().unwrap();
+    assert_eq!(frames.len(), 4, "only the frames handed on come out");
+    assert_eq!(counters.decode_only.load(Ordering::Relaxed), 16);
+    assert_eq!(counters.decoded.load(Ordering::Relaxed), 4);
+    // Each came out of a decoder that had seen its references: a whole picture, not the
+    // grey of a P-frame decoded without them. The ball pattern is black around a white ball.
+    for f in frames.iter() {
+        let grey = f.rgb.iter().filter(|&&v| (100..=156).contains(&v)).count();
+        assert!(
+            grey * 4 < f.rgb.len(),
+            "a frame is mostly grey: {grey} of {}",
+            f.rgb.len()
+        );
+    }
+    assert_eq!(frames.iter().filter(|f| f.keyframe).count(), 2);
+}
+
+#[test]
 fn keyframes_alone_decode_on_their_own() {
     let clip = encode(30, 10);
     let frames = Arc::new(Mutex::new(Vec::new()));
