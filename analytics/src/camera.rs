@@ -107,8 +107,14 @@ impl CameraAnalyzer {
         self.models.iter().map(|m| m.model.as_str())
     }
 
+    /// Whether to run inference on `frame`: when it moved, when the scene has been still
+    /// too long, or while a hazard waits for its confirming frames.
     pub fn gate(&mut self, frame: RgbImage<'_>, now: Instant) -> Gate {
-        self.gate.check(frame, now)
+        let pending = self
+            .models
+            .iter()
+            .any(|m| m.rules.iter().any(|r| r.pending(now)));
+        self.gate.check_pending(frame, now, pending)
     }
 
     pub fn gate_counts(&self) -> crate::motion::GateCounts {

@@ -43,6 +43,9 @@ pub enum GateReason {
     Motion,
     /// No motion, but `forced_interval` has passed since the last analysed frame.
     Forced,
+    /// No motion, but a hazard is half-confirmed: a fire that stands still must still be
+    /// seen k times, not once per `forced_interval`.
+    Pending,
 }
 
 /// How often each outcome happened, for the gate's metrics.
@@ -50,6 +53,7 @@ pub enum GateReason {
 pub struct GateCounts {
     pub motion: u64,
     pub forced: u64,
+    pub pending: u64,
     /// Includes frames whose bytes do not match their stated size.
     pub skipped: u64,
 }
@@ -81,6 +85,12 @@ impl MotionGate {
 
     /// Compares `frame` with the previous one and says whether to run inference on it.
     pub fn check(&mut self, frame: RgbImage<'_>, now: Instant) -> Gate {
+        self.check_pending(frame, now, false)
+    }
+
+    /// [`Self::check`], letting a still frame through when `pending` (a hazard awaits
+    /// confirmation on this camera).
+    pub fn check_pending(&mut self, frame: RgbImage<'_>, now: Instant, pending: bool) -> Gate {
         let (w, h) = (frame.width, frame.height);
         if w == 0 || h == 0 || frame.data.len() != w as usize * h as usize * 3 {
             self.counts.skipped += 1;
@@ -111,6 +121,9 @@ impl MotionGate {
         } else if since >= self.config.forced_interval {
             self.counts.forced += 1;
             GateReason::Forced
+        } else if pending {
+            self.counts.pending += 1;
+            GateReason::Pending
         } else {
             self.counts.skipped += 1;
             return Gate::Skip;
@@ -168,7 +181,7 @@ const CELL_SAMPLES: usize = 8;
 mod tests {
     use super::*;
     use Gate::{Analyse, Skip};
-    use GateReason::{First, Forced, Motion};
+    use GateReason::{First, Forced, Motion, Pending};
 
     const W: u32 = 320;
     const H: u32 = 180;
@@ -221,6 +234,18 @@ mod tests {
         // The interval restarts from the forced check.
         assert_eq!(gate.check(image(&a), due + Duration::from_secs(1)), Skip);
         assert_eq!(gate.counts().forced, 1);
+    }
+
+    #[test]
+    fn a_still_frame_passes_while_a_hazard_is_pending() {
+        let t0 = Instant::now();
+        let mut gate = MotionGate::new(MotionConfig::default());
+        let a = frame(None);
+        gate.check(image(&a), t0);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(gate.check_pending(image(&a), t1, true), Analyse(Pending));
+        assert_eq!(gate.check_pending(image(&a), t1, false), Skip);
+        assert_eq!(gate.counts().pending, 1);
     }
 
     #[test]

@@ -120,6 +120,17 @@ impl HazardRule {
         &self.hazard
     }
 
+    /// A positive frame is in the window but no alert has gone out for it yet: the camera
+    /// should keep looking until it confirms or the window clears.
+    pub fn pending(&self, now: Instant) -> bool {
+        self.positives > 0 && !self.cooling(now)
+    }
+
+    fn cooling(&self, now: Instant) -> bool {
+        self.last_hit
+            .is_some_and(|t| now.saturating_duration_since(t) < self.hazard.cooldown)
+    }
+
     /// Feeds one analysed frame's tracks (from [`crate::Tracker::update`]). Returns a hit on
     /// a positive frame that completes k of n, outside the cooldown; a hit starts the
     /// cooldown. Allocates only for the hit itself.
@@ -142,9 +153,7 @@ impl HazardRule {
         self.next = (self.next + 1) % self.window.len();
 
         let confirmed = self.positives >= self.hazard.confirm.k as usize;
-        let cooling = self
-            .last_hit
-            .is_some_and(|t| now.saturating_duration_since(t) < self.hazard.cooldown);
+        let cooling = self.cooling(now);
         if !positive || !confirmed || cooling {
             return None;
         }
@@ -289,6 +298,31 @@ mod tests {
         assert_eq!(hit.severity, Severity::Major);
         assert_eq!(ids(&hit), [1]);
         assert_eq!(hit.confidence, 0.8);
+    }
+
+    #[test]
+    fn a_rule_is_pending_from_its_first_positive_until_it_confirms_or_clears() {
+        let mut h = hazard();
+        h.confirm = Confirm { k: 2, n: 3 };
+        h.cooldown = Duration::from_secs(60);
+        let mut rule = HazardRule::new(&h, &classes(), &[]).unwrap();
+        let t0 = Instant::now();
+        let one = |t| vec![person(1, 500.0, 500.0, t)];
+        assert!(!rule.pending(t0));
+        assert!(rule.evaluate(&one(t0), W, H, t0).is_none());
+        assert!(rule.pending(t0), "one positive of the two needed");
+        assert!(rule.evaluate(&one(at(t0, 1)), W, H, at(t0, 1)).is_some());
+        assert!(
+            !rule.pending(at(t0, 1)),
+            "confirmed: cooling down, nothing to hurry"
+        );
+        // A lone positive that leaves the window clears it.
+        let mut rule = HazardRule::new(&h, &classes(), &[]).unwrap();
+        rule.evaluate(&one(t0), W, H, t0);
+        for s in 1..=3 {
+            rule.evaluate(&[], W, H, at(t0, s));
+        }
+        assert!(!rule.pending(at(t0, 3)));
     }
 
     #[test]
