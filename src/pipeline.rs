@@ -509,7 +509,7 @@ impl Cameras {
             &self.config,
             camera,
             |m| self.classes.get(m).map(Vec::as_slice),
-            AnalysisSettings::default(),
+            analysis_settings(&self.config.motion),
         )
         .map_err(|e| {
             format!("{e}; models load at start-up only: restart the service to add one")
@@ -929,4 +929,16 @@ impl Router {
             }
         }
     }
+}
+
+/// The per-camera analysis settings `[motion]` asks for. A disabled gate still runs (its
+/// cost is a 64-cell-wide grey copy) but lets every frame through.
+fn analysis_settings(motion: &sharpeyes_config::Motion) -> AnalysisSettings {
+    let mut settings = AnalysisSettings::default();
+    settings.motion.forced_interval = if motion.enabled {
+        motion.forced_interval
+    } else {
+        Duration::ZERO
+    };
+    settings
 }

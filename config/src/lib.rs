@@ -29,7 +29,7 @@ pub use diag::{FieldPath, Level, Position, Problem, Problems, Segment};
 pub use install::{Install, ONNXRUNTIME_LIB};
 pub use schema::{
     AlertOptions, Backend, Camera, CameraKind, Confirm, Fusion, Grid, GridLevel, Hazard, Http,
-    Model, ModelLayout, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
+    Model, ModelLayout, Motion, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
 };
 pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
 pub use summary::Summary;
@@ -53,6 +53,7 @@ pub struct Config {
     pub hazards: Vec<Hazard>,
     pub sensors: Vec<Sensor>,
     pub fusion: Fusion,
+    pub motion: Motion,
 }
 
 /// A configuration that passed, with the warnings it raised.

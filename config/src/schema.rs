@@ -577,6 +577,32 @@ impl Default for Fusion {
     }
 }
 
+/// `[motion]`: the motion gate in front of inference, for every camera. Static scenes are
+/// most of a patrol camera's day; the gate is what lets one core watch dozens of cameras.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Motion {
+    /// `false`: every sampled frame goes to inference, moving or not.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A static scene is still analysed this often: smoke grows too slowly to trip the gate.
+    #[serde(default = "default_forced_interval", with = "humantime_serde")]
+    pub forced_interval: Duration,
+}
+
+impl Default for Motion {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            forced_interval: default_forced_interval(),
+        }
+    }
+}
+
+fn default_forced_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
 fn default_fusion_wait() -> Duration {
     Duration::from_secs(10)
 }

@@ -461,6 +461,9 @@ verified_by = ["fire"]
 
 [fusion]
 wait = "5s"
+
+[motion]
+forced_interval = "30s"
 "#;
     let c = parse(&format!("{BASE}{sensors}")).unwrap().config;
     assert_eq!(c.sensors[0].hazard_name(), "fire");
@@ -469,18 +472,22 @@ wait = "5s"
     assert_eq!(c.sensors[1].verifying_hazards(), ["fire"]);
     assert_eq!(c.fusion.wait, std::time::Duration::from_secs(5));
     assert_eq!(c.fusion.verify_for, std::time::Duration::from_secs(120));
+    assert!(c.motion.enabled);
+    assert_eq!(c.motion.forced_interval, std::time::Duration::from_secs(30));
 
     let bad = sensors
         .replace(
             "verified_by = [\"fire\"]",
             "verified_by = [\"fier\"]\nhazard = \"gas leak\"",
         )
-        .replace("wait = \"5s\"", "wait = \"1h\"");
+        .replace("wait = \"5s\"", "wait = \"1h\"")
+        .replace("forced_interval = \"30s\"", "forced_interval = \"0s\"");
     let errs = errors(&format!("{BASE}{bad}"));
     for (field, says) in [
         ("sensors[1].verified_by[0]", "unknown hazard `fier`"),
         ("sensors[1].hazard", "cannot be used in MQTT topics"),
         ("fusion.wait", "too long"),
+        ("motion.forced_interval", "not in 1s..=10m"),
     ] {
         assert!(
             errs.iter()

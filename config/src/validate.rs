@@ -10,15 +10,15 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Camera, CameraKind, Fusion, Grid, GridLevel, Hazard, Model, ModelLayout, Sensor,
-    Zone,
+    AlertOptions, Camera, CameraKind, Fusion, Grid, GridLevel, Hazard, Model, ModelLayout, Motion,
+    Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
 
 const SECTIONS: &[&str] = &[
     "node", "mqtt", "redis", "http", "alerts", "grids", "cameras", "models", "hazards", "sensors",
-    "fusion",
+    "fusion", "motion",
 ];
 
 /// Characters that would break an MQTT topic level or a Redis key.
@@ -89,6 +89,18 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
             "use at most 5m; 10s (the default) gives a keyframe camera time to look",
         );
     }
+    let motion: Motion = v.table(src, "motion").unwrap_or_default();
+    let forced = motion.forced_interval;
+    if forced.is_zero() || forced > std::time::Duration::from_secs(600) {
+        v.error(
+            FieldPath::root().key("motion").key("forced_interval"),
+            format!(
+                "{} is not in 1s..=10m",
+                humantime::format_duration(forced)
+            ),
+            "10s (the default) keeps slow smoke in view; to analyse every frame, set `enabled = false`",
+        );
+    }
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
@@ -113,6 +125,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         hazards: hazards.items.into_iter().map(|(_, h)| h).collect(),
         sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
         fusion,
+        motion,
     };
     v.endpoints(&mut config);
     (config, v.problems)
