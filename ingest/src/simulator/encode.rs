@@ -28,7 +28,7 @@ const MIN_BITRATE_KBPS: u64 = 200;
 const X264_PRESET: &str = "veryfast";
 
 /// Bumped whenever drawing or encoding changes, so stale cache files are not reused.
-const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v2";
+const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v3";
 
 /// How long encoding one clip may take before it is called stuck, in seconds.
 const ENCODE_TIMEOUT_S: u64 = 300;
@@ -55,6 +55,8 @@ pub(crate) struct ClipSpec {
     pub height: u32,
     pub fps: u32,
     pub gop: u32,
+    /// Sensor noise, grey levels either way.
+    pub grain: u8,
 }
 
 impl ClipSpec {
@@ -111,12 +113,13 @@ fn encode(
         height,
         fps,
         gop,
+        ..
     } = spec;
     let launch = format!(
         "appsrc name=src format=time block=true max-bytes={max_bytes} \
            caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 \
          ! videoconvert ! video/x-raw,format=I420 \
-         ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 bitrate={bitrate} \
+         ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 bitrate={bitrate} option-string=scenecut=0 \
          ! video/x-h264,profile=high \
          ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
@@ -185,10 +188,12 @@ fn run_encoder(
         .map_err(|_| "the encoder pipeline does not start".to_string())?;
     let frames = spec.frames();
     let frame_duration = gst::ClockTime::SECOND / u64::from(spec.fps);
+    let mut noise = Grain::new(spec.grain);
     for n in 0..frames {
         let mut frame = still.clone();
         let (x, y, w, h) = scene::mover(n, frames, spec.width, spec.height);
         scene::fill(&mut frame, x, y, w, h, [200, 30, 30]);
+        noise.apply(&mut frame);
         let mut buffer = gst::Buffer::from_mut_slice(frame.into_raw());
         {
             let b = buffer.make_mut();
@@ -211,6 +216,39 @@ fn run_encoder(
             _ => Err("unexpected bus message".into()),
         },
         None => Err(format!("no end of stream after {ENCODE_TIMEOUT_S} s")),
+    }
+}
+
+/// Fresh sensor noise for every frame: each byte moves by up to `amplitude` either way.
+struct Grain {
+    amplitude: u8,
+    state: u64,
+}
+
+impl Grain {
+    fn new(amplitude: u8) -> Self {
+        Self {
+            amplitude,
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn apply(&mut self, frame: &mut image::RgbImage) {
+        if self.amplitude == 0 {
+            return;
+        }
+        let span = 2 * u16::from(self.amplitude) + 1;
+        let a = i16::from(self.amplitude);
+        for chunk in frame.chunks_mut(8) {
+            // xorshift64: eight noise bytes per step.
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            for (p, r) in chunk.iter_mut().zip(self.state.to_le_bytes()) {
+                let d = (u16::from(r) % span) as i16 - a;
+                *p = (i16::from(*p) + d).clamp(0, 255) as u8;
+            }
+        }
     }
 }
 
@@ -239,9 +277,15 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         height,
         fps,
         gop,
+        grain,
     } = spec;
+    let grain = if grain > 0 {
+        format!("-grain{grain}")
+    } else {
+        String::new()
+    };
     format!(
-        "{scene}-{width}x{height}-{fps}fps-gop{gop}-{}kbps-{hash:016x}.h264au",
+        "{scene}-{width}x{height}-{fps}fps-gop{gop}{grain}-{}kbps-{hash:016x}.h264au",
         spec.bitrate_kbps()
     )
 }
@@ -307,6 +351,7 @@ mod tests {
         height: 120,
         fps: 10,
         gop: 5,
+        grain: 0,
     };
 
     #[test]
@@ -358,6 +403,29 @@ mod tests {
             a,
             cache_name(SceneKind::Fire, ClipSpec { gop: 6, ..SMALL }, b"x")
         );
+        assert_ne!(
+            cache_name(SceneKind::Fire, SMALL, b"x"),
+            cache_name(SceneKind::Fire, ClipSpec { grain: 4, ..SMALL }, b"x")
+        );
         assert_ne!(a, cache_name(SceneKind::Fire, SMALL, b"y"));
+    }
+
+    #[test]
+    fn grain_makes_delta_frames_cost_what_a_real_cameras_do() {
+        gst::init().unwrap();
+        let still = scene::compose(SceneKind::Street, SMALL.width, SMALL.height).unwrap();
+        let delta_bytes = |spec: ClipSpec| -> usize {
+            let aus = encode(&still, SceneKind::Street, spec).unwrap();
+            let keyframes: Vec<usize> = (0..aus.len()).filter(|&i| aus[i].keyframe).collect();
+            // Like a camera: a keyframe every GOP and nowhere else, however costly the deltas.
+            assert_eq!(keyframes, [0, spec.gop as usize], "{spec:?}");
+            aus.iter()
+                .filter(|a| !a.keyframe)
+                .map(|a| a.buffer.size())
+                .sum()
+        };
+        let clean = delta_bytes(SMALL);
+        let grainy = delta_bytes(ClipSpec { grain: 6, ..SMALL });
+        assert!(grainy > 3 * clean, "clean {clean} B, grainy {grainy} B");
     }
 }

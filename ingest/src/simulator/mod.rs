@@ -36,6 +36,8 @@ use encode::{Clip, ClipSpec};
 
 /// Most cameras one simulator serves; far above what one machine can stream anyway.
 pub const MAX_CAMERAS: usize = 1000;
+/// More noise than this is not a camera any more.
+const MAX_GRAIN: u8 = 32;
 /// Highest frame rate accepted, in frames per second.
 const MAX_FPS: u32 = 120;
 /// Longest GOP accepted, in seconds of video (`gop / fps`).
@@ -64,6 +66,10 @@ pub struct SimulatorConfig {
     /// Frames from one keyframe to the next. Scene switches wait for a keyframe, and
     /// keyframe-sampling clients see one frame per GOP.
     pub gop: u32,
+    /// Sensor noise, in grey levels either way (0: a clean picture). Real cameras' delta
+    /// frames are mostly noise, and noise is most of what decoding them costs: benchmarks
+    /// set this so that full-rate decoding costs what it does on a real camera.
+    pub grain: u8,
     /// TCP port on 127.0.0.1; 0 picks a free one (see [`Simulator::port`]).
     pub port: u16,
     /// Hazard scenes and when each camera shows them.
@@ -87,6 +93,7 @@ impl Default for SimulatorConfig {
             scenario: Vec::new(),
             credentials: None,
             cache_dir: None,
+            grain: 0,
         }
     }
 }
@@ -108,6 +115,7 @@ impl SimulatorConfig {
             height: self.height,
             fps: self.fps,
             gop: self.gop,
+            grain: self.grain,
         }
     }
 
@@ -135,6 +143,12 @@ impl SimulatorConfig {
                 self.gop,
                 self.fps * MAX_GOP_S,
                 self.fps
+            ));
+        }
+        if self.grain > MAX_GRAIN {
+            return bad(format!(
+                "grain = {}: must be 0 to {MAX_GRAIN} grey levels",
+                self.grain
             ));
         }
         if let Some(s) = self.scenario.iter().find(|s| s.camera > self.cameras) {
