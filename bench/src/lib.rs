@@ -7,6 +7,8 @@
 
 #![forbid(clippy::print_stderr)]
 
+pub mod e2e;
+
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;

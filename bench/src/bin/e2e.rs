@@ -1,0 +1,184 @@
+//! `make bench-e2e`: the end-to-end harness. See `sharpeyes_bench::e2e` and the README's
+//! tuning guide.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the figures are the output
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sharpeyes_bench::e2e::{self, Options, Pipeline, report};
+use sharpeyes_config::Sampling;
+
+/// Simulated cameras through the real service to a real broker, for each N of a list, with
+/// a Frigate-style full-decode baseline on the same cameras; a table, JSON and an SVG plot.
+#[derive(Parser)]
+struct Args {
+    /// Camera counts, one step each.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,48")]
+    cameras: Vec<usize>,
+    /// Seconds measured per step (after the warm-up).
+    #[arg(long, default_value_t = 40)]
+    seconds: u64,
+    /// Seconds from start to the measured window.
+    #[arg(long, default_value_t = 12)]
+    warmup: u64,
+    /// sharpeyes' sampling: `keyframes`, `all`, or frames a second.
+    #[arg(long, default_value = "keyframes", value_parser = parse_sampling)]
+    sampling: Sampling,
+    /// Frames a second the full-decode baseline sends to detection.
+    #[arg(long, default_value_t = 5.0)]
+    baseline_fps: f64,
+    /// Run the full-decode baseline too.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    baseline: bool,
+    /// Run sharpeyes' own steps.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sharpeyes: bool,
+    /// Detector input side (the fire detector; a multiple of 32).
+    #[arg(long, default_value_t = 320)]
+    input_size: u32,
+    #[arg(long, default_value_t = 4)]
+    max_batch: usize,
+    /// Milliseconds a batch waits to fill.
+    #[arg(long, default_value_t = 50)]
+    max_wait_ms: u64,
+    /// ONNX Runtime threads per inference worker.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The motion gate in front of inference.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    motion: bool,
+    /// `retina` or `gstreamer`.
+    #[arg(long, default_value = "retina")]
+    backend: String,
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    #[arg(long, default_value_t = 50)]
+    gop: u32,
+    /// Sensor noise of the simulated cameras, grey levels (0: clean, cheap delta frames).
+    #[arg(long, default_value_t = 6)]
+    grain: u8,
+    /// Keep going after the first N a pipeline does not hold.
+    #[arg(long)]
+    all_steps: bool,
+    /// The `sharpeyes` binary under test.
+    #[arg(long, default_value_os_t = default_binary())]
+    binary: PathBuf,
+    /// Where `e2e.json`, `e2e.svg` and `e2e.txt` go.
+    #[arg(long, default_value_os_t = target_dir().join("e2e"))]
+    out: PathBuf,
+}
+
+fn parse_sampling(s: &str) -> Result<Sampling, String> {
+    match s {
+        "keyframes" => Ok(Sampling::Keyframes),
+        "all" => Ok(Sampling::All),
+        n => n
+            .parse::<f64>()
+            .ok()
+            .filter(|f| *f > 0.0)
+            .map(Sampling::Fps)
+            .ok_or_else(|| format!("`{n}`: expected keyframes, all, or frames a second")),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn default_binary() -> PathBuf {
+    target_dir().join("release/sharpeyes")
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let mut pipelines = Vec::new();
+    if a.sharpeyes {
+        pipelines.push(Pipeline::Sharpeyes);
+    }
+    if a.baseline {
+        pipelines.push(Pipeline::FullDecode);
+    }
+    let options = Options {
+        cameras: a.cameras,
+        pipelines,
+        width: a.width,
+        height: a.height,
+        fps: a.fps,
+        gop: a.gop,
+        grain: a.grain,
+        warmup: Duration::from_secs(a.warmup),
+        measure: Duration::from_secs(a.seconds),
+        sampling: a.sampling,
+        baseline_fps: a.baseline_fps,
+        input_size: a.input_size,
+        max_batch: a.max_batch,
+        max_wait: Duration::from_millis(a.max_wait_ms),
+        threads: a.threads,
+        motion: a.motion,
+        backend: a.backend,
+        stop_at_first_miss: !a.all_steps,
+        clip_cache: Some(target_dir().join("sim-clips")),
+        ..Options::new(a.binary)
+    };
+    println!(
+        "e2e: {:?} cameras at {}x{} {} fps GOP {}, {} s per step after {} s warm-up; pipelines {:?}",
+        options.cameras,
+        options.width,
+        options.height,
+        options.fps,
+        options.gop,
+        a.seconds,
+        a.warmup,
+        options
+            .pipelines
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+    );
+    let run = match e2e::run(&options, |s| {
+        println!(
+            "  {} N={}: {:.1}% of a core per camera, p99 {}, {}",
+            s.pipeline.as_str(),
+            s.cameras,
+            s.cores_per_camera * 100.0,
+            s.latency.p99.map_or("-".into(), |v| format!("{v:.2} s")),
+            if s.held {
+                "held".to_owned()
+            } else {
+                format!("not held: {}", s.reasons.join("; "))
+            }
+        );
+    }) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let table = report::table(&run);
+    let summary = report::summary(&run);
+    println!("\n{table}\n{summary}");
+    let write = |name: &str, text: &str| {
+        let path = a.out.join(name);
+        match std::fs::create_dir_all(&a.out).and_then(|()| std::fs::write(&path, text)) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => eprintln!("e2e: {}: {e}", path.display()),
+        }
+    };
+    match serde_json::to_string_pretty(&run) {
+        Ok(json) => write("e2e.json", &json),
+        Err(e) => eprintln!("e2e: JSON: {e}"),
+    }
+    write("e2e.svg", &report::svg(&run));
+    write("e2e.txt", &format!("{table}\n{summary}"));
+    ExitCode::SUCCESS
+}

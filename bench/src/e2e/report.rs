@@ -1,0 +1,346 @@
+//! What a run prints and writes: a table, the JSON of every figure, and an SVG plot of CPU
+//! per camera and alert latency against the number of cameras.
+//!
+//! The plot is a few dozen SVG elements written here: plotting crates need a font stack
+//! (fontconfig, ab_glyph) to place text, which a build on a bare machine should not pull in.
+
+use std::fmt::Write as _;
+
+use super::{Pipeline, Run, Step};
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+/// One line per step.
+pub fn table(run: &Run) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<11} {:>3} {:<9} {:>5} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6} {:>5} {:>6} {:>5} {:>6} {:>6}  held",
+        "pipeline",
+        "N",
+        "sampling",
+        "recv",
+        "decode",
+        "handed",
+        "analys",
+        "drop",
+        "%core",
+        "cores",
+        "sim",
+        "RSS",
+        "batch",
+        "p50 s",
+        "p99 s"
+    );
+    let _ = writeln!(
+        out,
+        "{:<11} {:>3} {:<9} {:>5} {:>6} {:>7} {:>7} {:>6} {:>7} {:>6} {:>5} {:>6} {:>5}",
+        "", "", "", "fps/cam", "", "", "", "", "per cam", "", "cores", "MiB", "fill"
+    );
+    for s in &run.steps {
+        let _ = writeln!(
+            out,
+            "{:<11} {:>3} {:<9} {:>5.1} {:>6.2} {:>7.2} {:>7.2} {:>6.2} {:>7.2} {:>6.2} {:>5.2} {:>6.0} {:>5.2} {:>6} {:>6}  {}",
+            s.pipeline.as_str(),
+            s.cameras,
+            s.sampling,
+            s.received,
+            s.decoded,
+            s.handed_on,
+            s.analysed,
+            s.dropped,
+            s.cores_per_camera * 100.0,
+            s.service_cores,
+            s.simulator_cores,
+            s.rss_mib,
+            s.batch_fill,
+            opt(s.latency.p50),
+            opt(s.latency.p99),
+            if s.held {
+                "yes".to_owned()
+            } else {
+                format!("NO: {}", s.reasons.join("; "))
+            }
+        );
+    }
+    out
+}
+
+/// The conclusions: capacity, the ratio to the baseline, latency against the target.
+pub fn summary(run: &Run) -> String {
+    let mut out = String::new();
+    let cores = run.machine.cores as f64;
+    let capacity = |p| run.capacity(p);
+    for p in [Pipeline::Sharpeyes, Pipeline::FullDecode] {
+        if !run.steps.iter().any(|s| s.pipeline == p) {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<11} largest N held: {}",
+            p.as_str(),
+            capacity(p).map_or("none".into(), |n| format!(
+                "{n} cameras ({:.1} per core)",
+                n as f64 / cores
+            ))
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        capacity(Pipeline::Sharpeyes),
+        capacity(Pipeline::FullDecode),
+    ) {
+        let _ = writeln!(
+            out,
+            "cameras held, sharpeyes / full-decode: {:.1}x",
+            a as f64 / b as f64
+        );
+    }
+    // CPU per camera at the largest N both pipelines ran and held.
+    let common = run
+        .steps
+        .iter()
+        .filter(|s| s.pipeline == Pipeline::FullDecode && s.held)
+        .filter_map(|b| Some((b, run.step(Pipeline::Sharpeyes, b.cameras)?)))
+        .max_by_key(|(b, _)| b.cameras);
+    if let Some((b, a)) = common {
+        let _ = writeln!(
+            out,
+            "CPU per camera at N={}: sharpeyes {:.1}% of a core, full-decode {:.1}%: {:.1}x cameras per core",
+            b.cameras,
+            a.cores_per_camera * 100.0,
+            b.cores_per_camera * 100.0,
+            b.cores_per_camera / a.cores_per_camera
+        );
+    }
+    let target = run.options.latency_target();
+    for s in run
+        .steps
+        .iter()
+        .filter(|s| s.pipeline == Pipeline::Sharpeyes)
+    {
+        if let Some(p99) = s.latency.p99 {
+            let _ = writeln!(
+                out,
+                "sharpeyes N={:<3} alert latency p50 {:.2} s, p99 {:.2} s ({} fires): target p99 <= {target:.1} s {}",
+                s.cameras,
+                s.latency.p50.unwrap_or(f64::NAN),
+                p99,
+                s.latency.samples.len(),
+                if p99 <= target { "met" } else { "missed" }
+            );
+        }
+    }
+    out
+}
+
+/// Two panels: CPU per camera (% of a core) and alert latency (s), against N.
+pub fn svg(run: &Run) -> String {
+    const W: f64 = 960.0;
+    const H: f64 = 420.0;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" text-anchor="middle" font-size="15">sharpeyes end-to-end: {} cores, {}x{} at {} fps, GOP {}</text>
+"#,
+        W / 2.0,
+        run.machine.cores,
+        run.options.width,
+        run.options.height,
+        run.options.fps,
+        run.options.gop
+    );
+    let max_n = run.steps.iter().map(|s| s.cameras).max().unwrap_or(1) as f64;
+    let series = |p: Pipeline, f: &dyn Fn(&Step) -> Option<f64>| -> Vec<(f64, f64, bool)> {
+        run.steps
+            .iter()
+            .filter(|s| s.pipeline == p)
+            .filter_map(|s| Some((s.cameras as f64, f(s)?, s.held)))
+            .collect()
+    };
+    let cpu = |s: &Step| Some(s.cores_per_camera * 100.0);
+    let p50 = |s: &Step| s.latency.p50;
+    let p99 = |s: &Step| s.latency.p99;
+    let target = run.options.latency_target();
+    let lines_cpu = [
+        (
+            "sharpeyes",
+            "#1f77b4",
+            "",
+            series(Pipeline::Sharpeyes, &cpu),
+        ),
+        (
+            "full-decode",
+            "#d62728",
+            "",
+            series(Pipeline::FullDecode, &cpu),
+        ),
+    ];
+    let lines_latency = [
+        (
+            "sharpeyes p99",
+            "#1f77b4",
+            "",
+            series(Pipeline::Sharpeyes, &p99),
+        ),
+        (
+            "sharpeyes p50",
+            "#1f77b4",
+            "5,4",
+            series(Pipeline::Sharpeyes, &p50),
+        ),
+        (
+            "full-decode p99",
+            "#d62728",
+            "",
+            series(Pipeline::FullDecode, &p99),
+        ),
+        (
+            "full-decode p50",
+            "#d62728",
+            "5,4",
+            series(Pipeline::FullDecode, &p50),
+        ),
+    ];
+    panel(
+        &mut out,
+        70.0,
+        "CPU per camera (% of a core)",
+        max_n,
+        &lines_cpu,
+        None,
+    );
+    panel(
+        &mut out,
+        550.0,
+        "alert latency, fire on screen -> MQTT (s)",
+        max_n,
+        &lines_latency,
+        Some(("target p99", target)),
+    );
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">hollow points: N not held (a camera starved or a queue grew)</text>\n</svg>\n",
+        W / 2.0,
+        H - 8.0
+    ));
+    out
+}
+
+type Series<'a> = (&'a str, &'a str, &'a str, Vec<(f64, f64, bool)>);
+
+fn panel(
+    out: &mut String,
+    left: f64,
+    title: &str,
+    max_n: f64,
+    lines: &[Series],
+    target: Option<(&str, f64)>,
+) {
+    let (top, w, h) = (50.0, 340.0, 300.0);
+    let highest = lines
+        .iter()
+        .flat_map(|l| l.3.iter().map(|p| p.1))
+        .chain(target.map(|t| t.1))
+        .fold(0.0f64, f64::max)
+        .max(f64::MIN_POSITIVE)
+        * 1.05;
+    // Ticks on round numbers: a step of 1, 2 or 5 times a power of ten, four to eight of them.
+    let magnitude = 10f64.powf((highest / 4.0).log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| highest / s <= 8.0)
+        .unwrap_or(10.0 * magnitude);
+    let ticks = (highest / step).ceil().max(1.0) as u32;
+    let max_y = step * f64::from(ticks);
+    let x = |n: f64| left + n / max_n * w;
+    let y = |v: f64| top + h - v / max_y * h;
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{title}</text>",
+        left + w / 2.0,
+        top - 10.0
+    );
+    let _ = writeln!(
+        out,
+        "<path d=\"M{left},{top} V{} H{}\" fill=\"none\" stroke=\"#333\"/>",
+        top + h,
+        left + w
+    );
+    for i in 0..=ticks {
+        let v = step * f64::from(i);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            left + w,
+            left - 6.0,
+            y(v) + 4.0,
+            if step < 1.0 {
+                format!("{v:.1}")
+            } else {
+                format!("{v:.0}")
+            },
+            yy = y(v)
+        );
+    }
+    let mut ns: Vec<f64> = lines.iter().flat_map(|l| l.3.iter().map(|p| p.0)).collect();
+    ns.sort_by(f64::total_cmp);
+    ns.dedup();
+    for n in ns {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{n}</text>",
+            x(n),
+            top + h + 16.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">cameras (N)</text>",
+        left + w / 2.0,
+        top + h + 34.0
+    );
+    if let Some((label, t)) = target {
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#2ca02c\" stroke-dasharray=\"2,3\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#2ca02c\">{label} {t:.1} s</text>",
+            left + w,
+            left + w,
+            y(t) - 4.0,
+            yy = y(t)
+        );
+    }
+    for (i, (label, colour, dash, points)) in lines.iter().enumerate() {
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = points
+            .iter()
+            .map(|(n, v, _)| format!("{:.1},{:.1}", x(*n), y(*v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>",
+            path.join(" ")
+        );
+        for (n, v, held) in points {
+            let _ = writeln!(
+                out,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{}\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+                x(*n),
+                y(*v),
+                if *held { colour } else { "white" }
+            );
+        }
+        let ly = top + 14.0 + 16.0 * i as f64;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
+            left + 10.0,
+            left + 34.0,
+            left + 40.0,
+            ly + 4.0
+        );
+    }
+}
