@@ -1,5 +1,6 @@
 //! The per-frame hot path: preprocessing against the straightforward baseline, box decoding
-//! with NMS, inference at several batch and input sizes. Prints a summary with ratios and
+//! with NMS, the whole per-frame overhead (gate, tracking, rules), what an alert costs
+//! (snapshot JPEG, message), inference at several batch and input sizes. Prints a summary with ratios and
 //! the targets of DESIGN.md at the end.
 
 #![allow(clippy::print_stdout)] // the summary is the bench's output
@@ -8,14 +9,15 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
+use sharpeyes_alerts::{Alert, FrameSize};
 use sharpeyes_analytics::{
-    AnalysisSettings, Batch, CameraAnalyzer, Decoder, Detector, NmsConfig, RgbImage, Runtime,
-    placement,
+    AnalysisSettings, BBox, Batch, CameraAnalyzer, Decoder, Detector, EventObject, HazardEvent,
+    NmsConfig, RgbImage, Runtime, placement,
 };
 use sharpeyes_bench::{
     baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
 };
-use sharpeyes_config::{Config, Install, Model, ModelLayout};
+use sharpeyes_config::{Config, Install, Model, ModelLayout, Severity};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -55,8 +57,8 @@ fn postprocess(c: &mut Criterion) {
 
 /// Everything a frame costs besides decoding and inference: motion gate, preprocessing,
 /// box decoding with NMS, tracking and the hazard rules.
-fn per_frame(c: &mut Criterion) {
-    const CAMERA: &str = r#"
+/// One camera watching fire and smoke with the fire detector.
+const PER_FRAME_CONFIG: &str = r#"
         [[grids]]
         id = "321322"
         name = "county"
@@ -86,9 +88,11 @@ fn per_frame(c: &mut Criterion) {
         url = "rtsp://127.0.0.1/cam"
         grid = "321322"
     "#;
+
+fn per_frame(c: &mut Criterion) {
     let install = Install::discover();
     let config = Config::parse(
-        CAMERA,
+        PER_FRAME_CONFIG,
         std::path::Path::new("bench.toml"),
         &install.model_dirs(),
     )
@@ -128,6 +132,64 @@ fn per_frame(c: &mut Criterion) {
                 SystemTime::UNIX_EPOCH,
             );
             black_box(events.len())
+        })
+    });
+}
+
+/// What a confirmed hazard costs on its way out: the snapshot JPEG with its boxes, drawn on
+/// the frame analytics kept (640x360 for a 1080p camera), and the alert message built and
+/// encoded as JSON.
+fn alert_out(c: &mut Criterion) {
+    let config = Config::parse(
+        PER_FRAME_CONFIG,
+        std::path::Path::new("bench.toml"),
+        &Install::discover().model_dirs(),
+    )
+    .unwrap_or_else(|p| panic!("{p}"))
+    .config;
+    let full = image::RgbImage::from_raw(1920, 1080, frame_1080p()).unwrap();
+    let small = image::imageops::resize(&full, 640, 360, image::imageops::FilterType::Triangle);
+    let boxes = [[100.0, 120.0, 180.0, 280.0], [320.0, 200.0, 400.0, 350.0]];
+    c.bench_function("snapshot_jpeg_640x360", |b| {
+        b.iter(|| {
+            let s =
+                sharpeyes_alerts::render(small.as_raw(), 640, 360, black_box(&boxes), 200 * 1024);
+            black_box(s.unwrap())
+        })
+    });
+    let event = HazardEvent {
+        camera: "cam".into(),
+        grid: "321322".into(),
+        hazard: "fire".into(),
+        severity: Severity::Critical,
+        confidence: 0.82,
+        objects: boxes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| EventObject {
+                track_id: i as u64,
+                class: "fire".into(),
+                score: 0.8,
+                bbox: BBox {
+                    x1: b[0],
+                    y1: b[1],
+                    x2: b[2],
+                    y2: b[3],
+                },
+            })
+            .collect(),
+        zone: None,
+        detected_at: SystemTime::now(),
+        frame: Arc::new(()),
+    };
+    let size = FrameSize {
+        width: 640,
+        height: 360,
+    };
+    c.bench_function("alert_build_and_encode_json", |b| {
+        b.iter(|| {
+            let alert = Alert::from_event(black_box(&event), size, &config, None).unwrap();
+            black_box(serde_json::to_vec(&alert).unwrap())
         })
     });
 }
@@ -209,6 +271,24 @@ fn summary() {
             "1080p frame, 640 model"
         )
     );
+    println!(
+        "{}",
+        summary_line(
+            "snapshot JPEG, 640x360 with two boxes",
+            m("snapshot_jpeg_640x360", ""),
+            None,
+            "once per alert"
+        )
+    );
+    println!(
+        "{}",
+        summary_line(
+            "alert built and encoded as JSON",
+            m("alert_build_and_encode_json", ""),
+            None,
+            "once per alert"
+        )
+    );
     for size in [320, 640] {
         let one = m("inference_fire_smoke", &format!("{size}_batch1"));
         for n in [1, 4, 8] {
@@ -231,7 +311,14 @@ fn summary() {
     }
 }
 
-criterion_group!(benches, preprocess, postprocess, per_frame, inference);
+criterion_group!(
+    benches,
+    preprocess,
+    postprocess,
+    per_frame,
+    alert_out,
+    inference
+);
 
 fn main() {
     benches();
