@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value_t = 12)]
     warmup: u64,
     /// sharpeyes' sampling: `keyframes`, `all`, or frames a second.
-    #[arg(long, default_value = "keyframes", value_parser = parse_sampling)]
+    #[arg(long, default_value = "keyframes", value_parser = e2e::parse_sampling)]
     sampling: Sampling,
     /// Frames a second the full-decode baseline sends to detection.
     #[arg(long, default_value_t = 5.0)]
@@ -70,22 +70,12 @@ struct Args {
     /// The `sharpeyes` binary under test.
     #[arg(long, default_value_os_t = default_binary())]
     binary: PathBuf,
+    /// Only re-render the table and plot of an earlier run's `e2e.json`.
+    #[arg(long, value_name = "E2E_JSON")]
+    replot: Option<PathBuf>,
     /// Where `e2e.json`, `e2e.svg` and `e2e.txt` go.
     #[arg(long, default_value_os_t = target_dir().join("e2e"))]
     out: PathBuf,
-}
-
-fn parse_sampling(s: &str) -> Result<Sampling, String> {
-    match s {
-        "keyframes" => Ok(Sampling::Keyframes),
-        "all" => Ok(Sampling::All),
-        n => n
-            .parse::<f64>()
-            .ok()
-            .filter(|f| *f > 0.0)
-            .map(Sampling::Fps)
-            .ok_or_else(|| format!("`{n}`: expected keyframes, all, or frames a second")),
-    }
 }
 
 fn target_dir() -> PathBuf {
@@ -100,6 +90,21 @@ fn default_binary() -> PathBuf {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if let Some(path) = &a.replot {
+        let run = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<e2e::Run>(&t).map_err(|e| e.to_string()));
+        return match run {
+            Ok(run) => {
+                write_outputs(&a.out, &run, false);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("e2e: {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut pipelines = Vec::new();
     if a.sharpeyes {
         pipelines.push(Pipeline::Sharpeyes);
@@ -164,21 +169,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let table = report::table(&run);
-    let summary = report::summary(&run);
+    write_outputs(&a.out, &run, true);
+    ExitCode::SUCCESS
+}
+
+/// Prints the table and summary, and writes them with the plot (and the JSON when `json`).
+fn write_outputs(out: &std::path::Path, run: &e2e::Run, json: bool) {
+    let table = report::table(run);
+    let summary = report::summary(run);
     println!("\n{table}\n{summary}");
     let write = |name: &str, text: &str| {
-        let path = a.out.join(name);
-        match std::fs::create_dir_all(&a.out).and_then(|()| std::fs::write(&path, text)) {
+        let path = out.join(name);
+        match std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, text)) {
             Ok(()) => println!("wrote {}", path.display()),
             Err(e) => eprintln!("e2e: {}: {e}", path.display()),
         }
     };
-    match serde_json::to_string_pretty(&run) {
-        Ok(json) => write("e2e.json", &json),
-        Err(e) => eprintln!("e2e: JSON: {e}"),
+    if json {
+        match serde_json::to_string_pretty(run) {
+            Ok(text) => write("e2e.json", &text),
+            Err(e) => eprintln!("e2e: JSON: {e}"),
+        }
     }
-    write("e2e.svg", &report::svg(&run));
+    write("e2e.svg", &report::svg(run));
     write("e2e.txt", &format!("{table}\n{summary}"));
-    ExitCode::SUCCESS
 }

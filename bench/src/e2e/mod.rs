@@ -16,14 +16,14 @@ pub mod report;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sharpeyes_config::Sampling;
 use sharpeyes_ingest::{SceneKind, ScheduledScene, Simulator, SimulatorConfig};
 
 pub use prom::Scrape;
 
 /// Which pipeline a step runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pipeline {
     /// sharpeyes as configured: sampling before decoding (keyframes by default).
@@ -42,7 +42,7 @@ impl Pipeline {
 }
 
 /// What a run measures, and the knobs of the service under test.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Options {
     /// The `sharpeyes` binary under test.
     pub binary: PathBuf,
@@ -63,7 +63,7 @@ pub struct Options {
     #[serde(with = "secs")]
     pub measure: Duration,
     /// sharpeyes' sampling.
-    #[serde(serialize_with = "sampling")]
+    #[serde(with = "sampling")]
     pub sampling: Sampling,
     /// Frames a second the full-decode baseline sends to detection (Frigate's `detect.fps`).
     pub baseline_fps: f64,
@@ -133,16 +133,46 @@ impl Options {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        f64::deserialize(d).map(Duration::from_secs_f64)
     }
 }
 
-fn sampling<S: serde::Serializer>(v: &Sampling, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&sampling_name(*v))
+mod sampling {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use sharpeyes_config::Sampling;
+
+    pub fn serialize<S: Serializer>(v: &Sampling, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::sampling_name(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sampling, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_sampling(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `keyframes`, `all`, `fps=N` (as [`sampling_name`] writes) or a bare N.
+pub fn parse_sampling(s: &str) -> Result<Sampling, String> {
+    match s {
+        "keyframes" => Ok(Sampling::Keyframes),
+        "all" => Ok(Sampling::All),
+        n => n
+            .trim_start_matches("fps=")
+            .parse::<f64>()
+            .ok()
+            .filter(|f| *f > 0.0)
+            .map(Sampling::Fps)
+            .ok_or_else(|| format!("`{n}`: expected keyframes, all, or frames a second")),
+    }
 }
 
 /// `keyframes`, `all` or `fps=N`.
@@ -163,7 +193,7 @@ fn sampling_toml(s: Sampling) -> String {
 }
 
 /// One camera over the measured window, in frames a second.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CameraFigures {
     pub camera: String,
     pub received: f64,
@@ -179,7 +209,7 @@ pub struct CameraFigures {
 }
 
 /// Alert latency: a scheduled fire first on screen -> its alert at the subscriber.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latency {
     /// Seconds, one per fire that raised an alert.
     pub samples: Vec<f64>,
@@ -213,7 +243,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 }
 
 /// One step: one pipeline with N cameras.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub pipeline: Pipeline,
     pub cameras: usize,
@@ -253,14 +283,14 @@ pub struct Step {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub machine: Machine,
     pub options: Options,
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cores: usize,
     pub cpu: String,

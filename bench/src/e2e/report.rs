@@ -138,7 +138,7 @@ pub fn summary(run: &Run) -> String {
 /// Two panels: CPU per camera (% of a core) and alert latency (s), against N.
 pub fn svg(run: &Run) -> String {
     const W: f64 = 960.0;
-    const H: f64 = 420.0;
+    const H: f64 = 470.0;
     let mut out = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
@@ -237,12 +237,16 @@ fn panel(
     lines: &[Series],
     target: Option<(&str, f64)>,
 ) {
-    let (top, w, h) = (50.0, 340.0, 300.0);
+    let (top, w, h) = (100.0, 340.0, 300.0);
+    // Against a target, the axis stops at three times it: an overloaded step's latency
+    // would otherwise flatten everything else. Points above are drawn on the edge, labelled.
+    let cap = target.map_or(f64::INFINITY, |t| 3.0 * t.1);
     let highest = lines
         .iter()
         .flat_map(|l| l.3.iter().map(|p| p.1))
         .chain(target.map(|t| t.1))
         .fold(0.0f64, f64::max)
+        .min(cap)
         .max(f64::MIN_POSITIVE)
         * 1.05;
     // Ticks on round numbers: a step of 1, 2 or 5 times a power of ten, four to eight of them.
@@ -255,12 +259,12 @@ fn panel(
     let ticks = (highest / step).ceil().max(1.0) as u32;
     let max_y = step * f64::from(ticks);
     let x = |n: f64| left + n / max_n * w;
-    let y = |v: f64| top + h - v / max_y * h;
+    let y = |v: f64| top + h - v.min(max_y) / max_y * h;
     let _ = writeln!(
         out,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{title}</text>",
         left + w / 2.0,
-        top - 10.0
+        top - 60.0
     );
     let _ = writeln!(
         out,
@@ -332,14 +336,25 @@ fn panel(
                 y(*v),
                 if *held { colour } else { "white" }
             );
+            if *v > max_y {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"{colour}\">{v:.0} &#8593;</text>",
+                    x(*n) - 6.0,
+                    y(*v) + 4.0 + 12.0 * (i % 2) as f64
+                );
+            }
         }
-        let ly = top + 14.0 + 16.0 * i as f64;
+        // The legend: two columns between the title and the plot.
+        let (lx, ly) = (
+            left + 170.0 * (i % 2) as f64,
+            top - 36.0 + 16.0 * (i / 2) as f64,
+        );
         let _ = writeln!(
             out,
-            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
-            left + 10.0,
-            left + 34.0,
-            left + 40.0,
+            "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{label}</text>",
+            lx + 24.0,
+            lx + 30.0,
             ly + 4.0
         );
     }

@@ -182,6 +182,15 @@ fn refusals_a_growing_wait_and_missed_fires_fail_a_step() {
 }
 
 #[test]
+fn sampling_reads_back_as_written() {
+    for s in [Sampling::Keyframes, Sampling::All, Sampling::Fps(2.5)] {
+        assert_eq!(parse_sampling(&sampling_name(s)), Ok(s));
+    }
+    assert_eq!(parse_sampling("5"), Ok(Sampling::Fps(5.0)));
+    assert!(parse_sampling("fast").unwrap_err().contains("`fast`"));
+}
+
+#[test]
 fn percentiles_are_nearest_rank() {
     let v: Vec<f64> = (1..=100).map(f64::from).collect();
     assert_eq!(percentile(&v, 0.5), Some(50.0));
@@ -270,9 +279,12 @@ fn the_report_names_capacity_and_plots_each_pipeline() {
     );
     let table = report::table(&run);
     assert_eq!(table.lines().count(), 2 + 4);
-    assert!(
-        serde_json::to_string(&run)
-            .unwrap()
-            .contains("\"pipeline\":\"full-decode\"")
-    );
+    let json = serde_json::to_string(&run).unwrap();
+    assert!(json.contains("\"pipeline\":\"full-decode\""));
+    // `--replot` reads it back.
+    let back: Run = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.capacity(Pipeline::FullDecode), Some(4));
+    assert_eq!(back.options.sampling, Sampling::Keyframes);
+    assert_eq!(back.options.measure, run.options.measure);
+    assert_eq!(report::svg(&back), svg);
 }
