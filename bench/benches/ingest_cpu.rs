@@ -31,13 +31,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// User + system CPU seconds of this process so far (all threads).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..]
-        .split(' ')
-        .collect();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based, in ticks).
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    sharpeyes_bench::e2e::procs::cpu_seconds("self").expect("/proc/self/stat")
 }
 
 fn run_simulator(cameras: usize) {

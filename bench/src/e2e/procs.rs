@@ -101,7 +101,8 @@ pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<Process
     Ok(Process { child })
 }
 
-/// User + system CPU seconds a process has used (all its threads); `None` once it is gone.
+/// User + system CPU seconds a process (a pid, or `self`) has used, all its threads; `None`
+/// once it is gone.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
