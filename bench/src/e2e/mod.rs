@@ -520,7 +520,8 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     };
 
-    // Every camera streaming, within the warm-up and 30 s more.
+    // Every camera streaming, within the warm-up and 30 s more (a service that cannot
+    // start them all fails the step, not the run).
     let deadline = started + options.warmup + Duration::from_secs(30);
     loop {
         if !service.alive() {
@@ -536,12 +537,8 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{} of {cameras} cameras streaming {:?} after the start; the service's log ends:\n{}",
-                streaming,
-                started.elapsed(),
-                service_log()
-            ));
+            // Measured anyway: the cameras that never streamed are starved in the verdict.
+            break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
