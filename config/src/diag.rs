@@ -174,6 +174,17 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+/// The candidate a misspelt `word` most likely meant: within an edit distance of 2, or a
+/// third of the candidate's length for longer names.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

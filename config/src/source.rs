@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::diag::{FieldPath, Position, Problem, Segment};
+use crate::diag::{FieldPath, Position, Problem, Segment, closest};
 
 /// The TOML document, kept with its spans so that every problem can name its line.
 pub(crate) struct Source<'i> {
@@ -136,5 +136,5 @@ fn unknown_name_hint(message: &str) -> Option<String> {
         .or_else(|| message.strip_prefix("unknown variant `"))?;
     let (word, expected) = rest.split_once('`')?;
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    crate::validate::closest(word, &candidates).map(|c| format!("did you mean `{c}`?"))
+    closest(word, &candidates).map(|c| format!("did you mean `{c}`?"))
 }

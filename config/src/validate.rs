@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use toml::de::DeValue;
 
 use crate::Config;
-use crate::diag::{FieldPath, Level, Problem};
+use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
     AlertOptions, Camera, CameraKind, Fusion, Grid, GridLevel, Hazard, Model, ModelLayout, Motion,
@@ -822,15 +822,6 @@ fn polygon_area(points: &[[f64; 2]]) -> f64 {
         })
         .sum();
     twice.abs() / 2.0
-}
-
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::levenshtein(word, c), *c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
-        .min()
-        .map(|(_, c)| c)
 }
 
 fn hint_from(word: &str, known: &[&str], what: &str) -> String {
