@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
+use sharpeyes::reload::{ConfigSource, Control};
+use sharpeyes::service::{Endpoints, Service};
+use sharpeyes_analytics::{Models, Runtime};
 use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_userinfo};
 
 pub fn report_error(msg: &str) {
@@ -68,7 +71,28 @@ pub fn print_loaded(loaded: &Loaded) {
     }
 }
 
-pub fn run(file: &Path) -> ExitCode {
+/// Loads ONNX Runtime and every model a camera uses (with its start-up checks).
+pub fn load_models(config: &Config, install: &Install) -> Result<Models, String> {
+    let lib = install
+        .onnxruntime
+        .as_ref()
+        .ok_or("ONNX Runtime not found: run `make setup` (or set ORT_DYLIB_PATH)")?;
+    let runtime = Runtime::load(lib).map_err(|e| e.to_string())?;
+    Models::load(config, runtime).map_err(|e| e.to_string())
+}
+
+/// Tells whoever started the service where it listens, once it does: JSON with the HTTP
+/// address (`[http] listen` may ask for port 0), the broker and the topic prefix, written
+/// whole (a temporary file renamed) so a reader never sees half of it.
+fn write_ready_file(path: &Path, endpoints: &Endpoints) -> Result<(), String> {
+    let json = serde_json::to_string(endpoints).map_err(|e| e.to_string())?;
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, json)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| format!("--ready-file {}: {e}", path.display()))
+}
+
+pub fn run(file: &Path, ready_file: Option<&Path>) -> ExitCode {
     let install = Install::discover();
     let loaded = match Config::load(file, &install.model_dirs()) {
         Ok(l) => l,
@@ -82,19 +106,19 @@ pub fn run(file: &Path) -> ExitCode {
     }
     if let Err(missing) = loaded.config.check_secrets() {
         report_error(&format!("{} secret(s) are not available:", missing.len()));
-        for m in missing {
-            eprintln!("  {m}");
+        for (field, e) in missing {
+            eprintln!("  {field}: {e}");
         }
         eprintln!("hint: export the variables (or create the files) named above, then start again");
         return ExitCode::from(1);
     }
-    let source = sharpeyes::pipeline::ConfigSource {
+    let source = ConfigSource {
         file: Some(file.to_owned()),
         text: std::fs::read_to_string(file).unwrap_or_default(),
         model_dirs: install.model_dirs(),
     };
     let config = std::sync::Arc::new(loaded.config);
-    let models = match sharpeyes::pipeline::Models::load(&config, &install) {
+    let models = match load_models(&config, &install) {
         Ok(m) => m,
         Err(e) => {
             report_error(&e);
@@ -113,18 +137,14 @@ pub fn run(file: &Path) -> ExitCode {
         }
     };
     rt.block_on(async {
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let pipeline =
-            match sharpeyes::pipeline::Pipeline::start(config.clone(), source, models, shutdown)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    report_error(&e);
-                    return ExitCode::from(2);
-                }
-            };
-        let e = &pipeline.endpoints;
+        let service = match Service::start(config.clone(), source, models).await {
+            Ok(s) => s,
+            Err(e) => {
+                report_error(&e);
+                return ExitCode::from(2);
+            }
+        };
+        let e = &service.endpoints;
         tracing::info!(
             cameras = config.cameras.iter().filter(|c| c.enabled).count(),
             sensors = config.sensors.len(),
@@ -140,14 +160,20 @@ pub fn run(file: &Path) -> ExitCode {
                 e.prefix
             );
         }
-        let signal = wait_for_stop_signal(&pipeline).await;
+        if let Some(path) = ready_file {
+            if let Err(e) = write_ready_file(path, e) {
+                report_error(&e);
+                service.stop().await;
+                return ExitCode::from(2);
+            }
+        }
+        let signal = wait_for_stop_signal(&service).await;
         tracing::info!(
             signal,
-            "stopping: intake first, then the models and the outbox"
+            "stopping: intake first, then the models, fusion and the outbox"
         );
-        let _ = stop.send(true);
         let started = std::time::Instant::now();
-        pipeline.stop().await;
+        service.stop().await;
         tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
         ExitCode::SUCCESS
     })
@@ -155,7 +181,7 @@ pub fn run(file: &Path) -> ExitCode {
 
 /// Waits for SIGTERM (systemd, containers) or SIGINT (Ctrl-C) and returns its name; on
 /// SIGHUP meanwhile, reloads the cameras from the configuration file.
-async fn wait_for_stop_signal(pipeline: &sharpeyes::pipeline::Pipeline) -> &'static str {
+async fn wait_for_stop_signal(service: &Service) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -171,7 +197,7 @@ async fn wait_for_stop_signal(pipeline: &sharpeyes::pipeline::Pipeline) -> &'sta
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the cameras from the configuration file");
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                if pipeline.control().send(sharpeyes::pipeline::Control::Reload(tx)).await.is_ok() {
+                if service.control().send(Control::Reload(tx)).await.is_ok() {
                     match rx.await {
                         Ok(Ok(applied)) => tracing::info!(?applied, "reloaded"),
                         Ok(Err(e)) => tracing::error!("reload refused, nothing changed:\n{e}"),
@@ -188,7 +214,7 @@ const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn probe(url: &str, snapshot: &Path, watch_secs: u64) -> ExitCode {
     let shown = redact_userinfo(url);
-    let expanded = SecretUrl::parse(url).and_then(|u| u.expand().map_err(|e| e.to_string()));
+    let expanded = SecretUrl::parse(url).and_then(|u| u.expand());
     let url = match expanded {
         Ok(u) if matches!(u.scheme(), "rtsp" | "rtsps") => u,
         Ok(u) => {
@@ -240,7 +266,14 @@ pub fn probe(url: &str, snapshot: &Path, watch_secs: u64) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            report_error(&format!("{shown}: {e}"));
+            report_error(&format!(
+                "{shown}: {}; {}",
+                e.kind(),
+                sharpeyes_ingest::probe_hint(&e)
+            ));
+            if let Some(detail) = e.detail() {
+                tracing::debug!(%detail, "what the camera or the library said");
+            }
             ExitCode::from(1)
         }
     }

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sharpeyes::pipeline::{ConfigSource, Models, Pipeline};
+use sharpeyes::reload::ConfigSource;
+use sharpeyes::service::Service;
 use sharpeyes_config::{Config, Install};
 use sharpeyes_ingest::{
     ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig,
 };
 use tokio::sync::watch;
 
-use crate::commands::{print_loaded, print_problems, report_error};
+use crate::commands::{load_models, print_loaded, print_problems, report_error};
 
 /// What the demo cameras show, and when (seconds from the start).
 const SCENES: [&str; 3] = ["fire@12s:cam1", "person@2s:cam2", "crowd@14s:cam3"];
@@ -97,7 +98,7 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
         config.http.listen = "127.0.0.1:0".parse().expect("an address");
     }
     let config = Arc::new(config);
-    let models = Models::load(&config, &install)?;
+    let models = load_models(&config, &install)?;
     let source = ConfigSource {
         file: None,
         text,
@@ -111,8 +112,8 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let result = rt.block_on(async {
         let (stop, shutdown) = watch::channel(false);
-        let pipeline = Pipeline::start(config.clone(), source, models, shutdown.clone()).await?;
-        let e = &pipeline.endpoints;
+        let service = Service::start(config.clone(), source, models).await?;
+        let e = &service.endpoints;
         let broker = e.embedded_broker.ok_or("the demo expects its embedded broker")?;
         println!("\nDashboard: http://{}/  (metrics on /metrics)", e.http);
         println!(
@@ -163,7 +164,7 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
         println!("\nstopping...");
         let _ = stop.send(true);
         let _ = publisher.await;
-        pipeline.stop().await;
+        service.stop().await;
         Ok::<_, String>(received)
     });
     sim.stop();

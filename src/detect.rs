@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use sharpeyes_analytics::{Detector, NmsConfig, RgbImage, Runtime};
+use sharpeyes_analytics::stages::RgbImage;
+use sharpeyes_analytics::{Detector, NmsConfig, Runtime};
 use sharpeyes_config::{Config, Install, Model, ModelLayout};
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +54,7 @@ pub fn run(args: DetectArgs) -> Result<ExitCode, String> {
         .clone()
         .ok_or("ONNX Runtime not found: run `make setup`")?;
     let spec = resolve_model(&args, &install)?;
-    let runtime = Runtime::load(&lib)?;
+    let runtime = Runtime::load(&lib).map_err(|e| e.to_string())?;
     let nms = NmsConfig {
         score_threshold: args.threshold,
         ..NmsConfig::default()

@@ -17,24 +17,27 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use sharpeyes_alerts::{AlertFilter, Alerts, StateStore};
 
+use crate::cameras::Applied;
 use crate::metrics::{Metrics, Sources};
+use crate::reload::Control;
+use crate::status::CameraBoard;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn StateStore>,
-    /// The running service, for readiness and metrics; `None` in the stills demo.
-    pub service: Option<Service>,
+    /// The running service's parts the API serves; `None` where only snapshots are served.
+    pub api: Option<Api>,
 }
 
 #[derive(Clone)]
-pub struct Service {
+pub struct Api {
     pub alerts: Alerts,
     pub metrics: Arc<Metrics>,
     pub sources: Arc<Sources>,
-    pub cameras: crate::pipeline::CameraBoard,
+    pub cameras: CameraBoard,
     /// Where camera changes go; `None` where cameras cannot change.
-    pub control: Option<tokio::sync::mpsc::Sender<crate::pipeline::Control>>,
+    pub control: Option<tokio::sync::mpsc::Sender<Control>>,
     /// The expanded `[http] token`.
     pub token: Option<String>,
 }
@@ -44,26 +47,17 @@ const PAGE: &str = include_str!("page/index.html");
 
 impl AppState {
     pub fn store_only(store: Arc<dyn StateStore>) -> Self {
-        Self {
-            store,
-            service: None,
-        }
+        Self { store, api: None }
     }
 }
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Binds `listen`; with `fallback`, a free loopback port when `listen` is taken (the demo).
-pub async fn bind(listen: SocketAddr, fallback: bool) -> Result<TcpListener, String> {
-    match TcpListener::bind(listen).await {
-        Ok(l) => Ok(l),
-        Err(_) if fallback => TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| format!("cannot listen for HTTP on 127.0.0.1: {e}")),
-        Err(e) => Err(format!(
-            "cannot listen for HTTP on {listen}: {e}; set [http] listen to a free address"
-        )),
-    }
+/// Binds `listen`; port 0 takes a free one (the listener says which).
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen for HTTP on {listen}: {e}; set [http] listen to a free address")
+    })
 }
 
 /// Serves until `shutdown` turns true.
@@ -106,7 +100,7 @@ fn router(state: AppState) -> Router {
 /// connected (embedded or not) and the state store answers.
 async fn ready(State(state): State<AppState>) -> Response {
     let mut missing = Vec::new();
-    if let Some(service) = &state.service {
+    if let Some(service) = &state.api {
         if !service.alerts.stats().connected {
             missing.push("the MQTT broker is not connected".to_owned());
         }
@@ -129,7 +123,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.service {
+    match &state.api {
         Some(s) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             s.metrics.render(&s.sources),
@@ -152,14 +146,14 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
 }
 
 async fn cameras(State(state): State<AppState>) -> Response {
-    match &state.service {
+    match &state.api {
         Some(s) => json(&s.cameras.list()),
         None => no_service(),
     }
 }
 
 /// The bearer check of mutating calls: `Some(response)` refuses.
-fn unauthorized(service: &Service, headers: &HeaderMap, what: &str) -> Option<Response> {
+fn unauthorized(service: &Api, headers: &HeaderMap, what: &str) -> Option<Response> {
     let token = service.token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
@@ -175,12 +169,10 @@ fn unauthorized(service: &Service, headers: &HeaderMap, what: &str) -> Option<Re
     })
 }
 
-/// Sends a camera change to the pipeline and answers with what it did.
+/// Sends a camera change to the registry and answers with what it did.
 async fn change_cameras(
-    service: &Service,
-    request: impl FnOnce(
-        tokio::sync::oneshot::Sender<Result<crate::pipeline::Applied, String>>,
-    ) -> crate::pipeline::Control,
+    service: &Api,
+    request: impl FnOnce(tokio::sync::oneshot::Sender<Result<Applied, String>>) -> Control,
 ) -> Response {
     let Some(control) = &service.control else {
         return (
@@ -202,7 +194,7 @@ async fn change_cameras(
 
 /// Adds a camera: the body is one `[[cameras]]` entry in TOML (without the header).
 async fn add_camera(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     if let Some(refused) = unauthorized(service, &headers, "adding a camera") {
@@ -210,7 +202,7 @@ async fn add_camera(State(state): State<AppState>, headers: HeaderMap, body: Str
     }
     let body = body.trim_start();
     let body = body.strip_prefix("[[cameras]]").unwrap_or(body).to_owned();
-    change_cameras(service, |tx| crate::pipeline::Control::Add(body, tx)).await
+    change_cameras(service, |tx| Control::Add(body, tx)).await
 }
 
 async fn remove_camera(
@@ -218,24 +210,24 @@ async fn remove_camera(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     if let Some(refused) = unauthorized(service, &headers, "removing a camera") {
         return refused;
     }
-    change_cameras(service, |tx| crate::pipeline::Control::Remove(id, tx)).await
+    change_cameras(service, |tx| Control::Remove(id, tx)).await
 }
 
 /// Reads the configuration file again and applies its cameras (as SIGHUP does).
 async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     if let Some(refused) = unauthorized(service, &headers, "reloading") {
         return refused;
     }
-    change_cameras(service, crate::pipeline::Control::Reload).await
+    change_cameras(service, Control::Reload).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,7 +240,7 @@ struct AlertQuery {
 }
 
 async fn alerts(State(state): State<AppState>, Query(q): Query<AlertQuery>) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     let since = match q.since.as_deref().map(humantime::parse_rfc3339_weak) {
@@ -282,7 +274,7 @@ async fn acknowledge(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     if let Some(refused) = unauthorized(service, &headers, "acknowledging") {
@@ -318,7 +310,7 @@ async fn acknowledge(
 
 /// Server-sent events: `alert` and `ack`, each a JSON object.
 async fn events(State(state): State<AppState>) -> Response {
-    let Some(service) = &state.service else {
+    let Some(service) = &state.api else {
         return no_service();
     };
     let feed = service.alerts.feed();
@@ -421,7 +413,7 @@ mod tests {
                 .put_snapshot(id, &jpeg, Duration::from_secs(60))
                 .await
                 .unwrap();
-            let listener = bind("127.0.0.1:0".parse().unwrap(), false).await.unwrap();
+            let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let addr = listener.local_addr().unwrap();
             serve(listener, AppState::store_only(store.clone()), shutdown);
             addr

@@ -1,13 +1,25 @@
-//! The parts of the wiring that the binary and the integration tests share. The command line
-//! itself lives in `main.rs`.
+//! The wiring of config -> ingest -> analytics -> fusion -> alerts, shared by the binary and
+//! the integration tests; the command line itself lives in `main.rs`.
+//!
+//! - [`service`]: start and stop, in named steps.
+//! - [`cameras`]: the running cameras (ingest, analysis and status per camera) and what
+//!   fusion may ask of them; [`reload`]: camera changes while running; [`status`]: camera
+//!   state for the API, the metrics and the status topic.
+//! - [`sensors`]: sensor readings through the rules; [`fusion`]: video events and sensor
+//!   alarms in, alerts out.
+//! - [`http`]: the API and the page; [`metrics`]: Prometheus.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cameras;
+pub mod fusion;
 pub mod http;
 pub mod metrics;
-pub mod pipeline;
-pub mod sensing;
+pub mod reload;
 pub mod sensor_sim;
+pub mod sensors;
+pub mod service;
+pub mod status;
 
 /// Resolves once `shutdown` turns true (or its sender is gone): the stop signal every task of
 /// the service selects on.

@@ -35,6 +35,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Once listening, write where (HTTP address, broker, topic prefix) to this file as
+        /// JSON: for supervisors and tests that give `[http] listen` port 0.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Run the demo on embedded defaults: simulated cameras and sensors, embedded broker,
     /// in-memory state, the real pipeline. Ctrl-C stops it.
@@ -79,7 +83,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Demo { r#for } => demo::run(r#for),
-        Command::Run { config } => commands::run(&config),
+        Command::Run { config, ready_file } => commands::run(&config, ready_file.as_deref()),
         Command::Simulate(args) => commands::simulate(args),
         Command::Probe {
             url,

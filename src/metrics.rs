@@ -1,34 +1,27 @@
 //! Prometheus metrics, served on `/metrics`.
 //!
-//! Stage latencies are observed where they happen. Counters the crates already keep as
-//! atomics (frames received and decoded per camera, batcher refusals, alert counts) are
-//! mirrored at scrape time, so the hot path pays nothing extra for them.
+//! Stage latencies are observed where they happen: analytics writes its stages into the
+//! [`Telemetry`] it is given, fusion the snapshot and publish stages. Counters the crates
+//! already keep as atomics (frames received and decoded per camera, batcher refusals, alert
+//! counts) are mirrored at scrape time, so the hot path pays nothing extra for them.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use sharpeyes_alerts::{Alerts, CameraPhase};
-use sharpeyes_analytics::BatcherStats;
+use sharpeyes_analytics::Telemetry;
+use sharpeyes_analytics::stages::BatcherStats;
 use sharpeyes_ingest::{CameraCounters, FrameSlot};
 
-use crate::sensing::Sensing;
+use crate::sensors::SensorCounters;
 
-/// The stages of the per-frame path, as the `stage` label.
+/// The stages measured outside analytics, as the `stage` label of `sharpeyes_stage_seconds`
+/// (analytics names its own: `sharpeyes_analytics::stage`).
 pub mod stage {
-    /// Network arrival to the camera task taking the decoded frame (depacketise, decode,
-    /// slot wait).
-    pub const RECEIVE_DECODE: &str = "receive_decode";
-    pub const QUEUE_WAIT: &str = "queue_wait";
-    pub const PREPROCESS: &str = "preprocess";
-    /// The model run with box decoding and NMS.
-    pub const INFERENCE: &str = "inference";
-    /// Tracking and hazard rules.
-    pub const POSTPROCESS: &str = "postprocess";
     pub const SNAPSHOT: &str = "snapshot";
     /// Cooldown, outbox write and hand-off to the MQTT link.
     pub const PUBLISH: &str = "publish";
@@ -36,12 +29,11 @@ pub mod stage {
 
 pub struct Metrics {
     registry: Registry,
-    pub stage_seconds: HistogramVec,
-    /// `outcome`: gated (skipped by the motion gate) or analysed; the rest are mirrored.
-    pub frames: IntCounterVec,
+    /// Stage seconds, batch sizes and frames by outcome (`gated` and `analysed` are counted
+    /// by analytics; the rest are mirrored here).
+    pub telemetry: Telemetry,
     pub camera_state: IntGaugeVec,
     pub reconnects: IntCounterVec,
-    pub batch_size: HistogramVec,
     model_frames: IntCounterVec,
     outbox: IntGauge,
     alerts: IntCounterVec,
@@ -61,7 +53,7 @@ pub struct Sources {
     pub cameras: std::sync::Mutex<CameraSources>,
     pub models: Vec<(String, Arc<BatcherStats>)>,
     pub alerts: Option<Alerts>,
-    pub sensing: Option<Sensing>,
+    pub sensors: Option<Arc<SensorCounters>>,
 }
 
 impl Sources {
@@ -86,26 +78,10 @@ impl Sources {
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
-        let latency_buckets = vec![
-            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-        ];
-        let stage_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "sharpeyes_stage_seconds",
-                "Time spent per stage of the per-frame path.",
-            )
-            .buckets(latency_buckets),
-            &["stage"],
-        )
-        .expect("valid metric");
-        let frames = IntCounterVec::new(
-            Opts::new(
-                "sharpeyes_frames_total",
-                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decode_only (decoded as a reference for later frames, not handed on), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
-            ),
-            &["camera", "outcome"],
-        )
-        .expect("valid metric");
+        let telemetry = Telemetry::new();
+        telemetry
+            .register(&registry)
+            .expect("metric names are unique");
         let camera_state = IntGaugeVec::new(
             Opts::new(
                 "sharpeyes_camera_state",
@@ -120,15 +96,6 @@ impl Metrics {
                 "Camera reconnects by reason class.",
             ),
             &["camera", "reason"],
-        )
-        .expect("valid metric");
-        let batch_size = HistogramVec::new(
-            HistogramOpts::new(
-                "sharpeyes_inference_batch_size",
-                "Frames per inference batch.",
-            )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
-            &["model"],
         )
         .expect("valid metric");
         let model_frames = IntCounterVec::new(
@@ -173,11 +140,8 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [
-            Box::new(stage_seconds.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(frames.clone()),
-            Box::new(camera_state.clone()),
+            Box::new(camera_state.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconnects.clone()),
-            Box::new(batch_size.clone()),
             Box::new(model_frames.clone()),
             Box::new(outbox.clone()),
             Box::new(alerts.clone()),
@@ -190,11 +154,9 @@ impl Metrics {
         }
         Arc::new(Metrics {
             registry,
-            stage_seconds,
-            frames,
+            telemetry,
             camera_state,
             reconnects,
-            batch_size,
             model_frames,
             outbox,
             alerts,
@@ -203,12 +165,6 @@ impl Metrics {
             sensor_rejected,
             mqtt_connected,
         })
-    }
-
-    pub fn stage(&self, stage: &str, took: Duration) {
-        self.stage_seconds
-            .with_label_values(&[stage])
-            .observe(took.as_secs_f64());
     }
 
     /// Sets `camera`'s state gauges: 1 for `state`, 0 for the others.
@@ -227,28 +183,29 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let frames = &self.telemetry.frames;
         for (camera, counters, slot) in &cameras {
             mirror(
-                &self.frames,
+                frames,
                 &[camera, "received"],
                 counters.received.load(Ordering::Relaxed),
             );
             mirror(
-                &self.frames,
+                frames,
                 &[camera, "skipped"],
                 counters.skipped.load(Ordering::Relaxed),
             );
             mirror(
-                &self.frames,
+                frames,
                 &[camera, "decoded"],
                 counters.decode.decoded.load(Ordering::Relaxed),
             );
             mirror(
-                &self.frames,
+                frames,
                 &[camera, "decode_only"],
                 counters.decode.decode_only.load(Ordering::Relaxed),
             );
-            mirror(&self.frames, &[camera, "dropped"], slot.dropped());
+            mirror(frames, &[camera, "dropped"], slot.dropped());
         }
         for (model, stats) in &sources.models {
             for (outcome, value) in [
@@ -275,11 +232,10 @@ impl Metrics {
                 self.time_to_ack.observe(t.as_secs_f64());
             }
         }
-        if let Some(sensing) = &sources.sensing {
-            let s = sensing.stats();
+        if let Some(sensors) = &sources.sensors {
             let bump = |c: &IntCounter, v: u64| c.inc_by(v.saturating_sub(c.get()));
-            bump(&self.sensor_readings, s.readings);
-            bump(&self.sensor_rejected, s.rejected);
+            bump(&self.sensor_readings, sensors.readings());
+            bump(&self.sensor_rejected, sensors.rejected());
         }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -293,24 +249,6 @@ fn mirror(counter: &IntCounterVec, labels: &[&str], total: u64) {
     c.inc_by(total.saturating_sub(c.get()));
 }
 
-/// A coarse class of a reconnect reason, so the label stays low-cardinality.
-pub fn reason_class(reason: &str) -> &'static str {
-    let r = reason.to_ascii_lowercase();
-    if r.contains("stall") {
-        "stall"
-    } else if r.contains("refused") {
-        "refused"
-    } else if r.contains("timed out") || r.contains("timeout") {
-        "timeout"
-    } else if r.contains("ended") || r.contains("eof") || r.contains("closed") {
-        "ended"
-    } else if r.contains("401") || r.contains("unauthorized") || r.contains("credentials") {
-        "auth"
-    } else {
-        "other"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,11 +257,14 @@ mod tests {
     #[test]
     fn the_dashboard_queries_metrics_that_exist() {
         let m = Metrics::new();
-        m.stage(stage::INFERENCE, Duration::from_millis(5));
-        m.frames.with_label_values(&["cam", "analysed"]).inc();
+        let t = &m.telemetry;
+        t.stage_seconds
+            .with_label_values(&[sharpeyes_analytics::stage::INFERENCE])
+            .observe(0.005);
+        t.frames.with_label_values(&["cam", "analysed"]).inc();
         m.set_camera_state("cam", CameraPhase::Streaming);
         m.reconnects.with_label_values(&["cam", "stall"]).inc();
-        m.batch_size.with_label_values(&["m"]).observe(2.0);
+        t.batch_size.with_label_values(&["m"]).observe(2.0);
         m.model_frames.with_label_values(&["m", "refused"]).inc();
         m.alerts
             .with_label_values(&["fire", "critical", "video"])

@@ -4,17 +4,14 @@
 //! shows who acknowledged; the camera table shows the camera streaming; the page reads in
 //! Chinese and English.
 
-mod service;
-#[path = "../alerts/tests/support/mod.rs"]
-mod support;
-
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use service::{Service, config, fire_cameras, get};
-use support::Mosquitto;
+use sharpeyes_testkit::config::{CAMERA, fire_camera, service};
+use sharpeyes_testkit::http::get;
+use sharpeyes_testkit::{Mosquitto, Service, fire_cameras};
 use tungstenite::WebSocket;
 
 const TOKEN: &str = "browser-test-token";
@@ -153,9 +150,22 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let sim = fire_cameras(&cache, 1, "8s");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let http = support::free_port();
-    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
-    let _service = Service::start(&path);
+    let path = dir.path().join("run.toml");
+    let text = service(
+        dir.path(),
+        "browser-node",
+        broker.port,
+        "se-run",
+        Some(TOKEN),
+    ) + &fire_camera(CAMERA, &sim.url(1));
+    std::fs::write(&path, text).unwrap();
+    let service = Service::start(
+        env!("CARGO_BIN_EXE_sharpeyes"),
+        &path,
+        env!("CARGO_MANIFEST_DIR"),
+        "warn",
+    );
+    let http = service.port();
     let started = Instant::now();
     while get_status(http, "/readyz") != Some(200) && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(200));

@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+use sharpeyes_testkit::config::GRIDS;
+
 fn sharpeyes(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
         .args(args)
@@ -22,12 +24,7 @@ fn text(out: &[u8]) -> String {
 fn config_with_password(dir: &tempfile::TempDir, extra: &str) -> std::path::PathBuf {
     let path = dir.path().join("site.toml");
     let body = format!(
-        r#"
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "县中心"
-
+        r#"{GRIDS}
 [[cameras]]
 id = "32132200001320000001"
 name = "北门"

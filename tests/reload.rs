@@ -1,16 +1,14 @@
 //! Cameras change while `sharpeyes run` runs: added and removed over the API, and from the
 //! configuration file on SIGHUP, without disturbing the cameras that stay.
 
-mod service;
-#[path = "../alerts/tests/support/mod.rs"]
-mod support;
-
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use service::{CAMERA, PREFIX, Service, config, delete, fire_cameras, get, post};
-use support::{Message, Mosquitto, Subscriber};
+use sharpeyes_testkit::config::{CAMERA, fire_camera, service};
+use sharpeyes_testkit::http::{delete, get, post};
+use sharpeyes_testkit::{Message, Mosquitto, Service, Subscriber, fire_cameras};
+
+const PREFIX: &str = "se-run";
 
 const TOKEN: &str = "reload-test-token";
 const SECOND: &str = "32132200531320000002";
@@ -67,9 +65,17 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     let centre =
         Subscriber::connect(broker.port, "centre-reload", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
-    let http = support::free_port();
-    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
-    let service = Service::start(&path);
+    let path = dir.path().join("run.toml");
+    let text = service(dir.path(), "run-node", broker.port, PREFIX, Some(TOKEN))
+        + &fire_camera(CAMERA, &sim.url(1));
+    std::fs::write(&path, text).unwrap();
+    let service = Service::start(
+        env!("CARGO_BIN_EXE_sharpeyes"),
+        &path,
+        env!("CARGO_MANIFEST_DIR"),
+        "warn",
+    );
+    let http = service.port();
     let got = centre
         .wait_until(Duration::from_secs(60), |m| alert_from(m, CAMERA))
         .await;
@@ -123,8 +129,7 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!("\n[[cameras]]\n{body}"));
     std::fs::write(&path, text).unwrap();
-    let pid = service.0.id().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    service.signal("HUP");
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed = cameras(http);
@@ -144,7 +149,7 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     );
     assert!(!first.iter().any(|s| s == "stopped"), "{first:?}");
 
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    drop(service);
+    let (exit, log) = service.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}\n{log}");
     sim.stop();
 }

@@ -2,18 +2,14 @@
 //! real mosquitto. The fire arrives as an alert on its grid topic, the camera's state is
 //! retained, and SIGTERM stops the service cleanly (node status offline, exit 0).
 
-#[path = "../alerts/tests/support/mod.rs"]
-mod support;
+use std::time::Duration;
 
-mod service;
-
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use service::{CAMERA, PREFIX, Service, config, fire_cameras, get, post};
-use support::{Mosquitto, Subscriber, schema_errors};
+use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, service};
+use sharpeyes_testkit::http::{get, post};
+use sharpeyes_testkit::{Mosquitto, Service, Subscriber, fire_cameras, schema_errors};
 
 const TOKEN: &str = "run-test-token";
+const PREFIX: &str = "se-run";
 
 /// Needs `make setup` (ONNX Runtime and the models).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,24 +19,20 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
-    let http = support::free_port();
-    let path = config(dir.path(), broker.port, http, &sim.url(1), Some(TOKEN));
-
-    let mut child = Service(
-        Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
-            .args(["run", "--config", path.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("SHARPEYES_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let path = dir.path().join("run.toml");
+    let text = service(dir.path(), "run-node", broker.port, PREFIX, Some(TOKEN))
+        + &fire_camera(CAMERA, &sim.url(1));
+    std::fs::write(&path, text).unwrap();
+    // The API on a port of its own choosing, reported in the ready file.
+    let svc = Service::start(
+        env!("CARGO_BIN_EXE_sharpeyes"),
+        &path,
+        env!("CARGO_MANIFEST_DIR"),
+        "info",
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let http = svc.port();
 
-    let alert_topic =
-        format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/321322-001-003-07/fire");
+    let alert_topic = format!("{PREFIX}/alerts/{GRID_TOPIC}/fire");
     let got = centre
         .wait_until(Duration::from_secs(60), |m| {
             m.iter().any(|m| m.topic == alert_topic)
@@ -73,19 +65,7 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     });
 
     // Stop it the way systemd does.
-    let pid = child.0.id().to_string();
-    let started = Instant::now();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let mut exit = None;
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(child);
-    let log = log.join().unwrap();
+    let (exit, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
 
     let alert = alert.unwrap_or_else(|| panic!("no fire alert within 60 s; log:\n{log}"));

@@ -5,61 +5,27 @@
 //! kinds of evidence; malformed readings land on the dead-letter topic and the rest still
 //! count; a silent sensor goes offline.
 
-// The servers and the subscriber of the alert delivery tests.
-#[path = "../alerts/tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sharpeyes::sensing::Sensing;
-use sharpeyes_alerts::{AlertSettings, Alerts, FrameSize, MemoryStore, MqttSettings, Submitted};
-use sharpeyes_analytics::{
-    AnalysisSettings, CameraAnalyzer, Detector, NmsConfig, RgbImage, Runtime,
-};
+use sharpeyes::cameras::Directory;
+use sharpeyes::fusion::FusionCounters;
+use sharpeyes::sensors::SensorCounters;
+use sharpeyes_alerts::{AlertSettings, Alerts, MemoryStore, MqttSettings};
+use sharpeyes_analytics::stages::{AnalysisSettings, CameraAnalyzer, RgbImage};
+use sharpeyes_analytics::{Detector, NmsConfig, Runtime, Telemetry, Timings, VideoEvent};
 use sharpeyes_config::{Config, Install};
-use support::{Message, Mosquitto, Subscriber, schema_errors};
-use tokio::sync::watch;
+use sharpeyes_ingest::{Frame, FrameSlot};
+use sharpeyes_testkit::config::{CAMERA, FIRE, GRID_TOPIC, GRIDS, fire_camera, with};
+use sharpeyes_testkit::{Message, Mosquitto, Subscriber, schema_errors};
+use tokio::sync::{mpsc, watch};
 
 const PREFIX: &str = "se-sensors";
-const CAMERA: &str = "32132200531320000001";
-
-/// The test grid and camera, the real fire/smoke detector, and three sensors: a smoke
-/// detector the camera covers, a gas gauge nobody can see, a water gauge reporting every
-/// second.
-const CONFIG: &str = r#"
-[node]
-id = "sensor-node"
-
-{GRIDS}
-[[models]]
-name = "fire_smoke"
-path = "fire_smoke_yolov8.onnx"
-layout = "yolov8"
-input_size = 320
-classes = ["smoke", "fire"]
-threads = 1
-
-[[hazards]]
-name = "fire"
-model = "fire_smoke"
-classes = ["fire"]
-min_confidence = 0.5
-confirm = { k = 2, n = 3 }
-severity = "major"
-cooldown = "5m"
-escalate_after = "0s"
-
-[[cameras]]
-id = "32132200531320000001"
-name = "东元超市门口"
-kind = "social-unit"
-unit = "东元超市"
-url = "rtsp://127.0.0.1:8554/cam1"
-grid = "321322-001-003-07"
-hazards = ["fire"]
-
+/// The test grids and camera, the real fire/smoke detector (its fire a major hazard here, so
+/// that fusing raises it), and three sensors: a smoke detector the camera covers, a gas gauge
+/// nobody can see, a water gauge reporting every second.
+const SENSORS: &str = r#"
 [[sensors]]
 id = "smoke-1"
 type = "smoke"
@@ -94,18 +60,23 @@ verify_for = "1m"
 
 fn config() -> Arc<Config> {
     let install = Install::discover();
-    let loaded = Config::parse(
-        &CONFIG.replace("{GRIDS}", support::GRIDS),
-        Path::new("sensors-test.toml"),
-        &install.model_dirs(),
-    )
-    .unwrap_or_else(|p| panic!("test config (run `make setup` for the models): {p}"));
+    let text = format!(
+        "[node]\nid = \"sensor-node\"\n{GRIDS}{}{}{SENSORS}",
+        with(FIRE, "severity", "\"major\""),
+        fire_camera(CAMERA, "rtsp://127.0.0.1:8554/cam1"),
+    );
+    let loaded = Config::parse(&text, Path::new("sensors-test.toml"), &install.model_dirs())
+        .unwrap_or_else(|p| panic!("test config (run `make setup` for the models): {p}"));
     Arc::new(loaded.config)
 }
 
-/// The alert service and the sensor side, started against `broker`.
+/// The alert service, the sensor stage and fusion, started against `broker`; video events
+/// are sent in by the test, as the cameras' analysis would.
 struct Node {
-    sensing: Sensing,
+    sensors: Arc<SensorCounters>,
+    fusion: Arc<FusionCounters>,
+    directory: Directory,
+    video: mpsc::Sender<VideoEvent>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -115,7 +86,7 @@ impl Node {
         let (stop, shutdown) = watch::channel(false);
         let settings = AlertSettings {
             snapshot_base_url: "http://127.0.0.1:8080".into(),
-            subscriptions: Sensing::subscriptions(&config, PREFIX),
+            subscriptions: sharpeyes::sensors::subscriptions(&config, PREFIX),
             ..AlertSettings::from_config(&config)
         };
         let mqtt = MqttSettings::plain("127.0.0.1", broker.port, PREFIX, &config.node.id);
@@ -128,8 +99,20 @@ impl Node {
         )
         .await
         .expect("alert service starts");
-        let (sensing, sensing_task) =
-            Sensing::start(config, alerts.clone(), PREFIX, shutdown).expect("sensing starts");
+        let (sensor_tx, sensor_rx) = mpsc::channel(16);
+        let (sensors, sensors_task) =
+            sharpeyes::sensors::start(&config, alerts.clone(), PREFIX, sensor_tx, shutdown)
+                .expect("the sensor stage starts");
+        let (video, video_rx) = mpsc::channel(16);
+        let directory = Directory::default();
+        let (fusion, fusion_task) = sharpeyes::fusion::start(
+            config,
+            alerts.clone(),
+            directory.clone(),
+            &Telemetry::new(),
+            video_rx,
+            sensor_rx,
+        );
         // Readings sent before the link subscribed would be lost: wait for the connection.
         for _ in 0..100 {
             if alerts.stats().connected {
@@ -139,14 +122,18 @@ impl Node {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         Self {
-            sensing,
+            sensors,
+            fusion,
+            directory,
+            video,
             stop,
-            tasks: vec![alerts_task, sensing_task],
+            tasks: vec![sensors_task, fusion_task, alerts_task],
         }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(true);
+        drop(self.video);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
@@ -215,10 +202,7 @@ async fn a_reading_over_the_threshold_raises_a_sensor_alert_on_the_grid_topic() 
     let alerts = alerts_in(&got);
     assert_eq!(alerts.len(), 1, "one alert: {alerts:?}");
     let (topic, alert) = &alerts[0];
-    assert_eq!(
-        topic,
-        &format!("{PREFIX}/alerts/321322/321322-001/321322-001-003/321322-001-003-07/gas-leak")
-    );
+    assert_eq!(topic, &format!("{PREFIX}/alerts/{GRID_TOPIC}/gas-leak"));
     assert_valid(alert);
     assert_eq!(alert["source"], "sensor");
     assert_eq!(alert["severity"], "critical");
@@ -233,7 +217,7 @@ async fn a_reading_over_the_threshold_raises_a_sensor_alert_on_the_grid_topic() 
         retained_state(broker.port, &status_topic).await.as_deref(),
         Some("alarm")
     );
-    assert_eq!(node.sensing.stats().readings, 2);
+    assert_eq!(node.sensors.readings(), 2);
     node.stop().await;
 }
 
@@ -255,13 +239,25 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
         .join("fixtures/images/synthetic_fire.png");
     let img = image::open(&still).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
-    let frame = Arc::new(img.into_raw());
+    let frame = Frame {
+        camera: CAMERA.into(),
+        width: w,
+        height: h,
+        rgb: img.into_raw(),
+        received_at: SystemTime::now(),
+        keyframe: true,
+        verifying: false,
+    };
 
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-s2", &format!("{PREFIX}/#"), None).await;
     let node = Node::start(config.clone(), &broker).await;
-    node.sensing.note_frame(CAMERA, frame.clone(), w, h);
-    assert!(!node.sensing.verifying(CAMERA));
+    // The covering camera, as the directory knows a running one: its frame slot.
+    let slot = Arc::new(FrameSlot::default());
+    slot.put(frame);
+    let frame = slot.take().unwrap();
+    node.directory.insert(CAMERA, slot.clone());
+    assert!(!node.directory.verifying(CAMERA));
 
     // The smoke detector trips...
     centre
@@ -271,15 +267,15 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
         )
         .await;
     for _ in 0..100 {
-        if node.sensing.stats().alarms == 1 {
+        if node.directory.verifying(CAMERA) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(node.sensing.stats().alarms, 1, "the smoke alarm is raised");
+    assert_eq!(node.sensors.alarms(), 1, "the smoke alarm is raised");
     assert!(
-        node.sensing.verifying(CAMERA),
-        "the covering camera is in verify mode"
+        node.directory.verifying(CAMERA) && slot.verify_asked(),
+        "the covering camera is sent into verify mode"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -287,10 +283,12 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
         "the alarm is held back for the camera to look"
     );
 
-    // ...and the covering camera sees the fire: the real detector on the fire still.
+    // ...and the covering camera sees the fire: the real detector on the fire still, its
+    // events sent on to fusion as the camera's analysis would.
+    let camera = Arc::new(config.camera(CAMERA).unwrap().clone());
     let mut analyzer = CameraAnalyzer::new(
         &config,
-        config.camera(CAMERA).unwrap(),
+        &camera,
         |_| Some(detector.classes()),
         AnalysisSettings::default(),
     )
@@ -298,13 +296,15 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
     let mut batch = detector.new_batch();
     let mut out = vec![Vec::new()];
     let start = std::time::Instant::now();
-    let mut submitted = Vec::new();
+    let mut confirmed = 0;
     for step in 0..3 {
         batch.clear();
-        batch.push(RgbImage::new(w, h, &frame).unwrap()).unwrap();
+        batch
+            .push(RgbImage::new(w, h, &frame.rgb).unwrap())
+            .unwrap();
         detector.detect(&batch, &mut out).unwrap();
         let now = start + Duration::from_secs(step);
-        for e in analyzer.on_detections(
+        for event in analyzer.on_detections(
             "fire_smoke",
             &out[0],
             &frame,
@@ -312,26 +312,25 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
             now,
             SystemTime::now(),
         ) {
-            let boxes: Vec<[f32; 4]> = e
-                .objects
-                .iter()
-                .map(|o| [o.bbox.x1, o.bbox.y1, o.bbox.x2, o.bbox.y2])
-                .collect();
-            let snapshot = sharpeyes_alerts::render(&e.frame, w, h, &boxes, 200 * 1024).unwrap();
-            let size = FrameSize {
-                width: w,
-                height: h,
+            confirmed += 1;
+            let timings = Timings {
+                queue_wait: Duration::ZERO,
+                preprocess: Duration::ZERO,
+                inference: Duration::ZERO,
+                postprocess: Duration::ZERO,
+                batch_size: 1,
             };
-            submitted.push(
-                node.sensing
-                    .on_video(config.camera(CAMERA).unwrap(), &e, size, Some(&snapshot))
-                    .await
-                    .unwrap(),
-            );
+            node.video
+                .send(VideoEvent {
+                    camera: camera.clone(),
+                    event,
+                    timings,
+                })
+                .await
+                .unwrap();
         }
     }
-    assert_eq!(submitted.len(), 1, "the fire still confirms one fire event");
-    assert!(matches!(submitted[0], Submitted::Queued { .. }));
+    assert_eq!(confirmed, 1, "the fire still confirms one fire event");
 
     // One alert, fused, and nothing more once the wait is over.
     let got = centre
@@ -365,8 +364,10 @@ async fn a_smoke_alarm_and_the_fire_scene_on_a_covering_camera_give_one_fused_al
         "sensor evidence"
     );
     assert_eq!(alert["evidence"][0]["readings"][0]["value"], 7.5);
-    let stats = node.sensing.stats();
-    assert_eq!((stats.fused_alerts, stats.sensor_alerts), (1, 0));
+    assert_eq!(
+        (node.fusion.fused_alerts(), node.fusion.sensor_alerts()),
+        (1, 0)
+    );
     node.stop().await;
 }
 
@@ -444,9 +445,12 @@ async fn malformed_readings_land_on_the_dead_letter_topic_and_nothing_else_stops
         "the good reading over the threshold still alerts"
     );
     assert_eq!(alerts[0].1["evidence"][0]["value"], 50.0);
-    let stats = node.sensing.stats();
-    assert_eq!(stats.rejected, expected_dead as u64);
-    assert_eq!(stats.readings, 2, "the good one of the batch and the last");
+    assert_eq!(node.sensors.rejected(), expected_dead as u64);
+    assert_eq!(
+        node.sensors.readings(),
+        2,
+        "the good one of the batch and the last"
+    );
     node.stop().await;
 }
 

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use sharpeyes_analytics::{HazardEvent, SensorAlarm};
 use sharpeyes_config::{Camera, Config, GridLevel, Severity};
 
+use crate::error::{Error, ErrorKind};
+
 /// The `schema` field of every version-1 alert.
 pub const SCHEMA: &str = "sharpeyes.alert/1";
 
@@ -111,18 +113,6 @@ pub struct Alert {
     pub escalation_level: u32,
 }
 
-/// Why an event cannot become an alert: it names something the configuration lacks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertError(pub String);
-
-impl std::fmt::Display for AlertError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for AlertError {}
-
 impl Alert {
     /// A video alert from a confirmed hazard on a frame of `frame` size.
     pub fn from_event<F>(
@@ -130,12 +120,12 @@ impl Alert {
         frame: FrameSize,
         config: &Config,
         snapshot: Option<SnapshotRef>,
-    ) -> Result<Alert, AlertError> {
+    ) -> Result<Alert, Error> {
         let camera = config.camera(&event.camera).ok_or_else(|| {
-            AlertError(format!(
-                "camera `{}` is not in the configuration",
-                event.camera
-            ))
+            Error::new(
+                ErrorKind::Config,
+                format!("camera `{}` is not in the configuration", event.camera),
+            )
         })?;
         Self::from_camera_event(event, camera, frame, config, snapshot)
     }
@@ -148,12 +138,15 @@ impl Alert {
         frame: FrameSize,
         config: &Config,
         snapshot: Option<SnapshotRef>,
-    ) -> Result<Alert, AlertError> {
+    ) -> Result<Alert, Error> {
         let grid = alert_grid(config, &event.grid).ok_or_else(|| {
-            AlertError(format!(
-                "grid `{}` of camera `{}` is not in the configuration",
-                event.grid, event.camera
-            ))
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "grid `{}` of camera `{}` is not in the configuration",
+                    event.grid, event.camera
+                ),
+            )
         })?;
         Ok(Alert {
             schema: SCHEMA.to_owned(),
@@ -199,12 +192,15 @@ impl Alert {
         config: &Config,
         camera: Option<&str>,
         frame: Option<FrameSize>,
-    ) -> Result<Alert, AlertError> {
+    ) -> Result<Alert, Error> {
         let grid = alert_grid(config, &alarm.grid).ok_or_else(|| {
-            AlertError(format!(
-                "grid `{}` of sensor `{}` is not in the configuration",
-                alarm.grid, alarm.sensor_id
-            ))
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "grid `{}` of sensor `{}` is not in the configuration",
+                    alarm.grid, alarm.sensor_id
+                ),
+            )
         })?;
         let camera = camera.and_then(|id| config.camera(id));
         Ok(Alert {

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+use crate::error::{Error, ErrorKind};
 use crate::mqtt::MAX_PACKET;
 
 /// A running embedded broker. It lives until the process exits (rumqttd has no stop).
@@ -15,17 +16,20 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Listens on `addr` (a loopback address; port 0 picks a free one).
-    pub fn start(addr: SocketAddr) -> Result<Self, String> {
+    pub fn start(addr: SocketAddr) -> Result<Self, Error> {
         if !addr.ip().is_loopback() {
-            return Err(format!(
-                "the embedded broker listens on loopback only, not {addr}; configure [mqtt] for a real broker"
+            return Err(Error::new(
+                ErrorKind::Broker,
+                format!(
+                    "the embedded broker listens on loopback only, not {addr}; configure [mqtt] for a real broker"
+                ),
             ));
         }
         // rumqttd binds in its own thread and reports failure only in its log: find out here.
         let addr = TcpListener::bind(addr)
             .and_then(|l| l.local_addr())
             .map_err(|e| {
-                format!("the embedded MQTT broker cannot listen on {addr}: {e}; is another broker running there?")
+                Error::new(ErrorKind::Broker, format!("the embedded MQTT broker cannot listen on {addr}: {e}; is another broker running there?"))
             })?;
         let server = ServerSettings {
             name: "sharpeyes-embedded".into(),
@@ -60,7 +64,12 @@ impl EmbeddedBroker {
                     tracing::error!("embedded MQTT broker stopped: {e}");
                 }
             })
-            .map_err(|e| format!("cannot start the embedded broker thread: {e}"))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Broker,
+                    format!("cannot start the embedded broker thread: {e}"),
+                )
+            })?;
         // No probe connection here (rumqttd logs an aborted handshake as an error): clients
         // retry until it listens, which takes milliseconds.
         Ok(Self { addr })

@@ -7,29 +7,34 @@
 //! An alert is written to a durable outbox (Redis Stream, or a disk spool) before it is
 //! published and removed only after the broker's PUBACK: a dead broker or process loses none.
 //!
-//! The pieces: [`Alert`] (the message and its topic), [`render`] (the snapshot),
-//! [`StateStore`] (cooldowns, outbox, escalation timers, acknowledgements, snapshots; Redis or
-//! memory), and [`Alerts`], the running service that ties them to the MQTT link.
+//! The pieces: [`Alert`] (the message and its topic; its parts in [`message`]), [`render`]
+//! (the snapshot), [`StateStore`] (cooldowns, outbox, escalation timers, acknowledgements,
+//! snapshots; Redis or memory), and [`Alerts`], the running service that ties them to the
+//! MQTT link. What fails is an [`Error`] of some [`ErrorKind`].
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod alert;
 mod broker;
+mod error;
 mod mqtt;
 mod recent;
 mod service;
 mod snapshot;
+mod stats;
 mod store;
 
-pub use alert::{
-    ABSENT_LEVEL, Alert, AlertBox, AlertCamera, AlertError, AlertGrid, FrameSize, GridStep,
-    JSON_SCHEMA, SCHEMA, SnapshotRef, Source, is_alert_id,
-};
+pub use alert::{Alert, FrameSize, JSON_SCHEMA, SCHEMA, Source, is_alert_id};
 pub use broker::EmbeddedBroker;
+pub use error::{Error, ErrorKind};
 pub use mqtt::{InboundMessage, MqttSettings};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
-pub use service::{
-    AlertSettings, AlertStats, Alerts, AlertsError, CameraPhase, Submitted, open_store,
-};
-pub use snapshot::{Snapshot, SnapshotError, render};
-pub use store::{Ack, MemoryStore, OutboxRecord, RedisStore, StateStore, StoreError, StoreFuture};
+pub use service::{AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
+pub use snapshot::{Snapshot, render};
+pub use store::{Ack, MemoryStore, RedisStore, StateStore, open_store};
+
+/// The parts of a `sharpeyes.alert/1` message, and what the state stores keep.
+pub mod message {
+    pub use crate::alert::{ABSENT_LEVEL, AlertBox, AlertCamera, AlertGrid, GridStep, SnapshotRef};
+    pub use crate::store::{OutboxRecord, StoreFuture};
+}

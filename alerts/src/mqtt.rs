@@ -24,7 +24,8 @@ use rumqttc::{
 use sharpeyes_config::Mqtt;
 use tokio::sync::{mpsc, watch};
 
-use crate::service::Stats;
+use crate::error::{Error, ErrorKind};
+use crate::stats::{Stats, stopped};
 use crate::store::{OutboxRecord, StateStore};
 
 /// Unacknowledged publishes at once. Alerts are few; this bounds what a reconnect re-sends.
@@ -87,36 +88,41 @@ impl MqttSettings {
     }
 
     /// From `[mqtt]`, expanding its secrets. Errors name the field and never hold a secret.
-    pub fn from_config(mqtt: &Mqtt, node: &str) -> Result<Self, String> {
+    pub fn from_config(mqtt: &Mqtt, node: &str) -> Result<Self, Error> {
         let shape = &mqtt.url;
         let tls = match shape.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" | "tls" => true,
             other => {
-                return Err(format!(
+                return Err(settings(format!(
                     "[mqtt] url {shape}: scheme `{other}` is not MQTT; use mqtt:// or mqtts://"
-                ));
+                )));
             }
         };
         let url = shape
             .expand()
-            .map_err(|e| format!("[mqtt] url {shape}: {e}"))?;
+            .map_err(|e| settings(format!("[mqtt] url {shape}: {e}")))?;
         let host = url
             .host_str()
-            .ok_or_else(|| format!("[mqtt] url {shape}: no host"))?
+            .ok_or_else(|| settings(format!("[mqtt] url {shape}: no host")))?
             .to_owned();
         let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
         let from_url = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let expand = |field: &str, s: &Option<sharpeyes_config::Secret>| {
             s.as_ref()
-                .map(|s| s.expand().map_err(|e| format!("[mqtt] {field}: {e}")))
+                .map(|s| {
+                    s.expand()
+                        .map_err(|e| settings(format!("[mqtt] {field}: {e}")))
+                })
                 .transpose()
         };
         let username = expand("username", &mqtt.username)?.or_else(|| from_url(url.username()));
         let password =
             expand("password", &mqtt.password)?.or_else(|| url.password().map(str::to_owned));
         if password.is_some() && username.is_none() {
-            return Err("[mqtt] password is set but username is not; MQTT needs both".into());
+            return Err(settings(
+                "[mqtt] password is set but username is not; MQTT needs both".into(),
+            ));
         }
         Ok(Self {
             host,
@@ -154,7 +160,7 @@ impl MqttSettings {
         .to_string()
     }
 
-    fn options(&self) -> Result<MqttOptions, String> {
+    fn options(&self) -> Result<MqttOptions, Error> {
         let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
         options
             .set_keep_alive(self.keep_alive)
@@ -180,52 +186,60 @@ impl MqttSettings {
         Ok(options)
     }
 
-    fn rustls(&self) -> Result<rustls::ClientConfig, String> {
+    fn rustls(&self) -> Result<rustls::ClientConfig, Error> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca_file {
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    format!("[mqtt] ca_file {}: cannot read it: {e}", path.display())
+                    settings(format!(
+                        "[mqtt] ca_file {}: cannot read it: {e}",
+                        path.display()
+                    ))
                 })?;
                 for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                     let cert = cert.map_err(|e| {
-                        format!(
+                        settings(format!(
                             "[mqtt] ca_file {}: not PEM certificates: {e}",
                             path.display()
-                        )
+                        ))
                     })?;
                     roots.add(cert).map_err(|e| {
-                        format!(
+                        settings(format!(
                             "[mqtt] ca_file {}: unusable certificate: {e}",
                             path.display()
-                        )
+                        ))
                     })?;
                 }
                 if roots.is_empty() {
-                    return Err(format!(
+                    return Err(settings(format!(
                         "[mqtt] ca_file {}: holds no certificate",
                         path.display()
-                    ));
+                    )));
                 }
             }
             None => {
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = roots.add_parsable_certificates(found.certs);
                 if added == 0 {
-                    return Err(
+                    return Err(settings(
                         "[mqtt] no system CA certificates found; install ca-certificates or set [mqtt] ca_file"
                             .into(),
-                    );
+                    ));
                 }
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Ok(rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("[mqtt] TLS setup failed: {e}"))?
+            .map_err(|e| settings(format!("[mqtt] TLS setup failed: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth())
     }
+}
+
+/// `[mqtt]` cannot be used as given.
+fn settings(message: String) -> Error {
+    Error::new(ErrorKind::Settings, message)
 }
 
 /// What the rest of the crate asks of the link.
@@ -299,7 +313,7 @@ impl Link {
         commands: mpsc::UnboundedReceiver<LinkCommand>,
         acks: mpsc::Sender<IncomingAck>,
         inbound: Option<Inbound>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let options = settings.options()?;
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let mut network = eventloop.network_options();
@@ -342,7 +356,7 @@ impl Link {
                 self.fill_window();
                 tokio::select! {
                     biased;
-                    _ = crate::service::stopped(&mut shutdown) => break,
+                    _ = stopped(&mut shutdown) => break,
                     command = self.commands.recv() => {
                         match command {
                             Some(c) => self.command(c),
@@ -359,7 +373,7 @@ impl Link {
             } else {
                 tokio::select! {
                     biased;
-                    _ = crate::service::stopped(&mut shutdown) => break,
+                    _ = stopped(&mut shutdown) => break,
                     event = self.eventloop.poll() => event,
                 }
             };
@@ -369,7 +383,7 @@ impl Link {
                     let wait = self.lost(e);
                     tokio::select! {
                         biased;
-                        _ = crate::service::stopped(&mut shutdown) => break,
+                        _ = stopped(&mut shutdown) => break,
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }

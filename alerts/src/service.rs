@@ -6,7 +6,7 @@
 //! the link: one turns due escalations into republished alerts, one records acknowledgements.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -16,11 +16,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::alert::{Alert, SnapshotRef};
+use crate::error::{Error, ErrorKind};
 use crate::mqtt::{
     Inbound, InboundMessage, IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings,
 };
 use crate::snapshot::Snapshot;
-use crate::store::{Ack, MemoryStore, OutboxRecord, RedisStore, StateStore};
+use crate::stats::{Stats, stopped};
+use crate::store::{Ack, OutboxRecord, StateStore};
 
 /// Inbound messages waiting for their handler; beyond this they are dropped and counted.
 const INBOUND_QUEUE: usize = 10_000;
@@ -57,24 +59,6 @@ impl AlertSettings {
     }
 }
 
-/// The store the configuration asks for: Redis when `[redis]` is set, else memory with the
-/// outbox and snapshots spooled under `[node] data_dir`.
-pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, String> {
-    match &config.redis {
-        Some(redis) => {
-            let store = RedisStore::connect(&redis.url, &redis.key_prefix, &config.node.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Arc::new(store))
-        }
-        None => {
-            let dir = config.node.data_dir.join("spool");
-            let store = MemoryStore::with_spool(&dir).map_err(|e| e.to_string())?;
-            Ok(Arc::new(store))
-        }
-    }
-}
-
 /// The state of a camera as published, retained, on `{prefix}/cameras/{camera}/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,11 +91,6 @@ impl CameraPhase {
     }
 }
 
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// What `submit` did with an alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
@@ -124,39 +103,6 @@ pub enum Submitted {
     },
     /// Another alert for the same camera, hazard and zone is within its cooldown.
     Suppressed,
-}
-
-#[derive(Debug)]
-pub struct AlertsError(pub String);
-
-impl std::fmt::Display for AlertsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for AlertsError {}
-
-/// Counters for metrics and tests.
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub connected: AtomicBool,
-    pub submitted: AtomicU64,
-    pub suppressed: AtomicU64,
-    /// Alert messages the broker acknowledged (escalations and duplicates included).
-    pub published: AtomicU64,
-    pub escalated: AtomicU64,
-    pub acknowledged: AtomicU64,
-    pub time_to_ack_ms_total: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub queued: AtomicUsize,
-    pub in_flight: AtomicUsize,
-    pub inbound_dropped: AtomicU64,
-    pub dead_letters: AtomicU64,
-    /// Alerts queued, by (hazard, severity, source).
-    pub by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
-    /// Times to acknowledge not yet taken by [`Alerts::take_ack_times`].
-    pub ack_times: std::sync::Mutex<Vec<Duration>>,
 }
 
 /// A reading of the counters.
@@ -208,12 +154,12 @@ impl Alerts {
         mqtt: MqttSettings,
         settings: AlertSettings,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<(Alerts, JoinHandle<()>), AlertsError> {
+    ) -> Result<(Alerts, JoinHandle<()>), Error> {
         let pending = store.outbox_pending().await.map_err(|e| {
-            AlertsError(format!(
-                "cannot read the outbox ({}): {e}",
-                store.describe()
-            ))
+            Error::new(
+                ErrorKind::Encode,
+                format!("cannot read the outbox ({}): {e}", store.describe()),
+            )
         })?;
         if !pending.is_empty() {
             tracing::info!(alerts = pending.len(), store = %store.describe(), "replaying the outbox: alerts not yet acknowledged by the broker");
@@ -237,8 +183,7 @@ impl Alerts {
             link_rx,
             ack_tx,
             inbound,
-        )
-        .map_err(AlertsError)?;
+        )?;
         let alerts = Alerts {
             inner: Arc::new(Inner {
                 config,
@@ -370,7 +315,7 @@ impl Alerts {
         &self,
         mut alert: Alert,
         snapshot: Option<&Snapshot>,
-    ) -> Result<Submitted, AlertsError> {
+    ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let hazard = inner.config.hazard(&alert.hazard);
         let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
@@ -464,7 +409,7 @@ impl Alerts {
         &self,
         alert_id: &str,
         by: Option<String>,
-    ) -> Result<Option<Ack>, AlertsError> {
+    ) -> Result<Option<Ack>, Error> {
         let Ok(ulid) = ulid::Ulid::from_string(alert_id) else {
             return Ok(None);
         };
@@ -479,9 +424,10 @@ impl Alerts {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         let first = self.inner.store.acknowledge(&ack).await.map_err(|e| {
-            AlertsError(format!(
-                "cannot record the acknowledgement of {alert_id}: {e}"
-            ))
+            Error::new(
+                ErrorKind::Encode,
+                format!("cannot record the acknowledgement of {alert_id}: {e}"),
+            )
         })?;
         if first {
             let stats = &self.inner.stats;
@@ -499,11 +445,7 @@ impl Alerts {
             self.inner.recent.acknowledged(&ack);
             Ok(Some(ack))
         } else {
-            self.inner
-                .store
-                .acknowledgement(alert_id)
-                .await
-                .map_err(|e| AlertsError(e.to_string()))
+            self.inner.store.acknowledgement(alert_id).await
         }
     }
 
@@ -511,7 +453,7 @@ impl Alerts {
         &self.inner.config.node.id
     }
 
-    fn store_error(&self, what: &str, e: &crate::store::StoreError) {
+    fn store_error(&self, what: &str, e: &Error) {
         self.inner
             .stats
             .store_errors
@@ -520,10 +462,14 @@ impl Alerts {
     }
 
     /// The outbox record of `alert`, dropping an inline snapshot that would not fit a packet.
-    fn record(&self, alert: &mut Alert) -> Result<OutboxRecord, AlertsError> {
+    fn record(&self, alert: &mut Alert) -> Result<OutboxRecord, Error> {
         let encode = |a: &Alert| {
-            serde_json::to_string(a)
-                .map_err(|e| AlertsError(format!("cannot encode alert {}: {e}", a.id)))
+            serde_json::to_string(a).map_err(|e| {
+                Error::new(
+                    ErrorKind::Encode,
+                    format!("cannot encode alert {}: {e}", a.id),
+                )
+            })
         };
         let mut payload = encode(alert)?;
         // Topic and header need a little room besides the payload.
@@ -564,7 +510,7 @@ impl Alerts {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = crate::service::stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => return,
                 _ = tick.tick() => {}
             }
             let due = match self
@@ -633,7 +579,7 @@ impl Alerts {
     ) {
         loop {
             let ack = tokio::select! {
-                _ = crate::service::stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => return,
                 ack = acks.recv() => match ack {
                     Some(a) => a,
                     None => return,

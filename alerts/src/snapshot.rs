@@ -5,6 +5,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageEncoder, RgbImage, imageops};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Error, ErrorKind};
+
 /// Box outline colour and width: red, visible on most scenes at snapshot sizes.
 const BOX_COLOUR: [u8; 3] = [255, 32, 32];
 const BOX_WIDTH: u32 = 3;
@@ -22,17 +24,6 @@ pub struct Snapshot {
     pub height: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotError(pub String);
-
-impl std::fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SnapshotError {}
-
 /// Renders `rgb` (packed RGB8) with `boxes` (x1, y1, x2, y2 in its pixels) as a JPEG of at
 /// most `max_bytes`: lower quality first, then smaller.
 pub fn render(
@@ -41,13 +32,16 @@ pub fn render(
     height: u32,
     boxes: &[[f32; 4]],
     max_bytes: usize,
-) -> Result<Snapshot, SnapshotError> {
+) -> Result<Snapshot, Error> {
     let mut img = RgbImage::from_raw(width, height, rgb.to_vec()).ok_or_else(|| {
-        SnapshotError(format!(
-            "{width}x{height} RGB needs {} bytes, got {}",
-            width as usize * height as usize * 3,
-            rgb.len()
-        ))
+        Error::new(
+            ErrorKind::Snapshot,
+            format!(
+                "{width}x{height} RGB needs {} bytes, got {}",
+                width as usize * height as usize * 3,
+                rgb.len()
+            ),
+        )
     })?;
     for b in boxes {
         draw_box(&mut img, *b);
@@ -62,7 +56,9 @@ pub fn render(
                     img.height(),
                     ExtendedColorType::Rgb8,
                 )
-                .map_err(|e| SnapshotError(format!("JPEG encoding failed: {e}")))?;
+                .map_err(|e| {
+                    Error::new(ErrorKind::Snapshot, format!("JPEG encoding failed: {e}"))
+                })?;
             if jpeg.len() <= max_bytes {
                 let sha256 = Sha256::digest(&jpeg)
                     .iter()
@@ -77,9 +73,10 @@ pub fn render(
             }
         }
         if img.width() / 2 < MIN_WIDTH {
-            return Err(SnapshotError(format!(
-                "cannot fit a snapshot in {max_bytes} bytes; raise the snapshot size cap"
-            )));
+            return Err(Error::new(
+                ErrorKind::Snapshot,
+                format!("cannot fit a snapshot in {max_bytes} bytes; raise the snapshot size cap"),
+            ));
         }
         img = imageops::resize(
             &img,

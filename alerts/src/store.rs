@@ -4,9 +4,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sharpeyes_config::Config;
+
+use crate::error::Error;
 
 mod memory;
 mod redis_store;
@@ -15,19 +19,9 @@ pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
 /// What every store call returns: boxed, so `Arc<dyn StateStore>` works without a macro crate.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// A store call that failed, naming the store (never its credentials) and the operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
+/// A failed call's error is of kind [`ErrorKind::Store`](crate::ErrorKind::Store), naming
+/// the store (never its credentials) and the operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 
 /// One MQTT message waiting in the outbox for its PUBACK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +96,22 @@ pub trait StateStore: Send + Sync {
 /// How long acknowledgements are kept: long enough to answer "was it acknowledged" for any
 /// alert an operator still looks at.
 pub(crate) const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The store the configuration asks for: Redis when `[redis]` is set, else memory with the
+/// outbox and snapshots spooled under `[node] data_dir`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
+    match &config.redis {
+        Some(redis) => {
+            let store = RedisStore::connect(&redis.url, &redis.key_prefix, &config.node.id).await?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let dir = config.node.data_dir.join("spool");
+            let store = MemoryStore::with_spool(&dir)?;
+            Ok(Arc::new(store))
+        }
+    }
+}
 
 fn millis_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

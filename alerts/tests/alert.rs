@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use sharpeyes_alerts::{Alert, FrameSize, JSON_SCHEMA, SnapshotRef, render};
+use sharpeyes_alerts::message::SnapshotRef;
+use sharpeyes_alerts::{Alert, FrameSize, render};
 use sharpeyes_analytics::{BBox, EventObject, HazardEvent};
 use sharpeyes_config::{Config, Severity};
+use sharpeyes_testkit::schema_errors;
 
 fn demo() -> Config {
     let dir = tempfile::tempdir().unwrap();
@@ -46,15 +48,6 @@ fn event(camera: &str, grid: &str, at: SystemTime) -> HazardEvent<()> {
         detected_at: at,
         frame: Arc::new(()),
     }
-}
-
-fn schema_errors(alert: &Value) -> Vec<String> {
-    let schema: Value = serde_json::from_str(JSON_SCHEMA).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
-    validator
-        .iter_errors(alert)
-        .map(|e| format!("{}: {e}", e.instance_path()))
-        .collect()
 }
 
 fn snapshot_ref() -> SnapshotRef {

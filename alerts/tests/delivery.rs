@@ -18,6 +18,9 @@ use sharpeyes_alerts::{
     Submitted, render,
 };
 use sharpeyes_config::{Config, SecretUrl};
+use sharpeyes_testkit::{
+    Fault, FaultProxy, LogBuffer, Message, Mosquitto, Redis, Subscriber, alert_ids, schema_errors,
+};
 use support::*;
 use tokio::sync::watch;
 
@@ -360,7 +363,7 @@ async fn broker_restarted_without_sessions_loses_no_alert_and_no_secret_leaks() 
     // proxy that partitions the network first, so publishes are in flight when it fails.
     let users = [("sharpeyes", MQTT_PASSWORD), ("centre", "centre-pw")];
     let mut broker = Mosquitto::start(false, &users);
-    let proxy = Proxy::start(broker.port).await;
+    let proxy = FaultProxy::start(broker.port).await;
     let redis = Redis::start(Some(REDIS_PASSWORD));
     let sub = Subscriber::connect(
         broker.port,
@@ -394,12 +397,12 @@ async fn broker_restarted_without_sessions_loses_no_alert_and_no_secret_leaks() 
     let subscribed_before = sub.subacks.load(std::sync::atomic::Ordering::SeqCst);
     let sent = burst(&svc.alerts, &config, 120, |i| {
         if i == 30 {
-            proxy.freeze(true);
+            proxy.set(Fault::Blackhole);
         }
         if i == 60 {
             broker.stop();
             proxy.cut();
-            proxy.freeze(false);
+            proxy.set(Fault::None);
         }
         if i == 80 {
             // Back, but only the centre may log in at first: the centre subscribes again

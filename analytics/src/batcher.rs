@@ -5,6 +5,11 @@
 //! frame is refused and counted, so a slow model can never stall a camera reader. A frame
 //! that has waited longer than `max_age` by the time its batch runs is dropped and counted
 //! rather than delaying every camera behind it. Each worker thread owns one detector.
+//!
+//! Each frame comes with its [`Reply`]: the channel of the camera that submitted it, where
+//! its detections go. A job's reply is dropped once the job is done (answered, stale or
+//! failed), so a camera that drops its own sender and reads its channel to the end has every
+//! answer to the frames it submitted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +19,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::detection::Detection;
+use crate::error::Error;
 use crate::image::RgbImage;
-use crate::model::{Detector, ModelError};
+use crate::model::Detector;
 use crate::preprocess::Batch;
 
 /// What the batcher needs of a frame.
@@ -23,10 +29,22 @@ pub trait AsRgb: Send + Sync + 'static {
     fn rgb(&self) -> RgbImage<'_>;
 }
 
+/// Where one frame's detections go: the channel of the camera that submitted it.
+pub trait Reply<F>: Send + 'static {
+    /// `false` when nobody listens any more.
+    fn send(&self, detections: Detections<F>) -> bool;
+}
+
+impl<F: Send + Sync + 'static> Reply<F> for crossbeam_channel::Sender<Detections<F>> {
+    fn send(&self, detections: Detections<F>) -> bool {
+        crossbeam_channel::Sender::send(self, detections).is_ok()
+    }
+}
+
 /// What a worker runs; [`Detector`] is the real one.
 pub trait Infer: Send + 'static {
     fn new_batch(&self) -> Batch;
-    fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), ModelError>;
+    fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), Error>;
 }
 
 impl Infer for Detector {
@@ -34,7 +52,7 @@ impl Infer for Detector {
         Detector::new_batch(self)
     }
 
-    fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), ModelError> {
+    fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), Error> {
         Detector::detect(self, batch, out)
     }
 }
@@ -50,12 +68,13 @@ pub struct BatcherConfig {
     pub queue: usize,
 }
 
-/// One frame's detections, with the frame and the caller's tag (e.g. the camera).
+/// One frame's detections, with the frame and what its batch cost.
 #[derive(Debug)]
-pub struct Detections<F, T> {
+pub struct Detections<F> {
     pub frame: Arc<F>,
-    pub tag: T,
     pub detections: Vec<Detection>,
+    /// When the frame was submitted: the clock of the tracker and the dwell rules.
+    pub submitted: Instant,
     /// From submission to the end of inference.
     pub latency: Duration,
     /// From submission to the start of its batch.
@@ -93,37 +112,33 @@ impl BatcherStats {
     }
 }
 
-struct Job<F, T> {
+struct Job<F, R> {
     frame: Arc<F>,
-    tag: T,
+    reply: R,
     enqueued: Instant,
 }
 
 /// The submitting side; dropping it (or [`Batcher::shutdown`]) stops the workers once the
 /// queue is drained.
-pub struct Batcher<F, T> {
-    queue: Option<Sender<Job<F, T>>>,
+pub struct Batcher<F, R> {
+    queue: Option<Sender<Job<F, R>>>,
     stats: Arc<BatcherStats>,
     workers: Vec<JoinHandle<()>>,
 }
 
-impl<F: AsRgb, T: Send + 'static> Batcher<F, T> {
-    /// Starts one worker thread per detector; results go to `results`.
-    pub fn start<I: Infer>(
-        detectors: Vec<I>,
-        config: BatcherConfig,
-        results: Sender<Detections<F, T>>,
-    ) -> Self {
+impl<F: AsRgb, R: Reply<F>> Batcher<F, R> {
+    /// Starts one worker thread per detector.
+    pub fn start<I: Infer>(detectors: Vec<I>, config: BatcherConfig) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
         let stats = Arc::new(BatcherStats::default());
         let workers = detectors
             .into_iter()
             .enumerate()
             .map(|(i, det)| {
-                let (rx, results, stats) = (rx.clone(), results.clone(), stats.clone());
+                let (rx, stats) = (rx.clone(), stats.clone());
                 std::thread::Builder::new()
                     .name(format!("infer-{i}"))
-                    .spawn(move || worker(det, config, rx, results, stats))
+                    .spawn(move || worker(det, config, rx, stats))
                     .expect("spawning an inference thread")
             })
             .collect();
@@ -134,12 +149,13 @@ impl<F: AsRgb, T: Send + 'static> Batcher<F, T> {
         }
     }
 
-    /// Queues a frame; `false` (and counted) when the queue is full or stopped.
-    pub fn submit(&self, frame: Arc<F>, tag: T) -> bool {
+    /// Queues a frame whose detections go to `reply`; `false` (and counted) when the queue
+    /// is full or stopped.
+    pub fn submit(&self, frame: Arc<F>, reply: R) -> bool {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             frame,
-            tag,
+            reply,
             enqueued: Instant::now(),
         };
         match self.queue.as_ref().map(|q| q.try_send(job)) {
@@ -161,7 +177,7 @@ impl<F: AsRgb, T: Send + 'static> Batcher<F, T> {
     }
 }
 
-impl<F, T> Drop for Batcher<F, T> {
+impl<F, R> Drop for Batcher<F, R> {
     /// Closing the queue ends each worker once it is drained.
     fn drop(&mut self) {
         self.queue = None;
@@ -171,16 +187,15 @@ impl<F, T> Drop for Batcher<F, T> {
     }
 }
 
-fn worker<F: AsRgb, T, I: Infer>(
+fn worker<F: AsRgb, R: Reply<F>, I: Infer>(
     mut det: I,
     config: BatcherConfig,
-    rx: Receiver<Job<F, T>>,
-    results: Sender<Detections<F, T>>,
+    rx: Receiver<Job<F, R>>,
     stats: Arc<BatcherStats>,
 ) {
     let mut batch = det.new_batch();
     let capacity = config.max_batch.min(batch.capacity()).max(1);
-    let mut jobs: Vec<Job<F, T>> = Vec::with_capacity(capacity);
+    let mut jobs: Vec<Job<F, R>> = Vec::with_capacity(capacity);
     let mut outs: Vec<Vec<Detection>> = vec![Vec::new(); capacity];
     while let Ok(first) = rx.recv() {
         let deadline = first.enqueued + config.max_wait;
@@ -233,13 +248,12 @@ fn worker<F: AsRgb, T, I: Infer>(
                 preprocess,
                 inference,
                 batch_size,
+                submitted: job.enqueued,
                 frame: job.frame,
-                tag: job.tag,
                 detections: std::mem::take(out),
             };
-            if results.send(result).is_err() {
-                return; // nobody listens any more
-            }
+            // A camera that stopped listening has gone away: nothing to do for it.
+            job.reply.send(result);
         }
     }
 }
@@ -272,7 +286,7 @@ mod tests {
             Batch::new(ModelLayout::Ssd, 4, 8)
         }
 
-        fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), ModelError> {
+        fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), Error> {
             std::thread::sleep(self.delay);
             self.sizes.lock().unwrap().push(batch.len());
             for (i, o) in out[..batch.len()].iter_mut().enumerate() {
@@ -299,53 +313,51 @@ mod tests {
         Arc::new(Frame(vec![v; 48]))
     }
 
-    type Started = (
-        Batcher<Frame, u32>,
-        Receiver<Detections<Frame, u32>>,
-        Arc<Mutex<Vec<usize>>>,
-    );
+    type Results = crossbeam_channel::Sender<Detections<Frame>>;
 
-    fn start(cfg: BatcherConfig, delay: Duration) -> Started {
+    fn start(
+        cfg: BatcherConfig,
+        delay: Duration,
+    ) -> (Batcher<Frame, Results>, Arc<Mutex<Vec<usize>>>) {
         let sizes = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = crossbeam_channel::unbounded();
         let b = Batcher::start(
             vec![Fake {
                 sizes: sizes.clone(),
                 delay,
             }],
             cfg,
-            tx,
         );
-        (b, rx, sizes)
+        (b, sizes)
     }
 
     #[test]
-    fn frames_from_several_cameras_share_one_batch() {
-        let (b, rx, sizes) = start(config(4, 500), Duration::ZERO);
-        for cam in 0..4u32 {
-            assert!(b.submit(frame(cam as u8 + 1), cam));
+    fn frames_from_several_cameras_share_one_batch_and_each_answer_goes_to_its_camera() {
+        let (b, sizes) = start(config(4, 500), Duration::ZERO);
+        let cameras: Vec<_> = (0..4).map(|_| crossbeam_channel::unbounded()).collect();
+        for (cam, (tx, _)) in cameras.iter().enumerate() {
+            assert!(b.submit(frame(cam as u8 + 1), tx.clone()));
         }
-        let mut got: Vec<(u32, f32)> = (0..4)
-            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
-            .map(|r| (r.tag, r.detections[0].score))
-            .collect();
-        got.sort_by_key(|g| g.0);
-        assert_eq!(
-            got,
-            [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)],
-            "each result carries its own frame's detections"
-        );
+        for (cam, (_, rx)) in cameras.iter().enumerate() {
+            let r = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                r.detections[0].score,
+                cam as f32 + 1.0,
+                "each camera gets its own frame's detections"
+            );
+            assert!(rx.try_recv().is_err(), "and nothing else");
+        }
         assert_eq!(*sizes.lock().unwrap(), [4]);
         assert_eq!(b.stats().mean_fill(), 4.0);
     }
 
     #[test]
     fn a_lone_frame_runs_after_max_wait() {
-        let (b, rx, sizes) = start(config(4, 30), Duration::ZERO);
+        let (b, sizes) = start(config(4, 30), Duration::ZERO);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let t = Instant::now();
-        b.submit(frame(1), 7);
+        b.submit(frame(7), tx);
         let r = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(r.tag, 7);
+        assert_eq!(r.detections[0].score, 7.0);
         assert!(t.elapsed() >= Duration::from_millis(30));
         assert_eq!(*sizes.lock().unwrap(), [1]);
     }
@@ -357,16 +369,20 @@ mod tests {
             max_age: Duration::from_millis(100),
             ..config(1, 0)
         };
-        let (b, rx, _) = start(cfg, Duration::from_millis(300));
-        b.submit(frame(1), 1);
+        let (b, _) = start(cfg, Duration::from_millis(300));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        b.submit(frame(1), tx.clone());
         std::thread::sleep(Duration::from_millis(50));
-        b.submit(frame(2), 2);
-        b.submit(frame(3), 3);
+        b.submit(frame(2), tx.clone());
+        b.submit(frame(3), tx);
         let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(first.tag, 1);
+        assert_eq!(first.detections[0].score, 1.0);
         assert!(
-            rx.recv_timeout(Duration::from_millis(800)).is_err(),
-            "stale frames must not be inferred"
+            matches!(
+                rx.recv_timeout(Duration::from_secs(5)),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            ),
+            "stale frames are not inferred, and their replies are let go"
         );
         assert_eq!(b.stats().stale.load(Ordering::Relaxed), 2);
     }
@@ -377,9 +393,10 @@ mod tests {
             queue: 2,
             ..config(1, 0)
         };
-        let (b, _rx, _) = start(cfg, Duration::from_millis(200));
+        let (b, _) = start(cfg, Duration::from_millis(200));
+        let (tx, _rx) = crossbeam_channel::unbounded();
         let t = Instant::now();
-        let accepted = (0..10).filter(|i| b.submit(frame(1), *i)).count();
+        let accepted = (0..10).filter(|_| b.submit(frame(1), tx.clone())).count();
         assert!(
             t.elapsed() < Duration::from_millis(100),
             "submit must not wait"
@@ -393,9 +410,10 @@ mod tests {
 
     #[test]
     fn shutdown_drains_the_queue() {
-        let (b, rx, _) = start(config(2, 10), Duration::from_millis(5));
-        for i in 0..5 {
-            b.submit(frame(1), i);
+        let (b, _) = start(config(2, 10), Duration::from_millis(5));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for _ in 0..5 {
+            b.submit(frame(1), tx.clone());
         }
         b.shutdown();
         assert_eq!(rx.try_iter().count(), 5);

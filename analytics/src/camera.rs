@@ -6,16 +6,19 @@
 //! 2. The caller sends it to each of [`CameraAnalyzer::models`] (through their batchers).
 //! 3. Each model's detections come back to [`CameraAnalyzer::on_detections`], which tracks
 //!    them and evaluates that model's rules.
+//!
+//! The camera's task in [`crate::Analysis`] owns it; tests and benches drive it directly.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use sharpeyes_config::{Camera, Config, Severity};
 
 use crate::detection::{BBox, Detection};
+use crate::error::Error;
 use crate::image::RgbImage;
 use crate::motion::{Gate, MotionConfig, MotionGate};
-use crate::rules::{HazardRule, RuleError};
+use crate::rules::HazardRule;
 use crate::track::{Tracker, TrackerConfig};
 
 /// Tuning of the per-camera stages.
@@ -23,6 +26,20 @@ use crate::track::{Tracker, TrackerConfig};
 pub struct AnalysisSettings {
     pub motion: MotionConfig,
     pub tracker: TrackerConfig,
+}
+
+impl AnalysisSettings {
+    /// What `[motion]` asks for. A disabled gate still runs (its cost is a 64-cell-wide grey
+    /// copy) but lets every frame through.
+    pub fn from_config(config: &Config) -> Self {
+        let mut settings = Self::default();
+        settings.motion.forced_interval = if config.motion.enabled {
+            config.motion.forced_interval
+        } else {
+            Duration::ZERO
+        };
+        settings
+    }
 }
 
 /// An object in a hazard event.
@@ -72,12 +89,15 @@ impl CameraAnalyzer {
         camera: &Camera,
         classes: impl Fn(&str) -> Option<&'a [String]>,
         settings: AnalysisSettings,
-    ) -> Result<Self, RuleError> {
+    ) -> Result<Self, Error> {
         let mut models: Vec<ModelWatch> = Vec::new();
         for hazard in config.camera_hazards(camera) {
-            let names = classes(&hazard.model).ok_or_else(|| RuleError {
+            let names = classes(&hazard.model).ok_or_else(|| Error::Rule {
                 hazard: hazard.name.clone(),
-                problem: format!("uses model `{}`, which is not loaded", hazard.model),
+                problem: format!(
+                    "uses model `{}`, which is not loaded; models load at start-up only: restart the service to add one",
+                    hazard.model
+                ),
             })?;
             let rule = HazardRule::new(hazard, names, &camera.zones)?;
             match models.iter_mut().find(|m| m.model == hazard.model) {

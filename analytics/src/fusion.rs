@@ -7,8 +7,9 @@
 //! ends. While the sensor stays in alarm, such video hazards on its cameras are fused as well,
 //! so the same fire is not reported once as video and once as fused.
 //!
-//! Pure state, no clock of its own: the caller passes `now` and calls [`Fusion::due`] on a
-//! timer.
+//! Pure state, no clock of its own: the caller passes `now` and calls [`Fusion::due`] and
+//! [`Fusion::verify_ended`] on a timer; it sends the cameras verify mode on (what
+//! [`Fusion::on_alarm`] returns) and off (what `verify_ended` returns).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -147,6 +148,22 @@ impl Fusion {
     /// Whether `camera` should analyse every frame because of a sensor alarm.
     pub fn verifying(&self, camera: &str, now: SystemTime) -> bool {
         self.verify_until.get(camera).is_some_and(|t| now < *t)
+    }
+
+    /// Cameras whose verify mode has run its `verify_for` by `now`: send them back to their
+    /// sampling. Each is returned once.
+    pub fn verify_ended(&mut self, now: SystemTime) -> Vec<String> {
+        let mut ended: Vec<String> = self
+            .verify_until
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(camera, _)| camera.clone())
+            .collect();
+        for camera in &ended {
+            self.verify_until.remove(camera);
+        }
+        ended.sort();
+        ended
     }
 
     /// Alarms held back for video.
@@ -298,5 +315,20 @@ verify_for = "60s"
         assert!(f.verifying("cam2", t0));
         assert_eq!(f.due(t0).len(), 1);
         assert!(f.on_video("cam2", "fire").is_empty());
+    }
+
+    #[test]
+    fn verify_mode_ends_once_after_verify_for_and_a_new_alarm_extends_it() {
+        let config = config();
+        let mut f = Fusion::new(&config);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = Duration::from_secs;
+        f.on_alarm(alarm(&config, "smoke1", t0), t0);
+        // A second alarm 30 s later keeps cam1 verifying until 30 s + verify_for.
+        f.on_alarm(alarm(&config, "smoke1", t0 + s(30)), t0 + s(30));
+        assert!(f.verify_ended(t0 + s(60)).is_empty());
+        assert_eq!(f.verify_ended(t0 + s(90)), ["cam1"]);
+        assert!(f.verify_ended(t0 + s(91)).is_empty(), "told once");
+        assert!(!f.verifying("cam1", t0 + s(91)));
     }
 }

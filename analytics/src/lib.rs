@@ -1,12 +1,14 @@
 //! Frames in, hazard events out.
 //!
-//! In: frames from `sharpeyes-ingest`, `[[models]]` and `[[hazards]]` from `sharpeyes-config`.
-//! Out: hazard events (camera, grid, hazard, confidence, boxes, object ids, the confirming
-//! frame).
+//! In: each camera's frame slot from `sharpeyes-ingest`, `[[models]]` and `[[hazards]]` from
+//! `sharpeyes-config`. Out: [`VideoEvent`]s (camera, grid, hazard, confidence, boxes, object
+//! ids, the confirming frame), all cameras' into one channel.
 //!
-//! Per frame: motion gate on a small grayscale copy, cross-camera batching per model,
-//! letterbox preprocessing into a preallocated tensor, ONNX Runtime inference (ort),
-//! box decoding and class-wise NMS, tracking, hazard rules (zones, counts, dwell, k-of-n).
+//! [`Analysis`] is the entry point: one inference worker per model, one task per camera
+//! that owns that camera's state. Per frame: motion gate on a small grayscale copy,
+//! cross-camera batching per model, letterbox preprocessing into a preallocated tensor,
+//! ONNX Runtime inference (ort), box decoding and class-wise NMS, tracking, hazard rules
+//! (zones, counts, dwell, k-of-n). The stages are in [`stages`] for benches and tests.
 //!
 //! Sensors: [`SensorRules`] turns checked readings into alarms (threshold, rate, hold) and
 //! notices silent sensors; [`Fusion`] holds an alarm back briefly for the covering cameras
@@ -14,9 +16,11 @@
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+mod analysis;
 mod batcher;
 mod camera;
 mod detection;
+mod error;
 mod fusion;
 mod image;
 mod model;
@@ -27,15 +31,26 @@ mod rules;
 mod sensor_rules;
 mod track;
 
-pub use batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer};
-pub use camera::{AnalysisSettings, CameraAnalyzer, EventObject, HazardEvent};
+pub use analysis::{Analysis, CameraAnalysis, Models, Telemetry, Timings, VideoEvent, stage};
+pub use camera::{EventObject, HazardEvent};
 pub use detection::{BBox, Detection};
+pub use error::Error;
 pub use fusion::Fusion;
-pub use image::{BadImage, RgbImage};
-pub use model::{Detector, ModelError, Runtime};
-pub use motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
-pub use postprocess::{Decoder, NmsConfig};
-pub use preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};
-pub use rules::{HazardRule, RuleError, RuleHit};
+pub use model::{Detector, Runtime};
+pub use postprocess::NmsConfig;
 pub use sensor_rules::{SensorAlarm, SensorEvent, SensorRules};
-pub use track::{Track, Tracker, TrackerConfig};
+
+/// The per-frame stages one by one, for the benches and the tests that drive a stage
+/// directly; the service runs them through [`Analysis`].
+pub mod stages {
+    pub use crate::batcher::{
+        AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Infer, Reply,
+    };
+    pub use crate::camera::{AnalysisSettings, CameraAnalyzer};
+    pub use crate::image::{BadImage, RgbImage};
+    pub use crate::motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
+    pub use crate::postprocess::Decoder;
+    pub use crate::preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};
+    pub use crate::rules::{HazardRule, RuleHit};
+    pub use crate::track::{Track, Tracker, TrackerConfig};
+}

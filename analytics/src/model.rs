@@ -19,6 +19,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use sharpeyes_config::{Model, ModelLayout};
 
 use crate::detection::Detection;
+use crate::error::Error;
 use crate::postprocess::{Decoder, NmsConfig};
 use crate::preprocess::Batch;
 
@@ -30,52 +31,30 @@ const SSD_OUTPUTS: [&str; 4] = [
     "num_detections:0",
 ];
 
-/// Why a model cannot be used, naming the model and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelError {
-    pub model: String,
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-impl fmt::Display for ModelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "model `{}` ({}): {}",
-            self.model,
-            self.path.display(),
-            self.reason
-        )
-    }
-}
-
-impl std::error::Error for ModelError {}
-
 /// The loaded ONNX Runtime library.
 pub struct Runtime {
     env: Environment,
 }
 
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<Runtime, Error>> = OnceLock::new();
 
 impl Runtime {
     /// Loads ONNX Runtime from `lib` (e.g. `.deps/onnxruntime/libonnxruntime.so.1`).
     /// The library can be loaded once per process: later calls return the first result,
     /// whatever path they name.
-    pub fn load(lib: &Path) -> Result<&'static Runtime, String> {
+    pub fn load(lib: &Path) -> Result<&'static Runtime, Error> {
         RUNTIME
             .get_or_init(|| {
-                let builder = ort::init_from(lib).map_err(|e| {
-                    format!(
-                        "cannot load ONNX Runtime from {}: {e} (run `make setup`)",
-                        lib.display()
-                    )
-                })?;
+                let fail = |reason: String| Error::Runtime {
+                    lib: lib.to_owned(),
+                    reason,
+                };
+                let builder = ort::init_from(lib)
+                    .map_err(|e| fail(format!("cannot load it: {e} (run `make setup`)")))?;
                 let env = builder
                     .with_name("sharpeyes")
                     .build()
-                    .map_err(|e| format!("cannot start ONNX Runtime: {e}"))?;
+                    .map_err(|e| fail(format!("cannot start it: {e}")))?;
                 Ok(Runtime { env })
             })
             .as_ref()
@@ -119,8 +98,8 @@ impl fmt::Debug for Detector {
 
 impl Detector {
     /// Opens and checks a model; see the module docs.
-    pub fn load(runtime: &Runtime, spec: &Model, nms: NmsConfig) -> Result<Self, ModelError> {
-        let fail = |reason: String| ModelError {
+    pub fn load(runtime: &Runtime, spec: &Model, nms: NmsConfig) -> Result<Self, Error> {
+        let fail = |reason: String| Error::Model {
             model: spec.name.clone(),
             path: spec.path.clone(),
             reason,
@@ -184,7 +163,7 @@ impl Detector {
 
     /// Runs inference on every frame of `batch`; `out[i]` gets frame `i`'s detections
     /// (cleared first). `out` must have at least `batch.len()` entries.
-    pub fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), ModelError> {
+    pub fn detect(&mut self, batch: &Batch, out: &mut [Vec<Detection>]) -> Result<(), Error> {
         let n = batch.len();
         if n == 0 {
             return Ok(());
@@ -196,7 +175,7 @@ impl Detector {
         while start < n {
             let len = chunk.min(n - start);
             self.run_chunk(batch, start, len, &mut out[start..start + len])
-                .map_err(|reason| ModelError {
+                .map_err(|reason| Error::Model {
                     model: self.name.clone(),
                     path: self.path.clone(),
                     reason,

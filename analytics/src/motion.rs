@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::RgbImage;
+use crate::image::RgbImage;
 
 /// The gate's settings: when a frame counts as changed.
 #[derive(Debug, Clone, Copy, PartialEq)]

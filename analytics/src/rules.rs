@@ -6,23 +6,9 @@ use std::time::Instant;
 
 use sharpeyes_config::{Confirm, Hazard, Severity, Zone};
 
-use crate::{BBox, Track};
-
-/// Why a hazard cannot be watched on a camera: the hazard, and what it asks for that the
-/// model or the camera lacks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    pub hazard: String,
-    pub problem: String,
-}
-
-impl std::fmt::Display for RuleError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "hazard `{}` {}", self.hazard, self.problem)
-    }
-}
-
-impl std::error::Error for RuleError {}
+use crate::detection::BBox;
+use crate::error::Error;
+use crate::track::Track;
 
 /// A confirmed hazard, with the objects of the frame that confirmed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +51,8 @@ impl HazardRule {
         hazard: &Hazard,
         class_names: &[String],
         zones: &[Zone],
-    ) -> Result<HazardRule, RuleError> {
-        let error = |problem: String| RuleError {
+    ) -> Result<HazardRule, Error> {
+        let error = |problem: String| Error::Rule {
             hazard: hazard.name.clone(),
             problem,
         };
@@ -430,7 +416,7 @@ mod tests {
         h.zones.clear();
         h.confirm = Confirm { k: 0, n: 3 };
         let err = HazardRule::new(&h, &classes(), &[]).unwrap_err();
-        assert_eq!(err.hazard, "fire");
+        assert!(matches!(err, Error::Rule { hazard, .. } if hazard == "fire"));
     }
 
     #[test]

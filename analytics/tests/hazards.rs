@@ -6,48 +6,42 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use sharpeyes_analytics::{
-    AnalysisSettings, AsRgb, Batcher, BatcherConfig, CameraAnalyzer, Detector, HazardEvent,
-    NmsConfig, RgbImage, Runtime,
-};
+use sharpeyes_analytics::stages::{AnalysisSettings, AsRgb, CameraAnalyzer};
+use sharpeyes_analytics::{Analysis, Detector, Models, NmsConfig, Runtime, Telemetry, VideoEvent};
 use sharpeyes_config::{Config, Install};
+use sharpeyes_ingest::{Frame, FrameSlot};
+use sharpeyes_testkit::config::{FIRE, GRIDS, with};
+use tokio::sync::{mpsc, watch};
 
-struct Frame {
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-}
-
-impl AsRgb for Frame {
-    fn rgb(&self) -> RgbImage<'_> {
-        RgbImage::new(self.width, self.height, &self.rgb).unwrap()
-    }
-}
-
-fn frame(name: &str) -> Arc<Frame> {
+fn frame(name: &str) -> Frame {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/images")
         .join(name);
     let img = image::open(&path).unwrap().to_rgb8();
-    Arc::new(Frame {
+    Frame {
+        camera: name.into(),
         width: img.width(),
         height: img.height(),
         rgb: img.into_raw(),
-    })
+        received_at: SystemTime::now(),
+        keyframe: true,
+        verifying: false,
+    }
 }
 
-const CONFIG: &str = r#"
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "县中心"
+/// The shared grids and fire fixture (a batch waiting for both cameras' frames), the person
+/// model, and cameras: two watching fire, two watching a river bank each with its own zone.
+fn config_text() -> String {
+    format!(
+        "{GRIDS}{}{PERSON}",
+        with(&with(FIRE, "max_batch", "2"), "max_wait", "\"5s\"")
+    )
+}
 
-[[models]]
-name = "fire_smoke"
-path = "fire_smoke_yolov8.onnx"
-layout = "yolov8"
-input_size = 320
-classes = ["smoke", "fire"]
+const PERSON: &str = r#"
+# Every frame analysed, moving or not.
+[motion]
+enabled = false
 
 [[models]]
 name = "person"
@@ -55,15 +49,6 @@ path = "person_fall_yolov8s.onnx"
 layout = "yolov8"
 input_size = 640
 classes = ["Normal", "Fall"]
-
-[[hazards]]
-name = "fire"
-model = "fire_smoke"
-classes = ["fire"]
-min_confidence = 0.5
-confirm = { k = 2, n = 3 }
-severity = "critical"
-cooldown = "5m"
 
 [[hazards]]
 name = "danger-zone"
@@ -115,7 +100,7 @@ fn setup() -> (Config, &'static Runtime) {
         .clone()
         .expect("ONNX Runtime missing: run `make setup`");
     let config = Config::parse(
-        CONFIG,
+        &config_text(),
         std::path::Path::new("hazards.toml"),
         &install.model_dirs(),
     )
@@ -136,8 +121,10 @@ fn analyzer(config: &Config, camera: &str, detector: &Detector) -> CameraAnalyze
     .unwrap()
 }
 
-#[test]
-fn fire_is_confirmed_after_k_of_n_frames_and_coffee_raises_nothing() {
+/// Through [`Analysis`], as the service runs it: two cameras' frames share each batch, and
+/// each camera's events come from its own frames only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_is_confirmed_after_k_of_n_frames_and_coffee_raises_nothing() {
     let (config, runtime) = setup();
     let det = Detector::load(
         runtime,
@@ -145,77 +132,95 @@ fn fire_is_confirmed_after_k_of_n_frames_and_coffee_raises_nothing() {
         NmsConfig::default(),
     )
     .unwrap();
-    let mut cams = [
-        analyzer(&config, "kitchen", &det),
-        analyzer(&config, "cafe", &det),
+    let config = Arc::new(config);
+    let (events_tx, mut events) = mpsc::channel::<VideoEvent>(16);
+    let telemetry = Telemetry::new();
+    let analysis = Analysis::start(
+        config.clone(),
+        Models::from_detectors(vec![det]),
+        telemetry.clone(),
+        events_tx,
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    let slots = [
+        Arc::new(FrameSlot::default()),
+        Arc::new(FrameSlot::default()),
     ];
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let cfg = BatcherConfig {
-        max_batch: 2,
-        max_wait: Duration::from_secs(2),
-        max_age: Duration::from_secs(30),
-        queue: 8,
-    };
-    let batcher: Batcher<Frame, usize> = Batcher::start(vec![det], cfg, tx);
+    let mut tasks = Vec::new();
+    for (camera, slot) in ["kitchen", "cafe"].iter().zip(&slots) {
+        let prepared = analysis.prepare(config.camera(camera).unwrap()).unwrap();
+        assert_eq!(
+            prepared.input_side(),
+            320,
+            "decoded straight to the model's size"
+        );
+        tasks.push(analysis.watch(prepared, slot.clone(), stop_rx.clone()));
+    }
+    let stats = analysis.model_stats()[0].1.clone();
     let (fire, coffee) = (frame("synthetic_fire.png"), frame("coffee.png"));
+    let fire_rgb = fire.rgb.clone();
 
-    let start = Instant::now();
-    let mut events: Vec<(usize, usize, HazardEvent<Frame>)> = Vec::new();
-    for step in 0..4 {
-        // Both cameras' frames of a step go into one batch.
-        assert!(batcher.submit(fire.clone(), 0));
-        assert!(batcher.submit(coffee.clone(), 1));
-        for _ in 0..2 {
-            let r = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("inference result");
-            let f = r.frame.rgb();
-            let now = start + Duration::from_secs(step as u64);
-            for e in cams[r.tag].on_detections(
-                "fire_smoke",
-                &r.detections,
-                &r.frame,
-                (f.width, f.height),
-                now,
-                SystemTime::now(),
-            ) {
-                events.push((step, r.tag, e));
-            }
+    let mut confirmed: Vec<(u64, VideoEvent)> = Vec::new();
+    for step in 0..4u64 {
+        slots[0].put(fire.clone());
+        slots[1].put(coffee.clone());
+        // Both frames of a step are answered before the next step's go in.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats.inferred.load(std::sync::atomic::Ordering::Relaxed) < 2 * (step + 1) {
+            assert!(
+                Instant::now() < deadline,
+                "step {step} was not inferred within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Events come after the answers; give the camera tasks a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Ok(e) = events.try_recv() {
+            confirmed.push((step, e));
         }
     }
-    assert_eq!(
-        batcher.stats().mean_fill(),
-        2.0,
-        "the two cameras shared each batch"
-    );
+    let _ = stop.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    analysis.stop().await;
+    while let Ok(e) = events.try_recv() {
+        confirmed.push((4, e));
+    }
+    assert_eq!(stats.mean_fill(), 2.0, "the two cameras shared each batch");
+    let analysed = |camera: &str| {
+        telemetry
+            .frames
+            .with_label_values(&[camera, "analysed"])
+            .get()
+    };
+    assert_eq!((analysed("kitchen"), analysed("cafe")), (4, 4));
     // k = 2 of n = 3: nothing on the first frame, confirmed on the second, then cooldown.
-    assert_eq!(
-        events.len(),
-        1,
-        "{:?}",
-        events
-            .iter()
-            .map(|(s, c, e)| (s, c, &e.hazard))
-            .collect::<Vec<_>>()
-    );
-    let (step, cam, e) = &events[0];
-    assert_eq!((*step, *cam), (1, 0));
-    assert_eq!(
-        (e.camera.as_str(), e.grid.as_str(), e.hazard.as_str()),
-        ("kitchen", "321322", "fire")
-    );
-    assert!((e.confidence - 0.805).abs() < 0.03, "{}", e.confidence);
-    assert_eq!(e.objects.len(), 1);
-    assert_eq!(e.objects[0].class, "fire");
+    let summary: Vec<(u64, &str, &str)> = confirmed
+        .iter()
+        .map(|(s, e)| (*s, e.event.camera.as_str(), e.event.hazard.as_str()))
+        .collect();
+    assert_eq!(summary, [(1, "kitchen", "fire")]);
+    let e = &confirmed[0].1;
+    assert_eq!(e.camera.id, "kitchen");
+    assert_eq!(e.event.grid, "321322");
     assert!(
-        (e.objects[0].bbox.x1 - 210.0).abs() < 4.0,
-        "{:?}",
-        e.objects[0].bbox
+        (e.event.confidence - 0.805).abs() < 0.03,
+        "{}",
+        e.event.confidence
     );
+    assert_eq!(e.event.objects.len(), 1);
+    assert_eq!(e.event.objects[0].class, "fire");
     assert!(
-        Arc::ptr_eq(&e.frame, &fire),
+        (e.event.objects[0].bbox.x1 - 210.0).abs() < 4.0,
+        "{:?}",
+        e.event.objects[0].bbox
+    );
+    assert_eq!(
+        e.event.frame.rgb, fire_rgb,
         "the event carries the confirming frame"
     );
+    assert_eq!(e.timings.batch_size, 2);
 }
 
 #[test]
@@ -229,7 +234,7 @@ fn a_person_inside_the_zone_triggers_and_outside_does_not() {
     .unwrap();
     let mut left = analyzer(&config, "bank-left", &det);
     let mut right = analyzer(&config, "bank-right", &det);
-    let person = frame("camera.png");
+    let person = Arc::new(frame("camera.png"));
     let mut batch = det.new_batch();
     batch.push(person.rgb()).unwrap();
     let mut out = vec![Vec::new()];

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sharpeyes_analytics::{Detection, Detector, NmsConfig, RgbImage, Runtime};
+use sharpeyes_analytics::stages::RgbImage;
+use sharpeyes_analytics::{Detection, Detector, NmsConfig, Runtime};
 use sharpeyes_config::{Install, Model, ModelLayout};
 
 /// Boxes may move this many pixels with a different resize implementation.

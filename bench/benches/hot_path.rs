@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
 use sharpeyes_alerts::{Alert, FrameSize};
-use sharpeyes_analytics::{
-    AnalysisSettings, BBox, Batch, CameraAnalyzer, Decoder, Detector, EventObject, HazardEvent,
-    NmsConfig, RgbImage, Runtime, placement,
+use sharpeyes_analytics::stages::{
+    AnalysisSettings, Batch, CameraAnalyzer, Decoder, RgbImage, placement,
 };
+use sharpeyes_analytics::{BBox, Detector, EventObject, HazardEvent, NmsConfig, Runtime};
 use sharpeyes_bench::{
     baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
 };
 use sharpeyes_config::{Config, Install, Model, ModelLayout, Severity};
+use sharpeyes_testkit::config::{FIRE, GRIDS, with};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -57,42 +58,31 @@ fn postprocess(c: &mut Criterion) {
 
 /// Everything a frame costs besides decoding and inference: motion gate, preprocessing,
 /// box decoding with NMS, tracking and the hazard rules.
-/// One camera watching fire and smoke with the fire detector.
-const PER_FRAME_CONFIG: &str = r#"
-        [[grids]]
-        id = "321322"
-        name = "county"
-        centre = "centre"
-        [[models]]
-        name = "fire_smoke"
-        path = "fire_smoke_yolov8.onnx"
-        layout = "yolov8"
-        input_size = 640
-        classes = ["smoke", "fire"]
-        [[hazards]]
-        name = "fire"
-        model = "fire_smoke"
-        classes = ["fire"]
-        confirm = { k = 2, n = 3 }
-        severity = "critical"
-        [[hazards]]
-        name = "smoke"
-        model = "fire_smoke"
-        classes = ["smoke"]
-        min_count = 2
-        severity = "major"
-        [[cameras]]
-        id = "cam"
-        name = "cam"
-        kind = "sharp-eyes"
-        url = "rtsp://127.0.0.1/cam"
-        grid = "321322"
-    "#;
+/// One camera watching fire and smoke with the fire detector at 640: the shared fixtures
+/// and a smoke hazard.
+fn per_frame_config() -> String {
+    let smoke = r#"
+[[hazards]]
+name = "smoke"
+model = "fire_smoke"
+classes = ["smoke"]
+min_count = 2
+severity = "major"
+
+[[cameras]]
+id = "cam"
+name = "cam"
+kind = "sharp-eyes"
+url = "rtsp://127.0.0.1/cam"
+grid = "321322"
+"#;
+    format!("{GRIDS}{}{smoke}", with(FIRE, "input_size", "640"))
+}
 
 fn per_frame(c: &mut Criterion) {
     let install = Install::discover();
     let config = Config::parse(
-        PER_FRAME_CONFIG,
+        &per_frame_config(),
         std::path::Path::new("bench.toml"),
         &install.model_dirs(),
     )
@@ -141,7 +131,7 @@ fn per_frame(c: &mut Criterion) {
 /// encoded as JSON.
 fn alert_out(c: &mut Criterion) {
     let config = Config::parse(
-        PER_FRAME_CONFIG,
+        &per_frame_config(),
         std::path::Path::new("bench.toml"),
         &Install::discover().model_dirs(),
     )

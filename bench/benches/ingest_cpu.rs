@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sharpeyes_config::Sampling;
-use sharpeyes_ingest::{CameraState, Simulator, SimulatorConfig, SourceConfig, Timeouts, spawn};
+use sharpeyes_ingest::backends::{SourceConfig, spawn};
+use sharpeyes_ingest::{CameraState, Simulator, SimulatorConfig, Timeouts};
 use tokio::sync::watch;
 
 const ROLE: &str = "SHARPEYES_BENCH_ROLE";

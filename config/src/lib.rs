@@ -185,12 +185,13 @@ impl Config {
     }
 
     /// Expands every secret once, so a missing variable or file stops start-up with the full
-    /// list rather than the first camera that needs it. Messages name fields and variables only.
-    pub fn check_secrets(&self) -> Result<(), Vec<String>> {
-        let failures: Vec<String> = self
+    /// list rather than the first camera that needs it: each failing field, with why (the
+    /// variable or file, never a value).
+    pub fn check_secrets(&self) -> Result<(), Vec<(String, SecretError)>> {
+        let failures: Vec<(String, SecretError)> = self
             .secrets()
             .into_iter()
-            .filter_map(|(field, s)| s.expand().err().map(|e| format!("{field}: {e}")))
+            .filter_map(|(field, s)| s.expand().err().map(|e| (field, e)))
             .collect();
         if failures.is_empty() {
             Ok(())

@@ -18,6 +18,8 @@ pub enum SecretError {
     UnsetVar(String),
     /// The file could not be read.
     File { path: String, reason: String },
+    /// Not a URL: why, and the text with its user-info redacted.
+    BadUrl(String),
 }
 
 impl fmt::Display for SecretError {
@@ -26,6 +28,7 @@ impl fmt::Display for SecretError {
             Self::Syntax(why) => write!(f, "bad secret reference: {why}"),
             Self::UnsetVar(v) => write!(f, "environment variable {v} is not set"),
             Self::File { path, reason } => write!(f, "cannot read secret file {path}: {reason}"),
+            Self::BadUrl(why) => f.write_str(why),
         }
     }
 }
@@ -191,13 +194,14 @@ pub struct SecretUrl {
 }
 
 impl SecretUrl {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, SecretError> {
         let template = Secret::new(s);
-        template.references().map_err(|e| e.to_string())?;
+        template.references()?;
         // References may hold characters a URL cannot (`${file:/run/secrets/pw}`): the shape
         // is parsed with each replaced by a placeholder.
-        let shape = Url::parse(&with_placeholders(s))
-            .map_err(|e| format!("not a URL ({e}): {}", redact_for_error(s)))?;
+        let shape = Url::parse(&with_placeholders(s)).map_err(|e| {
+            SecretError::BadUrl(format!("not a URL ({e}): {}", redact_for_error(s)))
+        })?;
         Ok(Self { template, shape })
     }
 
@@ -396,7 +400,9 @@ mod tests {
 
     #[test]
     fn a_bad_url_error_does_not_echo_the_password() {
-        let err = SecretUrl::parse("rtsp://admin:hunter2@[bad/x").unwrap_err();
+        let err = SecretUrl::parse("rtsp://admin:hunter2@[bad/x")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(err.contains("***@"), "{err}");
     }
@@ -413,7 +419,9 @@ mod tests {
 
     #[test]
     fn a_password_with_a_slash_is_not_echoed_when_the_url_fails() {
-        let err = SecretUrl::parse("rtsp://admin:pa/ss@10.0.0.5:99999/ch1").unwrap_err();
+        let err = SecretUrl::parse("rtsp://admin:pa/ss@10.0.0.5:99999/ch1")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("pa/ss") && !err.contains("admin"), "{err}");
     }
 

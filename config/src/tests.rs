@@ -308,7 +308,12 @@ fn secrets_stay_unexpanded_and_unprinted() {
         !debug.contains("SE_TEST_CAM_PW") && debug.contains("rtsp://***@10.0.0.9/a"),
         "{debug}"
     );
-    let missing = c.check_secrets().unwrap_err();
+    let missing: Vec<String> = c
+        .check_secrets()
+        .unwrap_err()
+        .iter()
+        .map(|(field, e)| format!("{field}: {e}"))
+        .collect();
     assert_eq!(missing.len(), 2, "{missing:?}");
     assert!(missing[0].starts_with("mqtt.password: environment variable SE_TEST_MQTT_PW"));
     assert!(

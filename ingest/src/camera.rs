@@ -8,7 +8,7 @@
 //! One camera's task never waits on another's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::decode::{Codec, DecodeCounters, Decoder, output_size};
+use crate::error::{Error, ErrorKind, sanitised_codecs};
 use crate::frame::FrameSlot;
 
 /// Limits of one camera's connection, with the defaults documented on each.
@@ -66,14 +67,14 @@ pub struct SourceConfig {
 pub enum CameraState {
     Connecting,
     Streaming,
-    /// Waiting to reconnect after `reason`.
+    /// Waiting to reconnect after `error`.
     Backoff {
-        reason: String,
+        error: Error,
         retry_in: Duration,
     },
     /// Will not work until its configuration changes.
     Failed {
-        reason: String,
+        error: Error,
     },
     Stopped,
 }
@@ -93,12 +94,9 @@ pub struct CameraCounters {
 pub struct CameraHandle {
     pub state: watch::Receiver<CameraState>,
     pub counters: Arc<CameraCounters>,
+    /// Its newest frame for analytics, its latest frame for snapshots, and verify mode
+    /// ([`FrameSlot::set_verify`]): what others hold of a camera.
     pub frames: Arc<FrameSlot>,
-    /// Verify mode: while set, every frame is decoded whatever the camera's sampling (a
-    /// sensor it covers is in alarm). Takes effect at the next keyframe, where decoding can
-    /// start cleanly. Honoured by the retina backend; the GStreamer backend keeps its
-    /// sampling.
-    pub full_rate: Arc<AtomicBool>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,13 +105,11 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
     let (state_tx, state) = watch::channel(CameraState::Connecting);
     let counters = Arc::new(CameraCounters::default());
     let frames = Arc::new(FrameSlot::default());
-    let full_rate = Arc::new(AtomicBool::new(false));
     let task = Camera {
         config,
         state: state_tx,
         counters: counters.clone(),
         frames: frames.clone(),
-        full_rate: full_rate.clone(),
     };
     let camera = task.config.camera.clone();
     let task = tokio::spawn(tracing::Instrument::instrument(
@@ -124,7 +120,6 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
         state,
         counters,
         frames,
-        full_rate,
         task,
     }
 }
@@ -133,21 +128,21 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
 #[derive(Debug)]
 pub(crate) enum Ended {
     Shutdown,
-    /// Retry after a backoff; `streamed` when frames flowed (the backoff starts over).
-    Retry {
-        reason: String,
+    /// Retry after a backoff, or give up when the error's kind is permanent; `streamed` when
+    /// frames flowed (the backoff starts over).
+    Error {
+        error: Error,
         streamed: bool,
     },
-    /// Do not retry.
-    Failed(String),
 }
 
 /// The reconnect policy every backend shares: run `run_once` until shutdown; after a
 /// retryable end wait an exponential backoff with jitter (starting over once frames
-/// flowed), after a failure stay `Failed` until shutdown. Every wait is raced against
-/// shutdown.
+/// flowed), after a permanent one stay `Failed` until shutdown. Every wait is raced against
+/// shutdown. Errors are told with the camera and its URL (`url`, shown without credentials).
 pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
-    camera: &str,
+    camera: &Arc<str>,
+    url: &Url,
     timeouts: Timeouts,
     state: &watch::Sender<CameraState>,
     counters: &CameraCounters,
@@ -163,26 +158,30 @@ pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
             _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
             e = run_once() => e,
         };
-        let reason = match ended {
+        let error = match ended {
             Ended::Shutdown => break,
-            Ended::Failed(reason) => {
-                tracing::error!(%reason, "camera failed; fix its configuration");
-                state.send_replace(CameraState::Failed { reason });
-                let _ = shutdown.wait_for(|s| *s).await;
-                break;
-            }
-            Ended::Retry { reason, streamed } => {
+            Ended::Error { error, streamed } => {
                 if streamed {
                     backoff = timeouts.backoff_min;
                 }
-                reason
+                error.at(camera, url)
             }
         };
+        if let Some(detail) = error.detail() {
+            // What the peer or the library said: the debug log only (it may quote the peer).
+            tracing::debug!(%detail, kind = error.kind().label(), "camera error detail");
+        }
+        if error.kind().is_permanent() {
+            tracing::error!(error = %error, "camera failed; fix its configuration");
+            state.send_replace(CameraState::Failed { error });
+            let _ = shutdown.wait_for(|s| *s).await;
+            break;
+        }
         counters.reconnects.fetch_add(1, Ordering::Relaxed);
         let delay = jitter.apply(backoff);
-        tracing::warn!(%reason, retry_in = ?delay, "camera disconnected");
+        tracing::warn!(error = %error, retry_in = ?delay, "camera disconnected");
         state.send_replace(CameraState::Backoff {
-            reason,
+            error,
             retry_in: delay,
         });
         backoff = (backoff * 2).min(timeouts.backoff_max);
@@ -200,7 +199,6 @@ struct Camera {
     state: watch::Sender<CameraState>,
     counters: Arc<CameraCounters>,
     frames: Arc<FrameSlot>,
-    full_rate: Arc<AtomicBool>,
 }
 
 impl Camera {
@@ -208,6 +206,7 @@ impl Camera {
         let cfg = &self.config;
         supervise(
             &cfg.camera,
+            &cfg.url,
             cfg.timeouts,
             &self.state,
             &self.counters,
@@ -228,33 +227,12 @@ impl Camera {
             ..
         } = match opened {
             Err(_) => {
-                return retry(
-                    format!(
-                        "no answer within {:?} (connect timeout)",
-                        cfg.timeouts.connect
-                    ),
+                return ended(
+                    ErrorKind::ConnectTimeout(cfg.timeouts.connect).into(),
                     false,
                 );
             }
-            Ok(Err(e)) => {
-                return match e {
-                    HandshakeError::Status(401, _) => {
-                        Ended::Failed("401 Unauthorized: wrong user or password".into())
-                    }
-                    HandshakeError::Status(403, _) => {
-                        Ended::Failed("403 Forbidden: this user may not view the stream".into())
-                    }
-                    HandshakeError::Status(404, _) => {
-                        Ended::Failed("404 Not Found: no stream at this path".into())
-                    }
-                    HandshakeError::NoVideo | HandshakeError::Unsupported(_) => {
-                        Ended::Failed(e.to_string())
-                    }
-                    HandshakeError::Status(_, msg) | HandshakeError::Other(msg) => {
-                        retry(msg, false)
-                    }
-                };
-            }
+            Ok(Err(e)) => return ended(e, false),
             Ok(Ok(o)) => o,
         };
 
@@ -266,14 +244,9 @@ impl Camera {
         let mut full_rate = false;
         loop {
             let item = match tokio::time::timeout(cfg.timeouts.stall, stream.next()).await {
-                Err(_) => {
-                    return retry(
-                        format!("no frame for {:?} (stall)", cfg.timeouts.stall),
-                        seen_keyframe,
-                    );
-                }
-                Ok(None) => return retry("the server ended the stream".into(), seen_keyframe),
-                Ok(Some(Err(e))) => return retry(format!("{e}"), seen_keyframe),
+                Err(_) => return ended(ErrorKind::Stall(cfg.timeouts.stall).into(), seen_keyframe),
+                Ok(None) => return ended(ErrorKind::ServerEnded.into(), seen_keyframe),
+                Ok(Some(Err(e))) => return ended(Error::from_retina(&e), seen_keyframe),
                 Ok(Some(Ok(item))) => item,
             };
             let CodecItem::VideoFrame(frame) = item else {
@@ -323,11 +296,14 @@ impl Camera {
                         );
                         decoder = Some(d);
                     }
-                    Err(e) => return Ended::Failed(format!("cannot decode: {e}")),
+                    Err(e) => return ended(e, seen_keyframe),
                 }
             }
             if keyframe {
-                full_rate = self.full_rate.load(Ordering::Relaxed);
+                full_rate = self.frames.verify_asked();
+                if let Some(d) = decoder.as_mut() {
+                    d.set_verifying(full_rate);
+                }
             }
             let take = if full_rate {
                 Take::Emit
@@ -345,7 +321,7 @@ impl Camera {
             };
             if let Err(e) = pushed {
                 // A bitstream the decoder could not get past: start over at the next keyframe.
-                tracing::warn!(error = %e, "decoder error; resuming at the next keyframe");
+                tracing::warn!(error = %e, detail = e.detail().unwrap_or(""), "decoder error; resuming at the next keyframe");
                 decoder = None;
                 seen_keyframe = false;
             }
@@ -353,39 +329,8 @@ impl Camera {
     }
 }
 
-pub(crate) fn retry(reason: String, streamed: bool) -> Ended {
-    Ended::Retry { reason, streamed }
-}
-
-/// Why an RTSP handshake failed: an RTSP status, or a stream sharpeyes cannot use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HandshakeError {
-    Status(u16, String),
-    NoVideo,
-    Unsupported(Vec<String>),
-    Other(String),
-}
-
-impl std::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Status(_, msg) | Self::Other(msg) => f.write_str(msg),
-            Self::NoVideo => f.write_str("no video track in the stream"),
-            Self::Unsupported(c) => write!(
-                f,
-                "unsupported video codec {c:?}: sharpeyes decodes H.264 and H.265"
-            ),
-        }
-    }
-}
-
-impl From<retina::Error> for HandshakeError {
-    fn from(e: retina::Error) -> Self {
-        match e.status_code() {
-            Some(code) => Self::Status(code, e.to_string()),
-            None => Self::Other(e.to_string()),
-        }
-    }
+pub(crate) fn ended(error: Error, streamed: bool) -> Ended {
+    Ended::Error { error, streamed }
 }
 
 /// A stream that is playing.
@@ -399,23 +344,25 @@ pub(crate) struct Opened {
 
 /// DESCRIBE, SETUP (TCP interleaved unless `udp`) and PLAY of the first H.264/H.265 video
 /// stream; the credentials in `url`'s user-info go to retina apart from the URL.
-pub(crate) async fn open(url: &Url, udp: bool, user_agent: &str) -> Result<Opened, HandshakeError> {
+pub(crate) async fn open(url: &Url, udp: bool, user_agent: &str) -> Result<Opened, Error> {
     let (bare, creds) = split_credentials(url);
     let options = SessionOptions::default()
         .creds(creds)
         .user_agent(user_agent.into());
-    let mut session = Session::describe(bare, options).await?;
+    let rtsp = |e: retina::Error| Error::from_retina(&e);
+    let mut session = Session::describe(bare, options).await.map_err(rtsp)?;
     let Some((index, codec)) = pick_video(session.streams()) else {
-        let video: Vec<String> = session
-            .streams()
-            .iter()
-            .filter(|s| s.media() == "video")
-            .map(|s| s.encoding_name().to_owned())
-            .collect();
+        let video = sanitised_codecs(
+            session
+                .streams()
+                .iter()
+                .filter(|s| s.media() == "video")
+                .map(|s| s.encoding_name()),
+        );
         return Err(if video.is_empty() {
-            HandshakeError::NoVideo
+            ErrorKind::NoVideo.into()
         } else {
-            HandshakeError::Unsupported(video)
+            ErrorKind::Unsupported(video).into()
         });
     };
     let in_band_only = session.streams()[index].parameters().is_none();
@@ -431,10 +378,11 @@ pub(crate) async fn open(url: &Url, udp: bool, user_agent: &str) -> Result<Opene
                 .transport(transport)
                 .frame_format(FrameFormat::SIMPLE),
         )
-        .await?;
-    let playing = session.play(PlayOptions::default()).await?;
+        .await
+        .map_err(rtsp)?;
+    let playing = session.play(PlayOptions::default()).await.map_err(rtsp)?;
     Ok(Opened {
-        stream: playing.demuxed()?,
+        stream: playing.demuxed().map_err(rtsp)?,
         index,
         codec,
         in_band_only,
@@ -622,6 +570,73 @@ mod tests {
             takes.iter().filter(|t| **t == Take::DecodeOnly).count(),
             230
         );
+    }
+
+    /// The reconnect policy on tokio's paused clock: the backoff doubles up to its maximum,
+    /// starts over once frames flowed, and a permanent error ends in `Failed` with no retry.
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_to_its_limit_and_starts_over_after_streaming() {
+        let camera: Arc<str> = Arc::from("cam");
+        let url = Url::parse("rtsp://10.1.2.3/ch1").unwrap();
+        let timeouts = Timeouts {
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(8),
+            ..Timeouts::default()
+        };
+        let (state, mut states) = watch::channel(CameraState::Connecting);
+        let counters = CameraCounters::default();
+        let (stop, shutdown) = watch::channel(false);
+        // Six refused connections, one that streamed, one more refused, then a 401.
+        let script: Vec<(ErrorKind, bool)> = std::iter::repeat_n(ErrorKind::Refused, 6)
+            .map(|k| (k, false))
+            .chain([(ErrorKind::ServerEnded, true), (ErrorKind::Refused, false)])
+            .chain([(ErrorKind::Unauthorized, false)])
+            .collect();
+        let script = std::sync::Mutex::new(script.into_iter());
+        let delays = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = delays.clone();
+        // Notes each wait; once the camera has failed for good, stops it as shutdown would.
+        let watcher = tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                match &*states.borrow() {
+                    CameraState::Backoff { retry_in, .. } => seen.lock().unwrap().push(*retry_in),
+                    CameraState::Failed { error } => {
+                        assert_eq!(error.kind(), &ErrorKind::Unauthorized);
+                        let _ = stop.send(true);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        supervise(&camera, &url, timeouts, &state, &counters, shutdown, || {
+            let (kind, streamed) = script.lock().unwrap().next().expect("scripted");
+            async move {
+                tokio::task::yield_now().await;
+                ended(kind.into(), streamed)
+            }
+        })
+        .await;
+        let CameraState::Stopped = *state.borrow() else {
+            panic!("{:?}", *state.borrow());
+        };
+        drop(state);
+        watcher.await.unwrap();
+        // Jitter spreads each wait over half to one and a half times the backoff.
+        let delays = delays.lock().unwrap().clone();
+        let nominal = [1, 2, 4, 8, 8, 8, 1, 2];
+        assert_eq!(delays.len(), nominal.len(), "{delays:?}");
+        for (d, n) in delays.iter().zip(nominal) {
+            let n = Duration::from_secs(n);
+            assert!(
+                *d >= n / 2 && *d < n * 3 / 2,
+                "{d:?} for a backoff of {n:?}"
+            );
+        }
+        assert_eq!(counters.reconnects.load(Ordering::Relaxed), 8);
+        // The paused clock advanced by exactly the waits: nothing slept for real.
+        let waited: Duration = delays.iter().sum();
+        assert!(started.elapsed() >= waited);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 
 /// Video codecs the decoder takes, in Annex B byte-stream form (one access unit per push).
@@ -70,18 +71,6 @@ impl Codec {
     }
 }
 
-/// Why a decoder could not be built or fed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
 /// The frame size to decode to: the stream's aspect kept, the longer side at most `side`,
 /// width a multiple of 4 so RGB rows carry no padding.
 pub fn output_size(width: u32, height: u32, side: u32) -> (u32, u32) {
@@ -91,11 +80,11 @@ pub fn output_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     (w, h)
 }
 
-pub(crate) fn init() -> Result<(), DecodeError> {
+pub(crate) fn init() -> Result<(), Error> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| gst::init().map_err(|e| format!("GStreamer does not start: {e}")))
         .clone()
-        .map_err(DecodeError)
+        .map_err(|e| Error::with_detail(ErrorKind::Local, e))
 }
 
 /// Counters a decoder keeps, for metrics.
@@ -115,11 +104,22 @@ pub struct Decoder {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     element: String,
-    pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>>,
+    pending: Arc<Mutex<VecDeque<Pending>>>,
     /// Timestamps of frames pushed decode-only, oldest first.
     decode_only: Arc<Mutex<VecDeque<u64>>>,
     counters: Arc<DecodeCounters>,
     next_pts: u64,
+    /// Frames pushed from now on are marked [`Frame::verifying`].
+    verifying: bool,
+}
+
+/// A unit pushed to be handed on, waiting for its frame: what the frame will carry.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    pts: u64,
+    received_at: SystemTime,
+    keyframe: bool,
+    verifying: bool,
 }
 
 /// How many pushed access units' arrival times (and decode-only marks) are remembered for
@@ -137,10 +137,10 @@ impl Decoder {
         hardware: bool,
         counters: Arc<DecodeCounters>,
         on_frame: impl Fn(Frame) + Send + Sync + 'static,
-    ) -> Result<Self, DecodeError> {
+    ) -> Result<Self, Error> {
         init()?;
         let on_frame = Arc::new(on_frame);
-        let mut last = DecodeError("no decoder found".into());
+        let mut last = decode_error("no decoder found");
         for element in codec
             .decoders()
             .iter()
@@ -171,7 +171,7 @@ impl Decoder {
         (w, h): (u32, u32),
         counters: Arc<DecodeCounters>,
         on_frame: Arc<dyn Fn(Frame) + Send + Sync>,
-    ) -> Result<Self, DecodeError> {
+    ) -> Result<Self, Error> {
         let threads = if element.starts_with("avdec") {
             " max-threads=1"
         } else {
@@ -182,25 +182,25 @@ impl Decoder {
             codec.parser()
         );
         let err =
-            |what: &str, e: &dyn std::fmt::Display| DecodeError(format!("{element}: {what}: {e}"));
+            |what: &str, e: &dyn std::fmt::Display| decode_error(format!("{element}: {what}: {e}"));
         let pipeline = gst::parse::launch(&launch)
             .map_err(|e| err("building the pipeline", &e))?
             .downcast::<gst::Pipeline>()
-            .map_err(|_| DecodeError("not a pipeline".into()))?;
+            .map_err(|_| decode_error("not a pipeline"))?;
         let by_name = |n: &str| {
             pipeline
                 .by_name(n)
-                .ok_or_else(|| DecodeError(format!("no `{n}` in pipeline")))
+                .ok_or_else(|| decode_error(format!("no `{n}` in pipeline")))
         };
         let appsrc = by_name("src")?
             .downcast::<gst_app::AppSrc>()
-            .map_err(|_| DecodeError("src is not an appsrc".into()))?;
+            .map_err(|_| decode_error("src is not an appsrc"))?;
         appsrc.set_caps(Some(
             &gst::Caps::from_str(codec.caps()).map_err(|e| err("caps", &e))?,
         ));
         let appsink = by_name("sink")?
             .downcast::<gst_app::AppSink>()
-            .map_err(|_| DecodeError("sink is not an appsink".into()))?;
+            .map_err(|_| decode_error("sink is not an appsink"))?;
 
         // Decode-only frames leave right after the decoder, before scaling and conversion.
         // Decoders are meant to drop them themselves (`DECODE_ONLY`), but the flag does not
@@ -209,7 +209,7 @@ impl Decoder {
         let d = decode_only.clone();
         by_name("dec")?
             .static_pad("src")
-            .ok_or_else(|| DecodeError(format!("{element} has no src pad")))?
+            .ok_or_else(|| decode_error(format!("{element} has no src pad")))?
             .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
                     return gst::PadProbeReturn::Ok;
@@ -225,7 +225,7 @@ impl Decoder {
                     gst::PadProbeReturn::Ok
                 }
             });
-        let pending: Arc<Mutex<VecDeque<(u64, SystemTime, bool)>>> = Arc::default();
+        let pending: Arc<Mutex<VecDeque<Pending>>> = Arc::default();
         let (p, c) = (pending.clone(), counters.clone());
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -235,14 +235,25 @@ impl Decoder {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let pts = buffer.pts().map_or(0, gst::ClockTime::nseconds);
-                    let (received_at, keyframe) = {
+                    let Pending {
+                        received_at,
+                        keyframe,
+                        verifying,
+                        ..
+                    } = {
                         let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-                        while p.front().is_some_and(|(t, ..)| *t < pts) {
+                        while p.front().is_some_and(|u| u.pts < pts) {
                             p.pop_front();
                         }
                         p.front()
-                            .filter(|(t, ..)| *t == pts)
-                            .map_or((SystemTime::now(), false), |(_, r, k)| (*r, *k))
+                            .filter(|u| u.pts == pts)
+                            .copied()
+                            .unwrap_or(Pending {
+                                pts,
+                                received_at: SystemTime::now(),
+                                keyframe: false,
+                                verifying: false,
+                            })
                     };
                     let Ok(map) = buffer.map_readable() else {
                         return Ok(gst::FlowSuccess::Ok);
@@ -259,6 +270,7 @@ impl Decoder {
                         rgb: map.to_vec(),
                         received_at,
                         keyframe,
+                        verifying,
                     });
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -275,7 +287,13 @@ impl Decoder {
             decode_only,
             counters,
             next_pts: 0,
+            verifying: false,
         })
+    }
+
+    /// Marks the frames pushed from now on as decoded in verify mode.
+    pub fn set_verifying(&mut self, on: bool) {
+        self.verifying = on;
     }
 
     /// The decoder element in use (`avdec_h264`, `nvh264dec`...).
@@ -290,18 +308,14 @@ impl Decoder {
         access_unit: Vec<u8>,
         received_at: SystemTime,
         keyframe: bool,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Error> {
         self.push_flagged(access_unit, Some(received_at), keyframe)
     }
 
     /// Queues one access unit that later frames refer to but nobody wants to see: it is
     /// decoded, then dropped by the decoder before scaling and conversion (GStreamer's
     /// `DECODE_ONLY`). `fps` sampling decodes the frames between its samples this way.
-    pub fn push_decode_only(
-        &mut self,
-        access_unit: Vec<u8>,
-        keyframe: bool,
-    ) -> Result<(), DecodeError> {
+    pub fn push_decode_only(&mut self, access_unit: Vec<u8>, keyframe: bool) -> Result<(), Error> {
         self.push_flagged(access_unit, None, keyframe)
     }
 
@@ -311,7 +325,7 @@ impl Decoder {
         access_unit: Vec<u8>,
         received_at: Option<SystemTime>,
         keyframe: bool,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<(), Error> {
         if let Some(msg) = self
             .pipeline
             .bus()
@@ -319,7 +333,7 @@ impl Decoder {
         {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             if let gst::MessageView::Error(e) = msg.view() {
-                return Err(DecodeError(format!("{}: {}", self.element, e.error())));
+                return Err(decode_error(format!("{}: {}", self.element, e.error())));
             }
         }
         // Timestamps only identify frames here: consecutive, 40 ms apart.
@@ -334,7 +348,12 @@ impl Decoder {
                 if p.len() == PENDING {
                     p.pop_front();
                 }
-                p.push_back((self.next_pts, received_at, keyframe));
+                p.push_back(Pending {
+                    pts: self.next_pts,
+                    received_at,
+                    keyframe,
+                    verifying: self.verifying,
+                });
             }
             None => {
                 flags |= gst::BufferFlags::DECODE_ONLY;
@@ -355,8 +374,13 @@ impl Decoder {
         self.appsrc
             .push_buffer(buffer)
             .map(|_| ())
-            .map_err(|e| DecodeError(format!("{}: pushing a frame: {e:?}", self.element)))
+            .map_err(|e| decode_error(format!("{}: pushing a frame: {e:?}", self.element)))
     }
+}
+
+/// The decoder could not start or go on; GStreamer's words go to `detail`.
+fn decode_error(detail: impl std::fmt::Display) -> Error {
+    Error::with_detail(ErrorKind::Decode, detail)
 }
 
 impl Drop for Decoder {

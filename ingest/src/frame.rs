@@ -1,6 +1,6 @@
 //! What ingest hands to analytics: one decoded frame, and the slot it waits in.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -15,21 +15,32 @@ pub struct Frame {
     /// When the frame's access unit arrived from the network.
     pub received_at: SystemTime,
     pub keyframe: bool,
+    /// Decoded in verify mode (a sensor the camera covers is in alarm): analyse it whatever
+    /// the motion gate says.
+    pub verifying: bool,
 }
 
 /// The bounded per-camera hand-off to analytics: it holds the newest frame only. A frame put
 /// while an older one still waits replaces it, and the older one is counted as dropped, so a
 /// slow analytics stage never makes the network reader wait.
+///
+/// It also keeps the last frame put, taken or not, for whoever needs a picture of the camera
+/// now (the snapshot of a sensor alert) without copying every frame.
 #[derive(Debug, Default)]
 pub struct FrameSlot {
-    frame: Mutex<Option<Frame>>,
+    frame: Mutex<Option<Arc<Frame>>>,
+    latest: Mutex<Option<Arc<Frame>>>,
     ready: tokio::sync::Notify,
     dropped: AtomicU64,
+    /// Verify mode as asked for; the camera task reads it at each keyframe.
+    verify: AtomicBool,
 }
 
 impl FrameSlot {
     /// Puts a frame; returns `true` if it replaced (dropped) one that was never taken.
     pub fn put(&self, frame: Frame) -> bool {
+        let frame = Arc::new(frame);
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame.clone());
         let replaced = self
             .frame
             .lock()
@@ -44,12 +55,33 @@ impl FrameSlot {
     }
 
     /// The waiting frame, if any.
-    pub fn take(&self) -> Option<Frame> {
+    pub fn take(&self) -> Option<Arc<Frame>> {
         self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// The last frame put, whether analytics took it or not.
+    pub fn latest(&self) -> Option<Arc<Frame>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Verify mode: while on, the camera decodes and hands on every frame whatever its
+    /// sampling, from the next keyframe (where decoding can start cleanly), and marks them
+    /// [`Frame::verifying`]. Sent when a sensor the camera covers goes into alarm, and when
+    /// that ends.
+    pub fn set_verify(&self, on: bool) {
+        self.verify.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether verify mode is asked for.
+    pub fn verify_asked(&self) -> bool {
+        self.verify.load(Ordering::Relaxed)
+    }
+
     /// Waits for the next frame.
-    pub async fn next(&self) -> Frame {
+    pub async fn next(&self) -> Arc<Frame> {
         loop {
             if let Some(f) = self.take() {
                 return f;
@@ -76,6 +108,7 @@ mod tests {
             rgb: vec![n; 3],
             received_at: SystemTime::UNIX_EPOCH,
             keyframe: true,
+            verifying: false,
         }
     }
 
@@ -88,9 +121,14 @@ mod tests {
         assert_eq!(slot.take().unwrap().rgb[0], 3);
         assert!(slot.take().is_none());
         assert_eq!(slot.dropped(), 2);
+        assert_eq!(
+            slot.latest().unwrap().rgb[0],
+            3,
+            "the last frame stays for snapshots"
+        );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn next_waits_for_a_frame() {
         let slot = Arc::new(FrameSlot::default());
         let s = slot.clone();

@@ -6,10 +6,13 @@
 //! In `keyframes` mode a probe on parsebin's output drops every delta unit before the
 //! decoder, so here too only keyframes are decoded. `fps = N` decodes everything and keeps
 //! N frames a second (the retina backend skips disposable frames before decoding instead).
+//! Verify mode ([`FrameSlot::set_verify`]) lets every frame through from the next keyframe,
+//! as on the retina backend.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -21,9 +24,13 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::camera::{
-    CameraCounters, CameraHandle, CameraState, Ended, Timeouts, retry, split_credentials, supervise,
+    CameraCounters, CameraHandle, CameraState, Ended, Timeouts, ended, split_credentials, supervise,
 };
+use crate::error::{Error, ErrorKind};
 use crate::frame::{Frame, FrameSlot};
+
+/// Keyframe timestamps remembered for the sink to recognise them (a few GOPs' worth).
+const KEYFRAMES_NOTED: usize = 16;
 
 /// Where a GStreamer source reads from.
 #[derive(Debug, Clone)]
@@ -59,8 +66,20 @@ pub fn spawn_gst(config: GstSourceConfig, shutdown: watch::Receiver<bool>) -> Ca
         state,
         counters,
         frames,
-        full_rate: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         task,
+    }
+}
+
+impl GstInput {
+    /// The input as a URL, for errors (a recording as `file://`).
+    fn url(&self) -> Url {
+        match self {
+            Self::Rtsp { url, .. } => url.clone(),
+            Self::File(path) => std::path::absolute(path)
+                .ok()
+                .and_then(|p| Url::from_file_path(p).ok())
+                .unwrap_or_else(|| Url::parse("file:///").expect("a URL")),
+        }
     }
 }
 
@@ -74,6 +93,7 @@ async fn run(
     let run_once = || run_once(&config, &state, &counters, &frames);
     supervise(
         &config.camera,
+        &config.input.url(),
         config.timeouts,
         &state,
         &counters,
@@ -91,49 +111,52 @@ async fn run_once(
     frames: &Arc<FrameSlot>,
 ) -> Ended {
     if let Err(e) = crate::decode::init() {
-        return Ended::Failed(e.0);
+        return ended(e, false);
     }
     let last_frame = Arc::new(AtomicU64::new(0));
     let streaming = Arc::new(AtomicBool::new(false));
     let pipeline = match build(config, counters, frames, &last_frame, &streaming) {
         Ok(p) => Running(p),
-        Err(reason) => return Ended::Failed(reason),
+        Err(e) => return ended(e, false),
     };
     let pipeline = &pipeline.0;
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| "pipeline without a bus".to_owned());
-    let bus = match bus {
-        Ok(b) => b,
-        Err(reason) => return Ended::Failed(reason),
+    let Some(bus) = pipeline.bus() else {
+        return ended(local("pipeline without a bus"), false);
     };
     let mut messages = bus.stream();
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        return retry(format!("pipeline does not start: {e}"), false);
+        let error =
+            Error::with_detail(ErrorKind::Protocol, format!("pipeline does not start: {e}"));
+        return ended(error, false);
     }
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             msg = messages.next() => {
-                let Some(msg) = msg else { break retry("the pipeline's bus closed".into(), false) };
+                let Some(msg) = msg else { break ended(local("the pipeline's bus closed"), false) };
                 match msg.view() {
                     gst::MessageView::Error(e) => {
                         let err = e.error();
                         let streamed = streaming.load(Ordering::Relaxed);
-                        if err.matches(gst::ResourceError::NotAuthorized) {
-                            break Ended::Failed("401 Unauthorized: wrong user or password".into());
+                        let kind = if err.matches(gst::ResourceError::NotAuthorized) {
+                            ErrorKind::Unauthorized
                         } else if err.matches(gst::ResourceError::NotFound) {
-                            break Ended::Failed(format!("not found: {err}"));
-                        }
-                        break retry(format!("{err}"), streamed);
+                            ErrorKind::NotFound
+                        } else if err.matches(gst::ResourceError::OpenRead) || err.matches(gst::ResourceError::OpenReadWrite) {
+                            ErrorKind::Unreachable
+                        } else {
+                            ErrorKind::Protocol
+                        };
+                        // GStreamer's text quotes the server: the detail, for the debug log.
+                        break ended(Error::with_detail(kind, format!("{err} ({:?})", e.debug())), streamed);
                     }
                     gst::MessageView::Eos(_) => {
                         if matches!(config.input, GstInput::File(_)) {
                             // Replay: back to the start.
                             let _ = pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO);
                         } else {
-                            break retry("the server ended the stream".into(), streaming.load(Ordering::Relaxed));
+                            break ended(ErrorKind::ServerEnded.into(), streaming.load(Ordering::Relaxed));
                         }
                     }
                     _ => {}
@@ -147,7 +170,7 @@ async fn run_once(
                 let since = started.elapsed().saturating_sub(Duration::from_millis(last));
                 let limit = if streaming.load(Ordering::Relaxed) { config.timeouts.stall } else { config.timeouts.connect + config.timeouts.stall };
                 if since > limit {
-                    break retry(format!("no frame for {since:?} (stall)"), streaming.load(Ordering::Relaxed));
+                    break ended(ErrorKind::Stall(limit).into(), streaming.load(Ordering::Relaxed));
                 }
             }
         }
@@ -157,6 +180,10 @@ async fn run_once(
 /// A pipeline that is stopped however its task ends: shutdown cancels `run_once` at any
 /// await, and a pipeline dropped while PLAYING makes GStreamer abort the process.
 struct Running(gst::Pipeline);
+
+fn local(what: &str) -> Error {
+    Error::with_detail(ErrorKind::Local, what)
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -170,7 +197,7 @@ fn build(
     frames: &Arc<FrameSlot>,
     last_frame: &Arc<AtomicU64>,
     streaming: &Arc<AtomicBool>,
-) -> Result<gst::Pipeline, String> {
+) -> Result<gst::Pipeline, Error> {
     let (source, sync) = match &config.input {
         GstInput::Rtsp { udp, .. } => (
             format!(
@@ -186,10 +213,10 @@ fn build(
         config.detect_side / 4 * 4
     );
     let pipeline = gst::parse::launch(&launch)
-        .map_err(|e| format!("building the pipeline: {e}"))?
+        .map_err(|e| Error::with_detail(ErrorKind::Decode, format!("building the pipeline: {e}")))?
         .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_owned())?;
-    let src = pipeline.by_name("src").ok_or("no source")?;
+        .map_err(|_| local("not a pipeline"))?;
+    let src = pipeline.by_name("src").ok_or_else(|| local("no source"))?;
     match &config.input {
         GstInput::Rtsp { url, .. } => {
             let (bare, creds) = split_credentials(url);
@@ -201,23 +228,56 @@ fn build(
         }
         GstInput::File(path) => {
             if !path.is_file() {
-                return Err(format!("file {} does not exist", path.display()));
+                return Err(Error::with_detail(
+                    ErrorKind::NotFound,
+                    format!("file {} does not exist", path.display()),
+                ));
             }
             src.set_property("location", path.to_string_lossy().as_ref());
         }
     }
+    // Verify mode as of the last keyframe (switching mid-GOP would decode frames whose
+    // references were dropped): in `keyframes` mode delta units then pass the probe. Decoded
+    // frames do not reliably say whether they were keyframes, so the probe notes the
+    // keyframes' timestamps for the sink.
+    let verify_latched = Arc::new(AtomicBool::new(false));
+    let keyframe_pts: Arc<Mutex<VecDeque<u64>>> = Arc::default();
     if config.sampling == Sampling::Keyframes {
-        let parse = pipeline.by_name("parse").ok_or("no parsebin")?;
-        let skipped = counters.clone();
+        let parse = pipeline
+            .by_name("parse")
+            .ok_or_else(|| local("no parsebin"))?;
+        let (skipped, asked, latched, keys) = (
+            counters.clone(),
+            frames.clone(),
+            verify_latched.clone(),
+            keyframe_pts.clone(),
+        );
         parse.connect_pad_added(move |_, pad| {
-            let skipped = skipped.clone();
+            let (skipped, asked, latched, keys) = (
+                skipped.clone(),
+                asked.clone(),
+                latched.clone(),
+                keys.clone(),
+            );
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                match info.buffer() {
-                    Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => {
-                        skipped.skipped.fetch_add(1, Ordering::Relaxed);
-                        gst::PadProbeReturn::Drop
+                let Some(b) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    latched.store(asked.verify_asked(), Ordering::Relaxed);
+                    if let Some(pts) = b.pts() {
+                        let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+                        if keys.len() == KEYFRAMES_NOTED {
+                            keys.pop_front();
+                        }
+                        keys.push_back(pts.nseconds());
                     }
-                    _ => gst::PadProbeReturn::Ok,
+                    gst::PadProbeReturn::Ok
+                } else if latched.load(Ordering::Relaxed) {
+                    gst::PadProbeReturn::Ok
+                } else {
+                    skipped.skipped.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Drop
                 }
             });
         });
@@ -225,9 +285,10 @@ fn build(
     let sink = pipeline
         .by_name("sink")
         .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        .ok_or("no appsink")?;
+        .ok_or_else(|| local("no appsink"))?;
     let (camera, frames, counters) = (config.camera.clone(), frames.clone(), counters.clone());
     let (last_frame, streaming) = (last_frame.clone(), streaming.clone());
+    let (latched, keys) = (verify_latched.clone(), keyframe_pts.clone());
     let every = match config.sampling {
         Sampling::Fps(fps) => Duration::from_secs_f64(1.0 / fps),
         _ => Duration::ZERO,
@@ -242,7 +303,12 @@ fn build(
                 let now = started.elapsed();
                 last_frame.store(now.as_millis() as u64, Ordering::Relaxed);
                 streaming.store(true, Ordering::Relaxed);
-                if now < next_due {
+                let verifying = if keyframes_only {
+                    latched.load(Ordering::Relaxed)
+                } else {
+                    frames.verify_asked()
+                };
+                if now < next_due && !verifying {
                     return Ok(gst::FlowSuccess::Ok);
                 }
                 next_due = now + every;
@@ -267,14 +333,23 @@ fn build(
                     .copied()
                     .collect();
                 counters.decode.decoded.fetch_add(1, Ordering::Relaxed);
+                let keyframe = match (keyframes_only, verifying) {
+                    (true, false) => true,
+                    (true, true) => buffer.pts().is_some_and(|pts| {
+                        keys.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .contains(&pts.nseconds())
+                    }),
+                    (false, _) => !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                };
                 frames.put(Frame {
                     camera: camera.clone(),
                     width: w as u32,
                     height: h as u32,
                     rgb,
                     received_at: SystemTime::now(),
-                    keyframe: keyframes_only
-                        || !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    keyframe,
+                    verifying,
                 });
                 Ok(gst::FlowSuccess::Ok)
             })

@@ -6,7 +6,13 @@
 //!
 //! Per camera: receive with retina (TCP interleaved by default), sample *before* decoding
 //! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
-//! off. Also the RTSP simulator (`sharpeyes simulate`) and the `probe` tool.
+//! off. [`start_camera`] is the entry point; the [`CameraHandle`] it returns carries the
+//! camera's state, its counters and its [`FrameSlot`], which is also what others hold of the
+//! camera: its latest frame (for snapshots) and verify mode ([`FrameSlot::set_verify`]:
+//! every frame, whatever the sampling, while a sensor it covers is in alarm). Why a camera
+//! is not streaming is an [`Error`] with a kind, in our words; what the camera sent stays
+//! in its `detail`, for the debug log. Also the RTSP simulator (`sharpeyes simulate`) and
+//! the `probe` tool.
 //!
 //! Sensors: readings arrive as MQTT messages (the node's one broker connection belongs to
 //! `sharpeyes-alerts`); [`SensorRegistry`] parses and checks them against `[[sensors]]`.
@@ -14,7 +20,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod camera;
-mod decode;
+mod error;
 mod frame;
 mod gst_source;
 mod probe;
@@ -22,16 +28,19 @@ mod sensors;
 pub mod simulator;
 mod start;
 
-pub use camera::{CameraCounters, CameraHandle, CameraState, SourceConfig, Timeouts, spawn};
-pub use decode::{Codec, DecodeCounters, DecodeError, Decoder, output_size};
+pub mod decode;
+
+pub use camera::{CameraCounters, CameraHandle, CameraState, Timeouts};
+pub use error::{Error, ErrorKind};
 pub use frame::{Frame, FrameSlot};
-pub use gst_source::{GstInput, GstSourceConfig, spawn_gst};
-pub use probe::{ProbeError, ProbeReport, probe, profile_name};
-pub use sensors::{
-    MAX_BATCH, MAX_MESSAGE_BYTES, Rejected, SensorReading, SensorRegistry, topic_of,
-};
-pub use simulator::{
-    ScenarioError, SceneChange, SceneKind, ScheduledAlarm, ScheduledScene, SensorSimulator,
-    SimError, Simulator, SimulatorConfig,
-};
+pub use probe::{ProbeReport, probe, probe_hint, profile_name};
+pub use sensors::{Rejected, SensorReading, SensorRegistry};
+pub use simulator::{ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig};
 pub use start::start_camera;
+
+/// One backend on its own, without a `[[cameras]]` entry: for the tests and benches that
+/// measure or break one part. The service starts cameras with [`start_camera`].
+pub mod backends {
+    pub use crate::camera::{SourceConfig, spawn};
+    pub use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
+}

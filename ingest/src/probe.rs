@@ -13,8 +13,9 @@ use futures::StreamExt;
 use retina::codec::{CodecItem, ParametersRef};
 use url::Url;
 
-use crate::camera::{HandshakeError, Opened, open};
+use crate::camera::{Opened, open};
 use crate::decode::{Codec, Decoder, output_size};
+use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 
 /// What a probe found.
@@ -37,40 +38,30 @@ pub struct ProbeReport {
     pub snapshot: Option<Frame>,
 }
 
-/// Why a probe failed: what to tell the integrator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeError {
-    Unreachable(String),
-    BadCredentials,
-    NotFound,
-    NoVideo,
-    UnsupportedCodec(Vec<String>),
-    NoKeyframe(Duration),
-    Rtsp(String),
-}
-
-impl fmt::Display for ProbeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unreachable(why) => write!(f, "cannot reach the camera: {why} (check the host, the port, and that RTSP is enabled)"),
-            Self::BadCredentials => f.write_str("the camera refused the user name or password (401): check them in the URL or the ${VAR} it names"),
-            Self::NotFound => f.write_str("the camera has no stream at this path (404): check the path, e.g. /Streaming/Channels/101 (Hikvision) or /cam/realmonitor?channel=1&subtype=0 (Dahua)"),
-            Self::NoVideo => f.write_str("the stream has no video track"),
-            Self::UnsupportedCodec(c) => write!(f, "the video is {c:?}; sharpeyes decodes H.264 and H.265: switch the camera's encoder (or the sub-stream) to one of them"),
-            Self::NoKeyframe(d) => write!(f, "no keyframe within {d:?}: the camera's GOP is longer than that, or the stream carries no video frames"),
-            Self::Rtsp(e) => write!(f, "RTSP error: {e}"),
+/// What to check, for an integrator who saw `error` from `probe`.
+pub fn probe_hint(error: &Error) -> &'static str {
+    match error.kind() {
+        ErrorKind::Refused | ErrorKind::Unreachable | ErrorKind::ConnectTimeout(_) => {
+            "check the host, the port, and that RTSP is enabled on the camera"
         }
+        ErrorKind::Unauthorized | ErrorKind::Forbidden => {
+            "check the user name and password in the URL, or the ${VAR} it names"
+        }
+        ErrorKind::NotFound => {
+            "check the path, e.g. /Streaming/Channels/101 (Hikvision) or /cam/realmonitor?channel=1&subtype=0 (Dahua)"
+        }
+        ErrorKind::Unsupported(_) => {
+            "switch the camera's encoder (or its sub-stream) to H.264 or H.265"
+        }
+        ErrorKind::NoKeyframe(_) => {
+            "the camera's GOP is longer than the time watched (raise --watch), or the stream carries no video frames"
+        }
+        _ => "run with --log debug for what the camera answered",
     }
 }
 
-impl std::error::Error for ProbeError {}
-
 /// Probes `url` for at most `watch` after connecting (`connect` bounds the handshake).
-pub async fn probe(
-    url: &Url,
-    connect: Duration,
-    watch: Duration,
-) -> Result<ProbeReport, ProbeError> {
+pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<ProbeReport, Error> {
     let started = Instant::now();
     let Opened {
         mut stream,
@@ -79,20 +70,7 @@ pub async fn probe(
         in_band_only,
     } = tokio::time::timeout(connect, open(url, false, "sharpeyes-probe"))
         .await
-        .map_err(|_| ProbeError::Unreachable(format!("no answer within {connect:?}")))?
-        .map_err(|e| match e {
-            HandshakeError::Status(401 | 403, _) => ProbeError::BadCredentials,
-            HandshakeError::Status(404, _) => ProbeError::NotFound,
-            HandshakeError::Status(_, msg) => ProbeError::Rtsp(msg),
-            HandshakeError::NoVideo => ProbeError::NoVideo,
-            HandshakeError::Unsupported(c) => ProbeError::UnsupportedCodec(c),
-            HandshakeError::Other(msg)
-                if msg.contains("onnect") || msg.contains("refused") || msg.contains("resolve") =>
-            {
-                ProbeError::Unreachable(msg.lines().next().unwrap_or_default().to_owned())
-            }
-            HandshakeError::Other(msg) => ProbeError::Rtsp(msg),
-        })?;
+        .map_err(|_| Error::new(ErrorKind::ConnectTimeout(connect)))??;
     let playing_at = Instant::now();
 
     let mut quirks = Vec::new();
@@ -110,7 +88,13 @@ pub async fn probe(
         let item = match item {
             Ok(item) => item,
             Err(e) => {
-                quirks.push(format!("stream error after {:?}: {e}", started.elapsed()));
+                let e = Error::from_retina(&e);
+                tracing::debug!(detail = e.detail().unwrap_or(""), "probe: stream error");
+                quirks.push(format!(
+                    "stream error after {:.1} s: {}",
+                    started.elapsed().as_secs_f64(),
+                    e.kind()
+                ));
                 break;
             }
         };
@@ -166,7 +150,7 @@ pub async fn probe(
         }
     }
     let Some(first_key) = first_key else {
-        return Err(ProbeError::NoKeyframe(watch));
+        return Err(ErrorKind::NoKeyframe(watch).into());
     };
     if skipped_before_key > 0 {
         quirks.push(format!(
@@ -176,8 +160,9 @@ pub async fn probe(
     let params = match stream.streams()[index].parameters() {
         Some(ParametersRef::Video(p)) => p.clone(),
         _ => {
-            return Err(ProbeError::Rtsp(
-                "no video parameters after the first keyframe".into(),
+            return Err(Error::with_detail(
+                ErrorKind::Protocol,
+                "no video parameters after the first keyframe",
             ));
         }
     };

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use sharpeyes_config::{Backend, Camera, SecretError, Transport};
+use sharpeyes_config::{Backend, Camera, Transport};
 use tokio::sync::watch;
 
 use crate::camera::{CameraHandle, SourceConfig, Timeouts, spawn};
+use crate::error::{Error, ErrorKind};
 use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
 
 /// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
@@ -17,8 +18,11 @@ pub fn start_camera(
     detect_side: u32,
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
-) -> Result<CameraHandle, SecretError> {
-    let url = camera.detect_url().expand()?;
+) -> Result<CameraHandle, Error> {
+    let url = camera
+        .detect_url()
+        .expand()
+        .map_err(|e| Error::new(ErrorKind::Secret(e.to_string())))?;
     let id: Arc<str> = Arc::from(camera.id.as_str());
     let udp = camera.transport == Transport::Udp;
     let gst = |input| GstSourceConfig {

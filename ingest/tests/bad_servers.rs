@@ -1,12 +1,14 @@
 //! Camera tasks against servers that misbehave: one that answers the RTSP handshake and
 //! then sends nothing (a stall), one that answers with garbage, one that refuses. Each must
-//! become a reconnect with a reason, never a panic or a stuck task.
+//! become a reconnect with a reason in our own words (its kind), never a panic, a stuck task
+//! or the peer's bytes in the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sharpeyes_config::Sampling;
-use sharpeyes_ingest::{CameraState, SourceConfig, Timeouts, spawn};
+use sharpeyes_ingest::backends::{SourceConfig, spawn};
+use sharpeyes_ingest::{CameraState, ErrorKind, Timeouts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,10 +102,16 @@ async fn a_stream_that_goes_silent_is_a_stall_and_a_reconnect() {
         matches!(s, CameraState::Backoff { .. })
     })
     .await;
-    let CameraState::Backoff { reason, .. } = state else {
+    let CameraState::Backoff { error, .. } = state else {
         unreachable!()
     };
-    assert!(reason.contains("stall"), "{reason}");
+    assert_eq!(
+        error.kind(),
+        &ErrorKind::Stall(Duration::from_millis(800)),
+        "{error}"
+    );
+    assert_eq!(error.kind().to_string(), "no frame for 0.8 s (stall)");
+    assert_eq!(error.camera(), Some("test-cam"));
     // And it keeps trying: a second stall counts a second reconnect.
     tokio::time::timeout(Duration::from_secs(20), async {
         while cam
@@ -144,8 +152,9 @@ async fn garbage_on_the_rtsp_port_is_a_reconnect_not_a_crash() {
                     seed as u8
                 })
                 .collect();
+            // Another service's banner, as a camera URL pointed at the wrong port gets.
             let _ = sock
-                .write_all(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 99999999999\r\n\r\n")
+                .write_all(b"SSH-2.0-OpenSSH_9.2 BANNER-FROM-THE-PEER\r\n")
                 .await;
             let _ = sock.write_all(&garbage).await;
             let _ = sock.shutdown().await;
@@ -157,10 +166,25 @@ async fn garbage_on_the_rtsp_port_is_a_reconnect_not_a_crash() {
         matches!(s, CameraState::Backoff { .. })
     })
     .await;
-    let CameraState::Backoff { reason, .. } = state else {
+    let CameraState::Backoff { error, .. } = state else {
         unreachable!()
     };
-    assert!(!reason.is_empty());
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::Protocol | ErrorKind::ConnectionLost
+        ),
+        "{error}"
+    );
+    // What the peer sent stays in the detail (the debug log), out of the reason that the
+    // API and the status topic show.
+    assert!(!error.to_string().contains("BANNER"), "{error}");
+    assert!(!error.kind().to_string().contains("BANNER"));
+    assert!(
+        error.detail().is_some_and(|d| d.contains("BANNER")),
+        "{:?}",
+        error.detail()
+    );
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(5), cam.task)
         .await
@@ -184,10 +208,14 @@ async fn a_refused_connection_backs_off_and_retries() {
         matches!(s, CameraState::Backoff { .. })
     })
     .await;
-    let CameraState::Backoff { reason, retry_in } = state else {
+    let CameraState::Backoff { error, retry_in } = state else {
         unreachable!()
     };
-    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    assert_eq!(error.kind(), &ErrorKind::Refused, "{error}");
+    assert_eq!(
+        error.to_string(),
+        format!("camera test-cam (rtsp://127.0.0.1:{port}/cam): connection refused")
+    );
     assert!(
         retry_in >= Duration::from_millis(100) && retry_in <= Duration::from_millis(300),
         "{retry_in:?}"

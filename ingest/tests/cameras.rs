@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sharpeyes_config::Sampling;
+use sharpeyes_ingest::backends::{GstInput, GstSourceConfig, SourceConfig, spawn, spawn_gst};
+use sharpeyes_ingest::decode::Codec;
 use sharpeyes_ingest::{
-    CameraHandle, CameraState, Codec, GstInput, GstSourceConfig, Simulator, SimulatorConfig,
-    SourceConfig, Timeouts, probe, spawn, spawn_gst,
+    CameraHandle, CameraState, ErrorKind, Simulator, SimulatorConfig, Timeouts, probe,
 };
 use tokio::sync::watch;
 
@@ -28,8 +29,9 @@ fn sim_config(cameras: usize, port: u16, cache: &tempfile::TempDir) -> Simulator
 }
 
 fn camera(url: &str, sampling: Sampling) -> SourceConfig {
+    let path = url.rsplit('/').next().unwrap_or("cam");
     SourceConfig {
-        camera: Arc::from(url),
+        camera: Arc::from(format!("test-{path}")),
         url: url::Url::parse(url).unwrap(),
         udp: false,
         sampling,
@@ -61,7 +63,7 @@ async fn wait_state(
 }
 
 /// Waits (bounded) for `n` frames from a camera.
-async fn frames(cam: &CameraHandle, n: usize) -> Vec<sharpeyes_ingest::Frame> {
+async fn frames(cam: &CameraHandle, n: usize) -> Vec<Arc<sharpeyes_ingest::Frame>> {
     let mut got = Vec::new();
     let start = Instant::now();
     while got.len() < n && start.elapsed() < Duration::from_secs(20) {
@@ -118,26 +120,29 @@ async fn keyframe_cameras_stream_reconnect_after_a_restart_and_bad_ones_fail_alo
     }
 
     // The bad ones fail with their reason; the good ones are unaffected.
+    let failed = |s: CameraState| match s {
+        CameraState::Failed { error } => error,
+        other => panic!("{other:?}"),
+    };
     let s = wait_state(&mut wrong_password, "failed", |s| {
         matches!(s, CameraState::Failed { .. })
     })
     .await;
+    let error = failed(s);
+    assert_eq!(error.kind(), &ErrorKind::Unauthorized);
     assert_eq!(
-        s,
-        CameraState::Failed {
-            reason: "401 Unauthorized: wrong user or password".into()
-        }
+        error.kind().to_string(),
+        "401 Unauthorized: wrong user or password"
+    );
+    assert!(
+        !error.to_string().contains("nope"),
+        "no password in {error}"
     );
     let s = wait_state(&mut wrong_path, "failed", |s| {
         matches!(s, CameraState::Failed { .. })
     })
     .await;
-    assert_eq!(
-        s,
-        CameraState::Failed {
-            reason: "404 Not Found: no stream at this path".into()
-        }
-    );
+    assert_eq!(failed(s).kind(), &ErrorKind::NotFound);
     assert!(
         cams.iter()
             .all(|c| *c.state.borrow() == CameraState::Streaming)
@@ -184,33 +189,57 @@ async fn all_frames_mode_decodes_every_frame() {
     sim.stop();
 }
 
+/// Verify mode is a command to the camera ([`FrameSlot::set_verify`]), and both backends
+/// obey it: every frame from the next keyframe on, marked as verifying, until it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_mode_decodes_every_frame_of_a_keyframe_camera_until_it_ends() {
     let cache = tempfile::tempdir().unwrap();
     let sim = Simulator::start(sim_config(1, 0, &cache)).unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let cam = spawn(camera(&sim.url(1), Sampling::Keyframes), shutdown);
-    let got = frames(&cam, 2).await;
-    assert!(got.iter().all(|f| f.keyframe), "keyframes only at first");
+    for backend in ["retina", "gstreamer"] {
+        let (stop, shutdown) = watch::channel(false);
+        let cam = if backend == "retina" {
+            spawn(camera(&sim.url(1), Sampling::Keyframes), shutdown)
+        } else {
+            let config = GstSourceConfig {
+                camera: Arc::from("gst"),
+                input: GstInput::Rtsp {
+                    url: url::Url::parse(&sim.url(1)).unwrap(),
+                    udp: false,
+                },
+                sampling: Sampling::Keyframes,
+                detect_side: 160,
+                timeouts: Timeouts::default(),
+            };
+            spawn_gst(config, shutdown)
+        };
+        let got = frames(&cam, 2).await;
+        assert!(
+            got.iter().all(|f| f.keyframe && !f.verifying),
+            "{backend}: keyframes only at first"
+        );
 
-    // A sensor alarm: from the next keyframe on, every frame.
-    cam.full_rate.store(true, Ordering::Relaxed);
-    let got = frames(&cam, 2 * GOP as usize).await;
-    let deltas = got.iter().filter(|f| !f.keyframe).count();
-    assert!(
-        deltas >= GOP as usize,
-        "{deltas} delta frames among {}",
-        got.len()
-    );
+        // A sensor alarm: from the next keyframe on, every frame.
+        cam.frames.set_verify(true);
+        let got = frames(&cam, 2 * GOP as usize).await;
+        let deltas = got.iter().filter(|f| !f.keyframe && f.verifying).count();
+        assert!(
+            deltas >= GOP as usize,
+            "{backend}: {deltas} verifying delta frames among {}",
+            got.len()
+        );
 
-    // Verify mode over: back to keyframes at the next one.
-    cam.full_rate.store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs_f64(1.5 * GOP as f64 / FPS as f64)).await;
-    let _ = cam.frames.take();
-    let got = frames(&cam, 2).await;
-    assert!(got.iter().all(|f| f.keyframe), "keyframes only again");
-    stop.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+        // Verify mode over: back to keyframes at the next one.
+        cam.frames.set_verify(false);
+        tokio::time::sleep(Duration::from_secs_f64(1.5 * GOP as f64 / FPS as f64)).await;
+        let _ = cam.frames.take();
+        let got = frames(&cam, 2).await;
+        assert!(
+            got.iter().all(|f| f.keyframe && !f.verifying),
+            "{backend}: keyframes only again"
+        );
+        stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    }
     sim.stop();
 }
 
@@ -271,14 +300,18 @@ async fn probe_reports_the_stream_and_decodes_a_snapshot() {
         (320, 240, 320 * 240 * 3)
     );
 
-    let bad = url::Url::parse(&sim.url(1).replacen("rtsp://", "rtsp://viewer:wrong@", 1)).unwrap();
+    let bad = url::Url::parse(
+        &sim.url(1)
+            .replacen("rtsp://", "rtsp://viewer:Wr0ngPa55@", 1),
+    )
+    .unwrap();
     let err = probe(&bad, Duration::from_secs(5), Duration::from_secs(2))
         .await
         .unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Unauthorized, "{err}");
     assert!(
-        err.to_string()
-            .contains("refused the user name or password")
-            && !err.to_string().contains("wrong"),
+        sharpeyes_ingest::probe_hint(&err).contains("user name and password")
+            && !err.to_string().contains("Wr0ngPa55"),
         "{err}"
     );
     let missing = url::Url::parse(&format!(
@@ -286,12 +319,12 @@ async fn probe_reports_the_stream_and_decodes_a_snapshot() {
         sim.port()
     ))
     .unwrap();
-    assert!(
+    assert_eq!(
         probe(&missing, Duration::from_secs(5), Duration::from_secs(2))
             .await
             .unwrap_err()
-            .to_string()
-            .contains("404")
+            .kind(),
+        &ErrorKind::NotFound
     );
     sim.stop();
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use sharpeyes_ingest::{Codec, DecodeCounters, Decoder, Frame};
+use sharpeyes_ingest::Frame;
+use sharpeyes_ingest::decode::{Codec, DecodeCounters, Decoder};
 
 /// `frames` access units of a 320x240 test pattern, a keyframe every `gop`.
 fn encode(frames: u32, gop: u32) -> Vec<(Vec<u8>, bool)> {

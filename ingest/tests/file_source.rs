@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use sharpeyes_config::Sampling;
-use sharpeyes_ingest::{CameraState, GstInput, GstSourceConfig, Timeouts, spawn_gst};
+use sharpeyes_ingest::backends::{GstInput, GstSourceConfig, spawn_gst};
+use sharpeyes_ingest::{CameraState, ErrorKind, Timeouts};
 use tokio::sync::watch;
 
 /// Writes `frames` frames of H.264 (320x240, 25 fps, a keyframe every `gop`) to `path`.
@@ -106,10 +107,14 @@ async fn a_missing_recording_fails_with_the_path() {
     .expect("fails promptly")
     .unwrap()
     .clone();
-    assert_eq!(
-        state,
-        CameraState::Failed {
-            reason: "file /nonexistent/clip.h264 does not exist".into()
-        }
+    let CameraState::Failed { error } = state else {
+        panic!("{state:?}")
+    };
+    assert_eq!(error.kind(), &ErrorKind::NotFound);
+    assert!(
+        error
+            .to_string()
+            .starts_with("camera replay (file:///nonexistent/clip.h264): "),
+        "{error}"
     );
 }

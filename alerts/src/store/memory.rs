@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Ack, OutboxRecord, StateStore, StoreError, StoreFuture};
+use super::{Ack, OutboxRecord, StateStore, StoreFuture};
+use crate::error::Error;
 
 /// Snapshots kept in memory when there is no spool directory: the newest this many.
 const MEMORY_SNAPSHOTS: usize = 256;
@@ -40,7 +41,7 @@ impl MemoryStore {
     }
 
     /// The outbox and snapshots under `dir` (`outbox/`, `snapshots/`), created if missing.
-    pub fn with_spool(dir: &Path) -> Result<Self, StoreError> {
+    pub fn with_spool(dir: &Path) -> Result<Self, Error> {
         let spool = Spool::open(dir)?;
         Ok(Self {
             state: Arc::default(),
@@ -251,11 +252,11 @@ impl StateStore for MemoryStore {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError(format!("spool task failed: {e}")))?
+        .map_err(|e| Error::store(format!("spool task failed: {e}")))?
 }
 
 /// One file per outbox record, named by a sequence number so a listing is in order. A record
@@ -268,12 +269,12 @@ struct Spool {
 }
 
 impl Spool {
-    fn open(dir: &Path) -> Result<Self, StoreError> {
+    fn open(dir: &Path) -> Result<Self, Error> {
         let outbox = dir.join("outbox");
         let snapshots = dir.join("snapshots");
         for d in [&outbox, &snapshots] {
             fs::create_dir_all(d).map_err(|e| {
-                StoreError(format!(
+                Error::store(format!(
                     "cannot create the spool directory {}: {e}; set [node] data_dir to a writable place",
                     d.display()
                 ))
@@ -293,12 +294,12 @@ impl Spool {
         Ok(spool)
     }
 
-    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> StoreError {
-        StoreError(format!("spool: cannot {what} {}: {e}", path.display()))
+    fn io_error(&self, what: &str, path: &Path, e: std::io::Error) -> Error {
+        Error::store(format!("spool: cannot {what} {}: {e}", path.display()))
     }
 
     /// Outbox file names, oldest first.
-    fn keys(&self) -> Result<Vec<String>, StoreError> {
+    fn keys(&self) -> Result<Vec<String>, Error> {
         let entries =
             fs::read_dir(&self.outbox).map_err(|e| self.io_error("list", &self.outbox, e))?;
         let mut keys: Vec<String> = entries
@@ -309,7 +310,7 @@ impl Spool {
         Ok(keys)
     }
 
-    fn append(&self, record: &OutboxRecord) -> Result<String, StoreError> {
+    fn append(&self, record: &OutboxRecord) -> Result<String, Error> {
         let seq = {
             let mut next = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
             let seq = *next;
@@ -320,7 +321,7 @@ impl Spool {
         let path = self.outbox.join(&key);
         let tmp = self.outbox.join(format!("{key}.tmp"));
         let json = serde_json::to_vec(record)
-            .map_err(|e| StoreError(format!("spool: cannot encode a record: {e}")))?;
+            .map_err(|e| Error::store(format!("spool: cannot encode a record: {e}")))?;
         let mut file = fs::File::create(&tmp).map_err(|e| self.io_error("create", &tmp, e))?;
         file.write_all(&json)
             .and_then(|()| file.sync_data())
@@ -329,7 +330,7 @@ impl Spool {
         Ok(key)
     }
 
-    fn pending(&self) -> Result<Vec<(String, OutboxRecord)>, StoreError> {
+    fn pending(&self) -> Result<Vec<(String, OutboxRecord)>, Error> {
         let mut records = Vec::new();
         for key in self.keys()? {
             let path = self.outbox.join(&key);
@@ -353,9 +354,9 @@ impl Spool {
         Ok(records)
     }
 
-    fn remove(&self, key: &str) -> Result<(), StoreError> {
+    fn remove(&self, key: &str) -> Result<(), Error> {
         if key.contains(['/', '\\']) || !key.ends_with(".json") {
-            return Err(StoreError(format!("spool: `{key}` is not an outbox key")));
+            return Err(Error::store(format!("spool: `{key}` is not an outbox key")));
         }
         let path = self.outbox.join(key);
         match fs::remove_file(&path) {
@@ -365,14 +366,14 @@ impl Spool {
         }
     }
 
-    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, StoreError> {
+    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, Error> {
         if alert_id.is_empty() || !alert_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(StoreError(format!("`{alert_id}` is not an alert id")));
+            return Err(Error::store(format!("`{alert_id}` is not an alert id")));
         }
         Ok(self.snapshots.join(format!("{alert_id}.jpg")))
     }
 
-    fn put_snapshot(&self, alert_id: &str, jpeg: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    fn put_snapshot(&self, alert_id: &str, jpeg: &[u8], ttl: Duration) -> Result<(), Error> {
         let path = self.snapshot_path(alert_id)?;
         fs::write(&path, jpeg).map_err(|e| self.io_error("write", &path, e))?;
         self.expire_snapshots(ttl);
@@ -398,7 +399,7 @@ impl Spool {
         }
     }
 
-    fn snapshot(&self, alert_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn snapshot(&self, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
         let path = self.snapshot_path(alert_id)?;
         match fs::read(&path) {
             Ok(b) => Ok(Some(b)),

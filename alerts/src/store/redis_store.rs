@@ -11,7 +11,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use sharpeyes_config::SecretUrl;
 
-use super::{ACK_TTL, Ack, OutboxRecord, StateStore, StoreError, StoreFuture, millis_since_epoch};
+use super::{ACK_TTL, Ack, Error, OutboxRecord, StateStore, StoreFuture, millis_since_epoch};
 
 /// A Redis call that takes longer than this fails, so a hung Redis cannot stall publishing.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,13 +27,13 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects to `url` (its password may be a `${VAR}` secret); fails if Redis does not answer.
-    pub async fn connect(url: &SecretUrl, prefix: &str, node: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &SecretUrl, prefix: &str, node: &str) -> Result<Self, Error> {
         let shown = url.to_string();
         let expanded = url
             .expand()
-            .map_err(|e| StoreError(format!("[redis] url {shown}: {e}")))?;
+            .map_err(|e| Error::store(format!("[redis] url {shown}: {e}")))?;
         let client = redis::Client::open(expanded.as_str())
-            .map_err(|e| StoreError(format!("[redis] url {shown}: {}", scrub(&e))))?;
+            .map_err(|e| Error::store(format!("[redis] url {shown}: {}", scrub(&e))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -42,7 +42,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| {
-                StoreError(format!(
+                Error::store(format!(
                     "cannot reach Redis at {shown}: {}; check that it runs and [redis] url",
                     scrub(&e)
                 ))
@@ -66,15 +66,15 @@ impl RedisStore {
         key
     }
 
-    fn error(&self, what: &str, e: redis::RedisError) -> StoreError {
-        StoreError(format!("Redis {} {what}: {}", self.shown, scrub(&e)))
+    fn error(&self, what: &str, e: redis::RedisError) -> Error {
+        Error::store(format!("Redis {} {what}: {}", self.shown, scrub(&e)))
     }
 
     async fn query<T: redis::FromRedisValue>(
         &self,
         what: &str,
         cmd: &redis::Cmd,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, Error> {
         let mut conn = self.conn.clone();
         cmd.query_async(&mut conn)
             .await
@@ -98,7 +98,7 @@ impl StateStore for RedisStore {
             if pong == "PONG" {
                 Ok(())
             } else {
-                Err(StoreError(format!(
+                Err(Error::store(format!(
                     "Redis {} answered PING with `{pong}`",
                     self.shown
                 )))
@@ -245,7 +245,7 @@ impl StateStore for RedisStore {
     fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let json = serde_json::to_string(ack)
-                .map_err(|e| StoreError(format!("cannot encode an acknowledgement: {e}")))?;
+                .map_err(|e| Error::store(format!("cannot encode an acknowledgement: {e}")))?;
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.key(&["ack", &ack.alert_id]))
                 .arg(json)
@@ -264,7 +264,7 @@ impl StateStore for RedisStore {
             let json: Option<String> = self.query("GET ack", &cmd).await?;
             json.map(|j| {
                 serde_json::from_str(&j).map_err(|e| {
-                    StoreError(format!(
+                    Error::store(format!(
                         "Redis {}: acknowledgement of {alert_id} is unreadable: {e}",
                         self.shown
                     ))

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sharpeyes_config::Sampling;
-use sharpeyes_ingest::{SceneKind, ScheduledScene, Simulator, SimulatorConfig};
+use sharpeyes_ingest::simulator::SceneKind;
+use sharpeyes_ingest::{ScheduledScene, Simulator, SimulatorConfig};
+use sharpeyes_testkit::Mosquitto;
+use sharpeyes_testkit::config::{FIRE, GRIDS, with};
 
 pub use prom::Scrape;
 
@@ -385,9 +388,23 @@ fn service_config(
     cameras: usize,
     dir: &std::path::Path,
     broker: u16,
-    http: u16,
     sim_port: u16,
 ) -> String {
+    // The shared fixtures, with the detector tuned as the options ask; one alert per camera
+    // in the whole run.
+    let mut fire = FIRE.to_owned();
+    for (key, value) in [
+        ("input_size", options.input_size.to_string()),
+        ("threads", options.threads.to_string()),
+        ("max_batch", options.max_batch.to_string()),
+        (
+            "max_wait",
+            format!("\"{}ms\"", options.max_wait.as_millis()),
+        ),
+        ("cooldown", "\"30m\"".to_owned()),
+    ] {
+        fire = with(&fire, key, &value);
+    }
     let mut out = format!(
         r#"[node]
 id = "bench-node"
@@ -398,54 +415,13 @@ url = "mqtt://127.0.0.1:{broker}"
 prefix = "{PREFIX}"
 
 [http]
-listen = "127.0.0.1:{http}"
+listen = "127.0.0.1:0"
 
 [motion]
 enabled = {motion}
-
-[[grids]]
-id = "321322"
-name = "沭阳县"
-centre = "沭阳县社会治理网格化服务管理中心"
-
-[[grids]]
-id = "321322-001"
-name = "沭城街道"
-
-[[grids]]
-id = "321322-001-003"
-name = "东元社区"
-
-[[grids]]
-id = "321322-001-003-07"
-name = "东元社区第七网格"
-centre = "东元社区网格服务站"
-
-[[models]]
-name = "fire_smoke"
-path = "fire_smoke_yolov8.onnx"
-layout = "yolov8"
-input_size = {input}
-classes = ["smoke", "fire"]
-threads = {threads}
-max_batch = {batch}
-max_wait = "{wait}ms"
-
-[[hazards]]
-name = "fire"
-model = "fire_smoke"
-classes = ["fire"]
-min_confidence = 0.5
-confirm = {{ k = 2, n = 3 }}
-severity = "critical"
-cooldown = "30m"
-"#,
+{GRIDS}{fire}"#,
         data = dir.join("data").display(),
         motion = options.motion,
-        input = options.input_size,
-        threads = options.threads,
-        batch = options.max_batch,
-        wait = options.max_wait.as_millis(),
     );
     let sampling = sampling_toml(options.sampling_of(pipeline));
     for n in 1..=cameras {
@@ -475,9 +451,8 @@ fn scrape(port: u16) -> Result<Scrape, String> {
 /// Runs one pipeline with `cameras` cameras and measures it.
 pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result<Step, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
-    let broker_dir = dir.path().join("broker");
-    std::fs::create_dir_all(&broker_dir).map_err(|e| format!("{}: {e}", broker_dir.display()))?;
-    let (_broker, broker_port) = procs::start_broker(&broker_dir)?;
+    let broker = Mosquitto::start(false, &[]);
+    let broker_port = broker.port;
     let subscriber = alerts::Subscriber::start(broker_port, &format!("{PREFIX}/alerts/#"))?;
 
     let sim = Simulator::start(SimulatorConfig {
@@ -495,7 +470,6 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
     .map_err(|e| e.to_string())?;
     let started = Instant::now();
 
-    let http = procs::free_port()?;
     let config = dir.path().join("bench.toml");
     std::fs::write(
         &config,
@@ -505,13 +479,12 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
             cameras,
             dir.path(),
             broker_port,
-            http,
             sim.port(),
         ),
     )
     .map_err(|e| format!("{}: {e}", config.display()))?;
     let log = dir.path().join("service.log");
-    let mut service = procs::start_service(&options.binary, &config, &log)?;
+    let (mut service, http) = procs::start_service(&options.binary, &config, &log)?;
     let pid = service.pid().to_string();
     let me = std::process::id().to_string();
     let service_log = || {

@@ -2,32 +2,10 @@
 //! of them (`/proc` CPU and memory, `/metrics` over HTTP).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A free TCP port on 127.0.0.1 (nothing else is ever bound).
-pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
-}
-
-/// Waits (at most `limit`) until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, what: &str, limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "{what} did not listen on 127.0.0.1:{port} within {limit:?}"
-    ))
-}
 
 /// A child process, killed and reaped when dropped.
 pub struct Process {
@@ -52,41 +30,20 @@ impl Drop for Process {
     }
 }
 
-/// mosquitto on a free loopback port, with its files in `dir`.
-pub fn start_broker(dir: &Path) -> Result<(Process, u16), String> {
-    let port = free_port()?;
-    // Started as root, mosquitto drops to its own user: it must be able to write here.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}/mosquitto.log\nmax_queued_messages 100000\n",
-            dir.display()
-        ),
-    )
-    .map_err(|e| format!("{}: {e}", conf.display()))?;
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("mosquitto does not start ({e}); `make setup` installs it"))?;
-    let broker = Process { child };
-    wait_for_port(port, "mosquitto", Duration::from_secs(10))?;
-    Ok((broker, port))
-}
+/// How long the service may take to listen (models load first).
+const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// `sharpeyes run --config CONFIG`, logging warnings to `log`.
-pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<Process, String> {
+/// `sharpeyes run --config CONFIG`, logging warnings to `log`; returns it with the port its
+/// API took (its `--ready-file` says, once it listens).
+pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<(Process, u16), String> {
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let ready = config.with_extension("ready.json");
     let child = Command::new(binary)
         .arg("run")
         .arg("--config")
         .arg(config)
+        .arg("--ready-file")
+        .arg(&ready)
         .env("SHARPEYES_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -98,7 +55,31 @@ pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<Process
                 binary.display()
             )
         })?;
-    Ok(Process { child })
+    let mut service = Process { child };
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        let port = std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["http"].as_str()?.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port());
+        if let Some(port) = port {
+            return Ok((service, port));
+        }
+        if !service.alive() {
+            return Err(format!(
+                "the service exited before it listened; see {}",
+                log.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the service did not listen within {START_LIMIT:?}; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// User + system CPU seconds a process (a pid, or `self`) has used, all its threads; `None`

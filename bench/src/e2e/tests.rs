@@ -203,12 +203,34 @@ fn percentiles_are_nearest_rank() {
 fn the_config_has_every_camera_with_the_pipelines_sampling() {
     let o = options();
     let dir = std::path::Path::new("/tmp/x");
-    let text = service_config(&o, Pipeline::FullDecode, 3, dir, 1883, 8080, 8554);
+    let text = service_config(&o, Pipeline::FullDecode, 3, dir, 1883, 8554);
     assert_eq!(text.matches("[[cameras]]").count(), 3);
     assert!(text.contains("url = \"rtsp://127.0.0.1:8554/cam3\""));
     assert!(text.contains("sampling = { fps = 5 }"));
     assert!(text.contains(&format!("id = \"{}\"", camera_id(3))));
-    let text = service_config(&o, Pipeline::Sharpeyes, 1, dir, 1883, 8080, 8554);
+    // It is a valid configuration, with the detector tuned as the options say.
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
+    let config = sharpeyes_config::Config::parse(
+        &text,
+        std::path::Path::new("bench.toml"),
+        &[models.path().to_owned()],
+    )
+    .unwrap_or_else(|p| panic!("{p}\n{text}"))
+    .config;
+    let model = config.model("fire_smoke").unwrap();
+    assert_eq!(
+        (
+            model.input_size,
+            model.threads,
+            model.max_batch,
+            model.max_wait
+        ),
+        (o.input_size, o.threads, o.max_batch, o.max_wait)
+    );
+    assert_eq!(config.cameras.len(), 3);
+    assert_eq!(config.http.listen.port(), 0, "the service picks its port");
+    let text = service_config(&o, Pipeline::Sharpeyes, 1, dir, 1883, 8554);
     assert!(text.contains("sampling = \"keyframes\""));
     assert_eq!(camera_id(3).len(), 20, "a GB/T 28181 id");
 }

@@ -1,0 +1,180 @@
+//! Camera changes while the service runs: the configuration file read again (SIGHUP,
+//! `POST /api/reload`), and cameras added or removed over the API, applied one at a time.
+//!
+//! Cameras added over the API are kept as TOML beside the file's text, and removed ones as
+//! ids, so a reload keeps them; neither is written to the file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sharpeyes_config::Config;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cameras::{Applied, Cameras};
+
+/// Where the configuration came from, so it can be read again.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// The file; `None` for the demo's built-in configuration (nothing to reload).
+    pub file: Option<PathBuf>,
+    /// Its text as loaded.
+    pub text: String,
+    pub model_dirs: Vec<PathBuf>,
+}
+
+/// What a change answers: what it did, or why nothing changed.
+pub type Reply = oneshot::Sender<Result<Applied, String>>;
+
+/// A change to the running cameras, from SIGHUP or the API.
+pub enum Control {
+    /// Read the configuration file again and apply its cameras.
+    Reload(Reply),
+    /// Add a camera: the body of one `[[cameras]]` table, in TOML.
+    Add(String, Reply),
+    /// Remove a camera by id.
+    Remove(String, Reply),
+}
+
+/// Applies the changes sent to `requests`, one at a time, until `stop` turns true.
+pub(crate) async fn control_loop(
+    cameras: Arc<Cameras>,
+    mut source: ConfigSource,
+    mut requests: mpsc::Receiver<Control>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut added: Vec<(String, String)> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let request = tokio::select! {
+            _ = crate::stopped(&mut stop) => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        match request {
+            Control::Reload(reply) => {
+                let result = match &source.file {
+                    None => {
+                        Err("this configuration is built in: there is no file to reload".into())
+                    }
+                    Some(path) => match std::fs::read_to_string(path) {
+                        Err(e) => Err(format!("{}: cannot read it: {e}", path.display())),
+                        Ok(text) => {
+                            let candidate = ConfigSource {
+                                text,
+                                ..source.clone()
+                            };
+                            let result = apply(&cameras, &candidate, &added, &removed).await;
+                            if result.is_ok() {
+                                source = candidate;
+                            }
+                            result
+                        }
+                    },
+                };
+                let _ = reply.send(result);
+            }
+            Control::Add(body, reply) => {
+                let result = match camera_id(&body) {
+                    Err(e) => Err(e),
+                    Ok(id)
+                        if effective(&source, &added, &removed)
+                            .is_ok_and(|c| c.camera(&id).is_some()) =>
+                    {
+                        Err(format!(
+                            "camera `{id}` already exists: remove it first, or change it in the configuration file and reload"
+                        ))
+                    }
+                    Ok(id) if removed.contains(&id) => Err(format!(
+                        "camera `{id}` is in the configuration file and was removed over the API; edit the file and reload to bring it back"
+                    )),
+                    Ok(id) => {
+                        let mut candidate = added.clone();
+                        candidate.push((id, body));
+                        let result = apply(&cameras, &source, &candidate, &removed).await;
+                        if result.is_ok() {
+                            added = candidate;
+                        }
+                        result
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Control::Remove(id, reply) => {
+                let exists =
+                    effective(&source, &added, &removed).is_ok_and(|c| c.camera(&id).is_some());
+                let result = if !exists {
+                    Err(format!("no camera `{id}`"))
+                } else {
+                    let (mut a, mut r) = (added.clone(), removed.clone());
+                    if a.iter().any(|(i, _)| *i == id) {
+                        a.retain(|(i, _)| *i != id);
+                    } else {
+                        r.push(id.clone());
+                    }
+                    let result = apply(&cameras, &source, &a, &r).await;
+                    if result.is_ok() {
+                        (added, removed) = (a, r);
+                    }
+                    result
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// The configuration with the API's additions and removals; every problem, with its line.
+fn effective(
+    source: &ConfigSource,
+    added: &[(String, String)],
+    removed: &[String],
+) -> Result<Config, String> {
+    let mut text = source.text.clone();
+    for (_, body) in added {
+        text.push_str("\n[[cameras]]\n");
+        text.push_str(body);
+        text.push('\n');
+    }
+    let origin = source
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+    let mut config = Config::parse(&text, &origin, &source.model_dirs)
+        .map_err(|p| p.to_string())?
+        .config;
+    config.cameras.retain(|c| !removed.contains(&c.id));
+    Ok(config)
+}
+
+async fn apply(
+    cameras: &Cameras,
+    source: &ConfigSource,
+    added: &[(String, String)],
+    removed: &[String],
+) -> Result<Applied, String> {
+    let config = effective(source, added, removed)?;
+    let mut applied = cameras.apply(&config).await;
+    let (mut before, mut after) = ((**cameras.config()).clone(), config);
+    before.cameras.clear();
+    after.cameras.clear();
+    if format!("{before:?}") != format!("{after:?}") {
+        let note = "sections other than [[cameras]] changed: they take effect after a restart";
+        tracing::warn!("{note}");
+        applied.ignored = Some(note.into());
+    }
+    tracing::info!(added = ?applied.added, removed = ?applied.removed, restarted = ?applied.restarted, failed = applied.failed.len(), "cameras applied");
+    Ok(applied)
+}
+
+/// The `id` of a posted camera table.
+fn camera_id(body: &str) -> Result<String, String> {
+    let table: toml::Table = body
+        .parse()
+        .map_err(|e| format!("the camera is not TOML: {e}"))?;
+    match table.get("id") {
+        Some(toml::Value::String(id)) if !id.is_empty() => Ok(id.clone()),
+        _ => Err("the camera has no `id`: give id, name, kind, url, grid, hazards as in a [[cameras]] entry".into()),
+    }
+}

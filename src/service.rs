@@ -1,0 +1,235 @@
+//! The service, wired: every camera through ingest -> analytics -> fusion -> alerts, every
+//! sensor through the sensor stage -> fusion -> alerts, and the HTTP API beside them.
+//!
+//! [`Service::start`] and [`Service::stop`] go step by step, each step a function named
+//! for what it does. Frames and events only move forward: the cameras' analysis tasks send
+//! video events to fusion, the sensor stage sends alarms to fusion, fusion submits alerts.
+//! Stopping goes the same way: intake first (cameras, sensors, API), then the models finish
+//! their queues, then fusion publishes what they produced, then the MQTT link drains.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sharpeyes_alerts::{
+    AlertSettings, Alerts, EmbeddedBroker, MqttSettings, StateStore, open_store,
+};
+use sharpeyes_analytics::{Analysis, Models};
+use sharpeyes_config::Config;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::cameras::{Cameras, Directory};
+use crate::metrics::{Metrics, Sources};
+use crate::reload::{ConfigSource, Control, control_loop};
+use crate::status::{CameraBoard, StatusSinks};
+
+/// The broker port `run` embeds when no `[mqtt]` is configured.
+pub const EMBEDDED_BROKER: &str = "127.0.0.1:1883";
+/// Video events waiting for fusion. Each camera's analysis waits when it is full: events are
+/// hazards, never dropped.
+const VIDEO_EVENTS: usize = 256;
+/// Sensor alarms and clearings waiting for fusion.
+const SENSOR_EVENTS: usize = 256;
+/// How long stopping waits for fusion to publish what the last frames confirmed, and then
+/// for the alert service (whose link bounds its own drain).
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Where the running service can be reached.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Endpoints {
+    pub http: SocketAddr,
+    pub broker: String,
+    /// The embedded broker's address, when there is one.
+    pub embedded_broker: Option<SocketAddr>,
+    pub prefix: String,
+}
+
+/// The running service.
+pub struct Service {
+    pub endpoints: Endpoints,
+    cameras: Arc<Cameras>,
+    control: mpsc::Sender<Control>,
+    /// Stops the sensor stage, the API and the control loop.
+    intake: watch::Sender<bool>,
+    /// Stops the alert service; sent last.
+    delivery: watch::Sender<bool>,
+    fusion_task: JoinHandle<()>,
+    alerts_task: JoinHandle<()>,
+    other_tasks: Vec<JoinHandle<()>>,
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl Service {
+    /// Starts everything on the current tokio runtime; [`Service::stop`] stops it.
+    pub async fn start(
+        config: Arc<Config>,
+        source: ConfigSource,
+        models: Models,
+    ) -> Result<Service, String> {
+        let (intake, intake_rx) = watch::channel(false);
+        let (delivery, delivery_rx) = watch::channel(false);
+        let (mqtt, embedded) = broker_settings(&config)?;
+        let store = open_store(&config).await.map_err(|e| e.to_string())?;
+        tracing::info!(store = %store.describe(), broker = %mqtt.broker(), "state store open");
+        let listener = crate::http::bind(config.http.listen).await?;
+        let http = listener
+            .local_addr()
+            .map_err(|e| format!("HTTP listener: {e}"))?;
+        let endpoints = Endpoints {
+            http,
+            broker: mqtt.broker(),
+            embedded_broker: embedded.as_ref().map(|b| b.addr),
+            prefix: mqtt.prefix.clone(),
+        };
+        let (alerts, alerts_task) =
+            start_alerts(&config, store.clone(), mqtt, http, delivery_rx).await?;
+
+        let metrics = Metrics::new();
+        let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
+        let analysis = Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
+        let (sensor_tx, sensor_rx) = mpsc::channel(SENSOR_EVENTS);
+        let (sensors, sensors_task) = crate::sensors::start(
+            &config,
+            alerts.clone(),
+            &endpoints.prefix,
+            sensor_tx,
+            intake_rx.clone(),
+        )?;
+        let directory = Directory::default();
+        let (_, fusion_task) = crate::fusion::start(
+            config.clone(),
+            alerts.clone(),
+            directory.clone(),
+            &metrics.telemetry,
+            video_rx,
+            sensor_rx,
+        );
+
+        let sources = Arc::new(Sources {
+            models: analysis.model_stats(),
+            alerts: Some(alerts.clone()),
+            sensors: Some(sensors.clone()),
+            ..Sources::default()
+        });
+        let board = CameraBoard::default();
+        let status = StatusSinks {
+            board: board.clone(),
+            metrics: metrics.clone(),
+            alerts: alerts.clone(),
+        };
+        let cameras = Arc::new(Cameras::new(
+            config.clone(),
+            analysis,
+            directory.clone(),
+            sources.clone(),
+            status,
+        ));
+        let applied = cameras.apply(&config).await;
+        if let Some((id, why)) = applied.failed.first() {
+            return Err(format!("camera {id}: {why}"));
+        }
+
+        let (control, requests) = mpsc::channel(8);
+        let api = crate::http::Api {
+            alerts: alerts.clone(),
+            metrics,
+            sources,
+            cameras: board,
+            control: Some(control.clone()),
+            token: http_token(&config)?,
+        };
+        let http_task = crate::http::serve(
+            listener,
+            crate::http::AppState {
+                store,
+                api: Some(api),
+            },
+            intake_rx.clone(),
+        );
+        let control_task = tokio::spawn(control_loop(cameras.clone(), source, requests, intake_rx));
+        Ok(Service {
+            endpoints,
+            cameras,
+            control,
+            intake,
+            delivery,
+            fusion_task,
+            alerts_task,
+            other_tasks: vec![sensors_task, http_task, control_task],
+            _broker: embedded,
+        })
+    }
+
+    /// Where SIGHUP and the API send camera changes.
+    pub fn control(&self) -> mpsc::Sender<Control> {
+        self.control.clone()
+    }
+
+    /// Stops in order: intake (cameras, sensors, the API), then the models finish their
+    /// queues, then fusion publishes what they produced, then the alert link drains.
+    pub async fn stop(self) {
+        let _ = self.intake.send(true);
+        self.cameras.stop_all().await;
+        for task in self.other_tasks {
+            let _ = tokio::time::timeout(STOP_LIMIT, task).await;
+        }
+        // Its inputs are closed now: it ends once it has submitted what they held.
+        if tokio::time::timeout(STOP_LIMIT, self.fusion_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(limit = ?STOP_LIMIT, "fusion did not finish; its last alerts wait in no outbox");
+        }
+        let _ = self.delivery.send(true);
+        let _ = tokio::time::timeout(STOP_LIMIT, self.alerts_task).await;
+    }
+}
+
+/// `[mqtt]`, or an embedded broker on [`EMBEDDED_BROKER`] (any free loopback port when that
+/// one is taken).
+fn broker_settings(config: &Config) -> Result<(MqttSettings, Option<EmbeddedBroker>), String> {
+    if let Some(m) = &config.mqtt {
+        let settings = MqttSettings::from_config(m, &config.node.id).map_err(|e| e.to_string())?;
+        return Ok((settings, None));
+    }
+    let broker = EmbeddedBroker::start(EMBEDDED_BROKER.parse().expect("an address"))
+        .or_else(|_| EmbeddedBroker::start("127.0.0.1:0".parse().expect("an address")))
+        .map_err(|e| e.to_string())?;
+    let settings = MqttSettings::plain(
+        "127.0.0.1",
+        broker.addr.port(),
+        "sharpeyes",
+        &config.node.id,
+    );
+    Ok((settings, Some(broker)))
+}
+
+/// The alert service, with the sensors' subscriptions and snapshot URLs on `http` unless
+/// `[http] public_url` says otherwise.
+async fn start_alerts(
+    config: &Arc<Config>,
+    store: Arc<dyn StateStore>,
+    mqtt: MqttSettings,
+    http: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> Result<(Alerts, JoinHandle<()>), String> {
+    let mut settings = AlertSettings::from_config(config);
+    if config.http.public_url.is_none() {
+        settings.snapshot_base_url = format!("http://{http}");
+    }
+    settings.subscriptions = crate::sensors::subscriptions(config, &mqtt.prefix);
+    Alerts::start(config.clone(), store, mqtt, settings, stop)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The expanded `[http] token`.
+fn http_token(config: &Config) -> Result<Option<String>, String> {
+    config
+        .http
+        .token
+        .as_ref()
+        .map(|t| t.expand().map_err(|e| format!("[http] token: {e}")))
+        .transpose()
+}
