@@ -7,7 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sharpeyes_analytics::{HazardEvent, SensorAlarm};
-use sharpeyes_config::{Camera, Config, GridLevel, Severity};
+use sharpeyes_config::schema::GridLevel;
+use sharpeyes_config::{Camera, Config, Severity};
 
 use crate::error::{Error, ErrorKind};
 

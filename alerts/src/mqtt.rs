@@ -21,7 +21,7 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Publish, QoS,
     Request, SubscribeFilter, TlsConfiguration, Transport,
 };
-use sharpeyes_config::Mqtt;
+use sharpeyes_config::schema::Mqtt;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, ErrorKind};

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use sharpeyes_config::{Confirm, Hazard, Severity, Zone};
+use sharpeyes_config::schema::{Confirm, Zone};
+use sharpeyes_config::{Hazard, Severity};
 
 use crate::detection::BBox;
 use crate::error::Error;

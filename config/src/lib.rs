@@ -14,10 +14,10 @@
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
-mod diag;
+pub mod diag;
 pub mod gbt28181;
 mod install;
-mod schema;
+pub mod schema;
 pub mod secret;
 mod source;
 mod summary;
@@ -25,12 +25,12 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use diag::{FieldPath, Level, Position, Problem, Problems, Segment};
-pub use install::{Install, ONNXRUNTIME_LIB};
-pub use schema::{
-    AlertOptions, Backend, Camera, CameraKind, Confirm, Fusion, Grid, GridLevel, Hazard, Http,
-    Model, ModelLayout, Motion, Mqtt, Node, Redis, Sampling, Sensor, Severity, Transport, Zone,
-};
+use diag::{FieldPath, Problem};
+use schema::{AlertOptions, Fusion, Grid, Http, Motion, Mqtt, Node, Redis};
+
+pub use diag::Problems;
+pub use install::Install;
+pub use schema::{Camera, Hazard, Model, ModelLayout, Sampling, Sensor, Severity};
 pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
 pub use summary::Summary;
 

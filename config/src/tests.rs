@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::schema::{CameraKind, GridLevel};
 
 /// A models directory holding empty files with the names the shipped configs use, so the
 /// tests do not depend on `make setup` having run.

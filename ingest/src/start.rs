@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use sharpeyes_config::{Backend, Camera, Transport};
+use sharpeyes_config::Camera;
+use sharpeyes_config::schema::{Backend, Transport};
 use tokio::sync::watch;
 
 use crate::camera::{CameraHandle, SourceConfig, Timeouts, spawn};
