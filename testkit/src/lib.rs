@@ -4,7 +4,8 @@
 //!   when dropped;
 //! - [`Subscriber`]: an MQTT client in the role of a grid centre (persistent session, QoS 1);
 //! - [`FaultProxy`]: a TCP proxy between the service and a server that can refuse,
-//!   blackhole, delay and cut connections;
+//!   blackhole, delay and cut connections; [`RtspRelay`]: one that drops or reorders the
+//!   RTP packets of an RTSP stream, as a lossy link does;
 //! - [`Service`]: `sharpeyes run` as a process, on a port it picked itself and reported;
 //! - [`http`]: plain HTTP/1.1 over a real socket;
 //! - [`config`]: the configuration fixtures of `fixtures/config/`;
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod http;
 mod proxy;
+mod relay;
 pub mod servers;
 mod service;
 mod subscriber;
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use proxy::{Fault, FaultProxy};
+pub use relay::{Impairment, RtspRelay};
 pub use servers::{Mosquitto, Redis};
 pub use service::Service;
 pub use subscriber::{Message, Subscriber, alert_ids};
