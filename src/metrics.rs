@@ -197,6 +197,11 @@ impl Metrics {
             );
             mirror(
                 frames,
+                &[camera, "corrupt"],
+                counters.corrupt.load(Ordering::Relaxed),
+            );
+            mirror(
+                frames,
                 &[camera, "decoded"],
                 counters.decode.decoded.load(Ordering::Relaxed),
             );

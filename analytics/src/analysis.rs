@@ -101,7 +101,7 @@ impl Telemetry {
         let frames = IntCounterVec::new(
             Opts::new(
                 "sharpeyes_frames_total",
-                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decode_only (decoded as a reference for later frames, not handed on), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
+                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decode_only (decoded as a reference for later frames, not handed on), corrupt (lost to malformed, missing or reordered packets, or skipped after them until the next keyframe), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
             ),
             &["camera", "outcome"],
         )

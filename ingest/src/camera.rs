@@ -86,6 +86,9 @@ pub struct CameraCounters {
     pub received: AtomicU64,
     /// Access units skipped by sampling, never decoded.
     pub skipped: AtomicU64,
+    /// Access units lost to malformed, missing or reordered packets, and those skipped after
+    /// them until the next keyframe (what they refer to is gone).
+    pub corrupt: AtomicU64,
     pub reconnects: AtomicU64,
     pub decode: Arc<DecodeCounters>,
 }
@@ -237,16 +240,37 @@ impl Camera {
         };
 
         let mut decoder: Option<Decoder> = None;
-        let mut seen_keyframe = false;
+        // A keyframe came on this connection: it is streaming.
+        let mut streaming = false;
+        // Nothing decodes until the next keyframe: joined mid-GOP, or what later frames
+        // refer to was lost.
+        let mut need_keyframe = true;
+        // Packet trouble keeps items coming; the stall limit runs from the last good frame.
+        let mut last_frame = Instant::now();
+        let mut corrupt_log = Quiet::default();
         let mut sampler = Sampler::new(cfg.sampling);
         // Verify mode as of the last keyframe: switching mid-GOP would decode frames whose
         // references were skipped.
         let mut full_rate = false;
         loop {
+            let stall = ErrorKind::Stall(cfg.timeouts.stall);
             let item = match tokio::time::timeout(cfg.timeouts.stall, stream.next()).await {
-                Err(_) => return ended(ErrorKind::Stall(cfg.timeouts.stall).into(), seen_keyframe),
-                Ok(None) => return ended(ErrorKind::ServerEnded.into(), seen_keyframe),
-                Ok(Some(Err(e))) => return ended(Error::from_retina(&e), seen_keyframe),
+                Err(_) => return ended(stall.into(), streaming),
+                Ok(None) => return ended(ErrorKind::ServerEnded.into(), streaming),
+                Ok(Some(Err(e))) => {
+                    let error = Error::from_retina(&e);
+                    if error.kind() != &ErrorKind::Corrupt {
+                        return ended(error, streaming);
+                    }
+                    // A keyframe repairs it: count it, say so now and then, and go on.
+                    self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                    need_keyframe = true;
+                    corrupt_log.note(&error);
+                    if last_frame.elapsed() > cfg.timeouts.stall {
+                        return ended(stall.into(), streaming);
+                    }
+                    continue;
+                }
                 Ok(Some(Ok(item))) => item,
             };
             let CodecItem::VideoFrame(frame) = item else {
@@ -255,15 +279,30 @@ impl Camera {
             if frame.stream_id() != index {
                 continue;
             }
+            last_frame = Instant::now();
             self.counters.received.fetch_add(1, Ordering::Relaxed);
             let keyframe = frame.is_random_access_point();
-            if !seen_keyframe && !keyframe {
-                // Joined mid-GOP: nothing decodes before the first keyframe.
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            if frame.loss() > 0 {
+                // Packets before this frame were lost, and retina dropped the access unit
+                // they were in: count it; what refers to it waits for the next keyframe.
+                self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                need_keyframe |= !keyframe;
+            }
+            if need_keyframe && !keyframe {
+                // Joined mid-GOP (skipped), or after damage (corrupt) where sampling would
+                // have decoded it.
+                let damaged = streaming && cfg.sampling != Sampling::Keyframes;
+                let counter = if damaged {
+                    &self.counters.corrupt
+                } else {
+                    &self.counters.skipped
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if !seen_keyframe {
-                seen_keyframe = true;
+            need_keyframe = false;
+            if !streaming {
+                streaming = true;
                 self.state.send_replace(CameraState::Streaming);
             }
             if frame.has_new_parameters() || decoder.is_none() {
@@ -296,7 +335,7 @@ impl Camera {
                         );
                         decoder = Some(d);
                     }
-                    Err(e) => return ended(e, seen_keyframe),
+                    Err(e) => return ended(e, streaming),
                 }
             }
             if keyframe {
@@ -323,7 +362,7 @@ impl Camera {
                 // A bitstream the decoder could not get past: start over at the next keyframe.
                 tracing::warn!(error = %e, detail = e.detail().unwrap_or(""), "decoder error; resuming at the next keyframe");
                 decoder = None;
-                seen_keyframe = false;
+                need_keyframe = true;
             }
         }
     }
@@ -331,6 +370,40 @@ impl Camera {
 
 pub(crate) fn ended(error: Error, streamed: bool) -> Ended {
     Ended::Error { error, streamed }
+}
+
+/// How often a camera's packet trouble is logged: a lossy link would otherwise fill the log.
+const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs packet trouble at most once per [`CORRUPT_LOG_EVERY`], with how much was not logged.
+#[derive(Default)]
+pub(crate) struct Quiet {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Quiet {
+    pub(crate) fn note(&mut self, error: &Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < CORRUPT_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            error = %error.kind(),
+            more_since_last_said = self.unlogged,
+            "damaged packets: frames are lost up to the next keyframe; the session goes on"
+        );
+        tracing::debug!(
+            detail = error.detail().unwrap_or(""),
+            "what the packet error said"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// A stream that is playing.

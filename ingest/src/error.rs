@@ -39,8 +39,11 @@ pub enum ErrorKind {
     ServerEnded,
     /// The connection broke mid-stream (a read or write failed).
     ConnectionLost,
-    /// The RTSP or RTP exchange did not make sense (framing, packets, depacketizing).
+    /// The RTSP exchange did not make sense (framing, an unexpected answer).
     Protocol,
+    /// A malformed, partial, missing or reordered RTP packet: the access unit it belonged to
+    /// is lost, and what refers to it waits for the next keyframe. The session goes on.
+    Corrupt,
     /// No decoder for the stream could be started.
     Decode,
     /// No keyframe arrived within this long (a probe).
@@ -67,6 +70,7 @@ impl ErrorKind {
             Self::ServerEnded => "ended",
             Self::ConnectionLost => "lost",
             Self::Protocol => "protocol",
+            Self::Corrupt => "corrupt",
             Self::Decode => "decode",
             Self::NoKeyframe(_) => "no_keyframe",
             Self::Secret(_) => "secret",
@@ -109,7 +113,8 @@ impl fmt::Display for ErrorKind {
             Self::Stall(d) => write!(f, "no frame for {} (stall)", secs(*d)),
             Self::ServerEnded => f.write_str("the server ended the stream"),
             Self::ConnectionLost => f.write_str("the connection was lost"),
-            Self::Protocol => f.write_str("the camera's RTSP/RTP did not make sense"),
+            Self::Protocol => f.write_str("the camera's RTSP did not make sense"),
+            Self::Corrupt => f.write_str("malformed or missing RTP packets"),
             Self::Decode => f.write_str("the video could not be decoded"),
             Self::NoKeyframe(d) => write!(f, "no keyframe within {}", secs(*d)),
             Self::Secret(why) => f.write_str(why),
@@ -199,6 +204,10 @@ impl Error {
                     || text == "Timeout"
                 {
                     ErrorKind::ConnectionLost
+                } else if text.contains("\nstream: ") && text.contains("\npkt: ") {
+                    // One packet's trouble (retina's packet errors name the stream and the
+                    // packet): the depacketizer drops what it had and carries on.
+                    ErrorKind::Corrupt
                 } else {
                     ErrorKind::Protocol
                 }

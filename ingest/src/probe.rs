@@ -81,6 +81,7 @@ pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<Prob
     let (mut frames, mut bytes, mut keyframes, mut since_key) = (0u32, 0u64, 0u32, 0u32);
     let mut gop_frames = None;
     let mut skipped_before_key = 0u32;
+    let (mut lost, mut damaged) = (0u64, 0u64);
     let snapshot: Arc<Mutex<Option<Frame>>> = Arc::default();
     let mut decoder: Option<Decoder> = None;
     let deadline = playing_at + watch;
@@ -89,6 +90,11 @@ pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<Prob
             Ok(item) => item,
             Err(e) => {
                 let e = Error::from_retina(&e);
+                if e.kind() == &ErrorKind::Corrupt {
+                    // As the camera task does: the access unit is lost, the session goes on.
+                    damaged += 1;
+                    continue;
+                }
                 tracing::debug!(detail = e.detail().unwrap_or(""), "probe: stream error");
                 quirks.push(format!(
                     "stream error after {:.1} s: {}",
@@ -104,9 +110,7 @@ pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<Prob
         if frame.stream_id() != index {
             continue;
         }
-        if frame.loss() > 0 {
-            quirks.push(format!("{} RTP packet(s) lost", frame.loss()));
-        }
+        lost += u64::from(frame.loss());
         let key = frame.is_random_access_point();
         if first_key.is_none() && !key {
             skipped_before_key += 1;
@@ -155,6 +159,14 @@ pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<Prob
     if skipped_before_key > 0 {
         quirks.push(format!(
             "joined mid-GOP: {skipped_before_key} frame(s) before the first keyframe"
+        ));
+    }
+    if lost > 0 {
+        quirks.push(format!("{lost} RTP packet(s) lost"));
+    }
+    if damaged > 0 {
+        quirks.push(format!(
+            "{damaged} malformed or out-of-order RTP packet(s): the frames they were in were lost (joined mid-fragment, or a lossy link)"
         ));
     }
     let params = match stream.streams()[index].parameters() {
