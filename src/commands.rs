@@ -13,7 +13,7 @@ use std::time::Duration;
 use sharpeyes::reload::{ConfigSource, Control};
 use sharpeyes::service::{Endpoints, Service};
 use sharpeyes_analytics::{Models, Runtime};
-use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_userinfo};
+use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_url};
 
 pub fn report_error(msg: &str) {
     eprintln!("error: {msg}");
@@ -213,7 +213,7 @@ async fn wait_for_stop_signal(service: &Service) -> &'static str {
 const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn probe(url: &str, snapshot: &Path, watch_secs: u64) -> ExitCode {
-    let shown = redact_userinfo(url);
+    let shown = redact_url(url);
     let expanded = SecretUrl::parse(url).and_then(|u| u.expand());
     let url = match expanded {
         Ok(u) if matches!(u.scheme(), "rtsp" | "rtsps") => u,

@@ -2,25 +2,29 @@
 //! feed), alert snapshots by id (the URL every alert carries), liveness, readiness and
 //! Prometheus metrics.
 //!
-//! Mutating calls need `Authorization: Bearer <[http] token>` when a token is configured;
-//! `check-config` warns about an API that listens beyond loopback without one.
+//! Who may call what, and from where, is [`crate::access`]'s to say: it stands in front of
+//! every route. Bodies are limited to [`MAX_BODY`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sharpeyes_alerts::{AlertFilter, Alerts, StateStore};
 
+use crate::access::Access;
 use crate::cameras::Applied;
 use crate::metrics::{Metrics, Sources};
 use crate::reload::Control;
 use crate::status::CameraBoard;
+
+/// The largest request body: a camera's TOML or an acknowledgement is far smaller.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -28,6 +32,7 @@ pub struct AppState {
     pub store: Arc<dyn StateStore>,
     /// The running service's parts the API serves; `None` where only snapshots are served.
     pub api: Option<Api>,
+    pub access: Arc<Access>,
 }
 
 #[derive(Clone)]
@@ -38,16 +43,24 @@ pub struct Api {
     pub cameras: CameraBoard,
     /// Where camera changes go; `None` where cameras cannot change.
     pub control: Option<tokio::sync::mpsc::Sender<Control>>,
-    /// The expanded `[http] token`.
-    pub token: Option<String>,
 }
 
-/// The operators' page: one file, no build step.
+/// The operators' page: markup, script and style, no build step. Separate files so that the
+/// page's Content-Security-Policy can forbid inline script.
 const PAGE: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/app.js");
+const PAGE_CSS: &str = include_str!("page/app.css");
+/// The page loads only its own script, style, API data and snapshot blobs, and may not be
+/// framed.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 impl AppState {
     pub fn store_only(store: Arc<dyn StateStore>) -> Self {
-        Self { store, api: None }
+        Self {
+            store,
+            api: None,
+            access: Arc::new(Access::loopback()),
+        }
     }
 }
 use tokio::net::TcpListener;
@@ -81,11 +94,23 @@ pub fn serve(
 }
 
 fn router(state: AppState) -> Router {
+    let access = state.access.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", PAGE) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page("text/javascript; charset=utf-8", PAGE_JS) }),
+        )
+        .route(
+            "/app.css",
+            get(|| async { page("text/css; charset=utf-8", PAGE_CSS) }),
+        )
         .route("/api/cameras", get(cameras).post(add_camera))
         .route("/api/cameras/:id", axum::routing::delete(remove_camera))
         .route("/api/reload", post(reload))
@@ -93,11 +118,30 @@ fn router(state: AppState) -> Router {
         .route("/api/alerts/:id/ack", post(acknowledge))
         .route("/api/events", get(events))
         .route("/api/alerts/:id/snapshot", get(snapshot))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::access::guard,
+        ))
         .with_state(state)
 }
 
+/// A file of the page, under its security policy.
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// Ready: the models are loaded (the service does not start otherwise), the broker is
-/// connected (embedded or not) and the state store answers.
+/// connected (embedded or not) and the state store answers. The answer is open to anyone,
+/// so it names the part, never a host or an error's text (those go to the log).
 async fn ready(State(state): State<AppState>) -> Response {
     let mut missing = Vec::new();
     if let Some(service) = &state.api {
@@ -108,7 +152,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     match ping {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => missing.push(format!("the state store does not answer: {e}")),
+        Ok(Err(e)) => {
+            tracing::warn!("readiness: the state store does not answer: {e}");
+            missing.push("the state store does not answer".to_owned());
+        }
         Err(_) => missing.push("the state store did not answer within 2 s".to_owned()),
     }
     if missing.is_empty() {
@@ -152,23 +199,6 @@ async fn cameras(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The bearer check of mutating calls: `Some(response)` refuses.
-fn unauthorized(service: &Api, headers: &HeaderMap, what: &str) -> Option<Response> {
-    let token = service.token.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    (given != Some(token.as_str())).then(|| {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            format!("{what} needs Authorization: Bearer <the [http] token>\n"),
-        )
-            .into_response()
-    })
-}
-
 /// Sends a camera change to the registry and answers with what it did.
 async fn change_cameras(
     service: &Api,
@@ -193,40 +223,27 @@ async fn change_cameras(
 }
 
 /// Adds a camera: the body is one `[[cameras]]` entry in TOML (without the header).
-async fn add_camera(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn add_camera(State(state): State<AppState>, body: String) -> Response {
     let Some(service) = &state.api else {
         return no_service();
     };
-    if let Some(refused) = unauthorized(service, &headers, "adding a camera") {
-        return refused;
-    }
     let body = body.trim_start();
     let body = body.strip_prefix("[[cameras]]").unwrap_or(body).to_owned();
     change_cameras(service, |tx| Control::Add(body, tx)).await
 }
 
-async fn remove_camera(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn remove_camera(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(service) = &state.api else {
         return no_service();
     };
-    if let Some(refused) = unauthorized(service, &headers, "removing a camera") {
-        return refused;
-    }
     change_cameras(service, |tx| Control::Remove(id, tx)).await
 }
 
 /// Reads the configuration file again and applies its cameras (as SIGHUP does).
-async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn reload(State(state): State<AppState>) -> Response {
     let Some(service) = &state.api else {
         return no_service();
     };
-    if let Some(refused) = unauthorized(service, &headers, "reloading") {
-        return refused;
-    }
     change_cameras(service, Control::Reload).await
 }
 
@@ -271,15 +288,11 @@ struct AckBody {
 async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(service) = &state.api else {
         return no_service();
     };
-    if let Some(refused) = unauthorized(service, &headers, "acknowledging") {
-        return refused;
-    }
     if !sharpeyes_alerts::is_alert_id(&id) {
         return (
             StatusCode::BAD_REQUEST,
@@ -386,7 +399,7 @@ mod tests {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut raw = Vec::new();

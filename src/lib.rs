@@ -11,6 +11,7 @@
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod access;
 pub mod cameras;
 pub mod fusion;
 pub mod http;

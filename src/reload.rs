@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sharpeyes_config::Config;
+use sharpeyes_config::{Config, Secret};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cameras::{Applied, Cameras};
@@ -21,6 +21,9 @@ pub struct ConfigSource {
     pub text: String,
     pub model_dirs: Vec<PathBuf>,
 }
+
+/// Cameras added over the API at most: each costs a connection, a decoder and memory.
+pub const MAX_API_CAMERAS: usize = 1000;
 
 /// What a change answers: what it did, or why nothing changed.
 pub type Reply = oneshot::Sender<Result<Applied, String>>;
@@ -78,6 +81,9 @@ pub(crate) async fn control_loop(
             Control::Add(body, reply) => {
                 let result = match camera_id(&body) {
                     Err(e) => Err(e),
+                    Ok(_) if added.len() >= MAX_API_CAMERAS => Err(format!(
+                        "{MAX_API_CAMERAS} cameras were added over the API already: add more in the configuration file"
+                    )),
                     Ok(id)
                         if effective(&source, &added, &removed)
                             .is_ok_and(|c| c.camera(&id).is_some()) =>
@@ -168,13 +174,79 @@ async fn apply(
     Ok(applied)
 }
 
-/// The `id` of a posted camera table.
+/// The `id` of a posted camera table, once it is known to name no secret.
 fn camera_id(body: &str) -> Result<String, String> {
     let table: toml::Table = body
         .parse()
         .map_err(|e| format!("the camera is not TOML: {e}"))?;
+    refuse_secret_references(&table, "cameras")?;
     match table.get("id") {
         Some(toml::Value::String(id)) if !id.is_empty() => Ok(id.clone()),
         _ => Err("the camera has no `id`: give id, name, kind, url, grid, hazards as in a [[cameras]] entry".into()),
+    }
+}
+
+/// Secrets are expanded from the operator's file only: a `${VAR}` or `${file:...}` an API
+/// caller wrote would send the service's own secrets wherever the caller's URL points.
+fn refuse_secret_references(table: &toml::Table, path: &str) -> Result<(), String> {
+    for (key, value) in table {
+        let field = format!("{path}.{key}");
+        match value {
+            toml::Value::String(s) => {
+                let refers = Secret::new(s.as_str())
+                    .references()
+                    .map_or(true, |r| !r.is_empty());
+                if refers {
+                    return Err(format!(
+                        "{field}: `${{...}}` secrets are expanded from the configuration file only, never from the API; write the camera's user and password in the URL, or name a login of the file with credentials = \"NAME\" ([credentials.NAME])"
+                    ));
+                }
+            }
+            toml::Value::Table(t) => refuse_secret_references(t, &field)?,
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        refuse_secret_references(t, &format!("{field}[{i}]"))?;
+                    } else if let toml::Value::String(s) = item {
+                        let mut one = toml::Table::new();
+                        one.insert(format!("{key}[{i}]"), toml::Value::String(s.clone()));
+                        refuse_secret_references(&one, path)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posted_camera_may_not_name_a_secret_anywhere() {
+        let ok = "id = \"c1\"\nurl = \"rtsp://admin:pa$$w0rd@10.0.0.1/ch1\"";
+        assert_eq!(camera_id(ok).unwrap(), "c1");
+        for (body, field) in [
+            (
+                "id = \"c1\"\nurl = \"rtsp://10.9.9.9:554/${MQTT_PASSWORD}\"",
+                "cameras.url",
+            ),
+            (
+                "id = \"c1\"\ndetect_url = \"rtsp://u:${file:/etc/shadow}@h/x\"",
+                "cameras.detect_url",
+            ),
+            ("id = \"c1\"\nname = \"${HOME\"", "cameras.name"),
+            (
+                "id = \"c1\"\nzones = [{ name = \"${X}\", polygon = [] }]",
+                "cameras.zones[0].name",
+            ),
+            ("id = \"c1\"\nhazards = [\"${X}\"]", "cameras.hazards[0]"),
+        ] {
+            let e = camera_id(body).unwrap_err();
+            assert!(e.starts_with(&format!("{field}:")), "{body}: {e}");
+            assert!(e.contains("configuration file only"), "{e}");
+        }
     }
 }

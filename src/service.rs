@@ -19,6 +19,7 @@ use sharpeyes_config::Config;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::access::Access;
 use crate::cameras::{Cameras, Directory};
 use crate::metrics::{Metrics, Sources};
 use crate::reload::{ConfigSource, Control, control_loop};
@@ -137,13 +138,14 @@ impl Service {
             sources,
             cameras: board,
             control: Some(control.clone()),
-            token: http_token(&config)?,
         };
+        let access = Access::from_config(&config.http, http)?;
         let http_task = crate::http::serve(
             listener,
             crate::http::AppState {
                 store,
                 api: Some(api),
+                access: Arc::new(access),
             },
             intake_rx.clone(),
         );
@@ -222,14 +224,4 @@ async fn start_alerts(
     Alerts::start(config.clone(), store, mqtt, settings, stop)
         .await
         .map_err(|e| e.to_string())
-}
-
-/// The expanded `[http] token`.
-fn http_token(config: &Config) -> Result<Option<String>, String> {
-    config
-        .http
-        .token
-        .as_ref()
-        .map(|t| t.expand().map_err(|e| format!("[http] token: {e}")))
-        .transpose()
 }

@@ -1,7 +1,8 @@
 //! The operators' page in a real browser: headless Chromium (Debian's `chromium`, installed
-//! by `make setup`) driven over the Chrome DevTools Protocol. A fire on a simulated camera
-//! appears in the live feed; acknowledging without the token is refused, with it the alert
-//! shows who acknowledged; the camera table shows the camera streaming; the page reads in
+//! by `make setup`) driven over the Chrome DevTools Protocol. Without a token the page shows
+//! nothing and says why; with a viewer's token the camera table shows the camera streaming
+//! and a fire on a simulated camera appears in the live feed with its snapshot; the viewer
+//! may not acknowledge, an operator may, and the alert shows who did; the page reads in
 //! Chinese and English.
 
 use std::net::TcpStream;
@@ -10,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sharpeyes_testkit::config::{CAMERA, fire_camera, service};
-use sharpeyes_testkit::http::get;
+use sharpeyes_testkit::http::{get, get_as};
 use sharpeyes_testkit::{Mosquitto, Service, fire_cameras};
 use tungstenite::WebSocket;
 
 const TOKEN: &str = "browser-test-token";
+const VIEWER: &str = "browser-viewer-token";
+const OPERATOR: &str = "browser-operator-token";
 
 /// Headless Chromium with its DevTools endpoint on a loopback port; killed on drop.
 struct Chromium {
@@ -157,7 +160,10 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         broker.port,
         "se-run",
         Some(TOKEN),
-    ) + &fire_camera(CAMERA, &sim.url(1));
+    ) + &fire_camera(CAMERA, &sim.url(1))
+        + &format!(
+            "\n[[http.tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\n[[http.tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n"
+        );
     std::fs::write(&path, text).unwrap();
     let service = Service::start(
         env!("CARGO_BIN_EXE_sharpeyes"),
@@ -185,12 +191,37 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         ),
         "the page loads in English"
     );
+    // No token yet: the page holds no data, and says what it needs.
+    assert!(
+        page.wait_for(
+            "document.querySelector('#status').textContent.includes('token is needed')",
+            Duration::from_secs(10)
+        ),
+        "without a token the page asks for one"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#cameras tr').length"),
+        0,
+        "no camera shown without a token"
+    );
+    let enter_token = |token: &str| {
+        format!(
+            "document.querySelector('#token').value = '{token}'; document.querySelector('#token').dispatchEvent(new Event('change'))"
+        )
+    };
+    page.eval(&enter_token(VIEWER));
     assert!(
         page.wait_for(
             "[...document.querySelectorAll('#cameras td.state')].some(td => td.textContent === 'streaming')",
             Duration::from_secs(20)
         ),
-        "the camera table shows the camera streaming"
+        "the camera table shows the camera streaming: status {}",
+        page.eval("document.querySelector('#status').textContent"),
+    );
+    assert_eq!(
+        page.eval("sessionStorage.getItem('sharpeyes.token') !== null && localStorage.getItem('sharpeyes.token') === null"),
+        true,
+        "the token is kept for the session only"
     );
     assert_eq!(
         page.eval("document.querySelectorAll('#alerts li.alert').length"),
@@ -219,21 +250,22 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         "the snapshot thumbnail loads"
     );
 
-    // Without the token the server refuses, and the page says why.
+    // A viewer may not acknowledge: the server refuses, and the page says why.
     page.eval("document.querySelector('#alerts button.ack').click()");
     assert!(
         page.wait_for(
-            "document.querySelector('#status').textContent.includes('token is needed')",
+            "document.querySelector('#status').textContent.includes('may not do that')",
             Duration::from_secs(10)
         ),
         "a refused acknowledgement is explained"
     );
     assert!(page.eval("document.querySelector('#alerts li.alert.acked') === null") == true);
 
-    // With it, the alert is acknowledged under the operator's name.
-    page.eval(&format!(
-        "document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#operator').value = '网格员张三'; document.querySelector('#alerts button.ack').click()"
-    ));
+    // An operator may: the alert is acknowledged under the operator's name.
+    page.eval(&enter_token(OPERATOR));
+    page.eval(
+        "document.querySelector('#operator').value = '网格员张三'; document.querySelector('#alerts button.ack').click()",
+    );
     assert!(
         page.wait_for(
             "(() => { const a = document.querySelector('#alerts li.alert.acked'); return !!a && a.textContent.includes('网格员张三'); })()",
@@ -241,7 +273,7 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         ),
         "the alert shows as acknowledged by the operator"
     );
-    let (_, body) = get(http, "/api/alerts");
+    let (_, body) = get_as(http, "/api/alerts", TOKEN);
     let listed: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sharpeyes_testkit::config::{CAMERA, fire_camera, service};
-use sharpeyes_testkit::http::{delete, get, post};
+use sharpeyes_testkit::http::{delete, get_as, post};
 use sharpeyes_testkit::{Message, Mosquitto, Service, Subscriber, fire_cameras};
 
 const PREFIX: &str = "se-run";
@@ -44,7 +44,7 @@ fn states(messages: &[Message], camera: &str) -> Vec<String> {
 }
 
 fn cameras(http: u16) -> Vec<String> {
-    let (_, body) = get(http, "/api/cameras");
+    let (_, body) = get_as(http, "/api/cameras", TOKEN);
     let list: Value = serde_json::from_slice(&body).unwrap();
     let mut ids: Vec<String> = list
         .as_array()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, service};
-use sharpeyes_testkit::http::{get, post};
+use sharpeyes_testkit::http::{get, get_as, post};
 use sharpeyes_testkit::{Mosquitto, Service, Subscriber, fire_cameras, schema_errors};
 
 const TOKEN: &str = "run-test-token";
@@ -55,12 +55,14 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let ack_path = format!("/api/alerts/{id}/ack");
     let ack_without_token = post(http, &ack_path, None, "").0;
     let ack = post(http, &ack_path, Some(TOKEN), r#"{"by": "网格员张三"}"#);
-    let listed = get(http, "/api/alerts?hazard=fire&grid=321322-001-003");
-    let cameras = get(http, "/api/cameras");
+    let unauthenticated = get(http, "/api/alerts").0;
+    let listed = get_as(http, "/api/alerts?hazard=fire&grid=321322-001-003", TOKEN);
+    let cameras = get_as(http, "/api/cameras", TOKEN);
     let snapshot = alert.as_ref().map(|a| {
-        get(
+        get_as(
             http,
             &format!("/api/alerts/{}/snapshot", a["id"].as_str().unwrap()),
+            TOKEN,
         )
     });
 
@@ -86,6 +88,10 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
         "camera status `streaming` was published; log:\n{log}"
     );
     assert_eq!(readyz, (200, b"ready\n".to_vec()));
+    assert_eq!(
+        unauthenticated, 401,
+        "with a token configured, reads need one too"
+    );
     assert_eq!(ack_without_token, 401, "acknowledging needs the token");
     assert_eq!(ack.0, 200, "{}", String::from_utf8_lossy(&ack.1));
     let listed: serde_json::Value = serde_json::from_slice(&listed.1).unwrap();

@@ -22,7 +22,10 @@ use crate::mqtt::{
 };
 use crate::snapshot::Snapshot;
 use crate::stats::{Stats, stopped};
-use crate::store::{Ack, OutboxRecord, StateStore};
+use crate::store::{Ack, AckOutcome, OutboxRecord, StateStore};
+
+/// The longest `by` of an acknowledgement, in characters: a name, not a message.
+pub const MAX_BY: usize = 64;
 
 /// Inbound messages waiting for their handler; beyond this they are dropped and counted.
 const INBOUND_QUEUE: usize = 10_000;
@@ -356,6 +359,10 @@ impl Alerts {
             });
         }
         let record = self.record(&mut alert)?;
+        // Before it can reach anyone who might acknowledge it.
+        if let Err(e) = inner.store.record_issued(&alert.id).await {
+            self.store_error("issued alert", &e);
+        }
         // The escalation is scheduled with the alert exactly as published.
         let (topic, json) = (record.topic.clone(), record.payload.clone());
         let durable = self.enqueue(record).await;
@@ -393,7 +400,7 @@ impl Alerts {
         let payload = serde_json::json!({
             "camera": camera,
             "state": phase,
-            "reason": reason.map(sharpeyes_config::redact_userinfo),
+            "reason": reason.map(sharpeyes_config::redact_url),
             "node": self.node(),
             "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         });
@@ -404,7 +411,9 @@ impl Alerts {
     }
 
     /// Records an acknowledgement of `alert_id` (from MQTT or the HTTP API): no further
-    /// escalation. Returns the acknowledgement; `None` when the id is not an alert id.
+    /// escalation. Returns the acknowledgement (the first one, when it was acknowledged
+    /// before); `None` when no such alert was issued here, and then nothing is stored.
+    /// `by` is kept to [`MAX_BY`] characters, without control characters.
     pub async fn acknowledge(
         &self,
         alert_id: &str,
@@ -415,6 +424,14 @@ impl Alerts {
         };
         let now = SystemTime::now();
         let detected = ulid.datetime();
+        let by = by
+            .map(|b| {
+                b.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_BY)
+                    .collect::<String>()
+            })
+            .filter(|b| !b.trim().is_empty());
         let ack = Ack {
             alert_id: ulid.to_string(),
             by,
@@ -423,13 +440,15 @@ impl Alerts {
                 .duration_since(detected)
                 .map_or(0, |d| d.as_millis() as u64),
         };
-        let first = self.inner.store.acknowledge(&ack).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Encode,
-                format!("cannot record the acknowledgement of {alert_id}: {e}"),
-            )
+        let outcome = self.inner.store.acknowledge(&ack).await.map_err(|e| {
+            Error::store(format!(
+                "cannot record the acknowledgement of {alert_id}: {e}"
+            ))
         })?;
-        if first {
+        if outcome == AckOutcome::Unknown {
+            return Ok(None);
+        }
+        if outcome == AckOutcome::First {
             let stats = &self.inner.stats;
             stats.acknowledged.fetch_add(1, Ordering::Relaxed);
             stats
@@ -592,8 +611,7 @@ impl Alerts {
                 Ok(Some(_)) => {}
                 Ok(None) => tracing::warn!(
                     topic = %format!("{}/acks/{}", self.inner.prefix, ack.alert_id),
-                    "acknowledgement ignored: `{}` is not an alert id (a 26-character ULID)",
-                    ack.alert_id
+                    "acknowledgement ignored: no alert of that id was issued here"
                 ),
                 Err(e) => tracing::error!("{e}"),
             }

@@ -44,6 +44,18 @@ pub struct Ack {
     pub time_to_ack_ms: u64,
 }
 
+/// What became of an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Recorded: the first for an alert this system issued.
+    First,
+    /// The alert was acknowledged before; nothing changed.
+    Again,
+    /// No alert of that id was issued here (or it is older than acknowledgements are kept):
+    /// nothing is stored.
+    Unknown,
+}
+
 /// Shared alert state. Every call is one round trip at most; none holds a lock across awaits.
 pub trait StateStore: Send + Sync {
     /// For logs and errors: kind and address, never credentials.
@@ -78,8 +90,12 @@ pub trait StateStore: Send + Sync {
     /// escalation goes to exactly one caller.
     fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>>;
 
-    /// Records `ack`; `true` when it is the first for its alert.
-    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool>;
+    /// Notes that this system issued `alert_id`: only issued alerts may be acknowledged.
+    /// Kept as long as acknowledgements are ([`ACK_TTL`]).
+    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Records `ack` if its alert was issued and not yet acknowledged, in one step.
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome>;
 
     fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>>;
 
@@ -95,7 +111,7 @@ pub trait StateStore: Send + Sync {
 
 /// How long acknowledgements are kept: long enough to answer "was it acknowledged" for any
 /// alert an operator still looks at.
-pub(crate) const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The store the configuration asks for: Redis when `[redis]` is set, else memory with the
 /// outbox and snapshots spooled under `[node] data_dir`.

@@ -26,12 +26,12 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
-use schema::{AlertOptions, Fusion, Grid, Http, Motion, Mqtt, Node, Redis};
+use schema::{AlertOptions, Credential, Fusion, Grid, Http, Motion, Mqtt, Node, Redis};
 
 pub use diag::Problems;
 pub use install::Install;
 pub use schema::{Camera, Hazard, Model, ModelLayout, Sampling, Sensor, Severity};
-pub use secret::{Secret, SecretError, SecretUrl, redact_userinfo};
+pub use secret::{Secret, SecretError, SecretUrl, redact_url};
 pub use summary::Summary;
 
 /// The demo configuration, built into the binary so `sharpeyes demo` needs no file.
@@ -54,6 +54,8 @@ pub struct Config {
     pub sensors: Vec<Sensor>,
     pub fusion: Fusion,
     pub motion: Motion,
+    /// Camera logins by name (`[credentials.NAME]`).
+    pub credentials: std::collections::BTreeMap<String, Credential>,
 }
 
 /// A configuration that passed, with the warnings it raised.
@@ -169,6 +171,13 @@ impl Config {
             out.push(("redis.url".to_owned(), r.url.secret()));
         }
         out.extend(self.http.token.iter().map(|s| ("http.token".to_owned(), s)));
+        for (i, t) in self.http.tokens.iter().enumerate() {
+            out.push((format!("http.tokens[{i}].token"), &t.token));
+        }
+        for (name, c) in &self.credentials {
+            out.push((format!("credentials.{name}.user"), &c.user));
+            out.push((format!("credentials.{name}.password"), &c.password));
+        }
         for (i, c) in self.cameras.iter().enumerate() {
             out.push((
                 format!("cameras[{i}].url (camera {})", c.id),

@@ -112,9 +112,21 @@ fn default_snapshot_ttl() -> Duration {
 pub struct Http {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Bearer token for mutating API calls (acknowledge, add camera).
+    /// A bearer token with every role. With any token configured, every `/api/*` call and the
+    /// page's data need one.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// Bearer tokens with one role each: `[[http.tokens]] token = "${...}", role = "viewer"`.
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+    /// Host names the API answers to besides loopback, the listen address and `public_url`'s
+    /// host: a request naming another host (a DNS-rebinding page) is refused.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// `/metrics` answers without a token (Prometheus on a trusted network). `/healthz` and
+    /// `/readyz` always do, and say no more than ready or not and which part.
+    #[serde(default = "yes")]
+    pub open_metrics: bool,
     /// Base of snapshot URLs in alerts, when the listen address is not what subscribers reach.
     #[serde(default)]
     pub public_url: Option<String>,
@@ -125,9 +137,62 @@ impl Default for Http {
         Self {
             listen: default_listen(),
             token: None,
+            tokens: Vec::new(),
+            allowed_hosts: Vec::new(),
+            open_metrics: true,
             public_url: None,
         }
     }
+}
+
+impl Http {
+    /// Every configured token with its role (`token` has every role: admin).
+    pub fn all_tokens(&self) -> impl Iterator<Item = (&Secret, Role)> {
+        self.token
+            .iter()
+            .map(|t| (t, Role::Admin))
+            .chain(self.tokens.iter().map(|t| (&t.token, t.role)))
+    }
+}
+
+/// One API token and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub token: Secret,
+    pub role: Role,
+}
+
+/// What an API caller may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Read alerts, snapshots, the live feed and cameras.
+    Viewer,
+    /// Also acknowledge alerts.
+    Operator,
+    /// Also add and remove cameras, and reload.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// `[credentials.NAME]`: a camera login defined once in the operator's file, named by cameras
+/// (`credentials = "NAME"`), including those added over the API, which may not expand
+/// secrets themselves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub user: Secret,
+    pub password: Secret,
 }
 
 fn default_listen() -> SocketAddr {
@@ -292,6 +357,9 @@ pub struct Camera {
     pub unit: Option<String>,
     /// Main stream; `rtsp://`, `rtsps://`, or `file://` for replaying a recording.
     pub url: SecretUrl,
+    /// The name of a `[credentials.NAME]` login, instead of user-info in the URL.
+    #[serde(default)]
+    pub credentials: Option<String>,
     /// Sub-stream used for detection when given (cheaper to decode).
     #[serde(default)]
     pub detect_url: Option<SecretUrl>,
@@ -314,6 +382,9 @@ pub struct Camera {
     /// Filled by validation for ids that decode as GB/T 28181.
     #[serde(skip)]
     pub device_id: Option<DeviceId>,
+    /// The login `credentials` names, filled by validation.
+    #[serde(skip)]
+    pub login: Option<Credential>,
 }
 
 impl Camera {

@@ -246,7 +246,7 @@ impl SecretUrl {
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_userinfo(self.template.template()))
+        f.write_str(&redact_url(self.template.template()))
     }
 }
 
@@ -286,10 +286,44 @@ fn with_placeholders(s: &str) -> String {
     out
 }
 
-/// Replaces the user-info of a URL-like string with `***`, without needing it to parse:
-/// `rtsp://admin:pw@10.1.2.3/x` -> `rtsp://***@10.1.2.3/x`. `${...}` references are opaque,
-/// so `rtsp://u:${file:/run/pw}@h/x` -> `rtsp://***@h/x`.
-pub fn redact_userinfo(s: &str) -> String {
+/// Hides the credentials of a URL-like string, without needing it to parse: its user-info
+/// (`rtsp://admin:pw@10.1.2.3/x` -> `rtsp://***@10.1.2.3/x`; `${...}` references are
+/// opaque, so `rtsp://u:${file:/run/pw}@h/x` -> `rtsp://***@h/x`), and the values of query
+/// parameters that carry them, as some cameras take them
+/// (`/live?user=admin&password=pw&channel=1` -> `/live?user=***&password=***&channel=1`).
+pub fn redact_url(s: &str) -> String {
+    redact_query(&redact_userinfo(s))
+}
+
+/// Query parameters whose values are credentials, by a part of their name.
+const SECRET_PARAMS: &[&str] = &["user", "pass", "pwd", "token", "secret", "key", "auth"];
+
+fn redact_query(s: &str) -> String {
+    let Some(q) = s.find('?') else {
+        return s.to_owned();
+    };
+    let (head, query) = s.split_at(q + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_PARAMS
+                    .iter()
+                    .any(|p| name.to_ascii_lowercase().contains(p)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}{}{fragment}", params.join("&"))
+}
+
+fn redact_userinfo(s: &str) -> String {
     let Some(scheme_end) = s.find("://") else {
         return s.to_owned();
     };
@@ -319,7 +353,7 @@ pub fn redact_userinfo(s: &str) -> String {
 fn redact_for_error(s: &str) -> String {
     match (s.find("://"), s.rfind('@')) {
         (Some(start), Some(at)) if at > start => format!("{}***{}", &s[..start + 3], &s[at..]),
-        _ => redact_userinfo(s),
+        _ => redact_url(s),
     }
 }
 
@@ -426,9 +460,25 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_the_query_are_hidden_and_other_parameters_kept() {
+        assert_eq!(
+            redact_url("rtsp://10.1.2.3/live?user=admin&Password=hunter2&channel=1#x"),
+            "rtsp://10.1.2.3/live?user=***&Password=***&channel=1#x"
+        );
+        assert_eq!(
+            redact_url("rtsp://u:p@h/cam/realmonitor?channel=1&subtype=0"),
+            "rtsp://***@h/cam/realmonitor?channel=1&subtype=0"
+        );
+        assert_eq!(
+            redact_url("rtsp://h/x?token=${CAM_TOKEN}"),
+            "rtsp://h/x?token=***"
+        );
+    }
+
+    #[test]
     fn redaction_leaves_urls_without_credentials_alone() {
-        assert_eq!(redact_userinfo("rtsp://h/p@q"), "rtsp://h/p@q");
-        assert_eq!(redact_userinfo("no url"), "no url");
-        assert_eq!(redact_userinfo("mqtts://u:p@b:8883"), "mqtts://***@b:8883");
+        assert_eq!(redact_url("rtsp://h/p@q"), "rtsp://h/p@q");
+        assert_eq!(redact_url("no url"), "no url");
+        assert_eq!(redact_url("mqtts://u:p@b:8883"), "mqtts://***@b:8883");
     }
 }

@@ -24,6 +24,17 @@ fn parse(text: &str) -> Result<Loaded, Problems> {
     Config::parse(text, Path::new("test.toml"), &[models.path().to_owned()])
 }
 
+/// (field path, message, hint) of the first error.
+fn first_error(text: &str) -> (String, String, String) {
+    let problems = parse(text).expect_err("the config should be refused");
+    let p = problems.errors().next().expect("an error");
+    (
+        p.path.to_string(),
+        p.message.clone(),
+        p.hint.clone().unwrap_or_default(),
+    )
+}
+
 fn errors(text: &str) -> Vec<(usize, String, String)> {
     let problems = parse(text).expect_err("the config should be refused");
     problems
@@ -327,18 +338,93 @@ fn secrets_stay_unexpanded_and_unprinted() {
 }
 
 #[test]
-fn literal_passwords_and_open_apis_are_warned_about() {
+fn literal_passwords_are_warned_about_and_an_open_api_beyond_loopback_is_refused() {
     let text = format!(
         "{BASE}\n[http]\nlisten = \"0.0.0.0:8080\"\n\n[mqtt]\nurl = \"mqtt://b\"\npassword = \"plain\"\n\n\
          [[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n"
     );
-    let w: Vec<String> = parse(&text)
-        .unwrap()
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].1, "http.listen");
+    assert!(e[0].2.contains("with no token"), "{e:?}");
+    // With a token (here a role token, written literally: warned about) it may listen.
+    let with_token = text.replace(
+        "listen = \"0.0.0.0:8080\"",
+        "listen = \"0.0.0.0:8080\"\n[[http.tokens]]\ntoken = \"t0k3n\"\nrole = \"viewer\"",
+    );
+    let loaded = parse(&with_token).unwrap();
+    let w: Vec<String> = loaded
         .warnings
         .warnings()
         .map(|p| p.path.to_string())
         .collect();
-    assert_eq!(w, ["http.listen", "mqtt.password", "mqtt.password"]);
+    assert_eq!(
+        w,
+        [
+            "http.allowed_hosts",
+            "http.tokens[0]",
+            "mqtt.password",
+            "mqtt.password"
+        ]
+    );
+    let roles: Vec<_> = loaded.config.http.all_tokens().map(|(_, r)| r).collect();
+    assert_eq!(roles, [crate::schema::Role::Viewer]);
+}
+
+#[test]
+fn ids_are_short_topic_safe_words_and_names_are_bounded() {
+    let cam = |id: &str, name: &str| {
+        format!(
+            "{BASE}\n[[cameras]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n"
+        )
+    };
+    assert!(parse(&cam("32132200001320000001", "北门")).is_ok());
+    assert!(parse(&cam(&"a".repeat(64), "ok")).is_ok());
+    // 65,600 bytes would overflow an MQTT topic (16-bit length) in the status topic.
+    for bad in [
+        "a".repeat(65),
+        "a".repeat(65_600),
+        "北门".into(),
+        "a b".into(),
+        "a/b".into(),
+        "a+".into(),
+    ] {
+        let e = errors(&cam(&bad, "ok"));
+        assert_eq!(e[0].1, "cameras[0].id", "{bad:.20}: {e:?}");
+        assert!(
+            e[0].2.len() < 300,
+            "the message does not echo a huge id: {}",
+            e[0].2.len()
+        );
+    }
+    let e = errors(&cam("a", &"名".repeat(100)));
+    assert_eq!(e[0].1, "cameras[0].name");
+    assert!(e[0].2.contains("300 bytes"), "{e:?}");
+}
+
+#[test]
+fn cameras_may_name_a_login_defined_once() {
+    let text = format!(
+        "{BASE}\n[credentials.hik]\nuser = \"admin\"\npassword = \"${{SE_TEST_HIK}}\"\n\n\
+         [[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://10.0.0.9/a\"\ngrid = \"321322\"\ncredentials = \"hik\"\n"
+    );
+    let c = parse(&text).unwrap().config;
+    let login = c.cameras[0].login.as_ref().expect("resolved");
+    assert_eq!(login.user.expand().unwrap(), "admin");
+    assert!(
+        c.secrets()
+            .iter()
+            .any(|(field, _)| field == "credentials.hik.password"),
+        "checked at start-up like every secret"
+    );
+    let (path, _, hint) =
+        first_error(&text.replace("credentials = \"hik\"", "credentials = \"hk\""));
+    assert_eq!(path, "cameras[0].credentials");
+    assert!(hint.contains("did you mean `hik`"), "{hint}");
+    let (path, _, hint) =
+        first_error(&text.replace("rtsp://10.0.0.9/a", "rtsp://root:pw@10.0.0.9/a"));
+    assert_eq!(path, "cameras[0].url");
+    assert!(hint.contains("one place"), "{hint}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! From a parsed document to a checked [`Config`], collecting every problem on the way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -10,19 +10,33 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Camera, CameraKind, Fusion, Grid, GridLevel, Hazard, Model, ModelLayout, Motion,
-    Sensor, Zone,
+    AlertOptions, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Model,
+    ModelLayout, Motion, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
 
 const SECTIONS: &[&str] = &[
-    "node", "mqtt", "redis", "http", "alerts", "grids", "cameras", "models", "hazards", "sensors",
-    "fusion", "motion",
+    "node",
+    "mqtt",
+    "redis",
+    "http",
+    "alerts",
+    "grids",
+    "cameras",
+    "models",
+    "hazards",
+    "sensors",
+    "fusion",
+    "motion",
+    "credentials",
 ];
 
-/// Characters that would break an MQTT topic level or a Redis key.
-const TOPIC_UNSAFE: &[char] = &['/', '+', '#', ' ', '\t', '\n', '\0'];
+/// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
+/// and an API caller must not be able to make either overflow.
+const MAX_ID_BYTES: usize = 64;
+/// The longest name, unit or centre: they travel in every alert.
+const MAX_NAME_BYTES: usize = 256;
 
 /// Where relative model paths are looked up, after the config file's own directory.
 pub(crate) struct Lookup<'a> {
@@ -106,11 +120,19 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
     let cameras: Section<Camera> = v.array(src, "cameras", "id");
     let sensors: Section<Sensor> = v.array(src, "sensors", "id");
+    let credentials: BTreeMap<String, Credential> = v.table(src, "credentials").unwrap_or_default();
+    for name in credentials.keys() {
+        v.topic_safe(
+            FieldPath::root().key("credentials").key(name),
+            "credentials name",
+            name,
+        );
+    }
 
     let grids = v.grids(grids);
     let models = v.models(models, lookup);
     let hazards = v.hazards(hazards, &models);
-    let cameras = v.cameras(cameras, &grids, &hazards);
+    let cameras = v.cameras(cameras, &grids, &hazards, &credentials);
     let sensors = v.sensors(sensors, &grids, &cameras, &hazards);
 
     let mut config = Config {
@@ -126,6 +148,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
         fusion,
         motion,
+        credentials,
     };
     v.endpoints(&mut config);
     (config, v.problems)
@@ -214,12 +237,31 @@ impl Validator {
         first.into_keys().collect()
     }
 
+    /// Ids become MQTT topic levels and Redis keys: at most [`MAX_ID_BYTES`] of letters,
+    /// digits, '-', '_' and '.'.
     fn topic_safe(&mut self, path: FieldPath, what: &str, value: &str) {
-        if value.is_empty() || value.contains(TOPIC_UNSAFE) {
+        let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if value.is_empty() || value.len() > MAX_ID_BYTES || !value.chars().all(safe) {
+            let shown: String = value.chars().take(MAX_ID_BYTES).collect();
+            let more = if shown.len() < value.len() { "..." } else { "" };
             self.error(
                 path,
-                format!("{what} `{value}` cannot be used in MQTT topics"),
-                "use letters, digits, '-', '_' and '.', with no '/', '+', '#' or spaces",
+                format!(
+                    "{what} `{shown}{more}` ({} bytes) cannot be used in MQTT topics and Redis keys",
+                    value.len()
+                ),
+                format!("use 1 to {MAX_ID_BYTES} letters, digits, '-', '_' and '.'"),
+            );
+        }
+    }
+
+    /// Names, units and centres travel in every alert: at most [`MAX_NAME_BYTES`].
+    fn bounded(&mut self, path: FieldPath, what: &str, value: &str) {
+        if value.len() > MAX_NAME_BYTES {
+            self.error(
+                path,
+                format!("{what} is {} bytes long", value.len()),
+                format!("use at most {MAX_NAME_BYTES} bytes"),
             );
         }
     }
@@ -230,6 +272,10 @@ impl Validator {
         for (i, g) in &mut section.items {
             let path = FieldPath::item("grids", *i);
             self.topic_safe(path.key("id"), "grid id", &g.id);
+            self.bounded(path.key("name"), "the grid name", &g.name);
+            if let Some(c) = &g.centre {
+                self.bounded(path.key("centre"), "the centre", c);
+            }
             let level = match g.level.or_else(|| GridLevel::from_id_shape(&g.id)) {
                 Some(l) => l,
                 None => {
@@ -435,6 +481,7 @@ impl Validator {
         mut section: Section<Camera>,
         grids: &Section<Grid>,
         hazards: &Section<Hazard>,
+        credentials: &BTreeMap<String, Credential>,
     ) -> Section<Camera> {
         self.unique(&section, "cameras", "id", |c| &c.id);
         let grid_ids = grids.ids(|g| &g.id);
@@ -448,8 +495,13 @@ impl Validator {
         for (i, cam) in &mut section.items {
             let path = FieldPath::item("cameras", *i);
             self.topic_safe(path.key("id"), "camera id", &cam.id);
+            self.bounded(path.key("name"), "the camera name", &cam.name);
+            if let Some(u) = &cam.unit {
+                self.bounded(path.key("unit"), "the unit", u);
+            }
             self.camera_id(cam, &path);
             self.camera_urls(cam, &path);
+            self.camera_login(cam, &path, credentials);
             if cam.kind == CameraKind::SocialUnit && cam.unit.is_none() {
                 self.error(
                     path.key("unit"),
@@ -513,6 +565,43 @@ impl Validator {
             }
         }
         section
+    }
+
+    /// A named login: it must exist, and the URL must not carry one of its own.
+    fn camera_login(
+        &mut self,
+        cam: &mut Camera,
+        path: &FieldPath,
+        credentials: &BTreeMap<String, Credential>,
+    ) {
+        let Some(name) = &cam.credentials else {
+            return;
+        };
+        match credentials.get(name) {
+            Some(c) => cam.login = Some(c.clone()),
+            None => {
+                let names: Vec<&str> = credentials.keys().map(String::as_str).collect();
+                self.error(
+                    path.key("credentials"),
+                    format!("camera `{}` names unknown credentials `{name}`", cam.id),
+                    hint_from(name, &names, "credentials"),
+                );
+            }
+        }
+        for (field, url) in std::iter::once(("url", &cam.url))
+            .chain(cam.detect_url.as_ref().map(|u| ("detect_url", u)))
+        {
+            if url.has_credentials() {
+                self.error(
+                    path.key(field),
+                    format!(
+                        "camera `{}` names credentials `{name}` and has a login in its {field} too",
+                        cam.id
+                    ),
+                    "give the user and password in one place: remove them from the URL",
+                );
+            }
+        }
     }
 
     fn camera_id(&mut self, cam: &mut Camera, path: &FieldPath) {
@@ -638,6 +727,7 @@ impl Validator {
         for (i, s) in &section.items {
             let path = FieldPath::item("sensors", *i);
             self.topic_safe(path.key("id"), "sensor id", &s.id);
+            self.bounded(path.key("unit"), "the unit", &s.unit);
             if !grid_ids.contains(&s.grid) {
                 let names: Vec<&str> = grid_ids.iter().map(String::as_str).collect();
                 self.error(
@@ -758,12 +848,43 @@ impl Validator {
             }
             literal_password_warning(self, path.key("url"), "Redis", &r.url);
         }
-        if !config.http.listen.ip().is_loopback() && config.http.token.is_none() {
-            self.warn(
-                FieldPath::root().key("http").key("listen"),
-                format!("the API listens on {} with no token", config.http.listen),
-                "set http.token = \"${SHARPEYES_API_TOKEN}\" before exposing the API beyond this host",
+        let http = FieldPath::root().key("http");
+        if !config.http.listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {
+            self.error(
+                http.key("listen"),
+                format!(
+                    "the API listens on {} with no token: anyone who reaches it could read every alert and snapshot, and silence alerts",
+                    config.http.listen
+                ),
+                "set http.token = \"${SHARPEYES_API_TOKEN}\" (or [[http.tokens]] with roles), or listen on 127.0.0.1 behind a proxy that authenticates",
             );
+        }
+        if config.http.listen.ip().is_unspecified()
+            && config.http.allowed_hosts.is_empty()
+            && config.http.public_url.is_none()
+        {
+            self.warn(
+                http.key("allowed_hosts"),
+                format!(
+                    "the API listens on {} but answers only to loopback names",
+                    config.http.listen
+                ),
+                "list the names operators reach it by in allowed_hosts (or set public_url): other names are refused, against DNS rebinding",
+            );
+        }
+        for (i, (token, _)) in config.http.all_tokens().enumerate() {
+            if token.is_literal() {
+                self.warn(
+                    if config.http.token.is_some() && i == 0 {
+                        http.key("token")
+                    } else {
+                        http.key("tokens")
+                            .index(i - usize::from(config.http.token.is_some()))
+                    },
+                    "an API token is written in the file",
+                    "write it as ${VAR} or ${file:/path} so it stays out of the file",
+                );
+            }
         }
         if config.cameras.is_empty() {
             self.push(Problem {

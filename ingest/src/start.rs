@@ -13,17 +13,28 @@ use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
 
 /// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
 /// uses `rtspsrc`, anything else retina. Frames are decoded with their longer side at most
-/// `detect_side`. Fails only when the URL's secrets cannot be expanded.
+/// `detect_side`. Fails only when the URL's secrets (or its named `credentials`) cannot be
+/// expanded.
 pub fn start_camera(
     camera: &Camera,
     detect_side: u32,
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
 ) -> Result<CameraHandle, Error> {
-    let url = camera
-        .detect_url()
-        .expand()
-        .map_err(|e| Error::new(ErrorKind::Secret(e.to_string())))?;
+    let secret = |e: sharpeyes_config::SecretError| Error::new(ErrorKind::Secret(e.to_string()));
+    let mut url = camera.detect_url().expand().map_err(secret)?;
+    if let Some(login) = &camera.login {
+        // Set apart from the template, so the URL encodes whatever the password holds.
+        let user = login.user.expand().map_err(secret)?;
+        let password = login.password.expand().map_err(secret)?;
+        if url.set_username(&user).is_err() || url.set_password(Some(&password)).is_err() {
+            return Err(Error::new(ErrorKind::Secret(format!(
+                "camera {}: {} cannot carry a login",
+                camera.id,
+                camera.detect_url()
+            ))));
+        }
+    }
     let id: Arc<str> = Arc::from(camera.id.as_str());
     let udp = camera.transport == Transport::Udp;
     let gst = |input| GstSourceConfig {

@@ -9,6 +9,11 @@ pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     request(port, "GET", path, &[], "")
 }
 
+/// `GET path` with a bearer token.
+pub fn get_as(port: u16, path: &str, token: &str) -> (u16, Vec<u8>) {
+    request(port, "GET", path, &bearer(Some(token)), "")
+}
+
 /// `POST path` with `body`, and a bearer token when given.
 pub fn post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, Vec<u8>) {
     request(port, "POST", path, &bearer(token), body)
@@ -36,7 +41,13 @@ pub fn request(
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the server listens");
     s.set_read_timeout(Some(Duration::from_secs(15)))
         .expect("a timeout");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

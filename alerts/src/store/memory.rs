@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Ack, OutboxRecord, StateStore, StoreFuture};
+use super::{ACK_TTL, Ack, AckOutcome, OutboxRecord, StateStore, StoreFuture};
 use crate::error::Error;
 
 /// Snapshots kept in memory when there is no spool directory: the newest this many.
@@ -27,8 +27,19 @@ struct State {
     next_seq: u64,
     escalations: BTreeMap<(SystemTime, String), String>,
     escalation_due: HashMap<String, SystemTime>,
-    acks: HashMap<String, Ack>,
+    /// Alerts issued here, until when they may be acknowledged.
+    issued: HashMap<String, Instant>,
+    /// Acknowledgements, until when they are kept.
+    acks: HashMap<String, (Ack, Instant)>,
     snapshots: VecDeque<(String, Vec<u8>)>,
+}
+
+impl State {
+    /// Forgets issued alerts and acknowledgements past [`ACK_TTL`], as Redis keys expire.
+    fn expire(&mut self, now: Instant) {
+        self.issued.retain(|_, until| *until > now);
+        self.acks.retain(|_, (_, until)| *until > now);
+    }
 }
 
 impl MemoryStore {
@@ -190,19 +201,40 @@ impl StateStore for MemoryStore {
         })
     }
 
-    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool> {
+    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let now = Instant::now();
             let mut state = self.state();
+            state.expire(now);
+            state.issued.insert(alert_id.to_owned(), now + ACK_TTL);
+            Ok(())
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut state = self.state();
+            state.expire(now);
             if state.acks.contains_key(&ack.alert_id) {
-                return Ok(false);
+                return Ok(AckOutcome::Again);
             }
-            state.acks.insert(ack.alert_id.clone(), ack.clone());
-            Ok(true)
+            if !state.issued.contains_key(&ack.alert_id) {
+                return Ok(AckOutcome::Unknown);
+            }
+            state
+                .acks
+                .insert(ack.alert_id.clone(), (ack.clone(), now + ACK_TTL));
+            Ok(AckOutcome::First)
         })
     }
 
     fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
-        Box::pin(async move { Ok(self.state().acks.get(alert_id).cloned()) })
+        Box::pin(async move {
+            let mut state = self.state();
+            state.expire(Instant::now());
+            Ok(state.acks.get(alert_id).map(|(ack, _)| ack.clone()))
+        })
     }
 
     fn put_snapshot<'a>(

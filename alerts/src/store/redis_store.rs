@@ -11,7 +11,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use sharpeyes_config::SecretUrl;
 
-use super::{ACK_TTL, Ack, Error, OutboxRecord, StateStore, StoreFuture, millis_since_epoch};
+use super::{
+    ACK_TTL, Ack, AckOutcome, Error, OutboxRecord, StateStore, StoreFuture, millis_since_epoch,
+};
 
 /// A Redis call that takes longer than this fails, so a hung Redis cannot stall publishing.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -82,9 +84,18 @@ impl RedisStore {
     }
 }
 
+/// KEYS: issued, ack. ARGV: the acknowledgement's JSON, its TTL. Returns 1 when recorded,
+/// 0 when already acknowledged, -1 when the alert was not issued here.
+const ACKNOWLEDGE: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return 1
+"#;
+
 /// Redis errors may quote the URL they were given; never let a password through.
 fn scrub(e: &redis::RedisError) -> String {
-    sharpeyes_config::redact_userinfo(&e.to_string())
+    sharpeyes_config::redact_url(&e.to_string())
 }
 
 impl StateStore for RedisStore {
@@ -242,18 +253,37 @@ impl StateStore for RedisStore {
         })
     }
 
-    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, bool> {
+    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&["issued", alert_id]))
+                .arg(1)
+                .arg("EX")
+                .arg(ACK_TTL.as_secs());
+            let _: Option<String> = self.query("SET issued", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome> {
         Box::pin(async move {
             let json = serde_json::to_string(ack)
                 .map_err(|e| Error::store(format!("cannot encode an acknowledgement: {e}")))?;
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&["ack", &ack.alert_id]))
+            // One step, so that two nodes never both record the first acknowledgement, and
+            // nothing is stored for an alert nobody here issued.
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(ACKNOWLEDGE)
+                .arg(2)
+                .arg(self.key(&["issued", &ack.alert_id]))
+                .arg(self.key(&["ack", &ack.alert_id]))
                 .arg(json)
-                .arg("NX")
-                .arg("EX")
                 .arg(ACK_TTL.as_secs());
-            let set: Option<String> = self.query("SET ack", &cmd).await?;
-            Ok(set.is_some())
+            let outcome: i64 = self.query("EVAL acknowledge", &cmd).await?;
+            Ok(match outcome {
+                1 => AckOutcome::First,
+                0 => AckOutcome::Again,
+                _ => AckOutcome::Unknown,
+            })
         })
     }
 

@@ -1,0 +1,200 @@
+"use strict";
+const TEXT = {
+  zh: { title: "雪亮工程 · 告警值守", grid: "网格", all: "全部", operator: "值守员", token: "令牌", alerts: "实时告警", cameras: "摄像机状态",
+        camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
+        level: "升级", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
+        states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止" },
+        hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" } },
+  en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
+        camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
+        level: "escalation", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
+        states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped" },
+        hazards: {} },
+};
+const params = new URLSearchParams(location.search);
+let lang = params.get("lang") || localStorage.getItem("sharpeyes.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
+const alerts = new Map();
+const grids = new Map();
+/** Snapshot blobs by alert id: fetched once, with the token. */
+const snapshots = new Map();
+const TOKEN = "sharpeyes.token";
+const $ = (sel) => document.querySelector(sel);
+const t = (k) => TEXT[lang][k];
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+function applyLang() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
+  $("#lang").textContent = lang === "zh" ? "English" : "中文";
+  renderAlerts();
+}
+
+function hazardName(h) { return TEXT[lang].hazards[h] || h; }
+
+function renderAlert(entry) {
+  const a = entry.alert;
+  const li = document.createElement("li");
+  li.className = `alert ${a.severity}` + (entry.ack ? " acked" : "");
+  li.dataset.id = a.id;
+  li.dataset.grid = a.grid.path.map((g) => g.id).join(" ");
+  const where = a.grid.path.map((g) => g.name).join(" / ");
+  const evidence = (a.evidence || []).map((e) => `${esc(e.sensor_id)}: ${esc(e.value)} ${esc(e.unit)} (${esc(e.rule)})`).join("; ");
+  const img = a.snapshot ? `<img alt="">` : "<div></div>";
+  const ack = entry.ack
+    ? `<span class="done">${esc(t("acked"))}${entry.ack.by ? " · " + esc(t("by")) + " " + esc(entry.ack.by) : ""}</span>`
+    : `<button class="ack" type="button">${esc(t("ack"))}</button>`;
+  li.innerHTML = `${img}<div>
+      <div class="what">${esc(hazardName(a.hazard))} <span class="tag">${esc(a.severity)}</span><span class="tag ${esc(a.source)}">${esc(t("source")[a.source] || a.source)}</span>${a.escalation_level ? `<span class="tag">${esc(t("level"))} ${a.escalation_level}</span>` : ""}</div>
+      <div class="meta">${esc(a.camera ? a.camera.name : "")} · ${esc(where)}</div>
+      <div class="meta">${esc(new Date(a.detected_at).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB"))} · ${Math.round(a.confidence * 100)}%</div>
+      ${evidence ? `<div class="meta">${evidence}</div>` : ""}
+    </div><div>${ack}</div>`;
+  const button = li.querySelector("button.ack");
+  if (button) button.addEventListener("click", () => acknowledge(a.id));
+  const picture = li.querySelector("img");
+  if (picture) showSnapshot(picture, a.id);
+  return li;
+}
+
+/** The token the operator entered; kept for this tab only (session storage). */
+function token() { return $("#token").value || sessionStorage.getItem(TOKEN) || ""; }
+
+/** A request to the API with the token; a refusal is said in the status line. */
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  const res = await fetch(path, { ...options, headers });
+  if (res.status === 401) $("#status").textContent = t("unauthorized");
+  if (res.status === 403) $("#status").textContent = t("forbidden");
+  return res;
+}
+
+/** Snapshots need the token too, which an img src cannot carry: fetched, then shown. */
+async function showSnapshot(img, id) {
+  if (!snapshots.has(id)) {
+    snapshots.set(id, api(`/api/alerts/${encodeURIComponent(id)}/snapshot`)
+      .then((res) => (res.ok ? res.blob() : Promise.reject(res.status)))
+      .then((blob) => URL.createObjectURL(blob))
+      .catch(() => { snapshots.delete(id); return null; }));
+  }
+  const url = await snapshots.get(id);
+  if (url) img.src = url;
+}
+
+function renderAlerts() {
+  const list = $("#alerts");
+  const grid = $("#grid").value;
+  list.replaceChildren(...[...alerts.values()]
+    .sort((x, y) => (x.alert.id < y.alert.id ? 1 : -1))
+    .filter((e) => !grid || e.alert.grid.path.some((g) => g.id === grid))
+    .map(renderAlert));
+}
+
+function addAlert(entry) {
+  alerts.set(entry.alert.id, entry);
+  for (const g of entry.alert.grid.path) {
+    if (!grids.has(g.id)) {
+      grids.set(g.id, g.name);
+      const o = document.createElement("option");
+      o.value = g.id;
+      o.textContent = g.name;
+      $("#grid").append(o);
+    }
+  }
+}
+
+async function acknowledge(id) {
+  const by = $("#operator").value || null;
+  const res = await api(`/api/alerts/${encodeURIComponent(id)}/ack`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
+  });
+  if (res.ok) { onAck(await res.json()); }
+}
+
+function onAck(ack) {
+  const entry = alerts.get(ack.alert_id);
+  if (entry) { entry.ack = ack; renderAlerts(); }
+}
+
+async function loadAlerts() {
+  const res = await api("/api/alerts?limit=200");
+  if (res.ok) { for (const e of await res.json()) addAlert(e); renderAlerts(); }
+}
+
+async function loadCameras() {
+  const res = await api("/api/cameras");
+  if (!res.ok) return;
+  const rows = (await res.json()).map((c) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = c.id;
+    tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}</td><td>${esc(c.reason || "")}</td>`;
+    return tr;
+  });
+  $("#cameras").replaceChildren(...rows);
+}
+
+function onEvent(name, data) {
+  if (name === "alert") { addAlert(JSON.parse(data)); renderAlerts(); }
+  else if (name === "ack") onAck(JSON.parse(data));
+  else if (name === "lagged") loadAlerts();
+}
+
+/** The live feed (server-sent events), read with fetch so that it carries the token. */
+let feed = null;
+async function connect() {
+  if (feed) feed.abort();
+  const mine = new AbortController();
+  feed = mine;
+  while (feed === mine) {
+    try {
+      const res = await api("/api/events", { headers: { Accept: "text/event-stream" }, signal: mine.signal });
+      if (res.ok) {
+        $("#status").textContent = "● " + t("live");
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let name = "message", data = "";
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) name = line.slice(6).trim();
+              else if (line.startsWith("data:")) data += line.slice(5).trim();
+            }
+            if (data) onEvent(name, data);
+          }
+        }
+      }
+    } catch (e) {
+      if (mine.signal.aborted) return;
+    }
+    if (feed !== mine) return;
+    if (!$("#status").textContent.startsWith("○") && token()) $("#status").textContent = "○ " + t("offline");
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+/** A new token: everything is loaded again with it. */
+function useToken() {
+  sessionStorage.setItem(TOKEN, $("#token").value);
+  connect();
+  loadAlerts();
+  loadCameras();
+}
+
+$("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("sharpeyes.lang", lang); applyLang(); loadCameras(); });
+$("#grid").addEventListener("change", renderAlerts);
+localStorage.removeItem(TOKEN); // kept there by earlier versions: not across sessions any more
+$("#token").value = sessionStorage.getItem(TOKEN) || "";
+$("#token").addEventListener("change", useToken);
+$("#operator").value = localStorage.getItem("sharpeyes.operator") || "";
+$("#operator").addEventListener("change", () => localStorage.setItem("sharpeyes.operator", $("#operator").value));
+applyLang();
+connect();
+loadAlerts();
+loadCameras();
+setInterval(loadCameras, 3000);
