@@ -3,7 +3,7 @@
 //! The JSON Schema in `alerts/schema/alert-1.schema.json` is the contract subscribers rely
 //! on; this type serialises to it (the tests validate against the file).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sharpeyes_analytics::{HazardEvent, SensorAlarm};
@@ -167,7 +167,7 @@ impl Alert {
                 .device_id
                 .as_ref()
                 .map(|d| d.region_code().to_owned()),
-            detected_at: humantime::format_rfc3339_millis(event.detected_at).to_string(),
+            detected_at: timestamp(event.detected_at),
             frame: Some(frame),
             boxes: event
                 .objects
@@ -221,7 +221,7 @@ impl Alert {
             region_code: camera
                 .and_then(|c| c.device_id.as_ref())
                 .map(|d| d.region_code().to_owned()),
-            detected_at: humantime::format_rfc3339_millis(alarm.detected_at).to_string(),
+            detected_at: timestamp(alarm.detected_at),
             frame: camera.and(frame),
             boxes: Vec::new(),
             zone: None,
@@ -336,7 +336,7 @@ fn alert_grid(config: &Config, id: &str) -> Option<AlertGrid> {
 
 /// One sensor alarm as alert evidence (see `evidence` in the JSON Schema).
 fn evidence(alarm: &SensorAlarm) -> serde_json::Value {
-    let time = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let time = timestamp;
     serde_json::json!({
         "kind": "sensor",
         "sensor_id": alarm.sensor_id,
@@ -378,7 +378,34 @@ pub fn is_alert_id(s: &str) -> bool {
     s.len() == 26 && ulid::Ulid::from_string(s).is_ok()
 }
 
+/// RFC 3339 with milliseconds, for any time: one before 1970 or after 9999 (which the
+/// formatter cannot print, and panics on) is clamped to that range. Times here come from
+/// frames and from sensor readings, which the registry keeps near now; this is the backstop.
+pub(crate) fn timestamp(t: SystemTime) -> String {
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since).to_string()
+}
+
 /// A ULID: unique, and sorted by time, so alert ids sort like their detections.
 fn new_id(at: SystemTime) -> String {
     ulid::Ulid::from_datetime(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_time_prints_without_a_panic() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_millis(253_402_300_800_000);
+        assert_eq!(timestamp(far), "9999-12-31T23:59:59.999Z");
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
+        assert_eq!(timestamp(before), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(timestamp(t), "2026-11-18T11:06:40.123Z");
+    }
 }

@@ -92,7 +92,10 @@ impl SensorRules {
         Self { sensors }
     }
 
-    /// A checked reading of `sensor_id`, taken at `at`, received at `now`.
+    /// A checked reading of `sensor_id`, taken at `at`, received at `now`. Readings count in
+    /// the order they arrive, and `hold` runs on this node's clock (`now`): a reading's own
+    /// time, which a gateway or a stranger sets, cannot skip the hold or freeze the sensor.
+    /// Rates are over the readings' own times, which the registry keeps near `now`.
     pub fn on_reading(
         &mut self,
         sensor_id: &str,
@@ -111,10 +114,6 @@ impl SensorRules {
                 sensor_id: sensor_id.to_owned(),
             });
         }
-        // Out-of-order readings update liveness, not the rules.
-        if s.recent.back().is_some_and(|(t, _)| at < *t) {
-            return events;
-        }
         let breach = breach(&s.spec, &s.recent, value, at);
         s.recent.push_back((at, value));
         if s.recent.len() > EVIDENCE {
@@ -122,8 +121,8 @@ impl SensorRules {
         }
         match breach {
             Some(rule) => {
-                let since = *s.breach_since.get_or_insert(at);
-                let held = at.duration_since(since).unwrap_or_default() >= s.spec.hold;
+                let since = *s.breach_since.get_or_insert(now);
+                let held = now.duration_since(since).unwrap_or_default() >= s.spec.hold;
                 if held && !s.alarm {
                     s.alarm = true;
                     events.push(SensorEvent::Alarm(SensorAlarm {
@@ -262,6 +261,50 @@ interval = "5m"
             [SensorEvent::Cleared {
                 sensor_id: "smoke-1".into()
             }]
+        );
+    }
+
+    /// A reading that says it was taken long ago (or far ahead) counts when it arrives: it
+    /// cannot make a breach look held, nor make later readings look out of order.
+    #[test]
+    fn hold_runs_on_arrival_and_a_readings_own_time_cannot_skip_it_or_freeze_the_sensor() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut r = rules(t0);
+        // Arrives at 0 s dated an hour back, then at 1 s: a second of breach, not an hour.
+        assert!(
+            r.on_reading(
+                "smoke-1",
+                12.0,
+                at(t0, 0) - Duration::from_secs(3600),
+                at(t0, 0)
+            )
+            .is_empty()
+        );
+        assert!(
+            r.on_reading("smoke-1", 13.0, at(t0, 1), at(t0, 1))
+                .is_empty(),
+            "not held yet"
+        );
+        let events = r.on_reading("smoke-1", 13.0, at(t0, 11), at(t0, 11));
+        assert!(
+            matches!(events.as_slice(), [SensorEvent::Alarm(_)]),
+            "{events:?}"
+        );
+
+        let mut r = rules(t0);
+        // One reading dated an hour ahead, then honest ones: they still count.
+        assert!(
+            r.on_reading("smoke-1", 2.0, at(t0, 3600), at(t0, 0))
+                .is_empty()
+        );
+        assert!(
+            r.on_reading("smoke-1", 12.0, at(t0, 1), at(t0, 1))
+                .is_empty()
+        );
+        let events = r.on_reading("smoke-1", 12.0, at(t0, 11), at(t0, 11));
+        assert!(
+            matches!(events.as_slice(), [SensorEvent::Alarm(_)]),
+            "{events:?}"
         );
     }
 

@@ -26,7 +26,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
-use schema::{AlertOptions, Credential, Fusion, Grid, Http, Motion, Mqtt, Node, Redis};
+use schema::{AlertOptions, Credential, Fusion, Grid, Http, Motion, Mqtt, Node, Readings, Redis};
 
 pub use diag::Problems;
 pub use install::Install;
@@ -54,6 +54,8 @@ pub struct Config {
     pub sensors: Vec<Sensor>,
     pub fusion: Fusion,
     pub motion: Motion,
+    /// How far a sensor reading's time may be from its arrival.
+    pub readings: Readings,
     /// Camera logins by name (`[credentials.NAME]`).
     pub credentials: std::collections::BTreeMap<String, Credential>,
 }

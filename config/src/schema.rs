@@ -648,6 +648,37 @@ impl Default for Fusion {
     }
 }
 
+/// `[readings]`: what a sensor reading's own time may say. A gateway with a wrong clock, or a
+/// stranger on the broker, must not date readings where they freeze a sensor (far ahead: every
+/// later reading looks out of order) or slip past `hold` (far behind).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Readings {
+    /// A reading dated more than this after its arrival is refused (dead-lettered).
+    #[serde(default = "default_max_ahead", with = "humantime_serde")]
+    pub max_ahead: Duration,
+    /// A reading dated more than this before its arrival is refused.
+    #[serde(default = "default_max_behind", with = "humantime_serde")]
+    pub max_behind: Duration,
+}
+
+impl Default for Readings {
+    fn default() -> Self {
+        Self {
+            max_ahead: default_max_ahead(),
+            max_behind: default_max_behind(),
+        }
+    }
+}
+
+fn default_max_ahead() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_max_behind() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
 /// `[motion]`: the motion gate in front of inference, for every camera. Static scenes are
 /// most of a patrol camera's day; the gate is what lets one core watch dozens of cameras.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

@@ -11,7 +11,7 @@ use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
     AlertOptions, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Model,
-    ModelLayout, Motion, Sensor, Zone,
+    ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -115,6 +115,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
             "10s (the default) keeps slow smoke in view; to analyse every frame, set `enabled = false`",
         );
     }
+    let readings: Readings = v.table(src, "readings").unwrap_or_default();
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
@@ -148,6 +149,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
         fusion,
         motion,
+        readings,
         credentials,
     };
     v.endpoints(&mut config);

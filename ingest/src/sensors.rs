@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use sharpeyes_config::schema::Readings;
 use sharpeyes_config::{Config, Sensor};
 
 /// Larger messages are rejected unread: a gauge's reading is a few hundred bytes.
@@ -40,6 +41,8 @@ pub struct SensorRegistry {
     by_id: HashMap<String, Sensor>,
     by_topic: HashMap<String, String>,
     prefix: String,
+    /// How far a reading's time may be from its arrival.
+    window: Readings,
 }
 
 impl SensorRegistry {
@@ -58,6 +61,7 @@ impl SensorRegistry {
             by_id,
             by_topic,
             prefix: prefix.to_owned(),
+            window: config.readings,
         }
     }
 
@@ -184,12 +188,40 @@ impl SensorRegistry {
                 )));
             }
         }
-        let time = match wire.time {
+        let time = match &wire.time {
             None => received,
-            Some(Time::Millis(ms)) => SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
-            Some(Time::Text(t)) => humantime::parse_rfc3339_weak(&t)
+            Some(Time::Millis(ms)) => SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_millis(*ms))
+                .ok_or_else(|| fail(format!("time {ms} is not a date")))?,
+            Some(Time::Text(t)) => humantime::parse_rfc3339_weak(t)
                 .map_err(|e| fail(format!("time `{t}` is not RFC 3339 ({e})")))?,
         };
+        // Said by the raw value as sent: a time far off may not even print as a date.
+        let shown = || match &wire.time {
+            Some(Time::Millis(ms)) => ms.to_string(),
+            Some(Time::Text(t)) => format!("`{t}`"),
+            None => String::new(),
+        };
+        if let Ok(ahead) = time.duration_since(received)
+            && ahead > self.window.max_ahead
+        {
+            return Err(fail(format!(
+                "time {} is {} ahead of this node's clock (at most {}: [readings] max_ahead); check the gateway's clock",
+                shown(),
+                humantime::format_duration(Duration::from_secs(ahead.as_secs())),
+                humantime::format_duration(self.window.max_ahead)
+            )));
+        }
+        if let Ok(behind) = received.duration_since(time)
+            && behind > self.window.max_behind
+        {
+            return Err(fail(format!(
+                "time {} is {} behind this node's clock (at most {}: [readings] max_behind)",
+                shown(),
+                humantime::format_duration(Duration::from_secs(behind.as_secs())),
+                humantime::format_duration(self.window.max_behind)
+            )));
+        }
         Ok(SensorReading {
             sensor_id: id,
             kind: wire.kind,
@@ -284,7 +316,7 @@ topic = "county/hydrology/river-1"
     #[test]
     fn readings_parse_singly_and_in_batches() {
         let reg = registry();
-        let now = SystemTime::now();
+        let now = humantime::parse_rfc3339("2026-11-23T08:00:05Z").unwrap();
         let (ok, bad) = reg.parse(
             "sy/sensors/smoke-001",
             br#"{"type":"smoke","value":12.5,"unit":"%","time":"2026-11-23T08:00:00Z"}"#,
@@ -373,5 +405,45 @@ topic = "county/hydrology/river-1"
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
         let (_, bad) = reg.parse("sy/sensors/smoke-001", &big, now);
         assert!(bad[0].reason.contains("over the"), "{bad:?}");
+    }
+
+    /// Times a stranger or a broken gateway sends: year 10000 (which no date formatter can
+    /// print), the end of u64 milliseconds (which overflows a time), an hour ahead, two days
+    /// behind. Each is refused with why, by the raw value; none panics.
+    #[test]
+    fn times_far_from_the_arrival_are_refused_without_printing_them_as_dates() {
+        let reg = registry();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        };
+        let at = |time: String| {
+            format!(r#"{{"type":"smoke","value":1,"unit":"%","time":{time}}}"#).into_bytes()
+        };
+        for (time, want) in [
+            ("253402300800000".to_owned(), "time 253402300800000 is "),
+            (u64::MAX.to_string(), "time 18446744073709551615 is "),
+            (ms(now + Duration::from_secs(3600)).to_string(), "1h ahead"),
+            (
+                "\"2026-11-15T08:00:00Z\"".to_owned(),
+                "behind this node's clock",
+            ),
+        ] {
+            let (ok, bad) = reg.parse("sy/sensors/smoke-001", &at(time.clone()), now);
+            assert!(ok.is_empty(), "{time}");
+            assert!(bad[0].reason.contains(want), "{time}: {:?}", reasons(&bad));
+        }
+        // Within the window either way: taken, with its own time.
+        for offset in [-3600i64, 0, 240] {
+            let t = now
+                .checked_add(Duration::from_secs(offset.max(0) as u64))
+                .unwrap()
+                - Duration::from_secs((-offset).max(0) as u64);
+            let (ok, bad) = reg.parse("sy/sensors/smoke-001", &at(ms(t).to_string()), now);
+            assert!(bad.is_empty(), "{offset}: {:?}", reasons(&bad));
+            assert_eq!(ok[0].time, t);
+        }
     }
 }
