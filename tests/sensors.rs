@@ -399,6 +399,13 @@ async fn malformed_readings_land_on_the_dead_letter_topic_and_nothing_else_stops
         ),
         (gas.clone(), too_large, "over the"),
         (gas.clone(), b"[1]".to_vec(), "not a reading"),
+        // Year 10000: it once panicked the sensor task (no formatter prints it), and a date
+        // far ahead froze the sensor (every later reading looked out of order).
+        (
+            gas.clone(),
+            br#"{"sensor_id": "gas-1", "type": "gas", "value": 50.0, "unit": "%LEL", "time": 253402300800000}"#.to_vec(),
+            "ahead of this node's clock",
+        ),
     ];
     for (topic, payload, _) in &bad {
         centre.publish(topic, payload).await;
@@ -504,5 +511,56 @@ async fn a_silent_sensor_goes_offline_and_comes_back() {
         })
         .await;
     assert_eq!(last_state(&got).as_deref(), Some("online"));
+    node.stop().await;
+}
+
+/// A message bigger than the client takes on a QoS 1 subscription used to drop the link, and
+/// the broker redelivered it on reconnecting: a loop in which nothing else arrived. It is
+/// dead-lettered now, and the next reading still alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_link_is_refused_without_losing_the_link() {
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(broker.port, "centre-s5", &format!("{PREFIX}/#"), None).await;
+    let node = Node::start(config(), &broker).await;
+    let gas = format!("{PREFIX}/sensors/gas-1");
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let sent = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            &gas,
+            "-f",
+        ])
+        .arg(&big)
+        .status()
+        .expect("mosquitto_pub is installed by `make setup`");
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    centre
+        .publish(&gas, &reading("gas-1", "gas", "%LEL", 50.0))
+        .await;
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| !alerts_in(m).is_empty())
+        .await;
+    assert_eq!(alerts_in(&got).len(), 1, "the link carries on");
+    let dead: Vec<serde_json::Value> = got
+        .iter()
+        .filter(|m| m.topic == format!("{PREFIX}/deadletter/sensors"))
+        .map(Message::json)
+        .collect();
+    assert!(
+        dead.iter()
+            .any(|d| d["reason"].as_str().unwrap().contains("over the")),
+        "{dead:?}"
+    );
+    let reconnects = broker.log().matches("New client connected from").count();
+    assert!(reconnects <= 4, "{reconnects} connections: the link looped");
     node.stop().await;
 }

@@ -32,8 +32,14 @@ use crate::store::{OutboxRecord, StateStore};
 const WINDOW: u16 = 64;
 /// rumqttc's own limit must leave room above the window (packet ids run 1..=inflight).
 const RUMQTTC_INFLIGHT: u16 = 100;
-/// Largest message either way: an alert with an inline snapshot fits.
+/// Largest message sent: an alert with an inline snapshot fits.
 pub(crate) const MAX_PACKET: usize = 1024 * 1024;
+/// Largest message taken: MQTT's own limit. rumqttc drops the connection on a larger one,
+/// and a broker redelivers a QoS 1 message on reconnecting, so a lower limit turns one
+/// oversized message from a stranger into a loop in which nothing else arrives. What each
+/// handler accepts is checked after (sensor readings: 64 KiB, acknowledgements: 4 KiB);
+/// the broker's own `message_size_limit` bounds the memory it can cost.
+const MAX_INCOMING: usize = 268_435_455;
 /// A publish unacknowledged this long on a live connection means the connection is not what
 /// it seems: drop it, reconnect and re-send.
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -166,7 +172,7 @@ impl MqttSettings {
             .set_keep_alive(self.keep_alive)
             .set_clean_session(false)
             .set_inflight(RUMQTTC_INFLIGHT)
-            .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+            .set_max_packet_size(MAX_INCOMING, MAX_PACKET)
             .set_last_will(LastWill::new(
                 self.node_status_topic(),
                 self.node_status("offline"),

@@ -26,6 +26,8 @@ use crate::store::{Ack, AckOutcome, OutboxRecord, StateStore};
 
 /// The longest `by` of an acknowledgement, in characters: a name, not a message.
 pub const MAX_BY: usize = 64;
+/// The largest acknowledgement message taken: `{"by": ...}` fits many times over.
+const MAX_ACK_BYTES: usize = 4096;
 
 /// Inbound messages waiting for their handler; beyond this they are dropped and counted.
 const INBOUND_QUEUE: usize = 10_000;
@@ -604,6 +606,13 @@ impl Alerts {
                     None => return,
                 },
             };
+            if ack.payload.len() > MAX_ACK_BYTES {
+                tracing::warn!(
+                    bytes = ack.payload.len(),
+                    "acknowledgement ignored: over {MAX_ACK_BYTES} bytes"
+                );
+                continue;
+            }
             let by = serde_json::from_slice::<serde_json::Value>(&ack.payload)
                 .ok()
                 .and_then(|v| v.get("by")?.as_str().map(str::to_owned));

@@ -44,7 +44,8 @@ impl Subscriber {
         options
             .set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5))
-            .set_max_packet_size(1 << 20, 1 << 20);
+            // Takes whatever the broker carries (MQTT's own limit), as the service does.
+            .set_max_packet_size(268_435_455, 1 << 20);
         if let Some((u, p)) = user {
             options.set_credentials(u, p);
         }
