@@ -9,7 +9,9 @@
 //! `verify_for` has run. Snapshots are rendered here, off the inference path.
 //!
 //! The task ends once both of its inputs have closed (the cameras and the sensor stage have
-//! stopped); alarms still held then are published, not dropped.
+//! stopped); alarms still held then are published, not dropped. Each event is handled under
+//! [`Telemetry::guarded`]: a panic in one is counted, and fusion goes on with the next, so one
+//! bad alarm cannot stop every alert.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +58,7 @@ pub fn start(
 ) -> (Arc<FusionCounters>, JoinHandle<()>) {
     let counters = Arc::new(FusionCounters::default());
     let stage = FusionStage {
+        telemetry: telemetry.clone(),
         fusion: Fusion::new(&config),
         config,
         alerts,
@@ -69,7 +72,15 @@ pub fn start(
     (counters, tokio::spawn(stage.run(video, sensors)))
 }
 
+/// An alert made, ready to submit.
+struct Made {
+    alert: Alert,
+    snapshot: Option<Snapshot>,
+    fused: bool,
+}
+
 struct FusionStage {
+    telemetry: Telemetry,
     config: Arc<Config>,
     fusion: Fusion,
     alerts: Alerts,
@@ -95,7 +106,10 @@ impl FusionStage {
                     None => video_open = false,
                 },
                 event = sensors.recv(), if sensors_open => match event {
-                    Some(e) => self.on_sensor(e),
+                    Some(e) => {
+                        let telemetry = self.telemetry.clone();
+                        telemetry.guarded("fusion", || self.on_sensor(e));
+                    }
                     None => sensors_open = false,
                 },
                 _ = tick.tick() => self.on_tick(SystemTime::now()).await,
@@ -109,6 +123,16 @@ impl FusionStage {
     /// A confirmed video hazard: a video alert, or a fused one when it confirms an alarm
     /// on its camera.
     async fn on_video(&mut self, video: VideoEvent) {
+        let telemetry = self.telemetry.clone();
+        let Some(Some(made)) = telemetry.guarded("fusion", || self.video_alert(video)) else {
+            return;
+        };
+        let counter = made.fused.then_some(&self.counters.fused_alerts);
+        self.submit(made, counter).await;
+    }
+
+    /// The alert of a video hazard: snapshot rendered, fused with the alarms it confirms.
+    fn video_alert(&mut self, video: VideoEvent) -> Option<Made> {
         let VideoEvent {
             camera,
             event,
@@ -131,7 +155,7 @@ impl FusionStage {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(camera = %camera.id, hazard = %event.hazard, "alert not made: {e}");
-                return;
+                return None;
             }
         };
         let fused = self.fusion.on_video(&event.camera, &event.hazard);
@@ -141,17 +165,27 @@ impl FusionStage {
             tracing::warn!(camera = %event.camera, hazard = %event.hazard, sensors = ?sensors, "video confirms a sensor alarm: one fused alert");
         }
         tracing::debug!(camera = %event.camera, hazard = %event.hazard, ?timings, "video hazard confirmed");
+        Some(Made {
+            alert,
+            snapshot,
+            fused: !fused.is_empty(),
+        })
+    }
+
+    /// Hands an alert to the alert service; `counter` counts it once it is queued.
+    async fn submit(&self, made: Made, counter: Option<&AtomicU64>) {
+        let (id, hazard) = (made.alert.id.clone(), made.alert.hazard.clone());
         let started = Instant::now();
-        let submitted = self.alerts.submit(alert, snapshot.as_ref()).await;
+        let submitted = self.alerts.submit(made.alert, made.snapshot.as_ref()).await;
         self.publish.observe(started.elapsed().as_secs_f64());
         match submitted {
-            Ok(Submitted::Queued { .. }) if !fused.is_empty() => {
-                self.counters.fused_alerts.fetch_add(1, Ordering::Relaxed);
+            Ok(Submitted::Queued { .. }) => {
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(camera = %event.camera, hazard = %event.hazard, "alert not sent: {e}")
-            }
+            Ok(Submitted::Suppressed) => {}
+            Err(e) => tracing::error!(alert = %id, hazard = %hazard, "alert not sent: {e}"),
         }
     }
 
@@ -174,19 +208,30 @@ impl FusionStage {
     }
 
     async fn on_tick(&mut self, now: SystemTime) {
-        for camera in self.fusion.verify_ended(now) {
-            self.directory.set_verify(&camera, false);
-        }
-        for alarm in self.fusion.due(now) {
-            if let Err(e) = self.sensor_alert(&alarm).await {
-                tracing::error!(sensor = %alarm.sensor_id, "sensor alert not sent: {e}");
+        let telemetry = self.telemetry.clone();
+        let due = telemetry
+            .guarded("fusion", || {
+                for camera in self.fusion.verify_ended(now) {
+                    self.directory.set_verify(&camera, false);
+                }
+                self.fusion.due(now)
+            })
+            .unwrap_or_default();
+        for alarm in due {
+            let made = telemetry.guarded("fusion", || self.sensor_alert(&alarm));
+            match made {
+                Some(Ok(made)) => self.submit(made, Some(&self.counters.sensor_alerts)).await,
+                Some(Err(e)) => {
+                    tracing::error!(sensor = %alarm.sensor_id, "sensor alert not made: {e}")
+                }
+                None => {}
             }
         }
     }
 
     /// An alarm no video confirmed: a sensor alert, shown by the first covering camera that
     /// has a frame.
-    async fn sensor_alert(&self, alarm: &SensorAlarm) -> Result<(), String> {
+    fn sensor_alert(&self, alarm: &SensorAlarm) -> Result<Made, String> {
         let shown = alarm
             .cameras
             .iter()
@@ -204,15 +249,11 @@ impl FusionStage {
         };
         let alert =
             Alert::from_sensor(alarm, &self.config, camera, frame).map_err(|e| e.to_string())?;
-        let submitted = self
-            .alerts
-            .submit(alert, snapshot.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        if matches!(submitted, Submitted::Queued { .. }) {
-            self.counters.sensor_alerts.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        Ok(Made {
+            alert,
+            snapshot,
+            fused: false,
+        })
     }
 
     /// The snapshot JPEG; an alert without one is better than none.

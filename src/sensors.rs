@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sharpeyes_alerts::{Alerts, InboundMessage};
-use sharpeyes_analytics::{SensorEvent, SensorRules};
+use sharpeyes_analytics::{SensorEvent, SensorRules, Telemetry};
 use sharpeyes_config::Config;
 use sharpeyes_ingest::SensorRegistry;
 use tokio::sync::{mpsc, watch};
@@ -60,6 +60,7 @@ pub fn start(
     alerts: Alerts,
     prefix: &str,
     fusion: mpsc::Sender<SensorEvent>,
+    telemetry: &Telemetry,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<SensorCounters>, JoinHandle<()>), String> {
     let counters = Arc::new(SensorCounters::default());
@@ -76,6 +77,7 @@ pub fn start(
         alerts,
         fusion,
         counters: counters.clone(),
+        telemetry: telemetry.clone(),
     };
     let task = tokio::spawn(stage.run(inbound, stop));
     Ok((counters, task))
@@ -87,6 +89,7 @@ struct SensorStage {
     alerts: Alerts,
     fusion: mpsc::Sender<SensorEvent>,
     counters: Arc<SensorCounters>,
+    telemetry: Telemetry,
 }
 
 impl SensorStage {
@@ -101,14 +104,18 @@ impl SensorStage {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let telemetry = self.telemetry.clone();
             let events = tokio::select! {
                 _ = crate::stopped(&mut stop) => return,
                 message = inbound.recv() => match message {
-                    Some(m) => self.on_message(m),
+                    Some(m) => telemetry.guarded("sensors", || self.on_message(m)),
                     None => return,
                 },
-                _ = tick.tick() => self.rules.check_silence(SystemTime::now()),
-            };
+                _ = tick.tick() => {
+                    telemetry.guarded("sensors", || self.rules.check_silence(SystemTime::now()))
+                }
+            }
+            .unwrap_or_default();
             for e in events {
                 self.on_sensor_event(e).await;
             }

@@ -95,6 +95,7 @@ impl Service {
             alerts.clone(),
             &endpoints.prefix,
             sensor_tx,
+            &metrics.telemetry,
             intake_rx.clone(),
         )?;
         let directory = Directory::default();

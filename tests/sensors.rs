@@ -100,16 +100,23 @@ impl Node {
         .await
         .expect("alert service starts");
         let (sensor_tx, sensor_rx) = mpsc::channel(16);
-        let (sensors, sensors_task) =
-            sharpeyes::sensors::start(&config, alerts.clone(), PREFIX, sensor_tx, shutdown)
-                .expect("the sensor stage starts");
+        let telemetry = Telemetry::new();
+        let (sensors, sensors_task) = sharpeyes::sensors::start(
+            &config,
+            alerts.clone(),
+            PREFIX,
+            sensor_tx,
+            &telemetry,
+            shutdown,
+        )
+        .expect("the sensor stage starts");
         let (video, video_rx) = mpsc::channel(16);
         let directory = Directory::default();
         let (fusion, fusion_task) = sharpeyes::fusion::start(
             config,
             alerts.clone(),
             directory.clone(),
-            &Telemetry::new(),
+            &telemetry,
             video_rx,
             sensor_rx,
         );

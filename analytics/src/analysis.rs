@@ -67,6 +67,8 @@ pub struct Telemetry {
     /// `sharpeyes_frames_total{camera,outcome}`: `gated` and `analysed` are counted here;
     /// the service mirrors ingest's outcomes into the same series.
     pub frames: IntCounterVec,
+    /// `sharpeyes_task_panics_total{task}`: see [`Telemetry::guarded`].
+    pub panics: IntCounterVec,
 }
 
 impl Default for Telemetry {
@@ -106,17 +108,47 @@ impl Telemetry {
             &["camera", "outcome"],
         )
         .expect("valid metric");
+        let panics = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_task_panics_total",
+                "Panics caught while a task handled one event (a frame, an answer, a reading, an alarm); the task went on with the next.",
+            ),
+            &["task"],
+        )
+        .expect("valid metric");
         Self {
             stage_seconds,
             batch_size,
             frames,
+            panics,
         }
     }
 
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.stage_seconds.clone()))?;
         registry.register(Box::new(self.batch_size.clone()))?;
-        registry.register(Box::new(self.frames.clone()))
+        registry.register(Box::new(self.frames.clone()))?;
+        registry.register(Box::new(self.panics.clone()))
+    }
+
+    /// Runs `task`'s handling of one event. A panic in it is logged with the task and what
+    /// it said, counted in `sharpeyes_task_panics_total{task}`, and answered with `None`: the
+    /// task goes on with its next event (its state as the panic left it), and no other task
+    /// is touched. One bad frame, reading or alarm must not stop a camera, or all alerting.
+    pub fn guarded<T>(&self, task: &str, handle: impl FnOnce() -> T) -> Option<T> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) {
+            Ok(value) => Some(value),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                tracing::error!(task, panic = %what, "a panic while handling one event: counted; the task goes on");
+                self.panics.with_label_values(&[task]).inc();
+                None
+            }
+        }
     }
 
     fn stage(&self, stage: &str) -> Histogram {
@@ -329,6 +361,7 @@ impl Analysis {
                 .with_label_values(&[id.as_str(), outcome])
         };
         let task = CameraTask {
+            telemetry: self.telemetry.clone(),
             gated: counter("gated"),
             analysed: counter("analysed"),
             receive_decode: self.telemetry.stage(stage::RECEIVE_DECODE),
@@ -375,6 +408,7 @@ struct CameraTask {
     reply: Option<mpsc::UnboundedSender<(usize, Detections<Frame>)>>,
     answers: mpsc::UnboundedReceiver<(usize, Detections<Frame>)>,
     events: mpsc::Sender<VideoEvent>,
+    telemetry: Telemetry,
     // This camera's series, looked up once rather than per frame.
     gated: IntCounter,
     analysed: IntCounter,
@@ -394,7 +428,10 @@ impl CameraTask {
                 biased;
                 _ = stopped(&mut stop) => break,
                 Some((model, answer)) = self.answers.recv() => self.on_answer(model, answer).await,
-                frame = frames.next() => self.on_frame(frame),
+                frame = frames.next() => {
+                    let telemetry = self.telemetry.clone();
+                    telemetry.guarded("analysis", || self.on_frame(frame));
+                }
             }
         }
         // The frames already submitted still count: their events go out.
@@ -439,9 +476,23 @@ impl CameraTask {
         }
     }
 
+    /// The events one model's answer confirms, sent on to fusion.
     async fn on_answer(&mut self, model: usize, answer: Detections<Frame>) {
+        let telemetry = self.telemetry.clone();
+        let events = telemetry
+            .guarded("analysis", || self.events_of(model, answer))
+            .unwrap_or_default();
+        for event in events {
+            if self.events.send(event).await.is_err() {
+                tracing::error!("the alert side is gone: a confirmed hazard is dropped");
+            }
+        }
+    }
+
+    /// Tracks one model's answer and runs its rules: the hazards it confirms.
+    fn events_of(&mut self, model: usize, answer: Detections<Frame>) -> Vec<VideoEvent> {
         let Some(worker) = self.workers.get(model) else {
-            return;
+            return Vec::new();
         };
         self.queue_wait.observe(answer.queue_wait.as_secs_f64());
         self.preprocess.observe(answer.preprocess.as_secs_f64());
@@ -461,22 +512,35 @@ impl CameraTask {
         );
         let postprocess = started.elapsed();
         self.postprocess.observe(postprocess.as_secs_f64());
-        for event in events {
-            let timings = Timings {
-                queue_wait: answer.queue_wait,
-                preprocess: answer.preprocess,
-                inference: answer.inference,
-                postprocess,
-                batch_size: answer.batch_size,
-            };
-            let event = VideoEvent {
+        let timings = Timings {
+            queue_wait: answer.queue_wait,
+            preprocess: answer.preprocess,
+            inference: answer.inference,
+            postprocess,
+            batch_size: answer.batch_size,
+        };
+        events
+            .into_iter()
+            .map(|event| VideoEvent {
                 camera: self.camera.clone(),
                 event,
                 timings,
-            };
-            if self.events.send(event).await.is_err() {
-                tracing::error!("the alert side is gone: a confirmed hazard is dropped");
-            }
-        }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_one_event_is_caught_counted_and_the_next_event_runs() {
+        let telemetry = Telemetry::new();
+        let caught: Option<u32> = telemetry.guarded("fusion", || panic!("a bad alarm"));
+        assert_eq!(caught, None);
+        assert_eq!(telemetry.guarded("fusion", || 7), Some(7));
+        let count = |task: &str| telemetry.panics.with_label_values(&[task]).get();
+        assert_eq!((count("fusion"), count("analysis")), (1, 0));
     }
 }
