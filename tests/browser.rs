@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sharpeyes_testkit::config::{CAMERA, fire_camera, service};
+use sharpeyes_testkit::config::{CAMERA, fire_camera, role_token, service};
 use sharpeyes_testkit::http::{get, get_as};
 use sharpeyes_testkit::{Mosquitto, Service, fire_cameras};
 use tungstenite::WebSocket;
@@ -153,7 +153,6 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let sim = fire_cameras(&cache, 1, "8s");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.toml");
     let text = service(
         dir.path(),
         "browser-node",
@@ -161,16 +160,9 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         "se-run",
         Some(TOKEN),
     ) + &fire_camera(CAMERA, &sim.url(1))
-        + &format!(
-            "\n[[http.tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\n[[http.tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n"
-        );
-    std::fs::write(&path, text).unwrap();
-    let service = Service::start(
-        env!("CARGO_BIN_EXE_sharpeyes"),
-        &path,
-        env!("CARGO_MANIFEST_DIR"),
-        "warn",
-    );
+        + &role_token(VIEWER, "viewer")
+        + &role_token(OPERATOR, "operator");
+    let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
     let http = service.port();
     let started = Instant::now();
     while get_status(http, "/readyz") != Some(200) && started.elapsed() < Duration::from_secs(30) {

@@ -65,16 +65,10 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     let centre =
         Subscriber::connect(broker.port, "centre-reload", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.toml");
     let text = service(dir.path(), "run-node", broker.port, PREFIX, Some(TOKEN))
         + &fire_camera(CAMERA, &sim.url(1));
-    std::fs::write(&path, text).unwrap();
-    let service = Service::start(
-        env!("CARGO_BIN_EXE_sharpeyes"),
-        &path,
-        env!("CARGO_MANIFEST_DIR"),
-        "warn",
-    );
+    let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
+    let path = dir.path().join("service.toml");
     let http = service.port();
     let got = centre
         .wait_until(Duration::from_secs(60), |m| alert_from(m, CAMERA))

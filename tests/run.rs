@@ -19,17 +19,10 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let broker = Mosquitto::start(false, &[]);
     let centre = Subscriber::connect(broker.port, "centre-run", &format!("{PREFIX}/#"), None).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.toml");
     let text = service(dir.path(), "run-node", broker.port, PREFIX, Some(TOKEN))
         + &fire_camera(CAMERA, &sim.url(1));
-    std::fs::write(&path, text).unwrap();
     // The API on a port of its own choosing, reported in the ready file.
-    let svc = Service::start(
-        env!("CARGO_BIN_EXE_sharpeyes"),
-        &path,
-        env!("CARGO_MANIFEST_DIR"),
-        "info",
-    );
+    let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "info");
     let http = svc.port();
 
     let alert_topic = format!("{PREFIX}/alerts/{GRID_TOPIC}/fire");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sharpeyes_testkit::config::service;
+use sharpeyes_testkit::config::{role_token, service};
 use sharpeyes_testkit::http::{get, get_as, post, request};
 use sharpeyes_testkit::{Mosquitto, Service, Subscriber, wait_for};
 
@@ -44,17 +44,9 @@ fn start() -> Setup {
         broker.port,
         PREFIX,
         Some(&format!("${{file:{}}}", secret_file.display())),
-    ) + &format!(
-        "\n[[http.tokens]]\ntoken = \"{VIEWER}\"\nrole = \"viewer\"\n\n[[http.tokens]]\ntoken = \"{OPERATOR}\"\nrole = \"operator\"\n"
-    );
-    let path = dir.path().join("sec.toml");
-    std::fs::write(&path, text).unwrap();
-    let service = Service::start(
-        env!("CARGO_BIN_EXE_sharpeyes"),
-        &path,
-        env!("CARGO_MANIFEST_DIR"),
-        "warn",
-    );
+    ) + &role_token(VIEWER, "viewer")
+        + &role_token(OPERATOR, "operator");
+    let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
     Setup {
         broker_port: broker.port,
         _dir: dir,

@@ -30,6 +30,11 @@ hazards = ["fire"]
     )
 }
 
+/// An `[[http.tokens]]` entry: `token` with `role` (`viewer`, `operator` or `admin`).
+pub fn role_token(token: &str, role: &str) -> String {
+    format!("\n[[http.tokens]]\ntoken = \"{token}\"\nrole = \"{role}\"\n")
+}
+
 /// A service's own sections: `[node]` (`node` as its id, data under `dir`), the broker on
 /// loopback `broker` with topic `prefix`, the API on a port it picks (`--ready-file` says
 /// which) with `token` when given; then the grids and the fire fixture.

@@ -71,6 +71,13 @@ impl Service {
         }
     }
 
+    /// Writes `config` to `dir/service.toml` and starts `bin` on it from `dir`.
+    pub fn run(bin: impl AsRef<Path>, dir: &Path, config: &str, log_level: &str) -> Service {
+        let path = dir.join("service.toml");
+        std::fs::write(&path, config).expect("the configuration is written");
+        Service::start(bin, &path, dir, log_level)
+    }
+
     pub fn port(&self) -> u16 {
         self.http.port()
     }
