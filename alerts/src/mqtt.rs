@@ -40,9 +40,9 @@ pub(crate) const MAX_PACKET: usize = 1024 * 1024;
 /// handler accepts is checked after (sensor readings: 64 KiB, acknowledgements: 4 KiB);
 /// the broker's own `message_size_limit` bounds the memory it can cost.
 const MAX_INCOMING: usize = 268_435_455;
-/// A publish unacknowledged this long on a live connection means the connection is not what
-/// it seems: drop it, reconnect and re-send.
-const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// A publish unacknowledged for this many keepalive periods on a live connection means the
+/// connection is not what it seems: drop it, reconnect and re-send.
+const ACK_TIMEOUT_KEEPALIVES: u32 = 2;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for the broker to acknowledge what is in flight.
@@ -356,7 +356,10 @@ impl Link {
     /// CONNACK, it leaves a connection the broker sees vanish, which fires the last will. So a
     /// connection attempt is interrupted only by shutdown; commands wait in their channel.
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Ticks missed while disconnected are skipped, not fired in a burst on reconnecting:
+        // a burst checked stale send times once per missed second and reconnected each time.
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let event = if self.connected {
                 self.fill_window();
@@ -503,7 +506,13 @@ impl Link {
                 if let Err(e) = self.client.try_subscribe_many(subscribe) {
                     tracing::error!(topics = ?filters, "cannot subscribe: {e}");
                 }
-                if !ack.session_present {
+                if ack.session_present {
+                    // rumqttc re-sends what is in flight now: its wait for a PUBACK starts again.
+                    let now = Instant::now();
+                    for flight in self.in_flight.values_mut() {
+                        flight.sent_at = now;
+                    }
+                } else {
                     // The broker forgot the session, and rumqttc dropped what it would have
                     // re-sent: send it again ourselves, in the original order, first.
                     let mut lost: Vec<(u16, InFlight)> =
@@ -587,12 +596,13 @@ impl Link {
         if !self.connected {
             return;
         }
+        let timeout = self.settings.keep_alive * ACK_TIMEOUT_KEEPALIVES;
         let stuck = self
             .in_flight
             .values()
-            .any(|f| f.sent_at.elapsed() > ACK_TIMEOUT);
+            .any(|f| f.sent_at.elapsed() > timeout);
         if stuck {
-            tracing::warn!(broker = %self.settings.broker(), "a publish waited {ACK_TIMEOUT:?} for its PUBACK; reconnecting to re-send");
+            tracing::warn!(broker = %self.settings.broker(), "a publish waited {timeout:?} for its PUBACK; reconnecting to re-send");
             self.eventloop.clean();
             self.connected = false;
             self.stats.connected.store(false, Ordering::Relaxed);

@@ -2,8 +2,8 @@
 //!
 //! Alerts arrive on their grid topic and validate against the schema; the cooldown holds back
 //! repeats; stopping the broker mid-burst or killing the publishing process loses nothing;
-//! unacknowledged alerts climb to the county and acknowledged ones stay put; no credential
-//! shows in any message or log line.
+//! unacknowledged alerts climb to the county and acknowledged ones stay put; a broker silent
+//! for long costs one reconnect, not a storm; no credential shows in any message or log line.
 
 mod support;
 
@@ -343,6 +343,67 @@ async fn broker_stopped_mid_burst_loses_no_alert() {
         })
         .await;
     assert_all_arrived(&sent, &got);
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+}
+
+/// A broker that goes silent (packets dropped, not refused) for several times the publish
+/// timeout, with publishes in flight: when it answers again the node reconnects once, not
+/// once per second it missed, and its retained status does not flip while it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_silent_for_long_costs_one_reconnect_when_it_returns() {
+    logs();
+    let broker = Mosquitto::start(true, &[]);
+    let proxy = FaultProxy::start(broker.port).await;
+    let sub = Subscriber::connect(broker.port, "centre-6", &format!("{PREFIX}/#"), None).await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let mut mqtt = plain(proxy.port);
+    mqtt.client_id = "sharpeyes-silent-broker".into();
+    // Two-second keepalive: a publish is given up on after 4 s.
+    mqtt.keep_alive = Duration::from_secs(2);
+    let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+    let first = submit(&svc.alerts, &config, "fire", None).await;
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| {
+            alert_ids(m).contains_key(&first)
+        })
+        .await;
+    assert!(alert_ids(&got).contains_key(&first), "the link works");
+
+    proxy.set(Fault::Blackhole);
+    let mut sent = burst(&svc.alerts, &config, 5, |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    // The silence ends; what was held in it is gone, as on a network that dropped it.
+    proxy.cut();
+    proxy.set(Fault::None);
+    let accepted_before = proxy.accepted();
+    let heard_before = sub.snapshot().len();
+    sent.push(first);
+    let got = sub
+        .wait_until(Duration::from_secs(20), |m| {
+            let ids = alert_ids(m);
+            sent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&sent, &got);
+    // Time for a storm of reconnects to show, were there one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reconnects = proxy.accepted() - accepted_before;
+    let status_topic = format!("{PREFIX}/status/test-node");
+    let after: Vec<String> = sub.snapshot()[heard_before..]
+        .iter()
+        .filter(|m| m.topic == status_topic)
+        .map(|m| m.json()["state"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        reconnects <= 2,
+        "{reconnects} connections after the broker answered again; node status since: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|s| s == "offline") && after.last().map(String::as_str) == Some("online"),
+        "the node's status flipped after the broker answered again: {after:?}"
+    );
     wait_outbox_empty(store.as_ref()).await;
     svc.shutdown().await;
 }

@@ -2,7 +2,7 @@
 //! networks break: refuse new connections, blackhole (hold every byte both ways, the
 //! connection stays open), delay every chunk, or cut the connections it carries.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ pub struct FaultProxy {
     pub port: u16,
     fault: Arc<AtomicU8>,
     delay_ms: Arc<AtomicU64>,
+    accepted: Arc<AtomicUsize>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -40,8 +41,10 @@ impl FaultProxy {
         let port = listener.local_addr().expect("bound").port();
         let fault = Arc::new(AtomicU8::new(Fault::None as u8));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let (f, d, c) = (fault.clone(), delay_ms.clone(), connections.clone());
+        let counted = accepted.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if f.load(Ordering::SeqCst) == Fault::Refuse as u8 {
@@ -51,6 +54,7 @@ impl FaultProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
+                counted.fetch_add(1, Ordering::SeqCst);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 let up = pump(cr, sw, f.clone(), d.clone());
@@ -67,6 +71,7 @@ impl FaultProxy {
             port,
             fault,
             delay_ms,
+            accepted,
             connections,
             accept,
         }
@@ -87,6 +92,11 @@ impl FaultProxy {
         for task in self.connections.lock().expect("not poisoned").drain(..) {
             task.abort();
         }
+    }
+
+    /// Connections forwarded since the start (refused ones are not counted).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Connections open through the proxy now.
