@@ -325,9 +325,10 @@ impl Alerts {
         let hazard = inner.config.hazard(&alert.hazard);
         let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
         let key = alert.cooldown_key();
+        let mut claimed = false;
         if !cooldown.is_zero() {
             match inner.store.claim_cooldown(&key, cooldown).await {
-                Ok(true) => {}
+                Ok(true) => claimed = true,
                 Ok(false) => {
                     inner.stats.suppressed.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(key = %key, "alert suppressed: within its cooldown");
@@ -368,6 +369,12 @@ impl Alerts {
         // The escalation is scheduled with the alert exactly as published.
         let (topic, json) = (record.topic.clone(), record.payload.clone());
         let durable = self.enqueue(record).await;
+        if claimed && !durable {
+            // Not durable: it may never go out, so it must not hold back the next one.
+            if let Err(e) = inner.store.release_cooldown(&key).await {
+                self.store_error("cooldown release", &e);
+            }
+        }
         if let Some(h) = hazard.filter(|h| !h.escalate_after.is_zero()) {
             if alert.escalated(&inner.config).is_some() {
                 let due = SystemTime::now() + h.escalate_after;

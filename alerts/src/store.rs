@@ -66,6 +66,9 @@ pub trait StateStore: Send + Sync {
     /// Takes the cooldown `key` for `ttl`: `true` when nobody held it, so the caller alerts.
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool>;
 
+    /// Gives back a cooldown claimed for an alert that could not be made durable.
+    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
     /// Durably appends `record`; returns its outbox key. Durable means: written before this
     /// returns, so a killed process replays it.
     fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String>;

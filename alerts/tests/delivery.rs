@@ -612,6 +612,97 @@ async fn unacknowledged_alert_climbs_to_the_county_acknowledged_one_stays() {
     svc.shutdown().await;
 }
 
+/// Escalations outlive a restart of a node on the disk spool: an alert nobody acknowledged
+/// before the restart still climbs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_outlives_a_restart_on_the_disk_spool() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub =
+        Subscriber::connect(broker.port, "centre-7", &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let spool = tempfile::tempdir().unwrap();
+    let escalated = |m: &[Message], id: &str| {
+        m.iter()
+            .any(|m| m.json()["id"] == id && m.json()["escalation_level"].as_u64() >= Some(1))
+    };
+
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::with_spool(spool.path()).unwrap());
+    let svc = Running::start(config.clone(), store, plain(broker.port)).await;
+    // Escalates after 1 s; the node stops before that.
+    let id = submit(&svc.alerts, &config, "fallen-person", None).await;
+    sub.wait_until(Duration::from_secs(5), |m| alert_ids(m).contains_key(&id))
+        .await;
+    svc.shutdown().await;
+    assert!(
+        !escalated(&sub.snapshot(), &id),
+        "the escalation came before the restart; the test shows nothing"
+    );
+
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::with_spool(spool.path()).unwrap());
+    let svc = Running::start(config.clone(), store, plain(broker.port)).await;
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| escalated(m, &id))
+        .await;
+    assert!(
+        escalated(&got, &id),
+        "the alert did not climb after the restart: {:?}",
+        got.iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
+    svc.shutdown().await;
+}
+
+/// An alert the outbox could not take does not hold its cooldown: the next detection of the
+/// same hazard is not suppressed on account of an alert that may never go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_is_released_when_the_outbox_refuses_the_alert() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let config = config();
+    let redis = Redis::start(None);
+    let url = format!("redis://127.0.0.1:{}/0", redis.port);
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&SecretUrl::parse(&url).unwrap(), "release-test", "n1")
+            .await
+            .unwrap(),
+    );
+    let svc = Running::start(config.clone(), store, plain(broker.port)).await;
+    // The outbox stream's key holds a string, so every XADD fails.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let outbox = "release-test:outbox:n1";
+    redis::cmd("SET")
+        .arg(outbox)
+        .arg("not a stream")
+        .query::<()>(&mut conn)
+        .unwrap();
+
+    // smoke: a one-minute cooldown.
+    let refused = svc.alerts.submit(alert(&config, "smoke", None), None).await;
+    assert!(
+        matches!(refused, Ok(Submitted::Queued { durable: false, .. })),
+        "{refused:?}"
+    );
+    redis::cmd("DEL")
+        .arg(outbox)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let next = svc.alerts.submit(alert(&config, "smoke", None), None).await;
+    assert!(
+        matches!(next, Ok(Submitted::Queued { durable: true, .. })),
+        "the refused alert still held the cooldown: {next:?}"
+    );
+    let repeat = svc.alerts.submit(alert(&config, "smoke", None), None).await;
+    assert_eq!(
+        repeat.ok(),
+        Some(Submitted::Suppressed),
+        "a durable alert holds it"
+    );
+    svc.shutdown().await;
+}
+
 /// The publishing process of `killed_publisher_loses_no_alert`, run as a child of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by killed_publisher_loses_no_alert as its child process"]

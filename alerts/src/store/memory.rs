@@ -1,5 +1,6 @@
-//! The embedded store: state in memory; the outbox and snapshots in a disk spool when given a
-//! directory, so a restarted node still publishes what it had not delivered.
+//! The embedded store: state in memory; the outbox, escalations and snapshots in a disk spool
+//! when given a directory, so a restarted node still publishes what it had not delivered and
+//! still escalates what nobody acknowledged.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
@@ -51,11 +52,17 @@ impl MemoryStore {
         }
     }
 
-    /// The outbox and snapshots under `dir` (`outbox/`, `snapshots/`), created if missing.
+    /// The outbox, escalations and snapshots under `dir` (`outbox/`, `escalations/`,
+    /// `snapshots/`), created if missing; escalations spooled by an earlier run are loaded.
     pub fn with_spool(dir: &Path) -> Result<Self, Error> {
         let spool = Spool::open(dir)?;
+        let mut state = State::default();
+        for (id, due, json) in spool.escalations()? {
+            state.escalations.insert((due, id.clone()), json);
+            state.escalation_due.insert(id, due);
+        }
         Ok(Self {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             spool: Some(Arc::new(spool)),
         })
     }
@@ -94,6 +101,13 @@ impl StateStore for MemoryStore {
             }
             state.cooldowns.insert(key.to_owned(), now + ttl);
             Ok(true)
+        })
+    }
+
+    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.state().cooldowns.remove(key);
+            Ok(())
         })
     }
 
@@ -170,34 +184,54 @@ impl StateStore for MemoryStore {
         alert_json: &'a str,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut state = self.state();
-            if let Some(old) = state.escalation_due.remove(alert_id) {
-                state.escalations.remove(&(old, alert_id.to_owned()));
+            {
+                // Kept in memory even if the spool fails: it still escalates while running.
+                let mut state = self.state();
+                if let Some(old) = state.escalation_due.remove(alert_id) {
+                    state.escalations.remove(&(old, alert_id.to_owned()));
+                }
+                state
+                    .escalations
+                    .insert((due, alert_id.to_owned()), alert_json.to_owned());
+                state.escalation_due.insert(alert_id.to_owned(), due);
             }
-            state
-                .escalations
-                .insert((due, alert_id.to_owned()), alert_json.to_owned());
-            state.escalation_due.insert(alert_id.to_owned(), due);
-            Ok(())
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let (id, json) = (alert_id.to_owned(), alert_json.to_owned());
+                    blocking(move || spool.put_escalation(&id, due, &json)).await
+                }
+                None => Ok(()),
+            }
         })
     }
 
     fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let mut state = self.state();
-            let mut due = Vec::new();
-            while due.len() < limit {
-                let Some(entry) = state.escalations.first_entry() else {
-                    break;
-                };
-                if entry.key().0 > now {
-                    break;
+            let mut taken = Vec::new();
+            {
+                let mut state = self.state();
+                while taken.len() < limit {
+                    let Some(entry) = state.escalations.first_entry() else {
+                        break;
+                    };
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let ((_, id), json) = entry.remove_entry();
+                    state.escalation_due.remove(&id);
+                    taken.push((id, json));
                 }
-                let ((_, id), json) = entry.remove_entry();
-                state.escalation_due.remove(&id);
-                due.push(json);
             }
-            Ok(due)
+            if let (Some(spool), false) = (&self.spool, taken.is_empty()) {
+                let spool = spool.clone();
+                let ids: Vec<String> = taken.iter().map(|(id, _)| id.clone()).collect();
+                // A file left behind escalates again after a restart: a duplicate, never a loss.
+                if let Err(e) = blocking(move || spool.remove_escalations(&ids)).await {
+                    tracing::warn!("{e}; those escalations may be sent again after a restart");
+                }
+            }
+            Ok(taken.into_iter().map(|(_, json)| json).collect())
         })
     }
 
@@ -291,20 +325,30 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::store(format!("spool task failed: {e}")))?
 }
 
-/// One file per outbox record, named by a sequence number so a listing is in order. A record
-/// is written to a temporary name, synced and renamed: a crash leaves whole records or none.
+/// One file per outbox record, named by a sequence number so a listing is in order, and one
+/// per scheduled escalation, named by its alert id. Each is written to a temporary name,
+/// synced and renamed: a crash leaves whole records or none.
 struct Spool {
     dir: PathBuf,
     outbox: PathBuf,
+    escalations: PathBuf,
     snapshots: PathBuf,
     next_seq: Mutex<u64>,
+}
+
+/// An escalation as spooled.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpooledEscalation {
+    due_ms: u64,
+    alert: String,
 }
 
 impl Spool {
     fn open(dir: &Path) -> Result<Self, Error> {
         let outbox = dir.join("outbox");
+        let escalations = dir.join("escalations");
         let snapshots = dir.join("snapshots");
-        for d in [&outbox, &snapshots] {
+        for d in [&outbox, &escalations, &snapshots] {
             fs::create_dir_all(d).map_err(|e| {
                 Error::store(format!(
                     "cannot create the spool directory {}: {e}; set [node] data_dir to a writable place",
@@ -315,6 +359,7 @@ impl Spool {
         let spool = Self {
             dir: dir.to_owned(),
             outbox,
+            escalations,
             snapshots,
             next_seq: Mutex::new(0),
         };
@@ -342,6 +387,18 @@ impl Spool {
         Ok(keys)
     }
 
+    /// Writes `bytes` to `path` whole or not at all.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut file = fs::File::create(&tmp).map_err(|e| self.io_error("create", &tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| self.io_error("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| self.io_error("rename", &tmp, e))
+    }
+
     fn append(&self, record: &OutboxRecord) -> Result<String, Error> {
         let seq = {
             let mut next = self.next_seq.lock().unwrap_or_else(|e| e.into_inner());
@@ -350,15 +407,9 @@ impl Spool {
             seq
         };
         let key = format!("{seq:020}.json");
-        let path = self.outbox.join(&key);
-        let tmp = self.outbox.join(format!("{key}.tmp"));
         let json = serde_json::to_vec(record)
             .map_err(|e| Error::store(format!("spool: cannot encode a record: {e}")))?;
-        let mut file = fs::File::create(&tmp).map_err(|e| self.io_error("create", &tmp, e))?;
-        file.write_all(&json)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| self.io_error("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| self.io_error("rename", &tmp, e))?;
+        self.write_atomic(&self.outbox.join(&key), &json)?;
         Ok(key)
     }
 
@@ -398,10 +449,76 @@ impl Spool {
         }
     }
 
-    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, Error> {
-        if alert_id.is_empty() || !alert_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Error::store(format!("`{alert_id}` is not an alert id")));
+    fn escalation_path(&self, alert_id: &str) -> Result<PathBuf, Error> {
+        check_alert_id(alert_id)?;
+        Ok(self.escalations.join(format!("{alert_id}.json")))
+    }
+
+    fn put_escalation(&self, alert_id: &str, due: SystemTime, alert: &str) -> Result<(), Error> {
+        let path = self.escalation_path(alert_id)?;
+        let record = SpooledEscalation {
+            due_ms: super::millis_since_epoch(due),
+            alert: alert.to_owned(),
+        };
+        let json = serde_json::to_vec(&record)
+            .map_err(|e| Error::store(format!("spool: cannot encode an escalation: {e}")))?;
+        self.write_atomic(&path, &json)
+    }
+
+    fn remove_escalations(&self, alert_ids: &[String]) -> Result<(), Error> {
+        for id in alert_ids {
+            let path = self.escalation_path(id)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error("remove", &path, e)),
+            }
         }
+        Ok(())
+    }
+
+    /// Every spooled escalation: alert id, due time, alert JSON. An unreadable file is set
+    /// aside (`.bad`) with an error naming it.
+    fn escalations(&self) -> Result<Vec<(String, SystemTime, String)>, Error> {
+        let entries = fs::read_dir(&self.escalations)
+            .map_err(|e| self.io_error("list", &self.escalations, e))?;
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(".json"))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let parsed = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<SpooledEscalation>(&b).map_err(|e| e.to_string())
+                })
+                .and_then(|r| check_alert_id(&id).map(|()| r).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(r) => {
+                    let due = SystemTime::UNIX_EPOCH + Duration::from_millis(r.due_ms);
+                    found.push((id, due, r.alert));
+                }
+                Err(e) => {
+                    let bad = path.with_extension("bad");
+                    tracing::error!(
+                        file = %path.display(),
+                        moved_to = %bad.display(),
+                        "spooled escalation is unreadable ({e}); it is set aside and not escalated"
+                    );
+                    let _ = fs::rename(&path, &bad);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, Error> {
+        check_alert_id(alert_id)?;
         Ok(self.snapshots.join(format!("{alert_id}.jpg")))
     }
 
@@ -439,4 +556,15 @@ impl Spool {
             Err(e) => Err(self.io_error("read", &path, e)),
         }
     }
+}
+
+/// Alert ids name spool files: only ULID characters, so no id can reach outside the spool.
+fn check_alert_id(alert_id: &str) -> Result<(), Error> {
+    if alert_id.is_empty()
+        || alert_id.len() > 64
+        || !alert_id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(Error::store(format!("`{alert_id}` is not an alert id")));
+    }
+    Ok(())
 }

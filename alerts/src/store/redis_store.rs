@@ -93,6 +93,20 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 "#;
 
+/// KEYS: escalations (sorted set), escalation (hash). ARGV: now in ms, limit. Removes and
+/// returns the JSON of up to `limit` escalations due by now.
+const TAKE_DUE_ESCALATIONS: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local due = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local json = redis.call('HGET', KEYS[2], id)
+  redis.call('HDEL', KEYS[2], id)
+  if json then table.insert(due, json) end
+end
+return due
+"#;
+
 /// Redis errors may quote the URL they were given; never let a password through.
 fn scrub(e: &redis::RedisError) -> String {
     sharpeyes_config::redact_url(&e.to_string())
@@ -127,6 +141,15 @@ impl StateStore for RedisStore {
                 .arg(ttl.as_millis().max(1) as u64);
             let set: Option<String> = self.query("SET cooldown", &cmd).await?;
             Ok(set.is_some())
+        })
+    }
+
+    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.key(&["cooldown", key]));
+            let _: u64 = self.query("DEL cooldown", &cmd).await?;
+            Ok(())
         })
     }
 
@@ -222,34 +245,16 @@ impl StateStore for RedisStore {
 
     fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let zset = self.key(&["escalations"]);
-            let hash = self.key(&["escalation"]);
-            let mut cmd = redis::cmd("ZRANGEBYSCORE");
-            cmd.arg(&zset)
-                .arg("-inf")
+            // One script: each due escalation leaves the set and the hash together (no entry
+            // is left half-taken when a call fails), and with several nodes each goes to one.
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(TAKE_DUE_ESCALATIONS)
+                .arg(2)
+                .arg(self.key(&["escalations"]))
+                .arg(self.key(&["escalation"]))
                 .arg(millis_since_epoch(now))
-                .arg("LIMIT")
-                .arg(0)
                 .arg(limit);
-            let ids: Vec<String> = self.query("ZRANGEBYSCORE escalations", &cmd).await?;
-            let mut due = Vec::new();
-            for id in ids {
-                // ZREM decides which node owns a due escalation: only one gets 1.
-                let mut zrem = redis::cmd("ZREM");
-                zrem.arg(&zset).arg(&id);
-                let removed: u64 = self.query("ZREM escalations", &zrem).await?;
-                if removed == 0 {
-                    continue;
-                }
-                let mut hget = redis::cmd("HGET");
-                hget.arg(&hash).arg(&id);
-                let json: Option<String> = self.query("HGET escalation", &hget).await?;
-                let mut hdel = redis::cmd("HDEL");
-                hdel.arg(&hash).arg(&id);
-                let _: u64 = self.query("HDEL escalation", &hdel).await?;
-                due.extend(json);
-            }
-            Ok(due)
+            self.query("EVAL take due escalations", &cmd).await
         })
     }
 
