@@ -214,6 +214,7 @@ impl Cameras {
         }
         self.status.board.remove(id);
         self.sources.remove_camera(id);
+        self.status.metrics.forget_camera(id);
         self.directory.remove(id);
     }
 

@@ -176,6 +176,14 @@ impl Metrics {
         }
     }
 
+    /// Drops every series labelled with `camera`: a removed camera must not stay in
+    /// /metrics (as `streaming`, forever). Call once its tasks have ended.
+    pub fn forget_camera(&self, camera: &str) {
+        forget(&self.camera_state, camera);
+        forget(&self.reconnects, camera);
+        forget(&self.telemetry.frames, camera);
+    }
+
     /// The text exposition of every metric, after mirroring `sources`.
     pub fn render(&self, sources: &Sources) -> String {
         let cameras = sources
@@ -245,6 +253,26 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Removes the series of `vec` whose `camera` label is `camera`, whatever its other labels.
+fn forget<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    camera: &str,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("camera") == Some(&camera) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Cameras change while `sharpeyes run` runs: added and removed over the API, and from the
-//! configuration file on SIGHUP, without disturbing the cameras that stay.
+//! Cameras change while `sharpeyes run` runs: added and removed over the API (a removed one
+//! leaves /metrics too), and from the configuration file on SIGHUP, without disturbing the
+//! cameras that stay.
 
 use std::time::Duration;
 
@@ -118,6 +119,22 @@ async fn cameras_are_added_and_removed_without_a_restart() {
         Some("stopped")
     );
     assert_eq!(delete(http, "/api/cameras/nobody", Some(TOKEN)).0, 400);
+    // Its series leave /metrics with it: no `streaming = 1` for a camera that is gone.
+    let (_, metrics) = get_as(http, "/metrics", TOKEN);
+    let metrics = String::from_utf8_lossy(&metrics);
+    let left: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains(&format!("camera=\"{SECOND}\"")))
+        .take(3)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the removed camera is still in /metrics: {left:?}"
+    );
+    assert!(
+        metrics.contains(&format!("camera=\"{CAMERA}\"")),
+        "the first camera is"
+    );
 
     // From the file on SIGHUP: the second camera comes back.
     let mut text = std::fs::read_to_string(&path).unwrap();
