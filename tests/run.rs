@@ -130,4 +130,18 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
                 && m.json()["state"] == "offline"),
         "node status offline on shutdown"
     );
+    // In order: the camera said `stopped` before the node said `offline`.
+    let order: Vec<String> = offline
+        .iter()
+        .filter(|m| {
+            m.topic == format!("{PREFIX}/status/run-node")
+                || m.topic == format!("{PREFIX}/cameras/{CAMERA}/status")
+        })
+        .map(|m| m.json()["state"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        order.iter().rev().take(2).collect::<Vec<_>>(),
+        ["offline", "stopped"],
+        "statuses in the order sent: {order:?}"
+    );
 }
