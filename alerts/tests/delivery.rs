@@ -703,6 +703,53 @@ async fn a_cooldown_is_released_when_the_outbox_refuses_the_alert() {
     svc.shutdown().await;
 }
 
+/// A shutdown that cannot drain its backlog in time still leaves the node `offline` on the
+/// broker: a clean DISCONNECT sent ahead of the offline status would discard the will and
+/// leave `online` retained for a node that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_behind_a_backlog_still_leaves_the_node_offline() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let proxy = FaultProxy::start(broker.port).await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store, plain(proxy.port)).await;
+    let status = format!("{PREFIX}/status/test-node");
+    let online = Subscriber::connect(broker.port, "centre-8", &status, None).await;
+    online
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.json()["state"] == "online")
+        })
+        .await;
+
+    // A slow path: every chunk waits a second each way, so 150 alerts take longer than the
+    // drain allows.
+    proxy.delay(Duration::from_secs(1));
+    burst(&svc.alerts, &config, 150, |_| {}).await;
+    svc.shutdown().await;
+    proxy.delay(Duration::ZERO);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        // What a centre that connects now is told.
+        let fresh = Subscriber::connect(broker.port, "centre-9", &status, None).await;
+        let got = fresh
+            .wait_until(Duration::from_secs(2), |m| !m.is_empty())
+            .await;
+        last = got
+            .last()
+            .map(|m| m.json()["state"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        if last == "offline" {
+            break;
+        }
+        drop(fresh);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(last, "offline", "the retained node status after a shutdown");
+}
+
 /// The publishing process of `killed_publisher_loses_no_alert`, run as a child of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by killed_publisher_loses_no_alert as its child process"]

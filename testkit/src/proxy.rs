@@ -59,8 +59,10 @@ impl FaultProxy {
                 let (sr, sw) = server.into_split();
                 let up = pump(cr, sw, f.clone(), d.clone());
                 let down = pump(sr, cw, f.clone(), d.clone());
+                // Each way runs until its sender closes and what it sent is delivered, as TCP
+                // does: a peer that writes and closes at once is still heard.
                 let task = tokio::spawn(async move {
-                    tokio::select! { _ = up => {}, _ = down => {} }
+                    tokio::join!(up, down);
                 });
                 let mut tasks = c.lock().expect("not poisoned");
                 tasks.retain(|t| !t.is_finished());
@@ -124,7 +126,10 @@ async fn pump(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
             Ok(n) => n,
         };
         while fault.load(Ordering::SeqCst) == Fault::Blackhole as u8 {
