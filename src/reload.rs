@@ -79,12 +79,12 @@ pub(crate) async fn control_loop(
                 let _ = reply.send(result);
             }
             Control::Add(body, reply) => {
-                let result = match camera_id(&body) {
+                let result = match posted_camera(&body) {
                     Err(e) => Err(e),
                     Ok(_) if added.len() >= MAX_API_CAMERAS => Err(format!(
                         "{MAX_API_CAMERAS} cameras were added over the API already: add more in the configuration file"
                     )),
-                    Ok(id)
+                    Ok((id, _))
                         if effective(&source, &added, &removed)
                             .is_ok_and(|c| c.camera(&id).is_some()) =>
                     {
@@ -92,12 +92,12 @@ pub(crate) async fn control_loop(
                             "camera `{id}` already exists: remove it first, or change it in the configuration file and reload"
                         ))
                     }
-                    Ok(id) if removed.contains(&id) => Err(format!(
+                    Ok((id, _)) if removed.contains(&id) => Err(format!(
                         "camera `{id}` is in the configuration file and was removed over the API; edit the file and reload to bring it back"
                     )),
-                    Ok(id) => {
+                    Ok((id, entry)) => {
                         let mut candidate = added.clone();
-                        candidate.push((id, body));
+                        candidate.push((id, entry));
                         let result = apply(&cameras, &source, &candidate, &removed).await;
                         if result.is_ok() {
                             added = candidate;
@@ -138,10 +138,9 @@ fn effective(
     removed: &[String],
 ) -> Result<Config, String> {
     let mut text = source.text.clone();
-    for (_, body) in added {
-        text.push_str("\n[[cameras]]\n");
-        text.push_str(body);
+    for (_, entry) in added {
         text.push('\n');
+        text.push_str(entry);
     }
     let origin = source
         .file
@@ -174,16 +173,29 @@ async fn apply(
     Ok(applied)
 }
 
-/// The `id` of a posted camera table, once it is known to name no secret.
-fn camera_id(body: &str) -> Result<String, String> {
+/// A posted camera's id and its `[[cameras]]` entry, once it is known to name no secret.
+///
+/// The entry is written back from the parsed table, never taken as posted: appended as text,
+/// a header in the body (`[[cameras]]`, `[[http.tokens]]`, `[mqtt]`) opened another section.
+/// Written back, whatever the body held stays inside this one camera, where the configuration
+/// check refuses what a camera does not have.
+fn posted_camera(body: &str) -> Result<(String, String), String> {
     let table: toml::Table = body
         .parse()
         .map_err(|e| format!("the camera is not TOML: {e}"))?;
     refuse_secret_references(&table, "cameras")?;
-    match table.get("id") {
-        Some(toml::Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        _ => Err("the camera has no `id`: give id, name, kind, url, grid, hazards as in a [[cameras]] entry".into()),
-    }
+    let id = match table.get("id") {
+        Some(toml::Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => return Err("the camera has no `id`: give id, name, kind, url, grid, hazards as in a [[cameras]] entry".into()),
+    };
+    let mut document = toml::Table::new();
+    document.insert(
+        "cameras".into(),
+        toml::Value::Array(vec![toml::Value::Table(table)]),
+    );
+    let entry = toml::to_string(&document)
+        .map_err(|e| format!("the camera cannot be written back as TOML: {e}"))?;
+    Ok((id, entry))
 }
 
 /// Secrets are expanded from the operator's file only: a `${VAR}` or `${file:...}` an API
@@ -227,7 +239,7 @@ mod tests {
     #[test]
     fn a_posted_camera_may_not_name_a_secret_anywhere() {
         let ok = "id = \"c1\"\nurl = \"rtsp://admin:pa$$w0rd@10.0.0.1/ch1\"";
-        assert_eq!(camera_id(ok).unwrap(), "c1");
+        assert_eq!(posted_camera(ok).unwrap().0, "c1");
         for (body, field) in [
             (
                 "id = \"c1\"\nurl = \"rtsp://10.9.9.9:554/${MQTT_PASSWORD}\"",
@@ -244,7 +256,7 @@ mod tests {
             ),
             ("id = \"c1\"\nhazards = [\"${X}\"]", "cameras.hazards[0]"),
         ] {
-            let e = camera_id(body).unwrap_err();
+            let e = posted_camera(body).unwrap_err();
             assert!(e.starts_with(&format!("{field}:")), "{body}: {e}");
             assert!(e.contains("configuration file only"), "{e}");
         }

@@ -269,6 +269,45 @@ async fn an_api_caller_cannot_expand_the_services_secrets_into_a_camera_url() {
     assert_eq!(text(&cameras), "[]");
 }
 
+/// A posted camera is one camera: its body cannot open other sections of the configuration
+/// (a second camera past the cap, a token, another broker) by writing table headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_camera_cannot_carry_other_sections_of_the_configuration() {
+    let s = start();
+    let port = s.service.port();
+    let one = camera("cam-a", "rtsp://127.0.0.1:9/a");
+    for (extra, what) in [
+        (
+            format!("[[cameras]]\n{}", camera("cam-b", "rtsp://127.0.0.1:9/b")),
+            "a second camera",
+        ),
+        (
+            "[[http.tokens]]\ntoken = \"planted-token-0001\"\nrole = \"admin\"\n".to_owned(),
+            "a token",
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:9\"\n".to_owned(),
+            "a broker",
+        ),
+    ] {
+        let body = format!("{one}{extra}");
+        let (status, why) = post(port, "/api/cameras", Some(&s.admin), &body);
+        assert_eq!(
+            status,
+            400,
+            "{what} came in with the camera: {}",
+            text(&why)
+        );
+        let why = text(&why);
+        assert!(why.contains("cameras"), "the error names where: {why}");
+        let (_, cameras) = get_as(port, "/api/cameras", VIEWER);
+        assert_eq!(text(&cameras), "[]", "after {what}: {why}");
+    }
+    // The camera alone is taken.
+    let (status, why) = post(port, "/api/cameras", Some(&s.admin), &one);
+    assert_eq!(status, 200, "{}", text(&why));
+}
+
 /// A camera URL pointed at another service: what that service answers never reaches the API
 /// or the retained status topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
