@@ -195,8 +195,20 @@ pub struct SecretUrl {
 
 impl SecretUrl {
     pub fn parse(s: &str) -> Result<Self, SecretError> {
+        // A URL parser drops tabs and line breaks, so `rtsp:\n//u:pw@h` would connect with a
+        // password that redaction, reading the text as written, does not see.
+        if s.chars().any(char::is_control) {
+            return Err(SecretError::BadUrl(format!(
+                "not a URL: it holds a control character (a line break or tab?): {}",
+                redact_for_error(s).escape_debug()
+            )));
+        }
         let template = Secret::new(s);
-        template.references()?;
+        // The reference's own text may run on into the password: shown redacted.
+        template.references().map_err(|e| match e {
+            SecretError::Syntax(why) => SecretError::Syntax(redact_for_error(&why)),
+            other => other,
+        })?;
         // References may hold characters a URL cannot (`${file:/run/secrets/pw}`): the shape
         // is parsed with each replaced by a placeholder.
         let shape = Url::parse(&with_placeholders(s)).map_err(|e| {
@@ -331,9 +343,13 @@ fn redact_userinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut auth_end = s.len();
     let mut i = auth_start;
-    while i < s.len() {
-        if s[i..].starts_with("${") {
-            i += s[i..].find('}').map_or(s.len() - i, |e| e + 1);
+    // Bytes, not chars: `i` may stop inside a multi-byte character; only ASCII ends a span.
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"${") {
+            i += bytes[i..]
+                .iter()
+                .position(|&b| b == b'}')
+                .map_or(bytes.len() - i, |e| e + 1);
             continue;
         }
         if matches!(bytes[i], b'/' | b'?' | b'#') {
@@ -348,13 +364,35 @@ fn redact_userinfo(s: &str) -> String {
     }
 }
 
-/// For text that failed to parse as a URL: everything up to the last `@` may be user-info
-/// (a password may hold `/` or `#`), so all of it goes.
+/// RFC 3986: a letter, then letters, digits, `+`, `-`, `.`.
+fn is_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// For text that failed to parse as a URL: everything from after the scheme (or from the
+/// start, when the scheme is mangled) up to the last `@` may be user-info (a password may
+/// hold `/` or `#`), so all of it goes.
 fn redact_for_error(s: &str) -> String {
-    match (s.find("://"), s.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}***{}", &s[..start + 3], &s[at..]),
-        _ => redact_url(s),
-    }
+    let Some(at) = s.rfind('@') else {
+        return redact_url(s);
+    };
+    // Only a scheme that starts the text is kept (`rtsp://`, or `rtsp:` when the slashes are
+    // mistyped).
+    let start = s
+        .find(':')
+        .filter(|&i| is_scheme(&s[..i]))
+        .map(|i| {
+            if s[i + 1..].starts_with("//") {
+                i + 3
+            } else {
+                i + 1
+            }
+        })
+        .filter(|&i| i <= at)
+        .unwrap_or(0);
+    format!("{}***{}", &s[..start], redact_query(&s[at..]))
 }
 
 #[cfg(test)]
@@ -480,5 +518,14 @@ mod tests {
         assert_eq!(redact_url("rtsp://h/p@q"), "rtsp://h/p@q");
         assert_eq!(redact_url("no url"), "no url");
         assert_eq!(redact_url("mqtts://u:p@b:8883"), "mqtts://***@b:8883");
+        // A password with a multi-byte character (found by tests/hostile_input.rs: it panicked).
+        assert_eq!(
+            redact_url("rtsp://admin:pé${@10.0.0.1/x"),
+            "rtsp://***@10.0.0.1/x"
+        );
+        assert_eq!(
+            redact_url("rtsp://管理员:密码@10.0.0.1/x"),
+            "rtsp://***@10.0.0.1/x"
+        );
     }
 }
