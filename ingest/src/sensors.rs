@@ -140,13 +140,17 @@ impl SensorRegistry {
     ) -> Result<SensorReading, Rejected> {
         let wire: Wire = serde_json::from_value(item).map_err(|e| Rejected {
             sensor_id: None,
-            reason: format!("not a reading ({e}); expected sensor_id, type, value, unit, time"),
+            reason: format!(
+                "not a reading ({}); expected sensor_id, type, value, unit, time",
+                peer_text(&e.to_string(), 160)
+            ),
         })?;
         let id = match (wire.sensor_id.as_deref(), topic_sensor) {
             (Some(id), Some(t)) if id != t => {
+                let id = peer_text(id, 64);
                 return Err(Rejected {
-                    sensor_id: Some(id.to_owned()),
                     reason: format!("reading for sensor `{id}` arrived on the topic of `{t}`"),
+                    sensor_id: Some(id),
                 });
             }
             (Some(id), _) | (None, Some(id)) => id.to_owned(),
@@ -161,20 +165,25 @@ impl SensorRegistry {
             sensor_id: Some(id.clone()),
             reason,
         };
-        let sensor = self
-            .by_id
-            .get(&id)
-            .ok_or_else(|| fail(format!("unknown sensor `{id}`: add it to [[sensors]]")))?;
+        let Some(sensor) = self.by_id.get(&id) else {
+            let id = peer_text(&id, 64);
+            return Err(Rejected {
+                reason: format!("unknown sensor `{id}`: add it to [[sensors]]"),
+                sensor_id: Some(id),
+            });
+        };
         if wire.kind != sensor.kind {
             return Err(fail(format!(
                 "sensor `{id}` is configured as type `{}`, the reading says `{}`",
-                sensor.kind, wire.kind
+                sensor.kind,
+                peer_text(&wire.kind, 64)
             )));
         }
         if wire.unit != sensor.unit {
             return Err(fail(format!(
                 "sensor `{id}` reports in `{}`, the reading says `{}`",
-                sensor.unit, wire.unit
+                sensor.unit,
+                peer_text(&wire.unit, 64)
             )));
         }
         if !wire.value.is_finite() {
@@ -194,12 +203,12 @@ impl SensorRegistry {
                 .checked_add(Duration::from_millis(*ms))
                 .ok_or_else(|| fail(format!("time {ms} is not a date")))?,
             Some(Time::Text(t)) => humantime::parse_rfc3339_weak(t)
-                .map_err(|e| fail(format!("time `{t}` is not RFC 3339 ({e})")))?,
+                .map_err(|e| fail(format!("time `{}` is not RFC 3339 ({e})", peer_text(t, 64))))?,
         };
         // Said by the raw value as sent: a time far off may not even print as a date.
         let shown = || match &wire.time {
             Some(Time::Millis(ms)) => ms.to_string(),
-            Some(Time::Text(t)) => format!("`{t}`"),
+            Some(Time::Text(t)) => format!("`{}`", peer_text(t, 64)),
             None => String::new(),
         };
         if let Ok(ahead) = time.duration_since(received)
@@ -230,6 +239,27 @@ impl SensorRegistry {
             time,
         })
     }
+}
+
+/// A peer's text as a reason may quote it: at most `max` characters, control characters
+/// escaped, so that a dead letter or a log line cannot be stretched or forged with it.
+fn peer_text(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in s.chars() {
+        let escaped = c.is_control().then(|| c.escape_default());
+        let width = escaped.clone().map_or(1, Iterator::count);
+        if shown + width > max {
+            out.push('…');
+            break;
+        }
+        shown += width;
+        match escaped {
+            Some(e) => out.extend(e),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 /// `{prefix}/sensors/{id}` unless the sensor names its own topic.
