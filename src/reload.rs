@@ -236,6 +236,32 @@ fn refuse_secret_references(table: &toml::Table, path: &str) -> Result<(), Strin
 mod tests {
     use super::*;
 
+    /// Whatever is posted, the answer is one camera entry or an error that says why.
+    #[test]
+    fn posted_cameras_never_panic_and_stay_one_camera() {
+        const SAMPLE: &str = "id = \"c1\"\nname = \"东元超市\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://u:p@10.0.0.1/x\"\ngrid = \"321322-001\"\nhazards = [\"fire\"]\nzones = [{ name = \"door\", polygon = [[0.1, 0.1], [0.5, 0.5], [0.1, 0.5]] }]\n";
+        sharpeyes_testkit::hostile::check(
+            "posted cameras",
+            2000,
+            |h| h.mangle(SAMPLE.as_bytes()),
+            |bytes| {
+                let Ok(body) = std::str::from_utf8(bytes) else {
+                    return;
+                };
+                match posted_camera(body) {
+                    Ok((id, entry)) => {
+                        let document: toml::Table = entry.parse().expect("written back as TOML");
+                        assert_eq!(document.len(), 1, "one section: {entry}");
+                        let cameras = document["cameras"].as_array().expect("[[cameras]]");
+                        assert_eq!(cameras.len(), 1, "{entry}");
+                        assert_eq!(cameras[0]["id"].as_str(), Some(id.as_str()));
+                    }
+                    Err(e) => assert!(!e.is_empty()),
+                }
+            },
+        );
+    }
+
     #[test]
     fn a_posted_camera_may_not_name_a_secret_anywhere() {
         let ok = "id = \"c1\"\nurl = \"rtsp://admin:pa$$w0rd@10.0.0.1/ch1\"";

@@ -9,13 +9,15 @@
 //! - [`Service`]: `sharpeyes run` as a process, on a port it picked itself and reported;
 //! - [`http`]: plain HTTP/1.1 over a real socket;
 //! - [`config`]: the configuration fixtures of `fixtures/config/`;
-//! - [`fire_cameras`]: simulated RTSP cameras that show a fire.
+//! - [`fire_cameras`]: simulated RTSP cameras that show a fire;
+//! - [`hostile`]: arbitrary and mangled input for the parsers that face the network.
 //!
 //! Everything binds 127.0.0.1 only, and every wait is bounded.
 
 #![forbid(clippy::print_stdout)]
 
 pub mod config;
+pub mod hostile;
 pub mod http;
 mod proxy;
 mod relay;
