@@ -93,6 +93,19 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
             return Err("the demo configuration does not load here; run `make setup` first".into());
         }
     };
+    // Each demo starts from an empty spool: what an earlier demo left undelivered or
+    // unacknowledged (its outbox, its pending escalations) is not replayed into this one.
+    // The directory is the embedded configuration's own, under the working directory.
+    match std::fs::remove_dir_all(&config.node.data_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot clear the demo's data directory {}: {e}",
+                config.node.data_dir.display()
+            ));
+        }
+    }
     // Another program on the dashboard's port: take a free one.
     if std::net::TcpListener::bind(config.http.listen).is_err() {
         config.http.listen = "127.0.0.1:0".parse().expect("an address");
