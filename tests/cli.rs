@@ -49,7 +49,7 @@ fn check_config_summarises_the_example_county() {
         "沭阳县 / 胡集镇 / 胡集村 / 胡集村第二网格",
         "fire           critical model fire_smoke",
         "environment variable HIK_PASS is not set",
-        "state: redis redis://***@redis.shuyang.example:6379/2",
+        "state: redis rediss://***@redis.shuyang.example:6380/2",
     ] {
         assert!(
             stdout.contains(expected),

@@ -121,7 +121,7 @@ pub const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
     match &config.redis {
         Some(redis) => {
-            let store = RedisStore::connect(&redis.url, &redis.key_prefix, &config.node.id).await?;
+            let store = RedisStore::connect(redis, &config.node.id).await?;
             Ok(Arc::new(store))
         }
         None => {

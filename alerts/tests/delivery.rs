@@ -17,9 +17,10 @@ use sharpeyes_alerts::{
     AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore, StateStore,
     Submitted, render,
 };
-use sharpeyes_config::{Config, SecretUrl};
+use sharpeyes_config::{Config, Redis as RedisConfig, SecretUrl};
 use sharpeyes_testkit::{
-    Fault, FaultProxy, LogBuffer, Message, Mosquitto, Redis, Subscriber, alert_ids, schema_errors,
+    ClientCerts, Fault, FaultProxy, LogBuffer, Message, Mosquitto, Redis, Subscriber, alert_ids,
+    schema_errors,
 };
 use support::*;
 use tokio::sync::watch;
@@ -236,7 +237,7 @@ async fn cooldown_holds_back_repeats_per_camera_hazard_and_zone_in_redis() {
     let config = config();
     let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&url, "cooldown-test", "n1")
+        RedisStore::connect(&RedisConfig::new(url, "cooldown-test"), "n1")
             .await
             .unwrap(),
     );
@@ -531,7 +532,7 @@ async fn unacknowledged_alert_climbs_to_the_county_acknowledged_one_stays() {
     let redis = Redis::start(None);
     let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&url, "escalation-test", "n1")
+        RedisStore::connect(&RedisConfig::new(url, "escalation-test"), "n1")
             .await
             .unwrap(),
     );
@@ -662,9 +663,12 @@ async fn a_cooldown_is_released_when_the_outbox_refuses_the_alert() {
     let redis = Redis::start(None);
     let url = format!("redis://127.0.0.1:{}/0", redis.port);
     let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&SecretUrl::parse(&url).unwrap(), "release-test", "n1")
-            .await
-            .unwrap(),
+        RedisStore::connect(
+            &RedisConfig::new(SecretUrl::parse(&url).unwrap(), "release-test"),
+            "n1",
+        )
+        .await
+        .unwrap(),
     );
     let svc = Running::start(config.clone(), store, plain(broker.port)).await;
     // The outbox stream's key holds a string, so every XADD fails.
@@ -762,7 +766,11 @@ async fn publisher_child() {
     let store: Arc<dyn StateStore> = match p["redis_port"].as_u64() {
         Some(port) => {
             let url = SecretUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-            Arc::new(RedisStore::connect(&url, "kill-test", "n1").await.unwrap())
+            Arc::new(
+                RedisStore::connect(&RedisConfig::new(url, "kill-test"), "n1")
+                    .await
+                    .unwrap(),
+            )
         }
         None => Arc::new(MemoryStore::with_spool(Path::new(p["spool"].as_str().unwrap())).unwrap()),
     };
@@ -1023,4 +1031,67 @@ async fn inline_snapshots_carry_the_jpeg_when_configured() {
     assert_eq!(bytes, snap.jpeg);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+/// `rediss://` end to end: a redis-server that listens with TLS only, on a certificate from
+/// a private CA, with a password. The password and the alerts' state cross only TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
+    logs();
+    let password = "tls-Redis-pw-83";
+    let (redis, files) = Redis::start_tls(Some(password), ClientCerts::Required);
+    let url =
+        SecretUrl::parse(&format!("rediss://:{password}@127.0.0.1:{}/0", redis.port)).unwrap();
+    let mut config = RedisConfig::new(url, "tls-test");
+
+    // Without the CA the server's certificate is not trusted: refused, and said so.
+    let err = RedisStore::connect(&config, "n1")
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("cannot reach Redis at rediss://"), "{text}");
+    assert!(
+        text.contains("UnknownIssuer") && text.contains("ca_file"),
+        "{text}"
+    );
+    assert!(!text.contains(password), "{text}");
+
+    // With the CA but no client certificate, the server refuses us.
+    config.ca_file = Some(files.ca.clone());
+    let err = RedisStore::connect(&config, "n1")
+        .await
+        .err()
+        .expect("refused");
+    assert!(!err.to_string().contains(password), "{err}");
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+
+    // With both, the store works over TLS.
+    config.cert_file = Some(files.client_cert.clone());
+    config.key_file = Some(files.client_key.clone());
+    let store = RedisStore::connect(&config, "n1").await.unwrap();
+    store.ping().await.unwrap();
+    store
+        .put_snapshot("01TLS", b"jpeg bytes", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot("01TLS").await.unwrap().as_deref(),
+        Some(&b"jpeg bytes"[..])
+    );
+    assert!(
+        store.describe().starts_with("redis rediss://"),
+        "{}",
+        store.describe()
+    );
+    assert!(!store.describe().contains(password));
+
+    // A CA file that is not there is named.
+    config.ca_file = Some(files.ca.with_file_name("missing-ca.pem"));
+    let err = RedisStore::connect(&config, "n1")
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("[redis] ca_file"), "{err}");
+    assert!(err.to_string().contains("missing-ca.pem"), "{err}");
 }

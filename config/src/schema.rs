@@ -71,6 +71,29 @@ pub struct Redis {
     pub url: SecretUrl,
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// CA bundle for `rediss://` servers with a private CA (absent: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (`tls-auth-clients yes`);
+    /// with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Redis {
+    /// `url` under `key_prefix`, without TLS files.
+    pub fn new(url: SecretUrl, key_prefix: &str) -> Self {
+        Self {
+            url,
+            key_prefix: key_prefix.to_owned(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
 }
 
 /// `[alerts]`: how alerts carry their snapshots.

@@ -233,6 +233,21 @@ impl SecretUrl {
         self.shape.path()
     }
 
+    /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`): a link that
+    /// never leaves it.
+    pub fn host_is_loopback(&self) -> bool {
+        match self.shape.host() {
+            // A URL parser reads the host of `redis://` and `rtsp://` as opaque text.
+            Some(url::Host::Domain(d)) => {
+                d.eq_ignore_ascii_case("localhost")
+                    || d.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => true,
+        }
+    }
+
     /// Whether the URL carries a user name or password.
     pub fn has_credentials(&self) -> bool {
         !self.shape.username().is_empty() || self.shape.password().is_some()

@@ -588,3 +588,45 @@ forced_interval = "30s"
         );
     }
 }
+
+#[test]
+fn redis_tls_files_need_rediss_and_a_clear_password_beyond_the_host_is_warned_about() {
+    let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
+    let with = |redis: &str| format!("{BASE}\n[redis]\n{redis}\n\n{camera}");
+    // TLS files on a plain URL: refused, naming the field.
+    let e = errors(&with(
+        "url = \"redis://127.0.0.1:6379/0\"\nca_file = \"/etc/ca.pem\"",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].1, "redis.ca_file");
+    assert!(e[0].2.contains("only over TLS"), "{e:?}");
+    // A client certificate without its key.
+    let (path, message, _) = first_error(&with(
+        "url = \"rediss://127.0.0.1:6380/0\"\ncert_file = \"/etc/client.pem\"",
+    ));
+    assert_eq!(path, "redis.key_file");
+    assert!(message.contains("both cert_file and key_file"), "{message}");
+    // A password in clear to another host is warned about; to this host, or over TLS, not.
+    let warnings = |redis: &str| -> Vec<String> {
+        parse(&with(redis))
+            .unwrap()
+            .warnings
+            .warnings()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect()
+    };
+    let w = warnings("url = \"redis://:${REDIS_PW}@10.2.3.4:6379/0\"");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("redis.url: the Redis password"), "{w:?}");
+    assert!(!w[0].contains("REDIS_PW"), "{w:?}");
+    assert_eq!(
+        warnings("url = \"redis://:${REDIS_PW}@127.0.0.1:6379/0\""),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        warnings(
+            "url = \"rediss://:${REDIS_PW}@10.2.3.4:6380/0\"\nca_file = \"/etc/ca.pem\"\ncert_file = \"/etc/c.pem\"\nkey_file = \"/etc/c.key\""
+        ),
+        Vec::<String>::new()
+    );
+}

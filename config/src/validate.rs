@@ -849,6 +849,41 @@ impl Validator {
                 );
             }
             literal_password_warning(self, path.key("url"), "Redis", &r.url);
+            let tls = r.url.scheme() == "rediss";
+            for (field, file) in [
+                ("ca_file", &r.ca_file),
+                ("cert_file", &r.cert_file),
+                ("key_file", &r.key_file),
+            ] {
+                if file.is_some() && !tls {
+                    self.error(
+                        path.key(field),
+                        format!("{field} is used only over TLS, and {} is not TLS", r.url),
+                        "use a rediss:// url, or remove the field",
+                    );
+                }
+            }
+            if r.cert_file.is_some() != r.key_file.is_some() {
+                self.error(
+                    path.key(if r.cert_file.is_some() {
+                        "key_file"
+                    } else {
+                        "cert_file"
+                    }),
+                    "a client certificate needs both cert_file and key_file",
+                    "set both (PEM files), or neither",
+                );
+            }
+            if !tls && r.url.has_credentials() && !r.url.host_is_loopback() {
+                self.warn(
+                    path.key("url"),
+                    format!(
+                        "the Redis password, alerts and snapshots go over an unencrypted connection to {}",
+                        r.url
+                    ),
+                    "use rediss:// (redis-server --tls-port) for a Redis outside this host",
+                );
+            }
         }
         let http = FieldPath::root().key("http");
         if !config.http.listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {

@@ -224,7 +224,8 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A private CA and a certificate for 127.0.0.1 signed by it, in `d`; returns the CA's PEM.
+/// A private CA, a server certificate for 127.0.0.1 (`server.pem`, `server.key`) and a
+/// client certificate (`client.pem`, `client.key`) signed by it, in `d`; returns the CA's PEM.
 fn test_ca(d: &std::path::Path) -> PathBuf {
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -239,6 +240,8 @@ fn test_ca(d: &std::path::Path) -> PathBuf {
         );
     };
     std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    // An extension makes the certificate X.509 v3, the only version rustls accepts.
+    std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
     openssl(&[
         "req",
         "-x509",
@@ -283,6 +286,36 @@ fn test_ca(d: &std::path::Path) -> PathBuf {
         "-extfile",
         "san.ext",
     ]);
+    // A client certificate from the same CA, for servers that ask for one.
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=sharpeyes test client",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
     // mosquitto reads the key after dropping root.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o644))
@@ -295,15 +328,61 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     password: Option<String>,
+    tls: Option<RedisTls>,
     child: Option<Child>,
+}
+
+/// How a TLS redis-server was started, and the PEM files a client needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// `tls-auth-clients no`.
+    NotAsked,
+    /// `tls-auth-clients yes`: a client without a certificate from the CA is refused.
+    Required,
+}
+
+#[derive(Clone)]
+pub struct RedisTls {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    client_certs: ClientCerts,
 }
 
 impl Redis {
     pub fn start(password: Option<&str>) -> Self {
+        Self::new(password, None)
+    }
+
+    /// Listens with TLS only (no plain port), on a certificate for 127.0.0.1 from a fresh
+    /// test CA; returns the server and the files a client needs.
+    pub fn start_tls(password: Option<&str>, client_certs: ClientCerts) -> (Self, RedisTls) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ca = test_ca(dir.path());
+        let tls = RedisTls {
+            ca,
+            client_cert: dir.path().join("client.pem"),
+            client_key: dir.path().join("client.key"),
+            client_certs,
+        };
+        let redis = Self::new_in(dir, password, Some(tls.clone()));
+        (redis, tls)
+    }
+
+    fn new(password: Option<&str>, tls: Option<RedisTls>) -> Self {
+        Self::new_in(
+            tempfile::tempdir().expect("a temporary directory"),
+            password,
+            tls,
+        )
+    }
+
+    fn new_in(dir: tempfile::TempDir, password: Option<&str>, tls: Option<RedisTls>) -> Self {
         let mut redis = Self {
             port: 0,
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir,
             password: password.map(str::to_owned),
+            tls,
             child: None,
         };
         for _ in 0..TRIES {
@@ -317,7 +396,27 @@ impl Redis {
 
     fn launch(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(tls) => {
+                let d = self.dir.path();
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(d.join("server.pem"))
+                    .arg("--tls-key-file")
+                    .arg(d.join("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args([
+                        "--tls-auth-clients",
+                        match tls.client_certs {
+                            ClientCerts::NotAsked => "no",
+                            ClientCerts::Required => "yes",
+                        },
+                    ])
+            }
+        };
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
-use sharpeyes_config::SecretUrl;
 
 use super::{
     ACK_TTL, Ack, AckOutcome, Error, OutboxRecord, StateStore, StoreFuture, millis_since_epoch,
@@ -28,14 +27,21 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url` (its password may be a `${VAR}` secret); fails if Redis does not answer.
-    pub async fn connect(url: &SecretUrl, prefix: &str, node: &str) -> Result<Self, Error> {
+    /// Connects as `[redis]` says (its password may be a `${VAR}` secret; `rediss://` with
+    /// its CA and client certificate files); fails if Redis does not answer.
+    pub async fn connect(redis: &sharpeyes_config::Redis, node: &str) -> Result<Self, Error> {
+        let url = &redis.url;
+        let prefix = redis.key_prefix.as_str();
         let shown = url.to_string();
         let expanded = url
             .expand()
             .map_err(|e| Error::store(format!("[redis] url {shown}: {e}")))?;
-        let client = redis::Client::open(expanded.as_str())
-            .map_err(|e| Error::store(format!("[redis] url {shown}: {}", scrub(&e))))?;
+        let client = if redis.ca_file.is_some() || redis.cert_file.is_some() {
+            redis::Client::build_with_tls(expanded.as_str(), tls_files(redis)?)
+        } else {
+            redis::Client::open(expanded.as_str())
+        }
+        .map_err(|e| Error::store(format!("[redis] url {shown}: {}", scrub(&e))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -45,8 +51,13 @@ impl RedisStore {
             .await
             .map_err(|e| {
                 Error::store(format!(
-                    "cannot reach Redis at {shown}: {}; check that it runs and [redis] url",
-                    scrub(&e)
+                    "cannot reach Redis at {shown}: {}; check that it runs and [redis] url{}",
+                    scrub(&e),
+                    if url.scheme() == "rediss" {
+                        " (for TLS: ca_file when its CA is private, cert_file and key_file when it asks for a client certificate)"
+                    } else {
+                        ""
+                    }
                 ))
             })?;
         let store = Self {
@@ -108,6 +119,33 @@ return due
 "#;
 
 /// Redis errors may quote the URL they were given; never let a password through.
+/// The PEM files `[redis]` names for TLS, read now so that a missing one is named.
+fn tls_files(redis: &sharpeyes_config::Redis) -> Result<redis::TlsCertificates, Error> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            Error::store(format!(
+                "[redis] {field} {}: {e}; give a readable PEM file",
+                path.display()
+            ))
+        })
+    };
+    let root_cert = match &redis.ca_file {
+        Some(path) => Some(read("ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&redis.cert_file, &redis.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("cert_file", cert)?,
+            client_key: read("key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
 fn scrub(e: &redis::RedisError) -> String {
     sharpeyes_config::redact_url(&e.to_string())
 }
