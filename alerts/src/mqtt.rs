@@ -55,6 +55,8 @@ pub struct MqttSettings {
     pub port: u16,
     pub tls: bool,
     pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for brokers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Stable per node: the broker keeps this client's session (and queued acks) across
@@ -84,6 +86,7 @@ impl MqttSettings {
             port,
             tls: false,
             ca_file: None,
+            client_cert: None,
             username: None,
             password: None,
             client_id: format!("sharpeyes-{node}"),
@@ -135,6 +138,7 @@ impl MqttSettings {
             port,
             tls,
             ca_file: mqtt.ca_file.clone(),
+            client_cert: mqtt.cert_file.clone().zip(mqtt.key_file.clone()),
             username,
             password,
             client_id: mqtt
@@ -235,12 +239,71 @@ impl MqttSettings {
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| settings(format!("[mqtt] TLS setup failed: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
+            .with_root_certificates(roots);
+        match &self.client_cert {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key_file)) => {
+                let (chain, key) = client_identity(cert, key_file)?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    settings(format!(
+                        "[mqtt] cert_file {} and key_file {}: {e}",
+                        cert.display(),
+                        key_file.display()
+                    ))
+                })
+            }
+        }
     }
+}
+
+/// The certificate chain of `cert_file` and the private key of `key_file`, both PEM.
+fn client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    Error,
+> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            settings(format!(
+                "[mqtt] {field} {}: cannot read it: {e}",
+                path.display()
+            ))
+        })
+    };
+    let pem = read("cert_file", cert)?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            settings(format!(
+                "[mqtt] cert_file {}: not PEM certificates: {e}",
+                cert.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(settings(format!(
+            "[mqtt] cert_file {}: holds no certificate",
+            cert.display()
+        )));
+    }
+    let pem = read("key_file", key)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            settings(format!(
+                "[mqtt] key_file {}: holds no PEM private key",
+                key.display()
+            ))
+        })?;
+    Ok((chain, key))
 }
 
 /// `[mqtt]` cannot be used as given.

@@ -985,6 +985,71 @@ async fn alerts_go_over_tls_with_a_private_ca_and_a_password() {
     );
 }
 
+/// A broker that asks every client for a certificate from its CA (mutual TLS): without one
+/// nothing is delivered and nothing is lost; with one, everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_over_mutual_tls_with_a_client_certificate() {
+    logs();
+    let users = [("sharpeyes", "mtls-Pa55"), ("centre", "centre-pw")];
+    let (broker, files) = Mosquitto::start_mutual_tls(&users);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-mtls",
+        &format!("{PREFIX}/alerts/#"),
+        Some(("centre", "centre-pw")),
+    )
+    .await;
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let with = |client: &str| {
+        let text = format!(
+            "{CONFIG}\n[mqtt]\nurl = \"mqtts://sharpeyes:mtls-Pa55@127.0.0.1:{}\"\nca_file = \"{}\"\nprefix = \"{PREFIX}\"\n{client}",
+            broker.tls_port.unwrap(),
+            files.ca.display()
+        );
+        Arc::new(
+            Config::parse(&text, Path::new("mtls.toml"), &[models.path().to_owned()])
+                .unwrap()
+                .config,
+        )
+    };
+
+    // No client certificate: the broker refuses the handshake; the alerts wait.
+    let config = with("");
+    let mqtt = MqttSettings::from_config(config.mqtt.as_ref().unwrap(), "mtls-node").unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+    let sent = burst(&svc.alerts, &config, 3, |_| {}).await;
+    let got = sub
+        .wait_until(Duration::from_secs(3), |m| !alert_ids(m).is_empty())
+        .await;
+    assert!(
+        alert_ids(&got).is_empty(),
+        "delivered without a certificate"
+    );
+    assert_eq!(
+        store.outbox_len().await.unwrap(),
+        3,
+        "the alerts wait in the outbox"
+    );
+    svc.shutdown().await;
+
+    // With it, the same outbox is delivered.
+    let config = with(&format!(
+        "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.client_cert.display(),
+        files.client_key.display()
+    ));
+    let mqtt = MqttSettings::from_config(config.mqtt.as_ref().unwrap(), "mtls-node").unwrap();
+    let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| alert_ids(m).len() >= 3)
+        .await;
+    assert_all_arrived(&sent, &got);
+    wait_outbox_empty(store.as_ref()).await;
+    svc.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_snapshots_carry_the_jpeg_when_configured() {
     use base64::Engine;

@@ -57,6 +57,13 @@ pub struct Mqtt {
     /// CA bundle for `mqtts://` brokers with a private CA.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that ask for one (mosquitto
+    /// `require_certificate true`); with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_prefix() -> String {

@@ -240,7 +240,8 @@ impl SecretUrl {
             // A URL parser reads the host of `redis://` and `rtsp://` as opaque text.
             Some(url::Host::Domain(d)) => {
                 d.eq_ignore_ascii_case("localhost")
-                    || d.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                    || d.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
             }
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

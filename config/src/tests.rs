@@ -590,7 +590,7 @@ forced_interval = "30s"
 }
 
 #[test]
-fn redis_tls_files_need_rediss_and_a_clear_password_beyond_the_host_is_warned_about() {
+fn tls_files_need_a_tls_url_and_a_clear_redis_password_beyond_the_host_is_warned_about() {
     let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
     let with = |redis: &str| format!("{BASE}\n[redis]\n{redis}\n\n{camera}");
     // TLS files on a plain URL: refused, naming the field.
@@ -606,6 +606,12 @@ fn redis_tls_files_need_rediss_and_a_clear_password_beyond_the_host_is_warned_ab
     ));
     assert_eq!(path, "redis.key_file");
     assert!(message.contains("both cert_file and key_file"), "{message}");
+    // The same rules for the broker's files.
+    let text = format!(
+        "{BASE}\n[mqtt]\nurl = \"mqtt://127.0.0.1\"\ncert_file = \"/c.pem\"\nkey_file = \"/c.key\"\n\n{camera}"
+    );
+    let fields: Vec<String> = errors(&text).into_iter().map(|e| e.1).collect();
+    assert_eq!(fields, ["mqtt.cert_file", "mqtt.key_file"]);
     // A password in clear to another host is warned about; to this host, or over TLS, not.
     let warnings = |redis: &str| -> Vec<String> {
         parse(&with(redis))

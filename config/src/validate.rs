@@ -174,6 +174,37 @@ impl Validator {
         self.push(Problem::warning(path, msg).hint(hint));
     }
 
+    /// `ca_file`, `cert_file` and `key_file` of a link: used only over TLS, and a client
+    /// certificate only with its key.
+    fn tls_files(
+        &mut self,
+        path: &FieldPath,
+        url: &SecretUrl,
+        tls: bool,
+        [ca, cert, key]: [&Option<std::path::PathBuf>; 3],
+    ) {
+        for (field, file) in [("ca_file", ca), ("cert_file", cert), ("key_file", key)] {
+            if file.is_some() && !tls {
+                self.error(
+                    path.key(field),
+                    format!("{field} is used only over TLS, and {url} is not TLS"),
+                    "use a TLS url (rediss://, mqtts://), or remove the field",
+                );
+            }
+        }
+        if cert.is_some() != key.is_some() {
+            self.error(
+                path.key(if cert.is_some() {
+                    "key_file"
+                } else {
+                    "cert_file"
+                }),
+                "a client certificate needs both cert_file and key_file",
+                "set both (PEM files), or neither",
+            );
+        }
+    }
+
     fn table<T: DeserializeOwned>(&mut self, src: &Source<'_>, key: &str) -> Option<T> {
         let value = src.get(key)?;
         match src.deserialize(value, &FieldPath::root().key(key)) {
@@ -834,6 +865,8 @@ impl Validator {
                 );
             }
             literal_password_warning(self, path.key("url"), "the MQTT broker", &m.url);
+            let tls = matches!(m.url.scheme(), "mqtts" | "ssl" | "tls");
+            self.tls_files(&path, &m.url, tls, [&m.ca_file, &m.cert_file, &m.key_file]);
         }
         if let Some(r) = &config.redis {
             let path = FieldPath::root().key("redis");
@@ -850,30 +883,7 @@ impl Validator {
             }
             literal_password_warning(self, path.key("url"), "Redis", &r.url);
             let tls = r.url.scheme() == "rediss";
-            for (field, file) in [
-                ("ca_file", &r.ca_file),
-                ("cert_file", &r.cert_file),
-                ("key_file", &r.key_file),
-            ] {
-                if file.is_some() && !tls {
-                    self.error(
-                        path.key(field),
-                        format!("{field} is used only over TLS, and {} is not TLS", r.url),
-                        "use a rediss:// url, or remove the field",
-                    );
-                }
-            }
-            if r.cert_file.is_some() != r.key_file.is_some() {
-                self.error(
-                    path.key(if r.cert_file.is_some() {
-                        "key_file"
-                    } else {
-                        "cert_file"
-                    }),
-                    "a client certificate needs both cert_file and key_file",
-                    "set both (PEM files), or neither",
-                );
-            }
+            self.tls_files(&path, &r.url, tls, [&r.ca_file, &r.cert_file, &r.key_file]);
             if !tls && r.url.has_credentials() && !r.url.host_is_loopback() {
                 self.warn(
                     path.key("url"),

@@ -69,6 +69,7 @@ pub struct Mosquitto {
     pub port: u16,
     /// A second listener with TLS, when started with [`Mosquitto::start_tls`].
     pub tls_port: Option<u16>,
+    client_certs: Option<ClientCerts>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistence: bool,
@@ -77,27 +78,47 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(persistence: bool, users: &[(&str, &str)]) -> Self {
-        Self::new(persistence, users, false).0
+        Self::new(persistence, users, None).0
     }
 
     /// Also listens with TLS, on a certificate for 127.0.0.1 signed by a fresh test CA;
     /// returns the broker and the CA's PEM file.
     pub fn start_tls(users: &[(&str, &str)]) -> (Self, PathBuf) {
-        let (broker, ca) = Self::new(false, users, true);
+        let (broker, ca) = Self::new(false, users, Some(ClientCerts::NotAsked));
         (broker, ca.expect("a CA"))
     }
 
-    fn new(persistence: bool, users: &[(&str, &str)], tls: bool) -> (Self, Option<PathBuf>) {
+    /// As [`Mosquitto::start_tls`], and the TLS listener refuses clients without a
+    /// certificate from the test CA (`require_certificate true`); returns the files a
+    /// client needs.
+    pub fn start_mutual_tls(users: &[(&str, &str)]) -> (Self, TlsFiles) {
+        let (broker, ca) = Self::new(false, users, Some(ClientCerts::Required));
+        let ca = ca.expect("a CA");
+        let files = TlsFiles {
+            client_cert: ca.with_file_name("client.pem"),
+            client_key: ca.with_file_name("client.key"),
+            ca,
+            client_certs: ClientCerts::Required,
+        };
+        (broker, files)
+    }
+
+    fn new(
+        persistence: bool,
+        users: &[(&str, &str)],
+        tls: Option<ClientCerts>,
+    ) -> (Self, Option<PathBuf>) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         // Started as root, mosquitto drops to the `mosquitto` user: it must still be able to
         // write its log and persistence file here.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .expect("permissions");
-        let ca = tls.then(|| test_ca(dir.path()));
+        let ca = tls.map(|_| test_ca(dir.path()));
         let mut broker = Self {
             port: 0,
             tls_port: None,
+            client_certs: tls,
             dir,
             child: None,
             persistence,
@@ -108,7 +129,7 @@ impl Mosquitto {
         };
         for _ in 0..TRIES {
             broker.port = unused_port();
-            broker.tls_port = tls.then(unused_port);
+            broker.tls_port = tls.map(|_| unused_port());
             broker.write_config();
             if broker.launch() {
                 return (broker, ca);
@@ -157,6 +178,12 @@ impl Mosquitto {
                 "listener {tls} 127.0.0.1\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
                 d = d.display()
             ));
+            if self.client_certs == Some(ClientCerts::Required) {
+                conf.push_str(&format!(
+                    "cafile {d}/ca.pem\nrequire_certificate true\n",
+                    d = d.display()
+                ));
+            }
         }
         std::fs::write(d.join("mosquitto.conf"), conf).expect("mosquitto.conf");
     }
@@ -328,21 +355,22 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     password: Option<String>,
-    tls: Option<RedisTls>,
+    tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
-/// How a TLS redis-server was started, and the PEM files a client needs.
+/// Whether a TLS server asks its clients for a certificate.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ClientCerts {
-    /// `tls-auth-clients no`.
+    /// redis `tls-auth-clients no`; mosquitto's default.
     NotAsked,
     /// `tls-auth-clients yes`: a client without a certificate from the CA is refused.
     Required,
 }
 
+/// The test CA of a TLS server, and a client certificate it signed.
 #[derive(Clone)]
-pub struct RedisTls {
+pub struct TlsFiles {
     pub ca: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -356,10 +384,10 @@ impl Redis {
 
     /// Listens with TLS only (no plain port), on a certificate for 127.0.0.1 from a fresh
     /// test CA; returns the server and the files a client needs.
-    pub fn start_tls(password: Option<&str>, client_certs: ClientCerts) -> (Self, RedisTls) {
+    pub fn start_tls(password: Option<&str>, client_certs: ClientCerts) -> (Self, TlsFiles) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ca = test_ca(dir.path());
-        let tls = RedisTls {
+        let tls = TlsFiles {
             ca,
             client_cert: dir.path().join("client.pem"),
             client_key: dir.path().join("client.key"),
@@ -369,7 +397,7 @@ impl Redis {
         (redis, tls)
     }
 
-    fn new(password: Option<&str>, tls: Option<RedisTls>) -> Self {
+    fn new(password: Option<&str>, tls: Option<TlsFiles>) -> Self {
         Self::new_in(
             tempfile::tempdir().expect("a temporary directory"),
             password,
@@ -377,7 +405,7 @@ impl Redis {
         )
     }
 
-    fn new_in(dir: tempfile::TempDir, password: Option<&str>, tls: Option<RedisTls>) -> Self {
+    fn new_in(dir: tempfile::TempDir, password: Option<&str>, tls: Option<TlsFiles>) -> Self {
         let mut redis = Self {
             port: 0,
             dir,
