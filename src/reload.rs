@@ -97,8 +97,16 @@ pub(crate) async fn control_loop(
                     )),
                     Ok((id, entry)) => {
                         let mut candidate = added.clone();
-                        candidate.push((id, entry));
-                        let result = apply(&cameras, &source, &candidate, &removed).await;
+                        candidate.push((id.clone(), entry));
+                        let reach = match effective(&source, &candidate, &removed) {
+                            Ok(config) => api_camera_reach(&config, &id),
+                            // `apply` says what is wrong with it.
+                            Err(_) => Ok(()),
+                        };
+                        let result = match reach {
+                            Err(e) => Err(e),
+                            Ok(()) => apply(&cameras, &source, &candidate, &removed).await,
+                        };
                         if result.is_ok() {
                             added = candidate;
                         }
@@ -196,6 +204,39 @@ fn posted_camera(body: &str) -> Result<(String, String), String> {
     let entry = toml::to_string(&document)
         .map_err(|e| format!("the camera cannot be written back as TOML: {e}"))?;
     Ok((id, entry))
+}
+
+/// Where a camera added over the API may point: inside `[ingest] allowed_networks` when it
+/// is set, and with a login of the file only when that login lists its networks (checked for
+/// every camera by the configuration). Otherwise an API caller could point a camera at the
+/// control plane, or at their own host to receive the login.
+fn api_camera_reach(config: &Config, id: &str) -> Result<(), String> {
+    let Some(camera) = config.camera(id) else {
+        return Ok(());
+    };
+    let allowed = &config.ingest.allowed_networks;
+    for (field, url) in std::iter::once(("url", &camera.url))
+        .chain(camera.detect_url.as_ref().map(|u| ("detect_url", u)))
+    {
+        if !allowed.is_empty() && !url.host_in(allowed) {
+            return Err(format!(
+                "cameras.{field}: {} is not an address in [ingest] allowed_networks; cameras added over the API must be given by an IP address in those networks",
+                url.host().unwrap_or("no host")
+            ));
+        }
+    }
+    if let Some(name) = &camera.credentials {
+        if config
+            .credentials
+            .get(name)
+            .is_some_and(|c| c.networks.is_empty())
+        {
+            return Err(format!(
+                "cameras.credentials: login `{name}` lists no networks, so a camera added over the API may not name it; the operator adds networks = [\"10.1.0.0/16\"] to [credentials.{name}], or write the camera's own login in its URL"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Secrets are expanded from the operator's file only: a `${VAR}` or `${file:...}` an API

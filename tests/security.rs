@@ -33,6 +33,11 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with("")
+}
+
+/// As [`start`], with `extra` sections at the end of the configuration.
+fn start_with(extra: &str) -> Setup {
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
     let admin = "admin-SECRET-4711".to_owned();
@@ -45,7 +50,8 @@ fn start() -> Setup {
         PREFIX,
         Some(&format!("${{file:{}}}", secret_file.display())),
     ) + &role_token(VIEWER, "viewer")
-        + &role_token(OPERATOR, "operator");
+        + &role_token(OPERATOR, "operator")
+        + extra;
     let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
     Setup {
         broker_port: broker.port,
@@ -264,6 +270,68 @@ async fn an_api_caller_cannot_expand_the_services_secrets_into_a_camera_url() {
         heard.load(Ordering::SeqCst),
         0,
         "the attacker's host heard nothing"
+    );
+    let (_, cameras) = get_as(port, "/api/cameras", VIEWER);
+    assert_eq!(text(&cameras), "[]");
+}
+
+/// The logins of the file reach only the networks the operator bound them to, and cameras
+/// added over the API only the networks the operator allows: an admin token cannot point a
+/// camera at its holder's own host to receive a login, or at the control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_caller_cannot_send_a_login_of_the_file_to_their_own_host() {
+    let s = start_with(
+        "\n[credentials.hik]\nuser = \"admin\"\npassword = \"Hik-Secret-99\"\n\n\
+         [credentials.site]\nuser = \"admin\"\npassword = \"Site-Secret-77\"\nnetworks = [\"10.20.0.0/16\"]\n\n\
+         [ingest]\nallowed_networks = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n",
+    );
+    let port = s.service.port();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let attacker = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let h = heard.clone();
+    let ear = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < deadline {
+            if let Ok((mut c, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let n = c.read(&mut buf).unwrap_or(0);
+                h.fetch_add(1 + n, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let at_attacker = format!("rtsp://127.0.0.1:{attacker}/live");
+    for (login, why) in [
+        // A login with no networks: never for a camera from the API.
+        ("hik", "login `hik` lists no networks"),
+        // A login bound to 10.20.0.0/16: not to 127.0.0.1.
+        ("site", "outside its networks"),
+    ] {
+        let body = camera("harvest", &at_attacker) + &format!("credentials = \"{login}\"\n");
+        let (status, answer) = post(port, "/api/cameras", Some(&s.admin), &body);
+        let answer = text(&answer);
+        assert_eq!(status, 400, "{login}: {answer}");
+        assert!(answer.contains(why), "{login}: {answer}");
+        assert!(!answer.contains("Secret-"), "{answer}");
+    }
+    // Outside [ingest] allowed_networks, or by name: refused before any connection.
+    for url in ["rtsp://192.168.1.5/live", "rtsp://localhost/live"] {
+        let (status, answer) = post(port, "/api/cameras", Some(&s.admin), &camera("ctl", url));
+        assert_eq!(status, 400, "{url}");
+        assert!(
+            text(&answer).contains("allowed_networks"),
+            "{}",
+            text(&answer)
+        );
+    }
+    ear.join().unwrap();
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "the caller's host heard nothing"
     );
     let (_, cameras) = get_as(port, "/api/cameras", VIEWER);
     assert_eq!(text(&cameras), "[]");

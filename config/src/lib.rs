@@ -26,7 +26,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
-use schema::{AlertOptions, Credential, Fusion, Grid, Http, Motion, Mqtt, Node, Readings};
+use schema::{AlertOptions, Credential, Fusion, Grid, Http, Ingest, Motion, Mqtt, Node, Readings};
 
 pub use diag::Problems;
 pub use install::Install;
@@ -56,6 +56,8 @@ pub struct Config {
     pub motion: Motion,
     /// How far a sensor reading's time may be from its arrival.
     pub readings: Readings,
+    /// `[ingest]`: where cameras added over the API may be.
+    pub ingest: Ingest,
     /// Camera logins by name (`[credentials.NAME]`).
     pub credentials: std::collections::BTreeMap<String, Credential>,
 }

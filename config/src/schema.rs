@@ -223,6 +223,21 @@ impl Role {
 pub struct Credential {
     pub user: Secret,
     pub password: Secret,
+    /// The networks this login may be sent to: a camera naming it must have an address in
+    /// one of them. Without it, cameras added over the API may not name the login, since a
+    /// caller could point one at their own host and receive it.
+    #[serde(default)]
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+/// `[ingest]`: where cameras may be.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ingest {
+    /// Cameras added over the API must have an address in one of these networks (empty: any),
+    /// so that an API caller cannot point a camera at the control plane.
+    #[serde(default)]
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 fn default_listen() -> SocketAddr {

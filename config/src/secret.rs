@@ -249,6 +249,21 @@ impl SecretUrl {
         }
     }
 
+    /// Whether the host is an IP address inside one of `networks`. A name is not: it can
+    /// resolve anywhere, and again differently later.
+    pub fn host_in(&self, networks: &[ipnet::IpNet]) -> bool {
+        let ip = match self.shape.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
+            Some(url::Host::Domain(d)) => match d.parse() {
+                Ok(ip) => ip,
+                Err(_) => return false,
+            },
+            None => return false,
+        };
+        networks.iter().any(|n| n.contains(&ip))
+    }
+
     /// Whether the URL carries a user name or password.
     pub fn has_credentials(&self) -> bool {
         !self.shape.username().is_empty() || self.shape.password().is_some()

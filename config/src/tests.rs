@@ -425,6 +425,26 @@ fn cameras_may_name_a_login_defined_once() {
         first_error(&text.replace("rtsp://10.0.0.9/a", "rtsp://root:pw@10.0.0.9/a"));
     assert_eq!(path, "cameras[0].url");
     assert!(hint.contains("one place"), "{hint}");
+
+    // A login bound to its networks goes only to addresses inside them: not to another
+    // address, and not to a name, which could resolve anywhere.
+    let bound = text.replace(
+        "password = \"${SE_TEST_HIK}\"\n",
+        "password = \"${SE_TEST_HIK}\"\nnetworks = [\"10.0.0.0/24\", \"fd00::/8\"]\n",
+    );
+    assert!(parse(&bound).is_ok());
+    assert!(parse(&bound.replace("rtsp://10.0.0.9/a", "rtsp://[fd00::9]/a")).is_ok());
+    for host in ["10.0.1.9", "cam.example", "127.0.0.1"] {
+        let (path, message, hint) = first_error(&bound.replace("10.0.0.9/a", &format!("{host}/a")));
+        assert_eq!(path, "cameras[0].url");
+        assert!(
+            message.contains(&format!("login `hik` to {host}")),
+            "{message}"
+        );
+        assert!(hint.contains("credentials.hik.networks"), "{hint}");
+    }
+    let (path, message, _) = first_error(&bound.replace("10.0.0.0/24", "10.0.0.0/33"));
+    assert!(path.starts_with("credentials"), "{path}: {message}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Model,
+    AlertOptions, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Ingest, Model,
     ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "fusion",
     "motion",
     "credentials",
+    "ingest",
 ];
 
 /// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
@@ -116,6 +117,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         );
     }
     let readings: Readings = v.table(src, "readings").unwrap_or_default();
+    let ingest: Ingest = v.table(src, "ingest").unwrap_or_default();
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
@@ -150,6 +152,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         fusion,
         motion,
         readings,
+        ingest,
         credentials,
     };
     v.endpoints(&mut config);
@@ -611,7 +614,12 @@ impl Validator {
             return;
         };
         match credentials.get(name) {
-            Some(c) => cam.login = Some(c.clone()),
+            Some(c) => {
+                if !c.networks.is_empty() {
+                    self.login_networks(cam, path, name, &c.networks);
+                }
+                cam.login = Some(c.clone());
+            }
             None => {
                 let names: Vec<&str> = credentials.keys().map(String::as_str).collect();
                 self.error(
@@ -632,6 +640,33 @@ impl Validator {
                         cam.id
                     ),
                     "give the user and password in one place: remove them from the URL",
+                );
+            }
+        }
+    }
+
+    /// A login with `networks` goes only to cameras whose address is in one of them.
+    fn login_networks(
+        &mut self,
+        cam: &Camera,
+        path: &FieldPath,
+        name: &str,
+        networks: &[ipnet::IpNet],
+    ) {
+        for (field, url) in std::iter::once(("url", &cam.url))
+            .chain(cam.detect_url.as_ref().map(|u| ("detect_url", u)))
+        {
+            if !url.host_in(networks) {
+                self.error(
+                    path.key(field),
+                    format!(
+                        "camera `{}` would send login `{name}` to {}, outside its networks",
+                        cam.id,
+                        url.host().unwrap_or("no host")
+                    ),
+                    format!(
+                        "give the camera's IP address in one of credentials.{name}.networks, or add its network there"
+                    ),
                 );
             }
         }
