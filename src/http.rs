@@ -314,7 +314,7 @@ async fn acknowledge(
             }
         }
     };
-    match service.alerts.acknowledge(&id, body.by).await {
+    match service.alerts.acknowledge(&id, body.by, None).await {
         Ok(Some(ack)) => json(&ack),
         Ok(None) => (StatusCode::NOT_FOUND, format!("no alert {id}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

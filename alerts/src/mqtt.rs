@@ -335,9 +335,11 @@ pub(crate) struct Inbound {
     pub tx: mpsc::Sender<InboundMessage>,
 }
 
-/// An acknowledgement message received on `{prefix}/acks/{alert_id}`.
+/// An acknowledgement message received on `{prefix}/acks/{alert_id}`, or on
+/// `{prefix}/acks/{grid}/{alert_id}` from a centre whose account may write only there.
 pub(crate) struct IncomingAck {
     pub alert_id: String,
+    pub grid: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -561,7 +563,10 @@ impl Link {
                     tracing::info!(broker = %self.settings.broker(), client_id = %self.settings.client_id, "MQTT connected");
                 }
                 self.failures = 0;
-                let mut filters = vec![format!("{}/acks/+", self.settings.prefix)];
+                let mut filters = vec![
+                    format!("{}/acks/+", self.settings.prefix),
+                    format!("{}/acks/+/+", self.settings.prefix),
+                ];
                 filters.extend(self.inbound.iter().flat_map(|i| i.filters.iter().cloned()));
                 let subscribe = filters
                     .iter()
@@ -615,9 +620,14 @@ impl Link {
             }
             Incoming::Publish(publish) => {
                 let prefix = format!("{}/acks/", self.settings.prefix);
-                if let Some(alert_id) = publish.topic.strip_prefix(&prefix) {
+                if let Some(rest) = publish.topic.strip_prefix(&prefix) {
+                    let (grid, alert_id) = match rest.split_once('/') {
+                        Some((grid, id)) => (Some(grid.to_owned()), id),
+                        None => (None, rest),
+                    };
                     let ack = IncomingAck {
                         alert_id: alert_id.to_owned(),
+                        grid,
                         payload: publish.payload.to_vec(),
                     };
                     if self.acks.try_send(ack).is_err() {

@@ -363,7 +363,7 @@ impl Alerts {
         }
         let record = self.record(&mut alert)?;
         // Before it can reach anyone who might acknowledge it.
-        if let Err(e) = inner.store.record_issued(&alert.id).await {
+        if let Err(e) = inner.store.record_issued(&alert.id, &alert.grid.id).await {
             self.store_error("issued alert", &e);
         }
         // The escalation is scheduled with the alert exactly as published.
@@ -421,12 +421,14 @@ impl Alerts {
 
     /// Records an acknowledgement of `alert_id` (from MQTT or the HTTP API): no further
     /// escalation. Returns the acknowledgement (the first one, when it was acknowledged
-    /// before); `None` when no such alert was issued here, and then nothing is stored.
+    /// before); `None` when no such alert was issued here, or `grid` (the acknowledging
+    /// centre's, from its topic) does not contain the alert's, and then nothing is stored.
     /// `by` is kept to [`MAX_BY`] characters, without control characters.
     pub async fn acknowledge(
         &self,
         alert_id: &str,
         by: Option<String>,
+        grid: Option<String>,
     ) -> Result<Option<Ack>, Error> {
         let Ok(ulid) = ulid::Ulid::from_string(alert_id) else {
             return Ok(None);
@@ -448,12 +450,21 @@ impl Alerts {
             time_to_ack_ms: now
                 .duration_since(detected)
                 .map_or(0, |d| d.as_millis() as u64),
+            grid,
         };
         let outcome = self.inner.store.acknowledge(&ack).await.map_err(|e| {
             Error::store(format!(
                 "cannot record the acknowledgement of {alert_id}: {e}"
             ))
         })?;
+        if outcome == AckOutcome::OutsideGrid {
+            tracing::warn!(
+                alert = %ack.alert_id,
+                grid = ack.grid.as_deref().unwrap_or("-"),
+                "acknowledgement ignored: the alert is not in the acknowledging centre's grid"
+            );
+            return Ok(None);
+        }
         if outcome == AckOutcome::Unknown {
             return Ok(None);
         }
@@ -623,7 +634,7 @@ impl Alerts {
             let by = serde_json::from_slice::<serde_json::Value>(&ack.payload)
                 .ok()
                 .and_then(|v| v.get("by")?.as_str().map(str::to_owned));
-            match self.acknowledge(&ack.alert_id, by).await {
+            match self.acknowledge(&ack.alert_id, by, ack.grid).await {
                 Ok(Some(_)) => {}
                 Ok(None) => tracing::warn!(
                     topic = %format!("{}/acks/{}", self.inner.prefix, ack.alert_id),

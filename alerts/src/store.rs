@@ -42,6 +42,11 @@ pub struct Ack {
     pub at: String,
     /// From detection (the id's timestamp) to the acknowledgement.
     pub time_to_ack_ms: u64,
+    /// The grid whose centre acknowledged it, for an acknowledgement on
+    /// `{prefix}/acks/{grid}/{alert_id}`: the topic level the broker's ACL ties to the
+    /// centre's account (`pattern write {prefix}/acks/%u/#`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<String>,
 }
 
 /// What became of an acknowledgement.
@@ -54,6 +59,18 @@ pub enum AckOutcome {
     /// No alert of that id was issued here (or it is older than acknowledgements are kept):
     /// nothing is stored.
     Unknown,
+    /// The acknowledging centre's grid ([`Ack::grid`]) does not contain the alert's grid:
+    /// nothing is stored.
+    OutsideGrid,
+}
+
+/// Whether grid `inner` is `outer` or below it: grid ids are dashed paths
+/// (`321322-001-003` is under `321322-001`).
+pub fn grid_within(inner: &str, outer: &str) -> bool {
+    inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 /// Shared alert state. Every call is one round trip at most; none holds a lock across awaits.
@@ -93,11 +110,13 @@ pub trait StateStore: Send + Sync {
     /// escalation goes to exactly one caller.
     fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>>;
 
-    /// Notes that this system issued `alert_id`: only issued alerts may be acknowledged.
-    /// Kept as long as acknowledgements are ([`ACK_TTL`]).
-    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()>;
+    /// Notes that this system issued `alert_id` in `grid`: only issued alerts may be
+    /// acknowledged, by centres of their grid. Kept as long as acknowledgements are
+    /// ([`ACK_TTL`]).
+    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()>;
 
-    /// Records `ack` if its alert was issued and not yet acknowledged, in one step.
+    /// Records `ack` if its alert was issued, within `ack.grid` when that is set, and not yet
+    /// acknowledged, in one step.
     fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome>;
 
     fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>>;

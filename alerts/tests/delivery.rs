@@ -1050,6 +1050,103 @@ async fn alerts_go_over_mutual_tls_with_a_client_certificate() {
     svc.shutdown().await;
 }
 
+/// Only a centre of an alert's grid acknowledges it. The broker's ACL lets each centre's
+/// account (named by its grid id) write acknowledgements only under its own topic level,
+/// `{prefix}/acks/{grid}/{alert_id}`; the service accepts one there only for an alert in that
+/// grid's subtree, and records the grid. The same in both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_centre_of_the_alerts_grid_can_acknowledge_it() {
+    let logs = logs();
+    let acl = format!(
+        "user sharpeyes\ntopic readwrite {PREFIX}/#\n\n\
+         pattern read {PREFIX}/alerts/#\npattern write {PREFIX}/acks/%u/#\n"
+    );
+    let users = [
+        ("sharpeyes", "svc-pw"),
+        ("321322-001", "town-pw"),
+        ("321322-002", "other-town-pw"),
+    ];
+    let broker = Mosquitto::start_with_acl(&users, &acl);
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let stores: [Arc<dyn StateStore>; 2] = [
+        Arc::new(MemoryStore::new()),
+        Arc::new(
+            RedisStore::connect(&RedisConfig::new(url, "acl-test"), "n1")
+                .await
+                .unwrap(),
+        ),
+    ];
+    let config = config();
+    let topic = format!("{PREFIX}/alerts/#");
+    let town = Subscriber::connect(broker.port, "town", &topic, Some(users[1])).await;
+    let other = Subscriber::connect(broker.port, "other-town", &topic, Some(users[2])).await;
+    for store in stores {
+        let mqtt = MqttSettings {
+            username: Some("sharpeyes".into()),
+            password: Some("svc-pw".into()),
+            ..plain(broker.port)
+        };
+        let svc = Running::start(config.clone(), store.clone(), mqtt).await;
+        let id = submit(&svc.alerts, &config, "fallen-person", Some("a")).await;
+        town.wait_until(Duration::from_secs(5), |m| alert_ids(m).contains_key(&id))
+            .await;
+        let by = |who: &str| serde_json::json!({ "by": who }).to_string();
+        // The other town, on its own level, which its account may write: the alert is not
+        // in its grid.
+        other
+            .publish(
+                &format!("{PREFIX}/acks/321322-002/{id}"),
+                by("other").as_bytes(),
+            )
+            .await;
+        // On the alert's town's level, or without a level: the broker drops both.
+        other
+            .publish(
+                &format!("{PREFIX}/acks/321322-001/{id}"),
+                by("spoof").as_bytes(),
+            )
+            .await;
+        other
+            .publish(&format!("{PREFIX}/acks/{id}"), by("spoof").as_bytes())
+            .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            store.acknowledgement(&id).await.unwrap(),
+            None,
+            "{}",
+            store.describe()
+        );
+        assert!(
+            logs.text()
+                .contains("the alert is not in the acknowledging centre's grid"),
+            "the other town's own-level acknowledgement reached the service and was refused"
+        );
+
+        // The alert's own town.
+        town.publish(
+            &format!("{PREFIX}/acks/321322-001/{id}"),
+            by("张三").as_bytes(),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ack = loop {
+            if let Some(ack) = store.acknowledgement(&id).await.unwrap() {
+                break ack;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: not acknowledged",
+                store.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(ack.by.as_deref(), Some("张三"));
+        assert_eq!(ack.grid.as_deref(), Some("321322-001"));
+        svc.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_snapshots_carry_the_jpeg_when_configured() {
     use base64::Engine;

@@ -70,6 +70,8 @@ pub struct Mosquitto {
     /// A second listener with TLS, when started with [`Mosquitto::start_tls`].
     pub tls_port: Option<u16>,
     client_certs: Option<ClientCerts>,
+    /// The text of its `acl_file`, when it has one.
+    acl: Option<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
     persistence: bool,
@@ -78,13 +80,19 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(persistence: bool, users: &[(&str, &str)]) -> Self {
-        Self::new(persistence, users, None).0
+        Self::new(persistence, users, None, None).0
+    }
+
+    /// With `users` and an `acl_file` holding `acl` (mosquitto's format: `user`, `topic`,
+    /// `pattern` lines): what each account may read and write.
+    pub fn start_with_acl(users: &[(&str, &str)], acl: &str) -> Self {
+        Self::new(false, users, None, Some(acl)).0
     }
 
     /// Also listens with TLS, on a certificate for 127.0.0.1 signed by a fresh test CA;
     /// returns the broker and the CA's PEM file.
     pub fn start_tls(users: &[(&str, &str)]) -> (Self, PathBuf) {
-        let (broker, ca) = Self::new(false, users, Some(ClientCerts::NotAsked));
+        let (broker, ca) = Self::new(false, users, Some(ClientCerts::NotAsked), None);
         (broker, ca.expect("a CA"))
     }
 
@@ -92,7 +100,7 @@ impl Mosquitto {
     /// certificate from the test CA (`require_certificate true`); returns the files a
     /// client needs.
     pub fn start_mutual_tls(users: &[(&str, &str)]) -> (Self, TlsFiles) {
-        let (broker, ca) = Self::new(false, users, Some(ClientCerts::Required));
+        let (broker, ca) = Self::new(false, users, Some(ClientCerts::Required), None);
         let ca = ca.expect("a CA");
         let files = TlsFiles {
             client_cert: ca.with_file_name("client.pem"),
@@ -107,6 +115,7 @@ impl Mosquitto {
         persistence: bool,
         users: &[(&str, &str)],
         tls: Option<ClientCerts>,
+        acl: Option<&str>,
     ) -> (Self, Option<PathBuf>) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         // Started as root, mosquitto drops to the `mosquitto` user: it must still be able to
@@ -119,6 +128,7 @@ impl Mosquitto {
             port: 0,
             tls_port: None,
             client_certs: tls,
+            acl: acl.map(str::to_owned),
             dir,
             child: None,
             persistence,
@@ -172,6 +182,11 @@ impl Mosquitto {
                 "allow_anonymous false\npassword_file {}\n",
                 pw.display()
             ));
+        }
+        if let Some(acl) = &self.acl {
+            let path = d.join("acl");
+            std::fs::write(&path, acl).expect("an acl file");
+            conf.push_str(&format!("acl_file {}\n", path.display()));
         }
         if let Some(tls) = self.tls_port {
             conf.push_str(&format!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ACK_TTL, Ack, AckOutcome, OutboxRecord, StateStore, StoreFuture};
+use super::{ACK_TTL, Ack, AckOutcome, OutboxRecord, StateStore, StoreFuture, grid_within};
 use crate::error::Error;
 
 /// Snapshots kept in memory when there is no spool directory: the newest this many.
@@ -28,8 +28,8 @@ struct State {
     next_seq: u64,
     escalations: BTreeMap<(SystemTime, String), String>,
     escalation_due: HashMap<String, SystemTime>,
-    /// Alerts issued here, until when they may be acknowledged.
-    issued: HashMap<String, Instant>,
+    /// Alerts issued here: until when they may be acknowledged, and their grid.
+    issued: HashMap<String, (Instant, String)>,
     /// Acknowledgements, until when they are kept.
     acks: HashMap<String, (Ack, Instant)>,
     snapshots: VecDeque<(String, Vec<u8>)>,
@@ -38,7 +38,7 @@ struct State {
 impl State {
     /// Forgets issued alerts and acknowledgements past [`ACK_TTL`], as Redis keys expire.
     fn expire(&mut self, now: Instant) {
-        self.issued.retain(|_, until| *until > now);
+        self.issued.retain(|_, (until, _)| *until > now);
         self.acks.retain(|_, (_, until)| *until > now);
     }
 }
@@ -235,12 +235,14 @@ impl StateStore for MemoryStore {
         })
     }
 
-    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()> {
+    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = Instant::now();
             let mut state = self.state();
             state.expire(now);
-            state.issued.insert(alert_id.to_owned(), now + ACK_TTL);
+            state
+                .issued
+                .insert(alert_id.to_owned(), (now + ACK_TTL, grid.to_owned()));
             Ok(())
         })
     }
@@ -250,11 +252,14 @@ impl StateStore for MemoryStore {
             let now = Instant::now();
             let mut state = self.state();
             state.expire(now);
+            let Some((_, grid)) = state.issued.get(&ack.alert_id) else {
+                return Ok(AckOutcome::Unknown);
+            };
+            if ack.grid.as_deref().is_some_and(|g| !grid_within(grid, g)) {
+                return Ok(AckOutcome::OutsideGrid);
+            }
             if state.acks.contains_key(&ack.alert_id) {
                 return Ok(AckOutcome::Again);
-            }
-            if !state.issued.contains_key(&ack.alert_id) {
-                return Ok(AckOutcome::Unknown);
             }
             state
                 .acks

@@ -95,11 +95,18 @@ impl RedisStore {
     }
 }
 
-/// KEYS: issued, ack. ARGV: the acknowledgement's JSON, its TTL. Returns 1 when recorded,
-/// 0 when already acknowledged, -1 when the alert was not issued here.
+/// KEYS: issued (holding the alert's grid), ack. ARGV: the acknowledgement's JSON, its TTL,
+/// the acknowledging centre's grid or "". Returns 1 when recorded, 0 when already
+/// acknowledged, -1 when the alert was not issued here, -2 when its grid is not within the
+/// centre's.
 const ACKNOWLEDGE: &str = r#"
+local grid = redis.call('GET', KEYS[1])
+if not grid then return -1 end
+local within = ARGV[3]
+if within ~= '' and grid ~= within and string.sub(grid, 1, #within + 1) ~= within .. '-' then
+  return -2
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 "#;
@@ -296,11 +303,11 @@ impl StateStore for RedisStore {
         })
     }
 
-    fn record_issued<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, ()> {
+    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.key(&["issued", alert_id]))
-                .arg(1)
+                .arg(grid)
                 .arg("EX")
                 .arg(ACK_TTL.as_secs());
             let _: Option<String> = self.query("SET issued", &cmd).await?;
@@ -320,11 +327,13 @@ impl StateStore for RedisStore {
                 .arg(self.key(&["issued", &ack.alert_id]))
                 .arg(self.key(&["ack", &ack.alert_id]))
                 .arg(json)
-                .arg(ACK_TTL.as_secs());
+                .arg(ACK_TTL.as_secs())
+                .arg(ack.grid.as_deref().unwrap_or(""));
             let outcome: i64 = self.query("EVAL acknowledge", &cmd).await?;
             Ok(match outcome {
                 1 => AckOutcome::First,
                 0 => AckOutcome::Again,
+                -2 => AckOutcome::OutsideGrid,
                 _ => AckOutcome::Unknown,
             })
         })
