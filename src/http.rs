@@ -73,23 +73,116 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener, String> {
     })
 }
 
-/// Serves until `shutdown` turns true.
+/// The TLS setup `[http] cert_file` and `key_file` ask for (`None`: plain HTTP); read now,
+/// so that a missing or unusable file stops the start with its name.
+pub fn tls(http: &sharpeyes_config::Http) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let (Some(cert), Some(key)) = (&http.cert_file, &http.key_file) else {
+        return Ok(None);
+    };
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| format!("[http] {field} {}: cannot read it: {e}", path.display()))
+    };
+    let pem = read("cert_file", cert)?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            format!(
+                "[http] cert_file {}: not PEM certificates: {e}",
+                cert.display()
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(format!(
+            "[http] cert_file {}: holds no certificate",
+            cert.display()
+        ));
+    }
+    let pem = read("key_file", key)?;
+    let private = rustls_pemfile::private_key(&mut pem.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            format!(
+                "[http] key_file {}: holds no PEM private key",
+                key.display()
+            )
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("[http] TLS setup failed: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            format!(
+                "[http] cert_file {} and key_file {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// A TLS handshake that takes longer than this is dropped: a client that connects and
+/// says nothing holds no task for long.
+const TLS_HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until `shutdown` turns true; over TLS when `tls` is set.
 pub fn serve(
     listener: TcpListener,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> tokio::task::JoinHandle<()> {
     let app = router(state);
     tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!("HTTP server stopped: {e}");
+        let Some(tls) = tls else {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait rather than spin.
+                        tracing::warn!("HTTPS accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            while connections.try_join_next().is_some() {}
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            connections.spawn(async move {
+                let stream =
+                    match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        // What the client sent is not logged: it is the client's.
+                        Ok(Err(_)) | Err(_) => return,
+                    };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
         }
+        // Open connections (a live feed) end with the service.
+        connections.shutdown().await;
     })
 }
 
@@ -428,7 +521,12 @@ mod tests {
                 .unwrap();
             let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let addr = listener.local_addr().unwrap();
-            serve(listener, AppState::store_only(store.clone()), shutdown);
+            serve(
+                listener,
+                AppState::store_only(store.clone()),
+                shutdown,
+                None,
+            );
             addr
         });
         assert_eq!(

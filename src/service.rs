@@ -73,6 +73,7 @@ impl Service {
         let (mqtt, embedded) = broker_settings(&config)?;
         let store = open_store(&config).await.map_err(|e| e.to_string())?;
         tracing::info!(store = %store.describe(), broker = %mqtt.broker(), "state store open");
+        let tls = crate::http::tls(&config.http)?;
         let listener = crate::http::bind(config.http.listen).await?;
         let http = listener
             .local_addr()
@@ -149,6 +150,7 @@ impl Service {
                 access: Arc::new(access),
             },
             intake_rx.clone(),
+            tls,
         );
         let control_task = tokio::spawn(control_loop(cameras.clone(), source, requests, intake_rx));
         Ok(Service {
@@ -219,7 +221,12 @@ async fn start_alerts(
 ) -> Result<(Alerts, JoinHandle<()>), String> {
     let mut settings = AlertSettings::from_config(config);
     if config.http.public_url.is_none() {
-        settings.snapshot_base_url = format!("http://{http}");
+        let scheme = if config.http.cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        settings.snapshot_base_url = format!("{scheme}://{http}");
     }
     settings.subscriptions = crate::sensors::subscriptions(config, &mqtt.prefix);
     Alerts::start(config.clone(), store, mqtt, settings, stop)

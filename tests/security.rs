@@ -452,3 +452,116 @@ async fn an_acknowledgement_of_an_alert_nobody_issued_is_ignored() {
         "nothing was acknowledged"
     );
 }
+
+/// HTTPS on the API itself, for sites without a TLS proxy: the page, the API and the
+/// snapshots over TLS on the operator's certificate, and nothing in clear on that port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_https_on_the_operators_certificate() {
+    let broker = Mosquitto::start(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let certs = sharpeyes_testkit::test_certificates(dir.path());
+    let config = service(
+        dir.path(),
+        "tls-node",
+        broker.port,
+        PREFIX,
+        Some("tls-admin-t0ken"),
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!(
+            "listen = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            certs.server_cert.display(),
+            certs.server_key.display()
+        ),
+    );
+    let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &config, "warn");
+    let port = service.port();
+
+    let trusted = https_client(Some(&certs.ca));
+    assert_eq!(
+        https_get(&trusted, port, "/readyz", None).await.unwrap(),
+        (200, "ready\n".to_owned())
+    );
+    let (status, body) = https_get(&trusted, port, "/api/cameras", Some("tls-admin-t0ken"))
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _) = https_get(&trusted, port, "/api/cameras", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "tokens still needed over TLS");
+    // A client that does not trust the certificate gets no answer.
+    assert!(
+        https_get(&https_client(None), port, "/readyz", None)
+            .await
+            .is_err()
+    );
+    // Plain HTTP on the same port: no answer in clear.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!text(&answer).contains("ready"), "{}", text(&answer));
+    let (exit, log) = service.stop(Duration::from_secs(20));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+}
+
+/// A TLS client trusting `ca` only (none: trusting nothing).
+fn https_client(ca: Option<&std::path::Path>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// `GET path` over TLS to 127.0.0.1:`port`: (status, body), or the TLS error.
+async fn https_get(
+    client: &tokio_rustls::TlsConnector,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name =
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), client.connect(name, tcp))
+        .await
+        .map_err(std::io::Error::other)??;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .map_err(std::io::Error::other)??;
+    let answer = text(&answer);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}

@@ -26,11 +26,11 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
-use schema::{AlertOptions, Credential, Fusion, Grid, Http, Ingest, Motion, Mqtt, Node, Readings};
+use schema::{AlertOptions, Credential, Fusion, Grid, Ingest, Motion, Mqtt, Node, Readings};
 
 pub use diag::Problems;
 pub use install::Install;
-pub use schema::{Camera, Hazard, Model, ModelLayout, Redis, Sampling, Sensor, Severity};
+pub use schema::{Camera, Hazard, Http, Model, ModelLayout, Redis, Sampling, Sensor, Severity};
 pub use secret::{Secret, SecretError, SecretUrl, redact_url};
 pub use summary::Summary;
 

@@ -160,6 +160,13 @@ pub struct Http {
     /// Base of snapshot URLs in alerts, when the listen address is not what subscribers reach.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The API over TLS (HTTPS) with this certificate chain (PEM), for sites without a
+    /// TLS-terminating proxy; with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for Http {
@@ -171,6 +178,8 @@ impl Default for Http {
             allowed_hosts: Vec::new(),
             open_metrics: true,
             public_url: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }

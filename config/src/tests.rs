@@ -632,6 +632,12 @@ fn tls_files_need_a_tls_url_and_a_clear_redis_password_beyond_the_host_is_warned
     );
     let fields: Vec<String> = errors(&text).into_iter().map(|e| e.1).collect();
     assert_eq!(fields, ["mqtt.cert_file", "mqtt.key_file"]);
+    // HTTPS on the API: a certificate needs its key.
+    let (path, message, _) = first_error(&format!(
+        "{BASE}\n[http]\ncert_file = \"/c.pem\"\n\n{camera}"
+    ));
+    assert_eq!(path, "http.key_file");
+    assert!(message.contains("both cert_file and key_file"), "{message}");
     // A password in clear to another host is warned about; to this host, or over TLS, not.
     let warnings = |redis: &str| -> Vec<String> {
         parse(&with(redis))

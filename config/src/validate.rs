@@ -931,6 +931,17 @@ impl Validator {
             }
         }
         let http = FieldPath::root().key("http");
+        if config.http.cert_file.is_some() != config.http.key_file.is_some() {
+            self.error(
+                http.key(if config.http.cert_file.is_some() {
+                    "key_file"
+                } else {
+                    "cert_file"
+                }),
+                "HTTPS needs both cert_file and key_file",
+                "set both (PEM files), or neither to serve plain HTTP behind a TLS proxy",
+            );
+        }
         if !config.http.listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {
             self.error(
                 http.key("listen"),

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use proxy::{Fault, FaultProxy};
 pub use relay::{Impairment, RtspRelay};
-pub use servers::{ClientCerts, Mosquitto, Redis, TlsFiles};
+pub use servers::{ClientCerts, Mosquitto, Redis, TlsFiles, test_certificates};
 pub use service::Service;
 pub use subscriber::{Message, Subscriber, alert_ids};
 

@@ -103,6 +103,8 @@ impl Mosquitto {
         let (broker, ca) = Self::new(false, users, Some(ClientCerts::Required), None);
         let ca = ca.expect("a CA");
         let files = TlsFiles {
+            server_cert: ca.with_file_name("server.pem"),
+            server_key: ca.with_file_name("server.key"),
             client_cert: ca.with_file_name("client.pem"),
             client_key: ca.with_file_name("client.key"),
             ca,
@@ -266,6 +268,20 @@ impl Drop for Mosquitto {
     }
 }
 
+/// A private CA in `dir`, a certificate for 127.0.0.1 and a client certificate signed by it:
+/// for a TLS server of the tests' own (the service's HTTPS).
+pub fn test_certificates(dir: &std::path::Path) -> TlsFiles {
+    let ca = test_ca(dir);
+    TlsFiles {
+        ca,
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+        client_certs: ClientCerts::NotAsked,
+    }
+}
+
 /// A private CA, a server certificate for 127.0.0.1 (`server.pem`, `server.key`) and a
 /// client certificate (`client.pem`, `client.key`) signed by it, in `d`; returns the CA's PEM.
 fn test_ca(d: &std::path::Path) -> PathBuf {
@@ -387,6 +403,8 @@ pub enum ClientCerts {
 #[derive(Clone)]
 pub struct TlsFiles {
     pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
     client_certs: ClientCerts,
@@ -404,6 +422,8 @@ impl Redis {
         let ca = test_ca(dir.path());
         let tls = TlsFiles {
             ca,
+            server_cert: dir.path().join("server.pem"),
+            server_key: dir.path().join("server.key"),
             client_cert: dir.path().join("client.pem"),
             client_key: dir.path().join("client.key"),
             client_certs,
