@@ -632,6 +632,14 @@ fn tls_files_need_a_tls_url_and_a_clear_redis_password_beyond_the_host_is_warned
     );
     let fields: Vec<String> = errors(&text).into_iter().map(|e| e.1).collect();
     assert_eq!(fields, ["mqtt.cert_file", "mqtt.key_file"]);
+    // RTSP over TLS: only the GStreamer backend speaks it.
+    let rtsps = format!(
+        "{BASE}\n[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsps://10.0.0.9/a\"\ngrid = \"321322\"\n"
+    );
+    let (path, _, hint) = first_error(&rtsps);
+    assert_eq!(path, "cameras[0].url");
+    assert!(hint.contains("backend = \"gstreamer\""), "{hint}");
+    assert!(parse(&format!("{rtsps}backend = \"gstreamer\"\n")).is_ok());
     // HTTPS on the API: a certificate needs its key.
     let (path, message, _) = first_error(&format!(
         "{BASE}\n[http]\ncert_file = \"/c.pem\"\n\n{camera}"

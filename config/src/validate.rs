@@ -10,8 +10,8 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Ingest, Model,
-    ModelLayout, Motion, Readings, Sensor, Zone,
+    AlertOptions, Backend, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Ingest,
+    Model, ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -725,6 +725,15 @@ impl Validator {
                         url.scheme()
                     ),
                     "use rtsp:// or rtsps:// (or file:// to replay a recording)",
+                );
+            } else if url.scheme() == "rtsps" && cam.backend == Backend::Retina {
+                self.error(
+                    path.key(field),
+                    format!(
+                        "camera `{}`: {url} is RTSP over TLS, which the default backend (retina) does not speak",
+                        cam.id
+                    ),
+                    "add backend = \"gstreamer\" to this camera (rtspsrc speaks rtsps://, checking the certificate against the system's CAs)",
                 );
             } else if url.scheme() != "file" && url.host().is_none_or(str::is_empty) {
                 self.error(
