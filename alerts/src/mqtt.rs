@@ -349,6 +349,70 @@ enum Item {
     Notice { topic: String, payload: String },
 }
 
+/// What waits for a packet id, in three lines: alerts, retained statuses, notices (dead
+/// letters). While running, alerts go first, so a flood of dead letters or a reconnect's
+/// statuses never delay one; while draining at shutdown, statuses go first, so camera
+/// `stopped` and node `offline` are out before the DISCONNECT.
+#[derive(Default)]
+struct SendQueue {
+    alerts: VecDeque<Item>,
+    statuses: VecDeque<Item>,
+    notices: VecDeque<Item>,
+    draining: bool,
+}
+
+impl SendQueue {
+    fn push(&mut self, item: Item) {
+        match item {
+            Item::Alert { .. } => self.alerts.push_back(item),
+            Item::Status { .. } => self.statuses.push_back(item),
+            Item::Notice { .. } => self.notices.push_back(item),
+        }
+    }
+
+    /// Queues the retained state of `topic` unless it already waits (it is read when sent,
+    /// so one queued entry always carries the newest payload); `first`: ahead of the others.
+    fn push_status(&mut self, topic: String, first: bool) {
+        let queued = self
+            .statuses
+            .iter()
+            .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
+        if queued {
+            return;
+        }
+        if first {
+            self.statuses.push_front(Item::Status { topic });
+        } else {
+            self.statuses.push_back(Item::Status { topic });
+        }
+    }
+
+    fn pop(&mut self) -> Option<Item> {
+        if self.draining {
+            self.statuses
+                .pop_front()
+                .or_else(|| self.alerts.pop_front())
+        } else {
+            self.alerts
+                .pop_front()
+                .or_else(|| self.statuses.pop_front())
+        }
+        .or_else(|| self.notices.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        self.alerts.len() + self.statuses.len() + self.notices.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn alerts(&self) -> usize {
+        self.alerts.len()
+    }
+}
+
 struct InFlight {
     item: Item,
     /// Order of first sending, so re-sends keep the original order.
@@ -360,13 +424,16 @@ pub(crate) struct Link {
     settings: MqttSettings,
     eventloop: EventLoop,
     client: AsyncClient,
-    store: Arc<dyn StateStore>,
     stats: Arc<Stats>,
     commands: mpsc::UnboundedReceiver<LinkCommand>,
     acks: mpsc::Sender<IncomingAck>,
     inbound: Option<Inbound>,
     connected: bool,
-    queue: VecDeque<Item>,
+    queue: SendQueue,
+    /// Outbox keys of alerts the broker acknowledged, for [`remove_published`]: removing
+    /// them here would stall the link on a slow store.
+    published: mpsc::UnboundedSender<(String, String)>,
+    remover: tokio::task::JoinHandle<()>,
     in_flight: BTreeMap<u16, InFlight>,
     free: Vec<u16>,
     next_seq: u64,
@@ -392,19 +459,25 @@ impl Link {
         eventloop.set_network_options(network);
         let mut retained = BTreeMap::new();
         retained.insert(settings.node_status_topic(), settings.node_status("online"));
+        let (published, removals) = mpsc::unbounded_channel();
+        let remover = tokio::spawn(remove_published(store.clone(), removals));
         Ok(Self {
             eventloop,
             client,
-            store,
             stats,
             commands,
             acks,
             inbound,
             connected: false,
-            queue: pending
-                .into_iter()
-                .map(|(key, record)| Item::Alert { key, record })
-                .collect(),
+            queue: {
+                let mut queue = SendQueue::default();
+                for (key, record) in pending {
+                    queue.push(Item::Alert { key, record });
+                }
+                queue
+            },
+            published,
+            remover,
             in_flight: BTreeMap::new(),
             free: (1..=WINDOW).rev().collect(),
             next_seq: 0,
@@ -468,35 +541,16 @@ impl Link {
 
     fn command(&mut self, command: LinkCommand) {
         match command {
-            LinkCommand::Publish { key, record } => {
-                self.queue.push_back(Item::Alert { key, record })
-            }
+            LinkCommand::Publish { key, record } => self.queue.push(Item::Alert { key, record }),
             LinkCommand::Retain { topic, payload } => {
                 self.retained.insert(topic.clone(), payload);
-                self.queue_status(topic, false);
+                self.queue.push_status(topic, false);
             }
             LinkCommand::Notice { topic, payload } => {
-                self.queue.push_back(Item::Notice { topic, payload })
+                self.queue.push(Item::Notice { topic, payload })
             }
         }
         self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
-    }
-
-    /// Queues the retained state of `topic` unless it already waits (it is read when sent,
-    /// so one queued entry always carries the newest payload).
-    fn queue_status(&mut self, topic: String, first: bool) {
-        let queued = self
-            .queue
-            .iter()
-            .any(|i| matches!(i, Item::Status { topic: t } if *t == topic));
-        if queued {
-            return;
-        }
-        if first {
-            self.queue.push_front(Item::Status { topic });
-        } else {
-            self.queue.push_back(Item::Status { topic });
-        }
     }
 
     /// Hands queued items to the event loop while ids are free and the connection is up.
@@ -506,7 +560,7 @@ impl Link {
         }
         while !self.queue.is_empty() {
             let Some(pkid) = self.free.pop() else { break };
-            let Some(item) = self.queue.pop_front() else {
+            let Some(item) = self.queue.pop() else {
                 break;
             };
             self.next_seq += 1;
@@ -595,7 +649,7 @@ impl Link {
                 // Retained state may be gone with a broker that restarted without persistence.
                 let topics: Vec<String> = self.retained.keys().cloned().collect();
                 for topic in topics.into_iter().rev() {
-                    self.queue_status(topic, true);
+                    self.queue.push_status(topic, true);
                 }
             }
             Incoming::PubAck(ack) => {
@@ -608,10 +662,7 @@ impl Link {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(alert = %record.alert_id, topic = %record.topic, "alert acknowledged by the broker");
                     if !key.is_empty() {
-                        if let Err(e) = self.store.outbox_remove(&key).await {
-                            // Left in the outbox: re-sent after a restart, a duplicate with the same id.
-                            tracing::warn!(alert = %record.alert_id, "published, but the outbox entry stays: {e}");
-                        }
+                        let _ = self.published.send((key, record.alert_id));
                     }
                 }
                 self.stats
@@ -684,6 +735,7 @@ impl Link {
 
     /// On shutdown: give the broker a bounded time for what is in flight, say offline, leave.
     async fn drain(mut self) {
+        self.queue.draining = true;
         let offline = self.settings.node_status("offline");
         self.command(LinkCommand::Retain {
             topic: self.settings.node_status_topic(),
@@ -697,12 +749,12 @@ impl Link {
                 Ok(Err(_)) | Err(_) => break,
             }
         }
-        let left = self
-            .queue
-            .iter()
-            .chain(self.in_flight.values().map(|f| &f.item))
-            .filter(|i| matches!(i, Item::Alert { .. }))
-            .count();
+        let left = self.queue.alerts()
+            + self
+                .in_flight
+                .values()
+                .filter(|f| matches!(f.item, Item::Alert { .. }))
+                .count();
         if left > 0 {
             tracing::warn!(
                 alerts = left,
@@ -718,6 +770,30 @@ impl Link {
                 }
             })
             .await;
+        }
+        // The removals of what was published: a few store calls, bounded.
+        let Self {
+            published, remover, ..
+        } = self;
+        drop(published);
+        if tokio::time::timeout(DRAIN_TIMEOUT, remover).await.is_err() {
+            tracing::warn!(
+                "the outbox is still being cleaned at shutdown: published alerts may be sent again after a restart"
+            );
+        }
+    }
+}
+
+/// Removes published alerts from the outbox, off the link: a store that is slow or down
+/// delays only this, never the next publish. An entry that cannot be removed stays, to be
+/// sent again after a restart (a duplicate with the same id, which subscribers drop).
+async fn remove_published(
+    store: Arc<dyn StateStore>,
+    mut removals: mpsc::UnboundedReceiver<(String, String)>,
+) {
+    while let Some((key, alert_id)) = removals.recv().await {
+        if let Err(e) = store.outbox_remove(&key).await {
+            tracing::warn!(alert = %alert_id, "published, but the outbox entry stays: {e}");
         }
     }
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use sharpeyes_alerts::message::{OutboxRecord, StoreFuture};
 use sharpeyes_alerts::{
     AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore, StateStore,
     Submitted, render,
@@ -1145,6 +1146,157 @@ async fn only_a_centre_of_the_alerts_grid_can_acknowledge_it() {
         assert_eq!(ack.grid.as_deref(), Some("321322-001"));
         svc.shutdown().await;
     }
+}
+
+/// A store whose outbox removals take 2 s each (a Redis at the end of a slow link): the rest
+/// is the memory store's.
+struct SlowRemovals(MemoryStore);
+
+impl StateStore for SlowRemovals {
+    fn describe(&self) -> String {
+        "memory with slow removals".into()
+    }
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.0.ping()
+    }
+    fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        self.0.claim_cooldown(key, ttl)
+    }
+    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        self.0.release_cooldown(key)
+    }
+    fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
+        self.0.outbox_append(record)
+    }
+    fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>> {
+        self.0.outbox_pending()
+    }
+    fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            self.0.outbox_remove(key).await
+        })
+    }
+    fn outbox_len(&self) -> StoreFuture<'_, usize> {
+        self.0.outbox_len()
+    }
+    fn schedule_escalation<'a>(
+        &'a self,
+        alert_id: &'a str,
+        due: std::time::SystemTime,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.0.schedule_escalation(alert_id, due, alert_json)
+    }
+    fn take_due_escalations(
+        &self,
+        now: std::time::SystemTime,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<String>> {
+        self.0.take_due_escalations(now, limit)
+    }
+    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
+        self.0.record_issued(alert_id, grid)
+    }
+    fn acknowledge<'a>(
+        &'a self,
+        ack: &'a sharpeyes_alerts::Ack,
+    ) -> StoreFuture<'a, sharpeyes_alerts::AckOutcome> {
+        self.0.acknowledge(ack)
+    }
+    fn acknowledgement<'a>(
+        &'a self,
+        alert_id: &'a str,
+    ) -> StoreFuture<'a, Option<sharpeyes_alerts::Ack>> {
+        self.0.acknowledgement(alert_id)
+    }
+    fn put_snapshot<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.0.put_snapshot(alert_id, jpeg, ttl)
+    }
+    fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.0.snapshot(alert_id)
+    }
+}
+
+/// Removing a published alert from the outbox happens off the link: a slow store delays the
+/// cleaning, never the next alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_outbox_removal_never_delays_the_next_alert() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-slow",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(SlowRemovals(MemoryStore::new()));
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let started = Instant::now();
+    let sent = burst(&svc.alerts, &config, 8, |_| {}).await;
+    let got = sub
+        .wait_until(Duration::from_secs(15), |m| alert_ids(m).len() >= 8)
+        .await;
+    let took = started.elapsed();
+    assert_all_arrived(&sent, &got);
+    // One removal at a time would take 8 x 2 s; in the link, the alerts waited for them.
+    assert!(took < Duration::from_secs(4), "8 alerts took {took:?}");
+    svc.shutdown().await;
+}
+
+/// Dead letters and statuses go after alerts: a flood of refused input does not delay one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_dead_letters_does_not_delay_an_alert() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(broker.port, "centre-flood", &format!("{PREFIX}/#"), None).await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    const FLOOD: usize = 3000;
+    for i in 0..FLOOD {
+        svc.alerts.dead_letter(
+            "sensor",
+            "sy/sensors/x",
+            "not JSON",
+            format!("junk {i}").as_bytes(),
+        );
+    }
+    let id = submit(&svc.alerts, &config, "fire", None).await;
+    let got = sub
+        .wait_until(Duration::from_secs(30), |m| {
+            alert_ids(m).contains_key(&id)
+                && m.iter()
+                    .filter(|m| m.topic.contains("/deadletter/"))
+                    .count()
+                    == FLOOD
+        })
+        .await;
+    let dead_letters_before = got
+        .iter()
+        .take_while(|m| !alert_ids(std::slice::from_ref(*m)).contains_key(&id))
+        .filter(|m| m.topic.contains("/deadletter/"))
+        .count();
+    assert_eq!(
+        got.iter()
+            .filter(|m| m.topic.contains("/deadletter/"))
+            .count(),
+        FLOOD,
+        "every dead letter is still delivered"
+    );
+    // At most what was in flight when the alert came: one window.
+    assert!(
+        dead_letters_before <= 2 * 64,
+        "{dead_letters_before} of {FLOOD} dead letters went before the alert"
+    );
+    svc.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
