@@ -238,6 +238,7 @@ impl Metrics {
             let s = alerts.stats();
             self.outbox.set((s.queued + s.in_flight) as i64);
             self.mqtt_connected.set(i64::from(s.connected));
+            mirror(&self.telemetry.panics, &["alerts"], s.panics);
             for ((hazard, severity, source), n) in alerts.queued_by_kind() {
                 mirror(&self.alerts, &[&hazard, &severity, &source], n);
             }

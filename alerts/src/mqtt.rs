@@ -494,6 +494,9 @@ impl Link {
     /// CONNACK, it leaves a connection the broker sees vanish, which fires the last will. So a
     /// connection attempt is interrupted only by shutdown; commands wait in their channel.
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // However the link ends (a panic included), it is no longer connected: `/readyz`
+        // says so rather than report a dead link as up.
+        let _down = Disconnected(self.stats.clone());
         // Ticks missed while disconnected are skipped, not fired in a burst on reconnecting:
         // a burst checked stale send times once per missed second and reconnected each time.
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
@@ -781,6 +784,15 @@ impl Link {
                 "the outbox is still being cleaned at shutdown: published alerts may be sent again after a restart"
             );
         }
+    }
+}
+
+/// Marks the link down when dropped.
+struct Disconnected(Arc<Stats>);
+
+impl Drop for Disconnected {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Ordering::Relaxed);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::mqtt::{
     Inbound, InboundMessage, IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings,
 };
 use crate::snapshot::Snapshot;
-use crate::stats::{Stats, stopped};
+use crate::stats::{Stats, guarded, stopped};
 use crate::store::{Ack, AckOutcome, OutboxRecord, StateStore};
 
 /// The longest `by` of an acknowledgement, in characters: a name, not a message.
@@ -130,6 +130,8 @@ pub struct AlertStats {
     pub inbound_dropped: u64,
     /// Messages sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Panics caught while handling one escalation or acknowledgement.
+    pub panics: u64,
 }
 
 /// A handle on the running service; cheap to clone.
@@ -223,6 +225,7 @@ impl Alerts {
             acknowledged: s.acknowledged.load(Ordering::Relaxed),
             time_to_ack_ms_total: s.time_to_ack_ms_total.load(Ordering::Relaxed),
             store_errors: s.store_errors.load(Ordering::Relaxed),
+            panics: s.panics.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
@@ -565,7 +568,7 @@ impl Alerts {
                 }
             };
             for json in due {
-                self.escalate(&json).await;
+                guarded(&self.inner.stats, "escalation", self.escalate(&json)).await;
             }
         }
     }
@@ -634,7 +637,14 @@ impl Alerts {
             let by = serde_json::from_slice::<serde_json::Value>(&ack.payload)
                 .ok()
                 .and_then(|v| v.get("by")?.as_str().map(str::to_owned));
-            match self.acknowledge(&ack.alert_id, by, ack.grid).await {
+            let outcome = guarded(
+                &self.inner.stats,
+                "acknowledgement",
+                self.acknowledge(&ack.alert_id, by, ack.grid),
+            )
+            .await;
+            let Some(outcome) = outcome else { continue };
+            match outcome {
                 Ok(Some(_)) => {}
                 Ok(None) => tracing::warn!(
                     topic = %format!("{}/acks/{}", self.inner.prefix, ack.alert_id),

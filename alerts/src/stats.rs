@@ -22,13 +22,59 @@ pub(crate) struct Stats {
     pub in_flight: AtomicUsize,
     pub inbound_dropped: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Panics caught while handling one escalation or one acknowledgement.
+    pub panics: AtomicU64,
     /// Alerts queued, by (hazard, severity, source).
     pub by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
     /// Times to acknowledge not yet taken by [`Alerts::take_ack_times`].
     pub ack_times: std::sync::Mutex<Vec<Duration>>,
 }
 
+/// Runs `work` (one escalation, one acknowledgement): a panic in it is logged with `what`,
+/// counted in `stats.panics`, and answered with `None`, so the loop goes on with the next.
+/// Whatever an escalation in the shared store or a message on the broker holds, it must not
+/// end escalation or acknowledgement for everyone.
+pub(crate) async fn guarded<T>(
+    stats: &Stats,
+    what: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(value) => Some(value),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            tracing::error!(task = what, panic = %message, "a panic while handling one item (a bug; please report it): counted; the task goes on");
+            stats
+                .panics
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_one_item_is_counted_and_the_loop_goes_on() {
+        let stats = Stats::default();
+        let caught: Option<u32> = guarded(&stats, "escalation", async {
+            panic!("an escalation nobody foresaw")
+        })
+        .await;
+        assert_eq!(caught, None);
+        assert_eq!(guarded(&stats, "escalation", async { 7 }).await, Some(7));
+        assert_eq!(stats.panics.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 }

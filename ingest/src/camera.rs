@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use retina::client::{
     Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     Transport, UdpTransportOptions,
@@ -156,10 +156,23 @@ pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
     let mut jitter = Jitter::new(camera);
     loop {
         state.send_replace(CameraState::Connecting);
+        // A panic while reading the camera (a bug, whatever the camera sent) ends this
+        // connection only: it is told and counted like any error, and the camera reconnects.
+        let once = std::panic::AssertUnwindSafe(run_once()).catch_unwind();
         let ended = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
-            e = run_once() => e,
+            e = once => e.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                Ended::Error {
+                    error: Error::with_detail(ErrorKind::Internal, format!("panic: {what}")),
+                    streamed: false,
+                }
+            }),
         };
         let error = match ended {
             Ended::Shutdown => break,
@@ -179,6 +192,12 @@ pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
             state.send_replace(CameraState::Failed { error });
             let _ = shutdown.wait_for(|s| *s).await;
             break;
+        }
+        if *error.kind() == ErrorKind::Internal {
+            tracing::error!(
+                detail = error.detail().unwrap_or(""),
+                "a panic while reading the camera (a bug; please report it): this connection is dropped, the camera reconnects"
+            );
         }
         counters.reconnects.fetch_add(1, Ordering::Relaxed);
         let delay = jitter.apply(backoff);
@@ -592,6 +611,61 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic while reading one camera ends that connection, not the camera's task: it is
+    /// told as an internal error, and the camera connects again.
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_while_reading_a_camera_ends_only_that_connection() {
+        let (state_tx, mut state_rx) = watch::channel(CameraState::Connecting);
+        let seen = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while state_rx.changed().await.is_ok() {
+                seen.push(state_rx.borrow_and_update().clone());
+            }
+            seen
+        });
+        let counters = CameraCounters::default();
+        let (_stop, shutdown) = watch::channel(false);
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let url = Url::parse("rtsp://10.0.0.1/ch1").unwrap();
+        supervise(
+            &Arc::from("cam-1"),
+            &url,
+            Timeouts::default(),
+            &state_tx,
+            &counters,
+            shutdown,
+            || {
+                let call = calls.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    assert!(call > 0, "a malformed packet nobody foresaw");
+                    Ended::Shutdown
+                }
+            },
+        )
+        .await;
+        drop(state_tx);
+        let seen = seen.await.unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "connected again");
+        assert_eq!(counters.reconnects.load(Ordering::Relaxed), 1);
+        let backoff = seen
+            .iter()
+            .find_map(|s| match s {
+                CameraState::Backoff { error, .. } => Some(error.clone()),
+                _ => None,
+            })
+            .expect("a backoff after the panic");
+        assert_eq!(*backoff.kind(), ErrorKind::Internal);
+        assert_eq!(backoff.kind().label(), "internal");
+        assert!(
+            backoff
+                .detail()
+                .unwrap()
+                .contains("a malformed packet nobody foresaw"),
+            "{backoff:?}"
+        );
+        assert!(matches!(seen.last(), Some(CameraState::Stopped)));
+    }
 
     #[test]
     fn credentials_leave_the_url_and_are_decoded() {

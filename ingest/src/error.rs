@@ -52,6 +52,9 @@ pub enum ErrorKind {
     Secret(String),
     /// Something on this machine (GStreamer, a file) is missing or broken.
     Local,
+    /// sharpeyes itself failed while reading the camera (a panic: a bug, whatever the
+    /// camera sent); the connection was dropped and is made again.
+    Internal,
 }
 
 impl ErrorKind {
@@ -75,6 +78,7 @@ impl ErrorKind {
             Self::NoKeyframe(_) => "no_keyframe",
             Self::Secret(_) => "secret",
             Self::Local => "local",
+            Self::Internal => "internal",
         }
     }
 
@@ -119,6 +123,9 @@ impl fmt::Display for ErrorKind {
             Self::NoKeyframe(d) => write!(f, "no keyframe within {}", secs(*d)),
             Self::Secret(why) => f.write_str(why),
             Self::Local => f.write_str("a local part (GStreamer, a file) failed"),
+            Self::Internal => {
+                f.write_str("sharpeyes failed while reading the camera (a bug): reconnecting")
+            }
         }
     }
 }
