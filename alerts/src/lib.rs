@@ -31,7 +31,7 @@ pub use mqtt::{InboundMessage, MqttSettings};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 pub use service::{AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};
-pub use store::{Ack, AckOutcome, MemoryStore, RedisStore, StateStore, open_store};
+pub use store::{Ack, AckOutcome, FallbackStore, MemoryStore, RedisStore, StateStore, open_store};
 
 /// The parts of a `sharpeyes.alert/1` message, and what the state stores keep.
 pub mod message {

@@ -12,9 +12,11 @@ use sharpeyes_config::Config;
 
 use crate::error::Error;
 
+mod fallback;
 mod memory;
 mod redis_store;
 
+pub use fallback::FallbackStore;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
@@ -135,16 +137,19 @@ pub trait StateStore: Send + Sync {
 /// alert an operator still looks at.
 pub const ACK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The store the configuration asks for: Redis when `[redis]` is set, else memory with the
-/// outbox and snapshots spooled under `[node] data_dir`.
+/// The store the configuration asks for: Redis when `[redis]` is set, with the local spool
+/// behind it for when Redis does not answer ([`FallbackStore`]); else memory with the outbox,
+/// escalations and snapshots spooled under `[node] data_dir`. Fails on a configuration
+/// error (a secret, a TLS file), never because Redis is down.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
+    let dir = config.node.data_dir.join("spool");
     match &config.redis {
         Some(redis) => {
-            let store = RedisStore::connect(redis, &config.node.id).await?;
-            Ok(Arc::new(store))
+            let client = redis_store::RedisClient::new(redis, &config.node.id)?;
+            let local = MemoryStore::with_spool(&dir)?;
+            Ok(FallbackStore::open(client, local).await)
         }
         None => {
-            let dir = config.node.data_dir.join("spool");
             let store = MemoryStore::with_spool(&dir)?;
             Ok(Arc::new(store))
         }

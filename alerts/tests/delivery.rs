@@ -1148,6 +1148,104 @@ async fn only_a_centre_of_the_alerts_grid_can_acknowledge_it() {
     }
 }
 
+/// Redis down at start-up, back, and down again at run time: alerting never stops. While
+/// Redis is away the outbox is on the local disk spool; once it is back, new alerts' state is
+/// in Redis and the spool drains. Every alert arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerting_goes_on_while_redis_is_down_at_start_and_at_run_time() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-redis-down",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let mut redis = Redis::start(None);
+    redis.stop();
+    let data = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let text = CONFIG.replacen(
+        "id = \"test-node\"\n",
+        &format!(
+            "id = \"test-node\"\ndata_dir = \"{}\"\n",
+            data.path().display()
+        ),
+        1,
+    ) + &format!(
+        "\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"down-test\"\n",
+        redis.port
+    );
+    let config = Arc::new(
+        Config::parse(&text, Path::new("down.toml"), &[models.path().to_owned()])
+            .unwrap()
+            .config,
+    );
+    // Redis is not there: the service starts anyway, on the spool.
+    let store = sharpeyes_alerts::open_store(&config).await.unwrap();
+    assert!(store.ping().await.is_err(), "{}", store.describe());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let mut sent = burst(&svc.alerts, &config, 5, |_| {}).await;
+    sub.wait_until(Duration::from_secs(10), |m| alert_ids(m).len() >= 5)
+        .await;
+
+    // Redis comes back: within a few seconds the store uses it.
+    redis.start_again();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "Redis not used again after 15 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back = burst(&svc.alerts, &config, 5, |_| {}).await;
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let in_redis = |id: &str| format!("down-test:issued:{id}");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(in_redis(&back[4]))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        exists,
+        "an alert issued while Redis is up is recorded there"
+    );
+    sent.extend(back);
+
+    // Down again at run time: alerts still go out.
+    redis.stop();
+    let started = Instant::now();
+    sent.extend(burst(&svc.alerts, &config, 5, |_| {}).await);
+    let took = started.elapsed();
+    let got = sub
+        .wait_until(Duration::from_secs(20), |m| alert_ids(m).len() >= 15)
+        .await;
+    assert_all_arrived(&sent, &got);
+    assert!(
+        took < Duration::from_secs(15),
+        "5 alerts took {took:?} to submit with Redis down"
+    );
+    // What was spooled is published and removed: nothing waits but what Redis holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = store.outbox_pending().await.unwrap();
+        if pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} records still pending",
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    svc.shutdown().await;
+}
+
 /// A store whose outbox removals take 2 s each (a Redis at the end of a slow link): the rest
 /// is the memory store's.
 struct SlowRemovals(MemoryStore);

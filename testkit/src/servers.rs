@@ -502,6 +502,29 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Stops it (its data is gone: nothing is saved).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "running already");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.launch() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server could not listen on {} again",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -26,12 +26,21 @@ pub struct RedisStore {
     shown: String,
 }
 
-impl RedisStore {
-    /// Connects as `[redis]` says (its password may be a `${VAR}` secret; `rediss://` with
-    /// its CA and client certificate files); fails if Redis does not answer.
-    pub async fn connect(redis: &sharpeyes_config::Redis, node: &str) -> Result<Self, Error> {
+/// A Redis client set up as `[redis]` says, not yet connected: what can be wrong with the
+/// configuration (a secret, a TLS file) is known before Redis is reached.
+#[derive(Clone)]
+pub(crate) struct RedisClient {
+    client: redis::Client,
+    tls: bool,
+    prefix: String,
+    node: String,
+    shown: String,
+}
+
+impl RedisClient {
+    /// Expands the URL's secrets and reads the TLS files.
+    pub(crate) fn new(redis: &sharpeyes_config::Redis, node: &str) -> Result<Self, Error> {
         let url = &redis.url;
-        let prefix = redis.key_prefix.as_str();
         let shown = url.to_string();
         let expanded = url
             .expand()
@@ -42,6 +51,41 @@ impl RedisStore {
             redis::Client::open(expanded.as_str())
         }
         .map_err(|e| Error::store(format!("[redis] url {shown}: {}", scrub(&e))))?;
+        Ok(Self {
+            client,
+            tls: url.scheme() == "rediss",
+            prefix: redis.key_prefix.clone(),
+            node: node.to_owned(),
+            shown,
+        })
+    }
+
+    /// For logs: the URL without credentials.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Connects; fails if Redis does not answer.
+    pub(crate) async fn connect(&self) -> Result<RedisStore, Error> {
+        RedisStore::open(self.clone()).await
+    }
+}
+
+impl RedisStore {
+    /// Connects as `[redis]` says (its password may be a `${VAR}` secret; `rediss://` with
+    /// its CA and client certificate files); fails if Redis does not answer.
+    pub async fn connect(redis: &sharpeyes_config::Redis, node: &str) -> Result<Self, Error> {
+        RedisClient::new(redis, node)?.connect().await
+    }
+
+    async fn open(client: RedisClient) -> Result<Self, Error> {
+        let RedisClient {
+            client,
+            tls,
+            prefix,
+            node,
+            shown,
+        } = client;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -53,7 +97,7 @@ impl RedisStore {
                 Error::store(format!(
                     "cannot reach Redis at {shown}: {}; check that it runs and [redis] url{}",
                     scrub(&e),
-                    if url.scheme() == "rediss" {
+                    if tls {
                         " (for TLS: ca_file when its CA is private, cert_file and key_file when it asks for a client certificate)"
                     } else {
                         ""
@@ -62,8 +106,8 @@ impl RedisStore {
             })?;
         let store = Self {
             conn,
-            prefix: prefix.to_owned(),
             outbox_key: format!("{prefix}:outbox:{node}"),
+            prefix,
             shown,
         };
         store.ping().await?;

@@ -1,0 +1,340 @@
+//! Redis with the local disk spool behind it: one Redis outage, at start-up or at run time,
+//! never stops alerting.
+//!
+//! Every call goes to Redis while it answers. When it does not (not reachable at start-up,
+//! or a call fails), the call goes to the spool instead ([`MemoryStore::with_spool`]): the
+//! outbox and escalations stay on disk, cooldowns and acknowledgements in memory. Outbox keys
+//! say where their record is (`r:` or `l:`), so a record is removed where it was written.
+//! Nothing is copied back: the link publishes the spooled outbox and removes it, and due
+//! escalations are taken from both, so the spool drains by itself once Redis is back.
+//! While Redis cannot be reached at start-up, a task tries again every few seconds.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::redis_store::RedisClient;
+use super::{Ack, AckOutcome, MemoryStore, OutboxRecord, RedisStore, StateStore, StoreFuture};
+use crate::error::Error;
+
+/// How often Redis is tried again while it could not be reached at start-up.
+const RETRY: Duration = Duration::from_secs(2);
+/// After a failed call, Redis is left alone this long: each call to a Redis that is down can
+/// take seconds, and an alert makes several.
+const REST: Duration = Duration::from_secs(5);
+
+pub struct FallbackStore {
+    redis: RwLock<Option<Arc<RedisStore>>>,
+    local: MemoryStore,
+    shown: String,
+    /// Whether the last Redis call failed: the switch is logged once each way.
+    down: std::sync::atomic::AtomicBool,
+    /// Calls go to the spool until then, after a failure.
+    resting_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl FallbackStore {
+    /// Redis as `client` says, the spool in `local`. A configuration error (a secret, a TLS
+    /// file) was found by `client` already; an unreachable Redis is not an error here.
+    pub(crate) async fn open(client: RedisClient, local: MemoryStore) -> Arc<Self> {
+        let shown = client.shown().to_owned();
+        let first = client.connect().await;
+        let store = Arc::new(Self {
+            redis: RwLock::new(None),
+            local,
+            shown,
+            down: std::sync::atomic::AtomicBool::new(false),
+            resting_until: std::sync::Mutex::new(None),
+        });
+        match first {
+            Ok(redis) => store.set_redis(redis),
+            Err(e) => {
+                store.went_down(&e);
+                tokio::spawn(reconnect(Arc::downgrade(&store), client));
+            }
+        }
+        store
+    }
+
+    fn set_redis(&self, redis: RedisStore) {
+        *self.redis.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(redis));
+    }
+
+    /// Redis, unless it is not connected or rests after a failure.
+    fn redis(&self) -> Option<Arc<RedisStore>> {
+        let resting = self
+            .resting_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if resting { None } else { self.connected() }
+    }
+
+    /// Redis when connected, resting or not: for removing what is already there.
+    fn connected(&self) -> Option<Arc<RedisStore>> {
+        self.redis.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn went_down(&self, e: &Error) {
+        *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now() + REST);
+        if !self.down.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                "Redis cannot be used ({e}); alerting goes on with the local spool until it answers again"
+            );
+        }
+    }
+
+    fn came_back(&self) {
+        *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if self.down.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(redis = %self.shown, "Redis answers again; the local spool drains into use");
+        }
+    }
+
+    /// `call` on Redis when it is there and answers, else on the spool.
+    async fn either<'a, T>(
+        &'a self,
+        call: impl Fn(&'a dyn StateStore) -> StoreFuture<'a, T>,
+        redis: Option<&'a RedisStore>,
+    ) -> Result<T, Error> {
+        if let Some(redis) = redis {
+            match call(redis).await {
+                Ok(value) => {
+                    self.came_back();
+                    return Ok(value);
+                }
+                Err(e) => self.went_down(&e),
+            }
+        }
+        call(&self.local).await
+    }
+}
+
+/// Tries Redis every [`RETRY`] until it answers, or the store is gone.
+async fn reconnect(store: Weak<FallbackStore>, client: RedisClient) {
+    loop {
+        tokio::time::sleep(RETRY).await;
+        let Some(store) = store.upgrade() else { return };
+        if let Ok(redis) = client.connect().await {
+            store.set_redis(redis);
+            store.came_back();
+            return;
+        }
+    }
+}
+
+const IN_REDIS: &str = "r:";
+const IN_SPOOL: &str = "l:";
+
+impl StateStore for FallbackStore {
+    fn describe(&self) -> String {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            format!("redis {} (down: on the local spool)", self.shown)
+        } else {
+            format!("redis {}", self.shown)
+        }
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            match self.connected() {
+                Some(redis) => {
+                    let answer = redis.ping().await;
+                    match &answer {
+                        Ok(()) => self.came_back(),
+                        Err(e) => self.went_down(e),
+                    }
+                    answer
+                }
+                None => Err(Error::store(format!(
+                    "Redis {} has not answered since the start; alerts are kept on the local spool",
+                    self.shown
+                ))),
+            }
+        })
+    }
+
+    fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(|s| s.claim_cooldown(key, ttl), redis.as_deref())
+                .await
+        })
+    }
+
+    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // Wherever it was claimed.
+            if let Some(redis) = self.redis() {
+                let _ = redis.release_cooldown(key).await;
+            }
+            self.local.release_cooldown(key).await
+        })
+    }
+
+    fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                match redis.outbox_append(record).await {
+                    Ok(key) => {
+                        self.came_back();
+                        return Ok(format!("{IN_REDIS}{key}"));
+                    }
+                    Err(e) => self.went_down(&e),
+                }
+            }
+            let key = self.local.outbox_append(record).await?;
+            Ok(format!("{IN_SPOOL}{key}"))
+        })
+    }
+
+    fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>> {
+        Box::pin(async move {
+            let mut pending: Vec<(String, OutboxRecord)> = self
+                .local
+                .outbox_pending()
+                .await?
+                .into_iter()
+                .map(|(k, r)| (format!("{IN_SPOOL}{k}"), r))
+                .collect();
+            if let Some(redis) = self.redis() {
+                match redis.outbox_pending().await {
+                    Ok(records) => pending.extend(
+                        records
+                            .into_iter()
+                            .map(|(k, r)| (format!("{IN_REDIS}{k}"), r)),
+                    ),
+                    // They stay in Redis, for the next start.
+                    Err(e) => self.went_down(&e),
+                }
+            }
+            Ok(pending)
+        })
+    }
+
+    fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(key) = key.strip_prefix(IN_SPOOL) {
+                return self.local.outbox_remove(key).await;
+            }
+            let key = key.strip_prefix(IN_REDIS).unwrap_or(key);
+            match self.connected() {
+                Some(redis) => redis.outbox_remove(key).await,
+                None => Err(Error::store(format!(
+                    "Redis {} is not connected: outbox entry {key} stays",
+                    self.shown
+                ))),
+            }
+        })
+    }
+
+    fn outbox_len(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let mut len = self.local.outbox_len().await?;
+            if let Some(redis) = self.redis() {
+                if let Ok(n) = redis.outbox_len().await {
+                    len += n;
+                }
+            }
+            Ok(len)
+        })
+    }
+
+    fn schedule_escalation<'a>(
+        &'a self,
+        alert_id: &'a str,
+        due: SystemTime,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(
+                |s| s.schedule_escalation(alert_id, due, alert_json),
+                redis.as_deref(),
+            )
+            .await
+        })
+    }
+
+    fn take_due_escalations(&self, now: SystemTime, limit: usize) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let mut due = self.local.take_due_escalations(now, limit).await?;
+            if let Some(redis) = self.redis() {
+                let left = limit.saturating_sub(due.len());
+                if left > 0 {
+                    match redis.take_due_escalations(now, left).await {
+                        Ok(more) => due.extend(more),
+                        Err(e) => self.went_down(&e),
+                    }
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // In both: an acknowledgement is accepted wherever it is looked up.
+            self.local.record_issued(alert_id, grid).await?;
+            if let Some(redis) = self.redis() {
+                if let Err(e) = redis.record_issued(alert_id, grid).await {
+                    self.went_down(&e);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                match redis.acknowledge(ack).await {
+                    // Issued while Redis was down: only the spool knows it.
+                    Ok(AckOutcome::Unknown) => {}
+                    Ok(outcome) => return Ok(outcome),
+                    Err(e) => self.went_down(&e),
+                }
+            }
+            self.local.acknowledge(ack).await
+        })
+    }
+
+    fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                match redis.acknowledgement(alert_id).await {
+                    Ok(Some(ack)) => return Ok(Some(ack)),
+                    Ok(None) => {}
+                    Err(e) => self.went_down(&e),
+                }
+            }
+            self.local.acknowledgement(alert_id).await
+        })
+    }
+
+    fn put_snapshot<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(|s| s.put_snapshot(alert_id, jpeg, ttl), redis.as_deref())
+                .await
+        })
+    }
+
+    fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                match redis.snapshot(alert_id).await {
+                    Ok(Some(jpeg)) => return Ok(Some(jpeg)),
+                    Ok(None) => {}
+                    Err(e) => self.went_down(&e),
+                }
+            }
+            self.local.snapshot(alert_id).await
+        })
+    }
+}
