@@ -184,7 +184,8 @@ impl FusionStage {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(Submitted::Suppressed) => {}
+            // Logged and counted by the alert service.
+            Ok(Submitted::Suppressed | Submitted::Refused { .. }) => {}
             Err(e) => tracing::error!(alert = %id, hazard = %hazard, "alert not sent: {e}"),
         }
     }

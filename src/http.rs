@@ -238,8 +238,15 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 async fn ready(State(state): State<AppState>) -> Response {
     let mut missing = Vec::new();
     if let Some(service) = &state.api {
-        if !service.alerts.stats().connected {
+        let stats = service.alerts.stats();
+        if !stats.connected {
             missing.push("the MQTT broker is not connected".to_owned());
+        }
+        if service.alerts.outbox_full() {
+            missing.push(format!(
+                "the outbox is full ({} alerts wait for the broker): new alerts are refused, the least severe first",
+                stats.alerts_waiting
+            ));
         }
     }
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;

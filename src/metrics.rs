@@ -37,6 +37,7 @@ pub struct Metrics {
     model_frames: IntCounterVec,
     outbox: IntGauge,
     alerts: IntCounterVec,
+    alerts_refused: IntCounterVec,
     time_to_ack: Histogram,
     sensor_readings: IntCounter,
     sensor_rejected: IntCounter,
@@ -116,6 +117,14 @@ impl Metrics {
             &["hazard", "severity", "source"],
         )
         .expect("valid metric");
+        let alerts_refused = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_alerts_refused_total",
+                "Alerts refused because [alerts] outbox_limit alerts waited for the broker; the least severe are refused first.",
+            ),
+            &["severity"],
+        )
+        .expect("valid metric");
         let time_to_ack = Histogram::with_opts(
             HistogramOpts::new(
                 "sharpeyes_alert_time_to_ack_seconds",
@@ -145,6 +154,7 @@ impl Metrics {
             Box::new(model_frames.clone()),
             Box::new(outbox.clone()),
             Box::new(alerts.clone()),
+            Box::new(alerts_refused.clone()),
             Box::new(time_to_ack.clone()),
             Box::new(sensor_readings.clone()),
             Box::new(sensor_rejected.clone()),
@@ -160,6 +170,7 @@ impl Metrics {
             model_frames,
             outbox,
             alerts,
+            alerts_refused,
             time_to_ack,
             sensor_readings,
             sensor_rejected,
@@ -239,6 +250,9 @@ impl Metrics {
             self.outbox.set((s.queued + s.in_flight) as i64);
             self.mqtt_connected.set(i64::from(s.connected));
             mirror(&self.telemetry.panics, &["alerts"], s.panics);
+            for (severity, n) in &s.refused {
+                mirror(&self.alerts_refused, &[severity], *n);
+            }
             for ((hazard, severity, source), n) in alerts.queued_by_kind() {
                 mirror(&self.alerts, &[&hazard, &severity, &source], n);
             }

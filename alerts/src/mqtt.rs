@@ -461,7 +461,7 @@ impl Link {
         retained.insert(settings.node_status_topic(), settings.node_status("online"));
         let (published, removals) = mpsc::unbounded_channel();
         let remover = tokio::spawn(remove_published(store.clone(), removals));
-        Ok(Self {
+        let link = Self {
             eventloop,
             client,
             stats,
@@ -485,7 +485,13 @@ impl Link {
             backoff: BACKOFF_MIN,
             failures: 0,
             settings,
-        })
+        };
+        // The outbox of an earlier run waits like any alert handed over.
+        link.stats
+            .alerts_waiting
+            .fetch_add(link.queue.alerts(), Ordering::Relaxed);
+        link.counts();
+        Ok(link)
     }
 
     /// Runs until shutdown (then drains for a bounded time) or until every handle is gone.
@@ -553,7 +559,15 @@ impl Link {
                 self.queue.push(Item::Notice { topic, payload })
             }
         }
+        self.counts();
+    }
+
+    /// What the link holds, for metrics.
+    fn counts(&self) {
         self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
+        self.stats
+            .in_flight
+            .store(self.in_flight.len(), Ordering::Relaxed);
     }
 
     /// Hands queued items to the event loop while ids are free and the connection is up.
@@ -578,10 +592,7 @@ impl Link {
                 },
             );
         }
-        self.stats.queued.store(self.queue.len(), Ordering::Relaxed);
-        self.stats
-            .in_flight
-            .store(self.in_flight.len(), Ordering::Relaxed);
+        self.counts();
     }
 
     fn send(&mut self, pkid: u16, item: &Item) {
@@ -663,14 +674,17 @@ impl Link {
                 self.free.push(ack.pkid);
                 if let Item::Alert { key, record } = flight.item {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.stats.alerts_waiting.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(1)),
+                    );
                     tracing::debug!(alert = %record.alert_id, topic = %record.topic, "alert acknowledged by the broker");
                     if !key.is_empty() {
                         let _ = self.published.send((key, record.alert_id));
                     }
                 }
-                self.stats
-                    .in_flight
-                    .store(self.in_flight.len(), Ordering::Relaxed);
+                self.counts();
             }
             Incoming::Publish(publish) => {
                 let prefix = format!("{}/acks/", self.settings.prefix);

@@ -108,6 +108,20 @@ pub enum Submitted {
     },
     /// Another alert for the same camera, hazard and zone is within its cooldown.
     Suppressed,
+    /// Too many alerts wait for the broker (`[alerts] outbox_limit`): this one, of a
+    /// severity refused at this backlog, is not sent. Logged and counted.
+    Refused { waiting: usize },
+}
+
+/// Whether an alert of `severity` is refused with `waiting` alerts held and `limit` the
+/// outbox limit: the least severe go first, so that what matters most still has room.
+fn refused(severity: &str, waiting: usize, limit: usize) -> bool {
+    let allowed = match severity {
+        "critical" => limit + limit / 2,
+        "major" => limit + limit / 4,
+        _ => limit,
+    };
+    waiting >= allowed
 }
 
 /// A reading of the counters.
@@ -132,6 +146,10 @@ pub struct AlertStats {
     pub dead_letters: u64,
     /// Panics caught while handling one escalation or acknowledgement.
     pub panics: u64,
+    /// Alerts the link holds (queued or in flight).
+    pub alerts_waiting: usize,
+    /// Alerts refused with the outbox full, by severity.
+    pub refused: Vec<(String, u64)>,
 }
 
 /// A handle on the running service; cheap to clone.
@@ -214,6 +232,13 @@ impl Alerts {
         Ok((alerts, task))
     }
 
+    /// Whether as many alerts wait for the broker as `[alerts] outbox_limit` allows: the
+    /// least severe are refused from here on.
+    pub fn outbox_full(&self) -> bool {
+        self.inner.stats.alerts_waiting.load(Ordering::Relaxed)
+            >= self.inner.config.alerts.outbox_limit
+    }
+
     pub fn stats(&self) -> AlertStats {
         let s = &self.inner.stats;
         AlertStats {
@@ -226,6 +251,12 @@ impl Alerts {
             time_to_ack_ms_total: s.time_to_ack_ms_total.load(Ordering::Relaxed),
             store_errors: s.store_errors.load(Ordering::Relaxed),
             panics: s.panics.load(Ordering::Relaxed),
+            alerts_waiting: s.alerts_waiting.load(Ordering::Relaxed),
+            refused: s
+                .refused
+                .lock()
+                .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
             queued: s.queued.load(Ordering::Relaxed),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
@@ -325,6 +356,21 @@ impl Alerts {
         snapshot: Option<&Snapshot>,
     ) -> Result<Submitted, Error> {
         let inner = &self.inner;
+        let waiting = inner.stats.alerts_waiting.load(Ordering::Relaxed);
+        if refused(&alert.severity, waiting, inner.config.alerts.outbox_limit) {
+            let mut by_severity = inner
+                .stats
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let count = by_severity.entry(alert.severity.clone()).or_default();
+            *count += 1;
+            // Loud, but not one line per alert in a flood.
+            if count.is_power_of_two() {
+                tracing::error!(hazard = %alert.hazard, severity = %alert.severity, waiting, refused = *count, "alert refused: the outbox is full (the broker is gone or too slow); less severe alerts are refused first");
+            }
+            return Ok(Submitted::Refused { waiting });
+        }
         let hazard = inner.config.hazard(&alert.hazard);
         let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
         let key = alert.cooldown_key();
@@ -543,6 +589,11 @@ impl Alerts {
                 (String::new(), false)
             }
         };
+        // Counted until the broker acknowledges it (the link counts it down).
+        self.inner
+            .stats
+            .alerts_waiting
+            .fetch_add(1, Ordering::Relaxed);
         let _ = self.inner.link.send(LinkCommand::Publish { key, record });
         durable
     }

@@ -24,6 +24,11 @@ pub(crate) struct Stats {
     pub dead_letters: AtomicU64,
     /// Panics caught while handling one escalation or one acknowledgement.
     pub panics: AtomicU64,
+    /// Alerts handed to the link and not yet acknowledged by the broker (in its command
+    /// channel, its queue, or in flight).
+    pub alerts_waiting: AtomicUsize,
+    /// Alerts refused because too many waited, by severity.
+    pub refused: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Alerts queued, by (hazard, severity, source).
     pub by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
     /// Times to acknowledge not yet taken by [`Alerts::take_ack_times`].

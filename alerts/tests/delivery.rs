@@ -91,6 +91,9 @@ async fn submit(alerts: &Alerts, config: &Config, hazard: &str, zone: Option<&st
             id
         }
         Submitted::Suppressed => panic!("{hazard} alert unexpectedly suppressed"),
+        Submitted::Refused { waiting } => {
+            panic!("{hazard} alert refused with {waiting} alerts waiting")
+        }
     }
 }
 
@@ -1243,6 +1246,81 @@ async fn alerting_goes_on_while_redis_is_down_at_start_and_at_run_time() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    svc.shutdown().await;
+}
+
+/// With the broker gone, alerts wait up to `[alerts] outbox_limit`; past it the least severe
+/// are refused first (minor at the limit, major at 1.25 times, critical at 1.5 times),
+/// counted, and shown; everything accepted arrives once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_the_least_severe_alerts_first() {
+    logs();
+    let mut broker = Mosquitto::start(true, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-full",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    broker.stop();
+    let config = {
+        let mut c = (*config()).clone();
+        c.alerts.outbox_limit = 8;
+        Arc::new(c)
+    };
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for severity in ["minor"; 9]
+        .into_iter()
+        .chain(["major"; 3])
+        .chain(["critical"; 3])
+    {
+        let mut a = alert(&config, "fire", None);
+        a.severity = severity.into();
+        match svc.alerts.submit(a, None).await.unwrap() {
+            Submitted::Queued { id, .. } => {
+                accepted.push(id);
+                // The link takes it in its own time: count it before the next.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while svc.alerts.stats().alerts_waiting < accepted.len() {
+                    assert!(Instant::now() < deadline, "the link did not take it");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Submitted::Refused { waiting } => refused.push((severity, waiting)),
+            Submitted::Suppressed => panic!("no cooldown on fire"),
+        }
+    }
+    assert_eq!(
+        refused,
+        [("minor", 8), ("major", 10), ("critical", 12)],
+        "accepted {}",
+        accepted.len()
+    );
+    assert_eq!(accepted.len(), 12);
+    assert!(svc.alerts.outbox_full());
+    let stats = svc.alerts.stats();
+    assert_eq!(
+        stats.refused,
+        [
+            ("critical".to_owned(), 1),
+            ("major".to_owned(), 1),
+            ("minor".to_owned(), 1)
+        ]
+    );
+
+    broker.start_again();
+    let got = sub
+        .wait_until(Duration::from_secs(20), |m| {
+            let ids = alert_ids(m);
+            accepted.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    assert_all_arrived(&accepted, &got);
+    assert!(!svc.alerts.outbox_full());
     svc.shutdown().await;
 }
 

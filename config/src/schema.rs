@@ -116,6 +116,11 @@ pub struct AlertOptions {
     /// How long snapshots are kept for their URL.
     #[serde(default = "default_snapshot_ttl", with = "humantime_serde")]
     pub snapshot_ttl: Duration,
+    /// Alerts that may wait for the broker. Past it, new alerts are refused, the least
+    /// severe first: info and minor at the limit, major at 1.25 times it, critical at 1.5
+    /// times it; each refusal is logged, counted and shown in `/readyz`.
+    #[serde(default = "default_outbox_limit")]
+    pub outbox_limit: usize,
 }
 
 impl Default for AlertOptions {
@@ -124,8 +129,13 @@ impl Default for AlertOptions {
             inline_snapshots: false,
             snapshot_max_bytes: default_snapshot_max_bytes(),
             snapshot_ttl: default_snapshot_ttl(),
+            outbox_limit: default_outbox_limit(),
         }
     }
+}
+
+fn default_outbox_limit() -> usize {
+    10_000
 }
 
 fn default_snapshot_max_bytes() -> usize {

@@ -83,6 +83,13 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let redis = v.table(src, "redis");
     let http = v.table(src, "http").unwrap_or_default();
     let alerts: AlertOptions = v.table(src, "alerts").unwrap_or_default();
+    if alerts.outbox_limit == 0 {
+        v.error(
+            FieldPath::root().key("alerts").key("outbox_limit"),
+            "an outbox of 0 alerts would refuse every alert",
+            "use at least 1; 10000 (the default) holds hours of a county's alerts",
+        );
+    }
     if alerts.snapshot_max_bytes < 16 * 1024 {
         v.error(
             FieldPath::root().key("alerts").key("snapshot_max_bytes"),
