@@ -496,6 +496,24 @@ async fn broker_restarted_without_sessions_loses_no_alert_and_no_secret_leaks() 
         .await;
     assert_all_arrived(&sent, &got);
     wait_outbox_empty(store.as_ref()).await;
+    // The restarted broker lost the retained state; the node published it again: a centre
+    // that subscribes now finds the node online.
+    let late = Subscriber::connect(
+        broker.port,
+        "centre-late",
+        &format!("{PREFIX}/status/#"),
+        Some(("centre", "centre-pw")),
+    )
+    .await;
+    let status = late
+        .wait_until(Duration::from_secs(10), |m| m.iter().any(|m| m.retain))
+        .await;
+    assert!(
+        status
+            .iter()
+            .any(|m| m.retain && m.json()["state"] == "online"),
+        "the node's retained status after the broker's restart"
+    );
     svc.shutdown().await;
     let log = logs.text();
     let lost_line = log
