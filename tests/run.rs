@@ -67,6 +67,7 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let errors = schema_errors(&alert);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(alert["source"], "video");
+    assert_eq!(alert["node"], "run-node", "the node that detected it");
     assert_eq!(alert["camera"]["id"], CAMERA);
     assert_eq!(alert["boxes"][0]["class"], "fire");
     assert!(

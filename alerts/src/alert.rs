@@ -112,6 +112,10 @@ pub struct Alert {
     pub snapshot: Option<SnapshotRef>,
     pub evidence: Vec<serde_json::Value>,
     pub escalation_level: u32,
+    /// The node that detected it (`[node] id`), set when it is submitted; an escalation
+    /// keeps it. Optional: added within version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Alert {
@@ -183,6 +187,7 @@ impl Alert {
             snapshot,
             evidence: Vec::new(),
             escalation_level: 0,
+            node: None,
         })
     }
 
@@ -228,6 +233,7 @@ impl Alert {
             snapshot: None,
             evidence: vec![evidence(alarm)],
             escalation_level: 0,
+            node: None,
         })
     }
 

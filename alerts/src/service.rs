@@ -410,6 +410,9 @@ impl Alerts {
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&snap.jpeg)),
             });
         }
+        if alert.node.is_none() {
+            alert.node = Some(self.node().to_owned());
+        }
         let record = self.record(&mut alert)?;
         // Before it can reach anyone who might acknowledge it.
         if let Err(e) = inner.store.record_issued(&alert.id, &alert.grid.id).await {
