@@ -13,7 +13,9 @@ use std::time::Duration;
 use sharpeyes::reload::{ConfigSource, Control};
 use sharpeyes::service::{Endpoints, Service};
 use sharpeyes_analytics::{Models, Runtime};
-use sharpeyes_config::{Config, Install, Loaded, Problems, SecretUrl, secret::redact_url};
+use sharpeyes_config::{
+    Config, Install, Loaded, Overrides, Problems, SecretUrl, secret::redact_url,
+};
 
 pub fn report_error(msg: &str) {
     eprintln!("error: {msg}");
@@ -92,15 +94,19 @@ fn write_ready_file(path: &Path, endpoints: &Endpoints) -> Result<(), String> {
         .map_err(|e| format!("--ready-file {}: {e}", path.display()))
 }
 
-pub fn run(file: &Path, ready_file: Option<&Path>) -> ExitCode {
+pub fn run(file: &Path, ready_file: Option<&Path>, overrides: Overrides) -> ExitCode {
     let install = Install::discover();
-    let loaded = match Config::load(file, &install.model_dirs()) {
+    let mut loaded = match Config::load(file, &install.model_dirs()) {
         Ok(l) => l,
         Err(problems) => {
             print_problems(&problems);
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = overrides.apply(&mut loaded.config) {
+        report_error(&e);
+        return ExitCode::from(1);
+    }
     for w in loaded.warnings.warnings() {
         tracing::warn!(field = %w.path, hint = w.hint.as_deref().unwrap_or(""), "{}", w.message);
     }
@@ -116,6 +122,7 @@ pub fn run(file: &Path, ready_file: Option<&Path>) -> ExitCode {
         file: Some(file.to_owned()),
         text: std::fs::read_to_string(file).unwrap_or_default(),
         model_dirs: install.model_dirs(),
+        overrides,
     };
     let config = std::sync::Arc::new(loaded.config);
     let models = match load_models(&config, &install) {

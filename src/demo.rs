@@ -116,6 +116,7 @@ fn demo(duration: Option<Duration>) -> Result<(), String> {
         file: None,
         text,
         model_dirs: install.model_dirs(),
+        overrides: Default::default(),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()

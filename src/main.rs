@@ -39,6 +39,13 @@ enum Command {
         /// JSON: for supervisors and tests that give `[http] listen` port 0.
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// This node's id, over `[node] id` (e.g. a Kubernetes pod name): several nodes can
+        /// share one file.
+        #[arg(long, env = "SHARPEYES_NODE_ID", value_name = "ID")]
+        node_id: Option<String>,
+        /// Where the API listens, over `[http] listen`.
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<std::net::SocketAddr>,
     },
     /// Run the demo on embedded defaults: simulated cameras and sensors, embedded broker,
     /// in-memory state, the real pipeline. Ctrl-C stops it.
@@ -83,7 +90,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Demo { r#for } => demo::run(r#for),
-        Command::Run { config, ready_file } => commands::run(&config, ready_file.as_deref()),
+        Command::Run {
+            config,
+            ready_file,
+            node_id,
+            http_listen,
+        } => commands::run(
+            &config,
+            ready_file.as_deref(),
+            sharpeyes_config::Overrides {
+                node_id,
+                http_listen,
+            },
+        ),
         Command::Simulate(args) => commands::simulate(args),
         Command::Probe {
             url,

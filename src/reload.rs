@@ -20,6 +20,8 @@ pub struct ConfigSource {
     /// Its text as loaded.
     pub text: String,
     pub model_dirs: Vec<PathBuf>,
+    /// What the command line sets over the file, applied again on every reload.
+    pub overrides: sharpeyes_config::Overrides,
 }
 
 /// Cameras added over the API at most: each costs a connection, a decoder and memory.
@@ -157,6 +159,7 @@ fn effective(
     let mut config = Config::parse(&text, &origin, &source.model_dirs)
         .map_err(|p| p.to_string())?
         .config;
+    source.overrides.apply(&mut config)?;
     config.cameras.retain(|c| !removed.contains(&c.id));
     Ok(config)
 }

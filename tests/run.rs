@@ -146,3 +146,69 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
         "statuses in the order sent: {order:?}"
     );
 }
+
+/// Several nodes share one file: the command line gives each its id (a pod name) and API
+/// address over the file's, a reload keeps them, and a bad id is refused naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_the_node_id_and_api_address_over_the_file() {
+    let broker = Mosquitto::start(false, &[]);
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-ids",
+        &format!("{PREFIX}/status/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // The file's address is not on this machine: the service starts only on the override.
+    let text = service(dir.path(), "file-node", broker.port, PREFIX, Some(TOKEN))
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"10.255.255.1:8080\"");
+    let path = dir.path().join("shared.toml");
+    std::fs::write(&path, text).unwrap();
+    let svc = Service::start_with(
+        env!("CARGO_BIN_EXE_sharpeyes"),
+        &path,
+        dir.path(),
+        "warn",
+        &["--node-id", "pod-7", "--http-listen", "127.0.0.1:0"],
+    );
+    let topic = format!("{PREFIX}/status/pod-7");
+    let got = centre
+        .wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| m.topic == topic)
+        })
+        .await;
+    let reload = post(svc.port(), "/api/reload", Some(TOKEN), "");
+    let (exit, log) = svc.stop(Duration::from_secs(20));
+    assert!(
+        got.iter()
+            .any(|m| m.topic == topic && m.json()["state"] == "online"),
+        "no status under the node id of the command line; log:\n{log}"
+    );
+    assert!(
+        !got.iter().any(|m| m.topic.ends_with("/file-node")),
+        "the file's node id was used"
+    );
+    assert_eq!(reload.0, 200, "{}", String::from_utf8_lossy(&reload.1));
+    let reload: serde_json::Value = serde_json::from_slice(&reload.1).unwrap();
+    assert_eq!(reload["ignored"], serde_json::Value::Null, "{reload}");
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--node-id",
+            "a/b",
+        ])
+        .env_remove("SHARPEYES_NODE_ID")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--node-id (or SHARPEYES_NODE_ID) `a/b`"),
+        "{stderr}"
+    );
+}

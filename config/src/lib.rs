@@ -69,6 +69,40 @@ pub struct Loaded {
     pub warnings: Problems,
 }
 
+/// What the command line sets over the file: several nodes can share one file, each with
+/// its own id (a Kubernetes pod name) and API address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--node-id` or `SHARPEYES_NODE_ID`, over `[node] id`.
+    pub node_id: Option<String>,
+    /// `--http-listen`, over `[http] listen`.
+    pub http_listen: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    /// Sets what was given on `config`, checked as the file's values are.
+    pub fn apply(&self, config: &mut Config) -> Result<(), String> {
+        if let Some(id) = &self.node_id {
+            if !validate::is_topic_safe(id) {
+                return Err(format!(
+                    "--node-id (or SHARPEYES_NODE_ID) `{}` cannot be used in MQTT topics and Redis keys: use 1 to 64 letters, digits, '-', '_' and '.'",
+                    id.chars().take(64).collect::<String>().escape_debug()
+                ));
+            }
+            config.node.id = id.clone();
+        }
+        if let Some(listen) = self.http_listen {
+            if !listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {
+                return Err(format!(
+                    "--http-listen {listen}: the API would listen beyond loopback with no token; set [http] token or [[http.tokens]] in the file"
+                ));
+            }
+            config.http.listen = listen;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Reads and checks a file. Relative model paths are looked up beside it, then in
     /// `model_dirs`.

@@ -39,6 +39,13 @@ const MAX_ID_BYTES: usize = 64;
 /// The longest name, unit or centre: they travel in every alert.
 const MAX_NAME_BYTES: usize = 256;
 
+/// Whether `value` may be an id: 1 to 64 of `[A-Za-z0-9._-]`, so that it fits MQTT topic
+/// levels and Redis keys.
+pub(crate) fn is_topic_safe(value: &str) -> bool {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    !value.is_empty() && value.len() <= MAX_ID_BYTES && value.chars().all(safe)
+}
+
 /// Where relative model paths are looked up, after the config file's own directory.
 pub(crate) struct Lookup<'a> {
     pub config_dir: &'a Path,
@@ -283,8 +290,7 @@ impl Validator {
     /// Ids become MQTT topic levels and Redis keys: at most [`MAX_ID_BYTES`] of letters,
     /// digits, '-', '_' and '.'.
     fn topic_safe(&mut self, path: FieldPath, what: &str, value: &str) {
-        let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if value.is_empty() || value.len() > MAX_ID_BYTES || !value.chars().all(safe) {
+        if !is_topic_safe(value) {
             let shown: String = value.chars().take(MAX_ID_BYTES).collect();
             let more = if shown.len() < value.len() { "..." } else { "" };
             self.error(

@@ -29,6 +29,17 @@ impl Service {
         dir: impl AsRef<Path>,
         log_level: &str,
     ) -> Service {
+        Self::start_with(bin, config, dir, log_level, &[])
+    }
+
+    /// [`Service::start`] with more arguments to `run` (`--node-id ID`, ...).
+    pub fn start_with(
+        bin: impl AsRef<Path>,
+        config: &Path,
+        dir: impl AsRef<Path>,
+        log_level: &str,
+        args: &[&str],
+    ) -> Service {
         let ready = ready_path(config);
         let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(bin.as_ref())
@@ -37,6 +48,8 @@ impl Service {
             .arg(config)
             .arg("--ready-file")
             .arg(&ready)
+            .args(args)
+            .env_remove("SHARPEYES_NODE_ID")
             .current_dir(dir.as_ref())
             .env("SHARPEYES_LOG", log_level)
             .stdout(Stdio::null())
