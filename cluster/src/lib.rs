@@ -1,0 +1,368 @@
+//! Which node runs which camera, on Redis, with no consensus of our own.
+//!
+//! - [`assign`]: weighted rendezvous hashing. Every node computes the same owner for a camera
+//!   from the same member list, and a member joining or leaving moves only the cameras that
+//!   hash to it (minimal movement).
+//! - [`Members`]: each node heartbeats `{p}:member:{node}` with a TTL; the live members are
+//!   those whose key has not expired.
+//! - [`Leases`]: a camera runs only under its lease, `{p}:lease:{camera}` = `{node}:{fence}`,
+//!   taken with `SET NX PX`, renewed and released only by its holder (one Lua step each). The
+//!   fence grows with every new holder, so a write tagged with an old fence can be told apart.
+//!
+//! Not wired into `run` yet: the service still runs every camera of its file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A live node as its heartbeat describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    /// Cameras it may hold: its weight in the assignment.
+    pub capacity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// The member that runs `camera`: the highest weighted rendezvous score, `capacity / -ln(u)`
+/// with `u` in (0, 1) from a hash of the member and the camera. `None` without members of
+/// positive capacity. The hash is SHA-256, the same in every build and version, so nodes of a
+/// rolling upgrade agree.
+pub fn assign<'a>(camera: &str, members: &'a [Member]) -> Option<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.capacity > 0)
+        .map(|m| (score(&m.id, camera, m.capacity), m))
+        .max_by(|(a, ma), (b, mb)| a.total_cmp(b).then_with(|| mb.id.cmp(&ma.id)))
+        .map(|(_, m)| m)
+}
+
+fn score(node: &str, camera: &str, capacity: u32) -> f64 {
+    let digest = Sha256::new()
+        .chain_update(node.as_bytes())
+        .chain_update([0])
+        .chain_update(camera.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 53 bits, shifted off 0 and 1: ln(u) is finite and negative.
+    let u = ((u64::from_be_bytes(first) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(capacity) / -u.ln()
+}
+
+/// Membership under a key prefix.
+pub struct Members {
+    prefix: String,
+}
+
+impl Members {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, node: &str) -> String {
+        format!("{}:member:{node}", self.prefix)
+    }
+
+    fn index(&self) -> String {
+        format!("{}:members", self.prefix)
+    }
+
+    /// Says `member` is alive for `ttl` more.
+    pub async fn heartbeat(
+        &self,
+        conn: &mut impl ConnectionLike,
+        member: &Member,
+        ttl: Duration,
+    ) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(member).expect("a member serialises");
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.key(&member.id))
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore()
+            .cmd("SADD")
+            .arg(self.index())
+            .arg(&member.id)
+            .ignore()
+            .query_async(conn)
+            .await
+    }
+
+    /// Leaves at once (a clean shutdown), rather than when the heartbeat expires.
+    pub async fn leave(
+        &self,
+        conn: &mut impl ConnectionLike,
+        node: &str,
+    ) -> redis::RedisResult<()> {
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.key(node))
+            .ignore()
+            .cmd("SREM")
+            .arg(self.index())
+            .arg(node)
+            .ignore()
+            .query_async(conn)
+            .await
+    }
+
+    /// The members whose heartbeat has not expired, by id. Expired ones leave the index.
+    pub async fn live(&self, conn: &mut impl ConnectionLike) -> redis::RedisResult<Vec<Member>> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.index())
+            .query_async(conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.key(id)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        let mut live = BTreeMap::new();
+        let mut gone = Vec::new();
+        for (id, value) in ids.into_iter().zip(values) {
+            match value.and_then(|v| serde_json::from_str::<Member>(&v).ok()) {
+                Some(m) if m.id == id => {
+                    live.insert(id, m);
+                }
+                _ => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            let _: () = redis::cmd("SREM")
+                .arg(self.index())
+                .arg(&gone)
+                .query_async(conn)
+                .await?;
+        }
+        Ok(live.into_values().collect())
+    }
+}
+
+/// A lease held: its value in Redis, `{node}:{fence}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub camera: String,
+    pub fence: u64,
+    value: String,
+}
+
+/// Per-camera leases under a key prefix.
+pub struct Leases {
+    prefix: String,
+}
+
+/// KEYS: the lease, the fence counter. ARGV: node, TTL in ms. A free lease is taken with the
+/// next fence; one this node holds already is extended with its fence. Returns the fence, or
+/// 0 when another node holds it.
+const ACQUIRE: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local node, fence = string.match(held, '^(.*):(%d+)$')
+  if node == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(fence)
+  end
+  return 0
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+return fence
+"#;
+
+/// KEYS: the lease. ARGV: its value, TTL in ms. Extends it only for its holder: 1, else 0.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: the lease. ARGV: its value. Deletes it only for its holder: 1, else 0.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+impl Leases {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, camera: &str) -> String {
+        format!("{}:lease:{camera}", self.prefix)
+    }
+
+    /// Takes `camera`'s lease for `node` for `ttl`, or extends it if `node` holds it;
+    /// `None` while another node holds it.
+    pub async fn acquire(
+        &self,
+        conn: &mut impl ConnectionLike,
+        camera: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<Lease>> {
+        let fence: u64 = redis::cmd("EVAL")
+            .arg(ACQUIRE)
+            .arg(2)
+            .arg(self.key(camera))
+            .arg(format!("{}:fence", self.prefix))
+            .arg(node)
+            .arg(millis(ttl))
+            .query_async(conn)
+            .await?;
+        Ok((fence > 0).then(|| Lease {
+            camera: camera.to_owned(),
+            fence,
+            value: format!("{node}:{fence}"),
+        }))
+    }
+
+    /// Extends `lease` for `ttl`; `false` when it is no longer this holder's (expired and
+    /// taken, or released): the camera must stop now.
+    pub async fn renew(
+        &self,
+        conn: &mut impl ConnectionLike,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> redis::RedisResult<bool> {
+        let renewed: i64 = redis::cmd("EVAL")
+            .arg(RENEW)
+            .arg(1)
+            .arg(self.key(&lease.camera))
+            .arg(&lease.value)
+            .arg(millis(ttl))
+            .query_async(conn)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives `lease` up (after its camera stopped); `false` when it was no longer held.
+    pub async fn release(
+        &self,
+        conn: &mut impl ConnectionLike,
+        lease: &Lease,
+    ) -> redis::RedisResult<bool> {
+        let released: i64 = redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(self.key(&lease.camera))
+            .arg(&lease.value)
+            .query_async(conn)
+            .await?;
+        Ok(released == 1)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: usize, capacity: u32) -> Vec<Member> {
+        (0..n)
+            .map(|i| Member {
+                id: format!("node-{i}"),
+                capacity,
+                zone: None,
+            })
+            .collect()
+    }
+
+    fn cameras(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("3213220000132{i:07}")).collect()
+    }
+
+    #[test]
+    fn every_node_computes_the_same_owner_and_shares_are_even() {
+        let nodes = members(4, 10);
+        let mut count = BTreeMap::new();
+        for c in cameras(4000) {
+            let owner = assign(&c, &nodes).unwrap();
+            let mut reversed = nodes.clone();
+            reversed.reverse();
+            assert_eq!(
+                assign(&c, &reversed).unwrap().id,
+                owner.id,
+                "order matters not"
+            );
+            *count.entry(owner.id.clone()).or_insert(0) += 1;
+        }
+        for (node, n) in &count {
+            assert!((850..=1150).contains(n), "{node}: {n} of 4000");
+        }
+        assert_eq!(assign("x", &[]), None);
+        assert_eq!(assign("x", &members(2, 0)), None);
+    }
+
+    #[test]
+    fn a_joining_node_takes_only_its_share_and_a_leaving_one_gives_only_its_own() {
+        let before = members(3, 10);
+        let after = members(4, 10);
+        let all = cameras(3000);
+        let mut moved = 0;
+        for c in &all {
+            let (a, b) = (assign(c, &before).unwrap(), assign(c, &after).unwrap());
+            if a.id != b.id {
+                assert_eq!(b.id, "node-3", "a camera moved between old nodes");
+                moved += 1;
+            }
+        }
+        // A quarter, give or take.
+        assert!((600..=900).contains(&moved), "{moved} of 3000 moved");
+        // Leaving: only node-1's cameras move.
+        let without: Vec<Member> = before
+            .iter()
+            .filter(|m| m.id != "node-1")
+            .cloned()
+            .collect();
+        for c in &all {
+            let (a, b) = (assign(c, &before).unwrap(), assign(c, &without).unwrap());
+            if a.id != "node-1" {
+                assert_eq!(a.id, b.id);
+            }
+        }
+    }
+
+    #[test]
+    fn capacity_weighs_the_share() {
+        let nodes = vec![
+            Member {
+                id: "big".into(),
+                capacity: 30,
+                zone: None,
+            },
+            Member {
+                id: "small".into(),
+                capacity: 10,
+                zone: None,
+            },
+        ];
+        let big = cameras(4000)
+            .iter()
+            .filter(|c| assign(c, &nodes).unwrap().id == "big")
+            .count();
+        assert!(
+            (2800..=3200).contains(&big),
+            "{big} of 4000 on the node of 3x capacity"
+        );
+    }
+}
