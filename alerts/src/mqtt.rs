@@ -246,7 +246,7 @@ impl MqttSettings {
         match &self.client_cert {
             None => Ok(builder.with_no_client_auth()),
             Some((cert, key_file)) => {
-                let (chain, key) = client_identity(cert, key_file)?;
+                let (chain, key) = read_identity("[mqtt]", cert, key_file).map_err(settings)?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     settings(format!(
                         "[mqtt] cert_file {} and key_file {}: {e}",
@@ -259,49 +259,47 @@ impl MqttSettings {
     }
 }
 
-/// The certificate chain of `cert_file` and the private key of `key_file`, both PEM.
-fn client_identity(
+/// The certificate chain of `cert_file` and the private key of `key_file`, both PEM, read
+/// now so that a missing or broken file is named with its `section` (`[mqtt]`, `[http]`).
+pub type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// Reads a TLS identity: see [`Identity`].
+pub fn read_identity(
+    section: &str,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<
-    (
-        Vec<rustls::pki_types::CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    ),
-    Error,
-> {
+) -> Result<Identity, String> {
     let read = |field: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            settings(format!(
-                "[mqtt] {field} {}: cannot read it: {e}",
-                path.display()
-            ))
-        })
+        std::fs::read(path)
+            .map_err(|e| format!("{section} {field} {}: cannot read it: {e}", path.display()))
     };
     let pem = read("cert_file", cert)?;
     let chain = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            settings(format!(
-                "[mqtt] cert_file {}: not PEM certificates: {e}",
+            format!(
+                "{section} cert_file {}: not PEM certificates: {e}",
                 cert.display()
-            ))
+            )
         })?;
     if chain.is_empty() {
-        return Err(settings(format!(
-            "[mqtt] cert_file {}: holds no certificate",
+        return Err(format!(
+            "{section} cert_file {}: holds no certificate",
             cert.display()
-        )));
+        ));
     }
     let pem = read("key_file", key)?;
     let key = rustls_pemfile::private_key(&mut pem.as_slice())
         .ok()
         .flatten()
         .ok_or_else(|| {
-            settings(format!(
-                "[mqtt] key_file {}: holds no PEM private key",
+            format!(
+                "{section} key_file {}: holds no PEM private key",
                 key.display()
-            ))
+            )
         })?;
     Ok((chain, key))
 }
