@@ -91,6 +91,21 @@ impl FallbackStore {
         }
     }
 
+    /// What a Redis call answered: the value, or `None` after noting that Redis is down. An
+    /// answer means it is up again.
+    fn answered<T>(&self, result: Result<T, Error>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.came_back();
+                Some(value)
+            }
+            Err(e) => {
+                self.went_down(&e);
+                None
+            }
+        }
+    }
+
     /// `call` on Redis when it is there and answers, else on the spool.
     async fn either<'a, T>(
         &'a self,
@@ -98,12 +113,8 @@ impl FallbackStore {
         redis: Option<&'a RedisStore>,
     ) -> Result<T, Error> {
         if let Some(redis) = redis {
-            match call(redis).await {
-                Ok(value) => {
-                    self.came_back();
-                    return Ok(value);
-                }
-                Err(e) => self.went_down(&e),
+            if let Some(value) = self.answered(call(redis).await) {
+                return Ok(value);
             }
         }
         call(&self.local).await
@@ -175,12 +186,8 @@ impl StateStore for FallbackStore {
     fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
         Box::pin(async move {
             if let Some(redis) = self.redis() {
-                match redis.outbox_append(record).await {
-                    Ok(key) => {
-                        self.came_back();
-                        return Ok(format!("{IN_REDIS}{key}"));
-                    }
-                    Err(e) => self.went_down(&e),
+                if let Some(key) = self.answered(redis.outbox_append(record).await) {
+                    return Ok(format!("{IN_REDIS}{key}"));
                 }
             }
             let key = self.local.outbox_append(record).await?;
@@ -197,15 +204,14 @@ impl StateStore for FallbackStore {
                 .into_iter()
                 .map(|(k, r)| (format!("{IN_SPOOL}{k}"), r))
                 .collect();
+            // Unreadable now, they stay in Redis for the next start.
             if let Some(redis) = self.redis() {
-                match redis.outbox_pending().await {
-                    Ok(records) => pending.extend(
+                if let Some(records) = self.answered(redis.outbox_pending().await) {
+                    pending.extend(
                         records
                             .into_iter()
                             .map(|(k, r)| (format!("{IN_REDIS}{k}"), r)),
-                    ),
-                    // They stay in Redis, for the next start.
-                    Err(e) => self.went_down(&e),
+                    );
                 }
             }
             Ok(pending)
@@ -232,9 +238,7 @@ impl StateStore for FallbackStore {
         Box::pin(async move {
             let mut len = self.local.outbox_len().await?;
             if let Some(redis) = self.redis() {
-                if let Ok(n) = redis.outbox_len().await {
-                    len += n;
-                }
+                len += self.answered(redis.outbox_len().await).unwrap_or(0);
             }
             Ok(len)
         })
@@ -262,10 +266,8 @@ impl StateStore for FallbackStore {
             if let Some(redis) = self.redis() {
                 let left = limit.saturating_sub(due.len());
                 if left > 0 {
-                    match redis.take_due_escalations(now, left).await {
-                        Ok(more) => due.extend(more),
-                        Err(e) => self.went_down(&e),
-                    }
+                    let more = self.answered(redis.take_due_escalations(now, left).await);
+                    due.extend(more.unwrap_or_default());
                 }
             }
             Ok(due)
@@ -277,9 +279,7 @@ impl StateStore for FallbackStore {
             // In both: an acknowledgement is accepted wherever it is looked up.
             self.local.record_issued(alert_id, grid).await?;
             if let Some(redis) = self.redis() {
-                if let Err(e) = redis.record_issued(alert_id, grid).await {
-                    self.went_down(&e);
-                }
+                self.answered(redis.record_issued(alert_id, grid).await);
             }
             Ok(())
         })
@@ -288,11 +288,10 @@ impl StateStore for FallbackStore {
     fn acknowledge<'a>(&'a self, ack: &'a Ack) -> StoreFuture<'a, AckOutcome> {
         Box::pin(async move {
             if let Some(redis) = self.redis() {
-                match redis.acknowledge(ack).await {
+                match self.answered(redis.acknowledge(ack).await) {
                     // Issued while Redis was down: only the spool knows it.
-                    Ok(AckOutcome::Unknown) => {}
-                    Ok(outcome) => return Ok(outcome),
-                    Err(e) => self.went_down(&e),
+                    None | Some(AckOutcome::Unknown) => {}
+                    Some(outcome) => return Ok(outcome),
                 }
             }
             self.local.acknowledge(ack).await
@@ -302,10 +301,8 @@ impl StateStore for FallbackStore {
     fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
         Box::pin(async move {
             if let Some(redis) = self.redis() {
-                match redis.acknowledgement(alert_id).await {
-                    Ok(Some(ack)) => return Ok(Some(ack)),
-                    Ok(None) => {}
-                    Err(e) => self.went_down(&e),
+                if let Some(Some(ack)) = self.answered(redis.acknowledgement(alert_id).await) {
+                    return Ok(Some(ack));
                 }
             }
             self.local.acknowledgement(alert_id).await
@@ -328,10 +325,8 @@ impl StateStore for FallbackStore {
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
             if let Some(redis) = self.redis() {
-                match redis.snapshot(alert_id).await {
-                    Ok(Some(jpeg)) => return Ok(Some(jpeg)),
-                    Ok(None) => {}
-                    Err(e) => self.went_down(&e),
+                if let Some(Some(jpeg)) = self.answered(redis.snapshot(alert_id).await) {
+                    return Ok(Some(jpeg));
                 }
             }
             self.local.snapshot(alert_id).await
