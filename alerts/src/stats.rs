@@ -48,11 +48,7 @@ pub(crate) async fn guarded<T>(
     match std::panic::AssertUnwindSafe(work).catch_unwind().await {
         Ok(value) => Some(value),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".to_owned());
+            let message = sharpeyes_analytics::panic_message(panic.as_ref());
             tracing::error!(task = what, panic = %message, "a panic while handling one item (a bug; please report it): counted; the task goes on");
             stats
                 .panics

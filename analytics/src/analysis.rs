@@ -139,11 +139,7 @@ impl Telemetry {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) {
             Ok(value) => Some(value),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".to_owned());
+                let what = sharpeyes_ingest::panic_message(panic.as_ref());
                 tracing::error!(task, panic = %what, "a panic while handling one event: counted; the task goes on");
                 self.panics.with_label_values(&[task]).inc();
                 None

@@ -39,6 +39,8 @@ pub use fusion::Fusion;
 pub use model::{Detector, Runtime};
 pub use postprocess::NmsConfig;
 pub use sensor_rules::{SensorAlarm, SensorEvent, SensorRules};
+/// What a caught panic said: shared by every task that catches panics.
+pub use sharpeyes_ingest::panic_message;
 
 /// The per-frame stages one by one, for the benches and the tests that drive a stage
 /// directly; the service runs them through [`Analysis`].

@@ -163,11 +163,7 @@ pub(crate) async fn supervise<Fut: Future<Output = Ended>>(
             biased;
             _ = shutdown.wait_for(|s| *s) => Ended::Shutdown,
             e = once => e.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".to_owned());
+                let what = crate::error::panic_message(panic.as_ref());
                 Ended::Error {
                     error: Error::with_detail(ErrorKind::Internal, format!("panic: {what}")),
                     streamed: false,

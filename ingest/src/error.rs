@@ -130,6 +130,16 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What a caught panic said (its `&str` or `String` payload), for the log line that reports
+/// it: every task that catches panics tells them the same way.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
 fn secs(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())

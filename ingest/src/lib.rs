@@ -31,7 +31,7 @@ mod start;
 pub mod decode;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, Timeouts};
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, panic_message};
 pub use frame::{Frame, FrameSlot};
 pub use probe::{ProbeReport, probe, probe_hint, profile_name};
 pub use sensors::{Rejected, SensorReading, SensorRegistry};
