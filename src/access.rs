@@ -158,7 +158,7 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
     let path = request.uri().path().to_owned();
     let headers = request.headers();
     let need = need(&method, &path, access.open_metrics);
-    let probe = matches!(path.as_str(), "/healthz" | "/readyz") || path == "/metrics";
+    let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
     if !probe {
         let host = headers
             .get(header::HOST)

@@ -92,12 +92,12 @@ impl Overrides {
             config.node.id = id.clone();
         }
         if let Some(listen) = self.http_listen {
-            if !listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {
+            config.http.listen = listen;
+            if config.http.open_beyond_loopback() {
                 return Err(format!(
                     "--http-listen {listen}: the API would listen beyond loopback with no token; set [http] token or [[http.tokens]] in the file"
                 ));
             }
-            config.http.listen = listen;
         }
         Ok(())
     }

@@ -195,6 +195,11 @@ impl Default for Http {
 }
 
 impl Http {
+    /// Whether the API would answer beyond this machine with no token: refused.
+    pub fn open_beyond_loopback(&self) -> bool {
+        !self.listen.ip().is_loopback() && self.all_tokens().next().is_none()
+    }
+
     /// Every configured token with its role (`token` has every role: admin).
     pub fn all_tokens(&self) -> impl Iterator<Item = (&Secret, Role)> {
         self.token

@@ -233,35 +233,31 @@ impl SecretUrl {
         self.shape.path()
     }
 
-    /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`): a link that
-    /// never leaves it.
+    /// The host as an IP address; `None` for a name. A URL parser reads the host of
+    /// `redis://` and `rtsp://` as opaque text, so an address there is parsed here.
+    fn host_ip(&self) -> Option<std::net::IpAddr> {
+        match self.shape.host()? {
+            url::Host::Ipv4(ip) => Some(ip.into()),
+            url::Host::Ipv6(ip) => Some(ip.into()),
+            url::Host::Domain(d) => d.parse().ok(),
+        }
+    }
+
+    /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`, or none: a unix
+    /// socket): a link that never leaves it.
     pub fn host_is_loopback(&self) -> bool {
         match self.shape.host() {
-            // A URL parser reads the host of `redis://` and `rtsp://` as opaque text.
-            Some(url::Host::Domain(d)) => {
-                d.eq_ignore_ascii_case("localhost")
-                    || d.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => true,
+            Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => true,
+            Some(_) => self.host_ip().is_some_and(|ip| ip.is_loopback()),
         }
     }
 
     /// Whether the host is an IP address inside one of `networks`. A name is not: it can
     /// resolve anywhere, and again differently later.
     pub fn host_in(&self, networks: &[ipnet::IpNet]) -> bool {
-        let ip = match self.shape.host() {
-            Some(url::Host::Ipv4(ip)) => std::net::IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => std::net::IpAddr::V6(ip),
-            Some(url::Host::Domain(d)) => match d.parse() {
-                Ok(ip) => ip,
-                Err(_) => return false,
-            },
-            None => return false,
-        };
-        networks.iter().any(|n| n.contains(&ip))
+        self.host_ip()
+            .is_some_and(|ip| networks.iter().any(|n| n.contains(&ip)))
     }
 
     /// Whether the URL carries a user name or password.

@@ -964,7 +964,7 @@ impl Validator {
                 "set both (PEM files), or neither to serve plain HTTP behind a TLS proxy",
             );
         }
-        if !config.http.listen.ip().is_loopback() && config.http.all_tokens().next().is_none() {
+        if config.http.open_beyond_loopback() {
             self.error(
                 http.key("listen"),
                 format!(
