@@ -211,4 +211,26 @@ async fn the_command_line_sets_the_node_id_and_api_address_over_the_file() {
         stderr.contains("--node-id (or SHARPEYES_NODE_ID) `a/b`"),
         "{stderr}"
     );
+
+    // Nor may the command line open a file without tokens beyond loopback.
+    let open = dir.path().join("open.toml");
+    std::fs::write(
+        &open,
+        service(dir.path(), "open-node", broker.port, PREFIX, None),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args(["run", "--config", open.to_str().unwrap()])
+        .args(["--http-listen", "0.0.0.0:0"])
+        .env_remove("SHARPEYES_NODE_ID")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "--http-listen 0.0.0.0:0: the API would listen beyond loopback with no token"
+        ),
+        "{stderr}"
+    );
 }
