@@ -40,6 +40,9 @@ pub struct HazardRule {
     next: usize,
     positives: usize,
     last_hit: Option<Instant>,
+    /// The latest frame had an object that counts but for its dwell: keep looking, or a
+    /// still object seen only every `forced_interval` is a new track at every look.
+    dwelling: bool,
     /// (track index, include zone index) of this frame's matching objects.
     matching: Vec<(usize, Option<usize>)>,
 }
@@ -99,6 +102,7 @@ impl HazardRule {
             next: 0,
             positives: 0,
             last_hit: None,
+            dwelling: false,
             matching: Vec::new(),
         })
     }
@@ -107,10 +111,11 @@ impl HazardRule {
         &self.hazard
     }
 
-    /// A positive frame is in the window but no alert has gone out for it yet: the camera
-    /// should keep looking until it confirms or the window clears.
+    /// A positive frame is in the window but no alert has gone out for it yet, or an
+    /// object waits out `min_dwell`: the camera should keep looking until it confirms or
+    /// the window clears.
     pub fn pending(&self, now: Instant) -> bool {
-        self.positives > 0 && !self.cooling(now)
+        (self.positives > 0 || self.dwelling) && !self.cooling(now)
     }
 
     fn cooling(&self, now: Instant) -> bool {
@@ -129,9 +134,12 @@ impl HazardRule {
         now: Instant,
     ) -> Option<RuleHit> {
         self.matching.clear();
+        self.dwelling = false;
         for (i, t) in tracks.iter().enumerate() {
-            if let Some(zone) = self.matches(t, frame_width, frame_height) {
-                self.matching.push((i, zone));
+            match self.matches(t, frame_width, frame_height) {
+                Match::Counts(zone) => self.matching.push((i, zone)),
+                Match::Dwelling => self.dwelling = true,
+                Match::No => {}
             }
         }
         let positive = self.matching.len() >= self.hazard.min_count as usize;
@@ -157,13 +165,10 @@ impl HazardRule {
         })
     }
 
-    /// `Some(include zone index, if the rule has zones)` when the track counts for this rule.
-    fn matches(&self, t: &Track, frame_width: u32, frame_height: u32) -> Option<Option<usize>> {
-        if !self.classes.contains(&t.class)
-            || t.score < self.hazard.min_confidence
-            || t.dwell() < self.hazard.min_dwell
-        {
-            return None;
+    /// Whether the track counts for this rule, and in which include zone.
+    fn matches(&self, t: &Track, frame_width: u32, frame_height: u32) -> Match {
+        if !self.classes.contains(&t.class) || t.score < self.hazard.min_confidence {
+            return Match::No;
         }
         // The anchor is the bottom centre of the box: where a person stands, where a fire burns.
         let anchor = [
@@ -173,13 +178,31 @@ impl HazardRule {
         ];
         let contains = |z: &Zone| point_in_polygon(anchor, &z.polygon);
         if self.exclude.iter().any(contains) {
-            return None;
+            return Match::No;
         }
-        if self.include.is_empty() {
-            return Some(None);
+        let zone = if self.include.is_empty() {
+            None
+        } else {
+            match self.include.iter().position(contains) {
+                Some(z) => Some(z),
+                None => return Match::No,
+            }
+        };
+        if t.dwell() < self.hazard.min_dwell {
+            Match::Dwelling
+        } else {
+            Match::Counts(zone)
         }
-        self.include.iter().position(contains).map(Some)
     }
+}
+
+/// How one track stands against one rule.
+enum Match {
+    No,
+    /// Everything but `min_dwell`.
+    Dwelling,
+    /// Counts, in this include zone (if the rule has zones).
+    Counts(Option<usize>),
 }
 
 /// Ray casting: a ray from `p` towards +x crosses the boundary an odd number of times
@@ -379,6 +402,43 @@ mod tests {
         assert!(rule.evaluate(&seen_until(0), W, H, t0).is_none());
         assert!(rule.evaluate(&seen_until(29), W, H, at(t0, 29)).is_none());
         assert!(rule.evaluate(&seen_until(30), W, H, at(t0, 30)).is_some());
+    }
+
+    /// Under the motion gate a still object is analysed only every `forced_interval`
+    /// (10 s), longer than the tracker keeps an unseen track (3 s): its dwell would restart
+    /// at every look and never reach `min_dwell`. Waiting out a dwell keeps the camera looking.
+    #[test]
+    fn an_object_waiting_out_its_dwell_keeps_the_rule_pending() {
+        let mut h = hazard();
+        h.min_dwell = Duration::from_secs(5);
+        h.zones = vec!["bank".into()];
+        let zones = [zone("bank", &BOTTOM_HALF)];
+        let mut rule = HazardRule::new(&h, &classes(), &zones).unwrap();
+        let t0 = Instant::now();
+        let seen_until = |x, y, secs| {
+            [Track {
+                last_seen: at(t0, secs),
+                ..person(1, x, y, t0)
+            }]
+        };
+        assert!(
+            rule.evaluate(&seen_until(500.0, 800.0, 0), W, H, t0)
+                .is_none()
+        );
+        assert!(rule.pending(t0), "in the zone, 5 s to go");
+        assert!(
+            rule.evaluate(&seen_until(500.0, 800.0, 2), W, H, at(t0, 2))
+                .is_none()
+        );
+        assert!(rule.pending(at(t0, 2)));
+        // Outside the zone, or gone: nothing to wait for.
+        assert!(
+            rule.evaluate(&seen_until(500.0, 300.0, 3), W, H, at(t0, 3))
+                .is_none()
+        );
+        assert!(!rule.pending(at(t0, 3)));
+        assert!(rule.evaluate(&[], W, H, at(t0, 4)).is_none());
+        assert!(!rule.pending(at(t0, 4)));
     }
 
     #[test]
