@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::cameras::Directory;
 use crate::metrics::stage;
+use crate::supervise::Health;
 
 /// How often held alarms and verify mode are looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -53,6 +54,7 @@ pub fn start(
     alerts: Alerts,
     directory: Directory,
     telemetry: &Telemetry,
+    health: &Health,
     video: mpsc::Receiver<VideoEvent>,
     sensors: mpsc::Receiver<SensorEvent>,
 ) -> (Arc<FusionCounters>, JoinHandle<()>) {
@@ -69,7 +71,14 @@ pub fn start(
             .with_label_values(&[stage::SNAPSHOT]),
         publish: telemetry.stage_seconds.with_label_values(&[stage::PUBLISH]),
     };
-    (counters, tokio::spawn(stage.run(video, sensors)))
+    let task = crate::supervise::spawn(
+        "fusion",
+        health.clone(),
+        telemetry.restarts.clone(),
+        (stage, video, sensors),
+        |(stage, video, sensors)| Box::pin(stage.run(video, sensors)),
+    );
+    (counters, task)
 }
 
 /// An alert made, ready to submit.
@@ -92,9 +101,9 @@ struct FusionStage {
 
 impl FusionStage {
     async fn run(
-        mut self,
-        mut video: mpsc::Receiver<VideoEvent>,
-        mut sensors: mpsc::Receiver<SensorEvent>,
+        &mut self,
+        video: &mut mpsc::Receiver<VideoEvent>,
+        sensors: &mut mpsc::Receiver<SensorEvent>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

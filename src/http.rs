@@ -43,6 +43,8 @@ pub struct Api {
     pub cameras: CameraBoard,
     /// Where camera changes go; `None` where cameras cannot change.
     pub control: Option<tokio::sync::mpsc::Sender<Control>>,
+    /// Supervised tasks that are down, for `/readyz`.
+    pub health: crate::supervise::Health,
 }
 
 /// The operators' page: markup, script and style, no build step. Separate files so that the
@@ -214,6 +216,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         if !stats.connected {
             missing.push("the MQTT broker is not connected".to_owned());
         }
+        missing.extend(service.health.problems());
         if service.alerts.outbox_full() {
             missing.push(format!(
                 "the outbox is full ({} alerts wait for the broker): new alerts are refused, the least severe first",

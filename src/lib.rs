@@ -7,7 +7,8 @@
 //!   state for the API, the metrics and the status topic.
 //! - [`sensors`]: sensor readings through the rules; [`fusion`]: video events and sensor
 //!   alarms in, alerts out.
-//! - [`http`]: the API and the page; [`metrics`]: Prometheus.
+//! - [`http`]: the API and the page; [`metrics`]: Prometheus; [`supervise`]: restarts of
+//!   long-lived tasks after a panic.
 
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
@@ -21,6 +22,7 @@ pub mod sensor_sim;
 pub mod sensors;
 pub mod service;
 pub mod status;
+pub mod supervise;
 
 /// Resolves once `shutdown` turns true (or its sender is gone): the stop signal every task of
 /// the service selects on.

@@ -41,17 +41,30 @@ pub enum Control {
 }
 
 /// Applies the changes sent to `requests`, one at a time, until `stop` turns true.
-pub(crate) async fn control_loop(
-    cameras: Arc<Cameras>,
-    mut source: ConfigSource,
-    mut requests: mpsc::Receiver<Control>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut added: Vec<(String, String)> = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
+pub(crate) struct ControlLoop {
+    pub cameras: Arc<Cameras>,
+    pub source: ConfigSource,
+    pub requests: mpsc::Receiver<Control>,
+    pub stop: watch::Receiver<bool>,
+    /// Cameras added over the API: (id, TOML entry).
+    pub added: Vec<(String, String)>,
+    /// Cameras of the file removed over the API.
+    pub removed: Vec<String>,
+}
+
+/// Runs [`ControlLoop`] until `stop`; its state outlives a panic (see [`crate::supervise`]).
+pub(crate) async fn control_loop(state: &mut ControlLoop) {
+    let ControlLoop {
+        cameras,
+        source,
+        requests,
+        stop,
+        added,
+        removed,
+    } = state;
     loop {
         let request = tokio::select! {
-            _ = crate::stopped(&mut stop) => return,
+            _ = crate::stopped(stop) => return,
             r = requests.recv() => match r {
                 Some(r) => r,
                 None => return,
@@ -70,9 +83,9 @@ pub(crate) async fn control_loop(
                                 text,
                                 ..source.clone()
                             };
-                            let result = apply(&cameras, &candidate, &added, &removed).await;
+                            let result = apply(cameras, &candidate, added, removed).await;
                             if result.is_ok() {
-                                source = candidate;
+                                *source = candidate;
                             }
                             result
                         }
@@ -87,7 +100,7 @@ pub(crate) async fn control_loop(
                         "{MAX_API_CAMERAS} cameras were added over the API already: add more in the configuration file"
                     )),
                     Ok((id, _))
-                        if effective(&source, &added, &removed)
+                        if effective(source, added, removed)
                             .is_ok_and(|c| c.camera(&id).is_some()) =>
                     {
                         Err(format!(
@@ -100,17 +113,17 @@ pub(crate) async fn control_loop(
                     Ok((id, entry)) => {
                         let mut candidate = added.clone();
                         candidate.push((id.clone(), entry));
-                        let reach = match effective(&source, &candidate, &removed) {
+                        let reach = match effective(source, &candidate, removed) {
                             Ok(config) => api_camera_reach(&config, &id),
                             // `apply` says what is wrong with it.
                             Err(_) => Ok(()),
                         };
                         let result = match reach {
                             Err(e) => Err(e),
-                            Ok(()) => apply(&cameras, &source, &candidate, &removed).await,
+                            Ok(()) => apply(cameras, source, &candidate, removed).await,
                         };
                         if result.is_ok() {
-                            added = candidate;
+                            *added = candidate;
                         }
                         result
                     }
@@ -119,7 +132,7 @@ pub(crate) async fn control_loop(
             }
             Control::Remove(id, reply) => {
                 let exists =
-                    effective(&source, &added, &removed).is_ok_and(|c| c.camera(&id).is_some());
+                    effective(source, added, removed).is_ok_and(|c| c.camera(&id).is_some());
                 let result = if !exists {
                     Err(format!("no camera `{id}`"))
                 } else {
@@ -129,9 +142,9 @@ pub(crate) async fn control_loop(
                     } else {
                         r.push(id.clone());
                     }
-                    let result = apply(&cameras, &source, &a, &r).await;
+                    let result = apply(cameras, source, &a, &r).await;
                     if result.is_ok() {
-                        (added, removed) = (a, r);
+                        (*added, *removed) = (a, r);
                     }
                     result
                 };

@@ -17,6 +17,8 @@ use sharpeyes_ingest::SensorRegistry;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::supervise::Health;
+
 /// How often silent sensors are looked for.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -61,6 +63,7 @@ pub fn start(
     prefix: &str,
     fusion: mpsc::Sender<SensorEvent>,
     telemetry: &Telemetry,
+    health: &Health,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<SensorCounters>, JoinHandle<()>), String> {
     let counters = Arc::new(SensorCounters::default());
@@ -79,7 +82,13 @@ pub fn start(
         counters: counters.clone(),
         telemetry: telemetry.clone(),
     };
-    let task = tokio::spawn(stage.run(inbound, stop));
+    let task = crate::supervise::spawn(
+        "sensors",
+        health.clone(),
+        telemetry.restarts.clone(),
+        (stage, inbound, stop),
+        |(stage, inbound, stop)| Box::pin(stage.run(inbound.as_mut(), stop)),
+    );
     Ok((counters, task))
 }
 
@@ -94,11 +103,11 @@ struct SensorStage {
 
 impl SensorStage {
     async fn run(
-        mut self,
-        inbound: Option<mpsc::Receiver<InboundMessage>>,
-        mut stop: watch::Receiver<bool>,
+        &mut self,
+        inbound: Option<&mut mpsc::Receiver<InboundMessage>>,
+        stop: &mut watch::Receiver<bool>,
     ) {
-        let Some(mut inbound) = inbound else {
+        let Some(inbound) = inbound else {
             return;
         };
         let mut tick = tokio::time::interval(TICK);
@@ -106,7 +115,7 @@ impl SensorStage {
         loop {
             let telemetry = self.telemetry.clone();
             let events = tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
+                _ = crate::stopped(stop) => return,
                 message = inbound.recv() => match message {
                     Some(m) => telemetry.guarded("sensors", || self.on_message(m)),
                     None => return,

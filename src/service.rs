@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use crate::access::Access;
 use crate::cameras::{Cameras, Directory};
 use crate::metrics::{Metrics, Sources};
-use crate::reload::{ConfigSource, Control, control_loop};
+use crate::reload::{ConfigSource, Control, ControlLoop, control_loop};
 use crate::status::{CameraBoard, StatusSinks};
+use crate::supervise::Health;
 
 /// The broker port `run` embeds when no `[mqtt]` is configured.
 pub const EMBEDDED_BROKER: &str = "127.0.0.1:1883";
@@ -88,6 +89,7 @@ impl Service {
             start_alerts(&config, store.clone(), mqtt, http, delivery_rx).await?;
 
         let metrics = Metrics::new();
+        let health = Health::default();
         let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
         let analysis = Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
         let (sensor_tx, sensor_rx) = mpsc::channel(SENSOR_EVENTS);
@@ -97,6 +99,7 @@ impl Service {
             &endpoints.prefix,
             sensor_tx,
             &metrics.telemetry,
+            &health,
             intake_rx.clone(),
         )?;
         let directory = Directory::default();
@@ -105,6 +108,7 @@ impl Service {
             alerts.clone(),
             directory.clone(),
             &metrics.telemetry,
+            &health,
             video_rx,
             sensor_rx,
         );
@@ -134,12 +138,14 @@ impl Service {
         }
 
         let (control, requests) = mpsc::channel(8);
+        let restarts = metrics.telemetry.restarts.clone();
         let api = crate::http::Api {
             alerts: alerts.clone(),
             metrics,
             sources,
             cameras: board,
             control: Some(control.clone()),
+            health: health.clone(),
         };
         let access = Access::from_config(&config.http, http)?;
         let http_task = crate::http::serve(
@@ -152,7 +158,20 @@ impl Service {
             intake_rx.clone(),
             tls,
         );
-        let control_task = tokio::spawn(control_loop(cameras.clone(), source, requests, intake_rx));
+        let control_task = crate::supervise::spawn(
+            "control",
+            health,
+            restarts,
+            ControlLoop {
+                cameras: cameras.clone(),
+                source,
+                requests,
+                stop: intake_rx,
+                added: Vec::new(),
+                removed: Vec::new(),
+            },
+            |state| Box::pin(control_loop(state)),
+        );
         Ok(Service {
             endpoints,
             cameras,

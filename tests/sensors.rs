@@ -101,12 +101,14 @@ impl Node {
         .expect("alert service starts");
         let (sensor_tx, sensor_rx) = mpsc::channel(16);
         let telemetry = Telemetry::new();
+        let health = sharpeyes::supervise::Health::default();
         let (sensors, sensors_task) = sharpeyes::sensors::start(
             &config,
             alerts.clone(),
             PREFIX,
             sensor_tx,
             &telemetry,
+            &health,
             shutdown,
         )
         .expect("the sensor stage starts");
@@ -117,6 +119,7 @@ impl Node {
             alerts.clone(),
             directory.clone(),
             &telemetry,
+            &health,
             video_rx,
             sensor_rx,
         );

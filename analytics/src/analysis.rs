@@ -69,6 +69,9 @@ pub struct Telemetry {
     pub frames: IntCounterVec,
     /// `sharpeyes_task_panics_total{task}`: see [`Telemetry::guarded`].
     pub panics: IntCounterVec,
+    /// `sharpeyes_task_restarts_total{task}`: a panic escaped a task's guards and its
+    /// supervisor started it again.
+    pub restarts: IntCounterVec,
 }
 
 impl Default for Telemetry {
@@ -116,11 +119,20 @@ impl Telemetry {
             &["task"],
         )
         .expect("valid metric");
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_task_restarts_total",
+                "Restarts of a long-lived task after a panic escaped its per-event guard.",
+            ),
+            &["task"],
+        )
+        .expect("valid metric");
         Self {
             stage_seconds,
             batch_size,
             frames,
             panics,
+            restarts,
         }
     }
 
@@ -128,7 +140,8 @@ impl Telemetry {
         registry.register(Box::new(self.stage_seconds.clone()))?;
         registry.register(Box::new(self.batch_size.clone()))?;
         registry.register(Box::new(self.frames.clone()))?;
-        registry.register(Box::new(self.panics.clone()))
+        registry.register(Box::new(self.panics.clone()))?;
+        registry.register(Box::new(self.restarts.clone()))
     }
 
     /// Runs `task`'s handling of one event. A panic in it is logged with the task and what
