@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
 use schema::{AlertOptions, Credential, Fusion, Grid, Ingest, Motion, Mqtt, Node, Readings};
+pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID};
 
 pub use diag::Problems;
 pub use install::Install;
@@ -60,6 +61,8 @@ pub struct Config {
     pub ingest: Ingest,
     /// Camera logins by name (`[credentials.NAME]`).
     pub credentials: std::collections::BTreeMap<String, Credential>,
+    /// `[cluster]`; see [`Config::cluster`].
+    pub cluster: Option<Cluster>,
 }
 
 /// A configuration that passed, with the warnings it raised.
@@ -91,6 +94,11 @@ impl Overrides {
             }
             config.node.id = id.clone();
         }
+        if config.cluster().is_some() && config.node.id == DEFAULT_NODE_ID {
+            return Err(format!(
+                "[cluster] is on and this node's id is the default `{DEFAULT_NODE_ID}`: every node needs its own; give it with --node-id, SHARPEYES_NODE_ID (a pod name) or [node] id"
+            ));
+        }
         if let Some(listen) = self.http_listen {
             config.http.listen = listen;
             if config.http.open_beyond_loopback() {
@@ -104,6 +112,11 @@ impl Overrides {
 }
 
 impl Config {
+    /// `[cluster]` when it is on.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref().filter(|c| c.enabled)
+    }
+
     /// Reads and checks a file. Relative model paths are looked up beside it, then in
     /// `model_dirs`.
     pub fn load(path: &Path, model_dirs: &[PathBuf]) -> Result<Loaded, Problems> {

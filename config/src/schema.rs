@@ -31,8 +31,11 @@ impl Default for Node {
     }
 }
 
+/// The node id when none is given: fine for one node, refused in a cluster.
+pub const DEFAULT_NODE_ID: &str = "sharpeyes-1";
+
 fn default_node_id() -> String {
-    "sharpeyes-1".into()
+    DEFAULT_NODE_ID.into()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -746,6 +749,43 @@ fn default_max_ahead() -> Duration {
 
 fn default_max_behind() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+/// `[cluster]`: this node is one of several sharing the cameras of one file, coordinated in
+/// `[redis]` (membership, per-camera leases). Absent or `enabled = false`: this node runs
+/// every camera.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a node's membership and camera leases outlive its last renewal: a dead
+    /// node's cameras move after at most this long. Renewed at a third of it.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// Cameras this node may hold: its weight in the assignment. Absent: 24 per core.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// A label (rack, site) shown in `/api/cluster`.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Cameras per core a node takes by default: the README's 48 1080p keyframe cameras on 2 cores.
+pub const CAMERAS_PER_CORE: u32 = 24;
+
+impl Cluster {
+    /// `capacity`, or [`CAMERAS_PER_CORE`] per core of this machine.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            CAMERAS_PER_CORE.saturating_mul(u32::try_from(cores).unwrap_or(u32::MAX))
+        })
+    }
 }
 
 /// `[motion]`: the motion gate in front of inference, for every camera. Static scenes are

@@ -670,3 +670,62 @@ fn tls_files_need_a_tls_url_and_a_clear_redis_password_beyond_the_host_is_warned
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn a_cluster_needs_redis_a_sane_lease_and_its_own_node_id() {
+    let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
+    let redis = "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    let with = |rest: &str| format!("{BASE}\n{rest}\n{camera}");
+    let (path, message, hint) = first_error(&with("[cluster]\n"));
+    assert_eq!(path, "cluster");
+    assert!(message.contains("needs [redis]"), "{message}");
+    assert!(hint.contains("remove [cluster]"), "{hint}");
+    // Off: no [redis] needed.
+    let off = parse(&with("[cluster]\nenabled = false\n")).unwrap();
+    assert!(off.config.cluster().is_none());
+    let e = errors(&with(&format!(
+        "{redis}[cluster]\nlease = \"1s\"\ncapacity = 0\nzone = \"rack 7\"\n"
+    )));
+    let fields: Vec<&str> = e.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["cluster.lease", "cluster.capacity", "cluster.zone"]
+    );
+    // The default node id is warned about here and refused by `run` (Overrides::apply).
+    let loaded = parse(&with(&format!("{redis}[cluster]\nzone = \"rack-7\"\n"))).unwrap();
+    let w: Vec<String> = loaded
+        .warnings
+        .warnings()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("node.id: [cluster] is on"), "{w:?}");
+    let mut config = loaded.config;
+    let cluster = config.cluster().unwrap();
+    assert_eq!(cluster.lease, std::time::Duration::from_secs(10));
+    assert!(cluster.capacity() >= CAMERAS_PER_CORE);
+    let refused = Overrides::default().apply(&mut config).unwrap_err();
+    assert!(
+        refused.contains("--node-id, SHARPEYES_NODE_ID"),
+        "{refused}"
+    );
+    let named = Overrides {
+        node_id: Some("sharpeyes-7f9c".into()),
+        ..Overrides::default()
+    };
+    named.apply(&mut config).unwrap();
+    assert_eq!(config.node.id, "sharpeyes-7f9c");
+}
+
+#[test]
+fn the_readings_section_is_known() {
+    let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
+    let loaded = parse(&format!(
+        "{BASE}\n[readings]\nmax_ahead = \"1m\"\n\n{camera}"
+    ))
+    .unwrap();
+    assert_eq!(
+        loaded.config.readings.max_ahead,
+        std::time::Duration::from_secs(60)
+    );
+}

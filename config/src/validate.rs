@@ -10,8 +10,8 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Backend, Camera, CameraKind, Credential, Fusion, Grid, GridLevel, Hazard, Ingest,
-    Model, ModelLayout, Motion, Readings, Sensor, Zone,
+    AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Grid, GridLevel,
+    Hazard, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -31,6 +31,8 @@ const SECTIONS: &[&str] = &[
     "motion",
     "credentials",
     "ingest",
+    "readings",
+    "cluster",
 ];
 
 /// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
@@ -85,9 +87,9 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         }
     }
 
-    let node = v.table(src, "node").unwrap_or_default();
+    let node: crate::schema::Node = v.table(src, "node").unwrap_or_default();
     let mqtt = v.table(src, "mqtt");
-    let redis = v.table(src, "redis");
+    let redis: Option<crate::Redis> = v.table(src, "redis");
     let http = v.table(src, "http").unwrap_or_default();
     let alerts: AlertOptions = v.table(src, "alerts").unwrap_or_default();
     if alerts.outbox_limit == 0 {
@@ -131,6 +133,10 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         );
     }
     let readings: Readings = v.table(src, "readings").unwrap_or_default();
+    let cluster: Option<Cluster> = v.table(src, "cluster");
+    if let Some(c) = cluster.as_ref().filter(|c| c.enabled) {
+        v.cluster(c, redis.is_some(), &node.id);
+    }
     let ingest: Ingest = v.table(src, "ingest").unwrap_or_default();
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
@@ -168,6 +174,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         readings,
         ingest,
         credentials,
+        cluster,
     };
     v.endpoints(&mut config);
     (config, v.problems)
@@ -189,6 +196,46 @@ impl Validator {
 
     fn warn(&mut self, path: FieldPath, msg: impl Into<String>, hint: impl Into<String>) {
         self.push(Problem::warning(path, msg).hint(hint));
+    }
+
+    /// `[cluster]` needs `[redis]`, a lease Redis can keep and a node id of its own.
+    fn cluster(&mut self, cluster: &Cluster, redis: bool, node_id: &str) {
+        let path = FieldPath::root().key("cluster");
+        if !redis {
+            self.error(
+                path.clone(),
+                "[cluster] needs [redis]: the nodes share their membership and camera leases there",
+                "add [redis] with the url every node uses, or remove [cluster] to run every camera here",
+            );
+        }
+        let lease = cluster.lease;
+        if lease < std::time::Duration::from_secs(3) || lease > std::time::Duration::from_secs(300)
+        {
+            self.error(
+                path.key("lease"),
+                format!("{} is not in 3s..=5m", humantime::format_duration(lease)),
+                "10s (the default): a dead node's cameras move within 10 s, renewed every 3.3 s",
+            );
+        }
+        if cluster.capacity == Some(0) {
+            self.error(
+                path.key("capacity"),
+                "a capacity of 0 would give this node no cameras",
+                "leave it out for 24 per core, or set `enabled = false` to keep the node out",
+            );
+        }
+        if let Some(zone) = &cluster.zone {
+            self.topic_safe(path.key("zone"), "cluster zone", zone);
+        }
+        if node_id == crate::DEFAULT_NODE_ID {
+            self.warn(
+                FieldPath::root().key("node").key("id"),
+                format!(
+                    "[cluster] is on and the node id is the default `{node_id}`; `run` refuses it"
+                ),
+                "give each node its own id: --node-id, SHARPEYES_NODE_ID (a pod name) or [node] id",
+            );
+        }
     }
 
     /// `ca_file`, `cert_file` and `key_file` of a link: used only over TLS, and a client
