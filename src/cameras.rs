@@ -3,7 +3,7 @@
 //! API, the metrics and the status topic). [`Cameras::apply`] makes the running set what a
 //! configuration asks for; [`Directory`] is what fusion may ask of a running camera.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -97,6 +97,10 @@ pub struct Cameras {
     /// Taken when the service stops, so the models finish their queues.
     analysis: Mutex<Option<Arc<Analysis>>>,
     running: tokio::sync::Mutex<HashMap<String, Running>>,
+    /// What the last [`Cameras::apply`] asked for.
+    desired: Mutex<Option<Arc<Config>>>,
+    /// In a cluster, the cameras whose lease this node holds: only those run. `None`: all.
+    owned: Mutex<Option<BTreeSet<String>>>,
     directory: Directory,
     sources: Arc<Sources>,
     status: StatusSinks,
@@ -114,6 +118,8 @@ impl Cameras {
             config,
             analysis: Mutex::new(Some(Arc::new(analysis))),
             running: tokio::sync::Mutex::new(HashMap::new()),
+            desired: Mutex::new(None),
+            owned: Mutex::new(None),
             directory,
             sources,
             status,
@@ -125,29 +131,77 @@ impl Cameras {
         &self.config
     }
 
-    /// Makes the running cameras those enabled in `new`: starts the new ones, stops the gone
-    /// ones, restarts the changed ones, and leaves the others alone.
+    /// Makes the running cameras those enabled in `new` (in a cluster, of those this node
+    /// owns): starts the new ones, stops the gone ones, restarts the changed ones, and leaves
+    /// the others alone.
     pub async fn apply(&self, new: &Config) -> Applied {
+        *self.desired.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(new.clone()));
+        self.reconcile().await
+    }
+
+    /// In a cluster: runs only `owned` of the cameras [`Cameras::apply`] asked for.
+    pub async fn set_owned(&self, owned: BTreeSet<String>) -> Applied {
+        *self.owned.lock().unwrap_or_else(PoisonError::into_inner) = Some(owned);
+        self.reconcile().await
+    }
+
+    /// The enabled cameras of the configuration, running here or not: what a cluster
+    /// assigns.
+    pub fn configured(&self) -> Vec<String> {
+        let desired = self.desired.lock().unwrap_or_else(PoisonError::into_inner);
+        desired.as_ref().map_or_else(Vec::new, |c| {
+            c.cameras
+                .iter()
+                .filter(|c| c.enabled)
+                .map(|c| c.id.clone())
+                .collect()
+        })
+    }
+
+    /// The ids of the cameras running here.
+    pub async fn running(&self) -> BTreeSet<String> {
+        self.running.lock().await.keys().cloned().collect()
+    }
+
+    async fn reconcile(&self) -> Applied {
         let mut applied = Applied::default();
         let mut running = self.running.lock().await;
+        let Some(new) = self
+            .desired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
+            return applied;
+        };
+        let owned = self
+            .owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let runs_here = |c: &&Camera| c.enabled && owned.as_ref().is_none_or(|o| o.contains(&c.id));
         let wanted: HashMap<&str, &Camera> = new
             .cameras
             .iter()
-            .filter(|c| c.enabled)
+            .filter(runs_here)
             .map(|c| (c.id.as_str(), c))
             .collect();
-        let gone: Vec<String> = running
+        let gone_ids: Vec<String> = running
             .keys()
             .filter(|id| !wanted.contains_key(id.as_str()))
             .cloned()
             .collect();
-        for id in gone {
-            if let Some(r) = running.remove(&id) {
-                self.stop_one(&id, r).await;
-                applied.removed.push(id);
-            }
-        }
-        for camera in new.cameras.iter().filter(|c| c.enabled) {
+        let gone: Vec<(String, Running)> = gone_ids
+            .into_iter()
+            .filter_map(|id| running.remove(&id).map(|r| (id, r)))
+            .collect();
+        // All at once: a node handing cameras over must let go of them within the lease.
+        let stops = gone.into_iter().map(|(id, r)| async move {
+            self.stop_one(&id, r).await;
+            id
+        });
+        applied.removed = futures_util::future::join_all(stops).await;
+        for camera in new.cameras.iter().filter(runs_here) {
             let fingerprint = format!("{camera:?}");
             let restart = match running.get(&camera.id) {
                 Some(r) if r.fingerprint == fingerprint => continue,

@@ -45,6 +45,8 @@ pub struct Api {
     pub control: Option<tokio::sync::mpsc::Sender<Control>>,
     /// Supervised tasks that are down, for `/readyz`.
     pub health: crate::supervise::Health,
+    /// This node's place in a cluster, for `/api/cluster`.
+    pub cluster: crate::cluster::ClusterView,
 }
 
 /// The operators' page: markup, script and style, no build step. Separate files so that the
@@ -181,6 +183,7 @@ fn router(state: AppState) -> Router {
         .route("/api/cameras", get(cameras).post(add_camera))
         .route("/api/cameras/:id", axum::routing::delete(remove_camera))
         .route("/api/reload", post(reload))
+        .route("/api/cluster", get(cluster))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/:id/ack", post(acknowledge))
         .route("/api/events", get(events))
@@ -217,6 +220,9 @@ async fn ready(State(state): State<AppState>) -> Response {
             missing.push("the MQTT broker is not connected".to_owned());
         }
         missing.extend(service.health.problems());
+        if service.cluster.get().is_some_and(|c| !c.coordinated) {
+            missing.push("the cluster's Redis does not answer: this node runs no camera once its leases could have expired".to_owned());
+        }
         if service.alerts.outbox_full() {
             missing.push(format!(
                 "the outbox is full ({} alerts wait for the broker): new alerts are refused, the least severe first",
@@ -270,6 +276,19 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
 async fn cameras(State(state): State<AppState>) -> Response {
     match &state.api {
         Some(s) => json(&s.cameras.list()),
+        None => no_service(),
+    }
+}
+
+/// This node's place in the cluster: 404 when it is not in one.
+async fn cluster(State(state): State<AppState>) -> Response {
+    match state.api.as_ref().map(|s| s.cluster.get()) {
+        Some(Some(view)) => json(&view),
+        Some(None) => (
+            StatusCode::NOT_FOUND,
+            "this node is not in a cluster: see [cluster] in the configuration\n",
+        )
+            .into_response(),
         None => no_service(),
     }
 }

@@ -4,7 +4,8 @@
 //! - [`service`]: start and stop, in named steps.
 //! - [`cameras`]: the running cameras (ingest, analysis and status per camera) and what
 //!   fusion may ask of them; [`reload`]: camera changes while running; [`status`]: camera
-//!   state for the API, the metrics and the status topic.
+//!   state for the API, the metrics and the status topic; [`cluster`]: which of them this
+//!   node runs when it is one of several.
 //! - [`sensors`]: sensor readings through the rules; [`fusion`]: video events and sensor
 //!   alarms in, alerts out.
 //! - [`http`]: the API and the page; [`metrics`]: Prometheus; [`supervise`]: restarts of
@@ -14,6 +15,7 @@
 
 pub mod access;
 pub mod cameras;
+pub mod cluster;
 pub mod fusion;
 pub mod http;
 pub mod metrics;

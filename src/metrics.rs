@@ -178,6 +178,11 @@ impl Metrics {
         })
     }
 
+    /// Where metrics of other parts (the cluster's) register.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Sets `camera`'s state gauges: 1 for `state`, 0 for the others.
     pub fn set_camera_state(&self, camera: &str, state: CameraPhase) {
         for s in CameraPhase::ALL {

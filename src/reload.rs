@@ -40,6 +40,9 @@ pub enum Control {
     Remove(String, Reply),
 }
 
+/// Why a node of a cluster refuses camera changes over the API: the others would not know.
+const IN_A_CLUSTER: &str = "this node is one of a cluster, whose cameras come from the configuration file every node reads: change them there and reload every node (SIGHUP or POST /api/reload)";
+
 /// Applies the changes sent to `requests`, one at a time, until `stop` turns true.
 pub(crate) struct ControlLoop {
     pub cameras: Arc<Cameras>,
@@ -70,7 +73,11 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                 None => return,
             },
         };
+        let clustered = cameras.config().cluster().is_some();
         match request {
+            Control::Add(_, reply) | Control::Remove(_, reply) if clustered => {
+                let _ = reply.send(Err(IN_A_CLUSTER.into()));
+            }
             Control::Reload(reply) => {
                 let result = match &source.file {
                     None => {

@@ -56,6 +56,9 @@ pub struct Service {
     intake: watch::Sender<bool>,
     /// Stops the alert service; sent last.
     delivery: watch::Sender<bool>,
+    /// Tells the cluster coordinator every camera has stopped: release and leave.
+    leave: watch::Sender<bool>,
+    cluster_task: Option<JoinHandle<()>>,
     fusion_task: JoinHandle<()>,
     alerts_task: JoinHandle<()>,
     other_tasks: Vec<JoinHandle<()>>,
@@ -132,10 +135,28 @@ impl Service {
             sources.clone(),
             status,
         ));
+        if config.cluster().is_some() {
+            // Nothing runs until the coordinator holds its leases.
+            cameras.set_owned(Default::default()).await;
+        }
         let applied = cameras.apply(&config).await;
         if let Some((id, why)) = applied.failed.first() {
             return Err(format!("camera {id}: {why}"));
         }
+
+        let (leave, leave_rx) = watch::channel(false);
+        let view = crate::cluster::ClusterView::default();
+        let cluster_task = crate::cluster::start(
+            &config,
+            crate::cluster::Coordination {
+                cameras: cameras.clone(),
+                view: view.clone(),
+                metrics: crate::cluster::ClusterMetrics::new(metrics.registry())
+                    .map_err(|e| format!("cluster metrics: {e}"))?,
+                stop: intake_rx.clone(),
+                leave: leave_rx,
+            },
+        );
 
         let (control, requests) = mpsc::channel(8);
         let restarts = metrics.telemetry.restarts.clone();
@@ -146,6 +167,7 @@ impl Service {
             cameras: board,
             control: Some(control.clone()),
             health: health.clone(),
+            cluster: view,
         };
         let access = Access::from_config(&config.http, http)?;
         let http_task = crate::http::serve(
@@ -178,6 +200,8 @@ impl Service {
             control,
             intake,
             delivery,
+            leave,
+            cluster_task,
             fusion_task,
             alerts_task,
             other_tasks: vec![sensors_task, http_task, control_task],
@@ -195,6 +219,10 @@ impl Service {
     pub async fn stop(self) {
         let _ = self.intake.send(true);
         self.cameras.stop_all().await;
+        let _ = self.leave.send(true);
+        if let Some(task) = self.cluster_task {
+            let _ = tokio::time::timeout(STOP_LIMIT, task).await;
+        }
         for task in self.other_tasks {
             let _ = tokio::time::timeout(STOP_LIMIT, task).await;
         }

@@ -29,6 +29,8 @@ pub use broker::EmbeddedBroker;
 pub use error::{Error, ErrorKind};
 pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
+/// A Redis connection that reconnects by itself: see [`RedisStore::connection`].
+pub use redis::aio::ConnectionManager as RedisConnection;
 pub use service::{AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};
 pub use store::{Ack, AckOutcome, FallbackStore, MemoryStore, RedisStore, StateStore, open_store};

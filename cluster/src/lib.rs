@@ -8,10 +8,11 @@
 //! - [`Leases`]: a camera runs only under its lease, `{p}:lease:{camera}` = `{node}:{fence}`,
 //!   taken with `SET NX PX`, renewed and released only by its holder (one Lua step each). The
 //!   fence grows with every new holder, so a write tagged with an old fence can be told apart.
-//!
-//! Not wired into `run` yet: the service still runs every camera of its file.
+//! - [`Coordinator`]: one node's side of it, a step at a time: heartbeat, the live members,
+//!   the cameras the hash gives this node, their leases taken or renewed; what this node
+//!   should run is what it holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -266,6 +267,131 @@ impl Leases {
             .query_async(conn)
             .await?;
         Ok(released == 1)
+    }
+}
+
+/// What one [`Coordinator::step`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// The live members, by id.
+    pub members: Vec<Member>,
+    /// Cameras this node holds the lease of and should run.
+    pub run: BTreeSet<String>,
+    /// Cameras this node holds but the hash now gives to another: stop them, then
+    /// [`Coordinator::release`] them.
+    pub hand_over: BTreeSet<String>,
+    /// Leases found taken by another node (this node was cut off past the TTL): stopped.
+    pub lost: BTreeSet<String>,
+}
+
+/// One node in the cluster: its membership and the leases it holds.
+pub struct Coordinator {
+    me: Member,
+    ttl: Duration,
+    members: Members,
+    leases: Leases,
+    held: BTreeMap<String, Lease>,
+}
+
+impl Coordinator {
+    /// `me` under `prefix`, with membership and leases that outlive a renewal by `ttl`.
+    pub fn new(prefix: &str, me: Member, ttl: Duration) -> Self {
+        Self {
+            me,
+            ttl,
+            members: Members::new(prefix),
+            leases: Leases::new(prefix),
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn me(&self) -> &Member {
+        &self.me
+    }
+
+    /// How long membership and leases outlive a renewal.
+    pub fn lease(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The leases held, by camera.
+    pub fn held(&self) -> impl Iterator<Item = &Lease> {
+        self.held.values()
+    }
+
+    /// Heartbeats, reads the live members, renews what this node holds and takes the free
+    /// leases of the `cameras` the hash gives it. Run it every third of the TTL. A Redis error
+    /// leaves the held leases as they were: the caller stops its cameras once the last
+    /// successful step is older than the TTL allows.
+    pub async fn step(
+        &mut self,
+        conn: &mut impl ConnectionLike,
+        cameras: &[String],
+    ) -> redis::RedisResult<Step> {
+        self.members.heartbeat(conn, &self.me, self.ttl).await?;
+        let mut members = self.members.live(conn).await?;
+        if !members.iter().any(|m| m.id == self.me.id) {
+            // Our own heartbeat expired between the two calls: we are alive, count us.
+            members.push(self.me.clone());
+        }
+        let mine: BTreeSet<&str> = cameras
+            .iter()
+            .filter(|c| assign(c, &members).is_some_and(|m| m.id == self.me.id))
+            .map(String::as_str)
+            .collect();
+        let mut step = Step::default();
+        let held: Vec<Lease> = self.held.values().cloned().collect();
+        for lease in held {
+            if self.leases.renew(conn, &lease, self.ttl).await? {
+                if mine.contains(lease.camera.as_str()) {
+                    step.run.insert(lease.camera.clone());
+                } else {
+                    step.hand_over.insert(lease.camera.clone());
+                }
+            } else {
+                self.held.remove(&lease.camera);
+                step.lost.insert(lease.camera);
+            }
+        }
+        for camera in mine {
+            if self.held.contains_key(camera) {
+                continue;
+            }
+            if let Some(lease) = self
+                .leases
+                .acquire(conn, camera, &self.me.id, self.ttl)
+                .await?
+            {
+                self.held.insert(camera.to_owned(), lease);
+                step.run.insert(camera.to_owned());
+            }
+        }
+        step.members = members;
+        Ok(step)
+    }
+
+    /// Gives up the leases of `cameras` (stopped now), so their new owner takes them at its
+    /// next step instead of after the TTL.
+    pub async fn release(
+        &mut self,
+        conn: &mut impl ConnectionLike,
+        cameras: &BTreeSet<String>,
+    ) -> redis::RedisResult<()> {
+        for camera in cameras {
+            if let Some(lease) = self.held.get(camera) {
+                self.leases.release(conn, lease).await?;
+                self.held.remove(camera);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster at a clean stop (every camera stopped): releases every lease and
+    /// the membership, so the others take over at their next step.
+    pub async fn leave(&mut self, conn: &mut impl ConnectionLike) -> redis::RedisResult<()> {
+        let all: BTreeSet<String> = self.held.keys().cloned().collect();
+        self.release(conn, &all).await?;
+        self.members.leave(conn, &self.me.id).await
     }
 }
 

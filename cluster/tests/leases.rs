@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sharpeyes_cluster::{Leases, Member, Members};
+use sharpeyes_cluster::{Coordinator, Leases, Member, Members, Step};
 use sharpeyes_testkit::Redis;
 
 async fn connect(redis: &Redis) -> redis::aio::MultiplexedConnection {
@@ -94,4 +94,94 @@ async fn members_are_those_whose_heartbeat_has_not_expired() {
     assert_eq!(members.live(&mut conn).await.unwrap(), [node("b")]);
     members.leave(&mut conn, "b").await.unwrap();
     assert_eq!(members.live(&mut conn).await.unwrap(), []);
+}
+
+fn member(id: &str) -> Member {
+    Member {
+        id: id.into(),
+        capacity: 10,
+        zone: None,
+    }
+}
+
+/// Steps every coordinator `rounds` times, in turn, as their timers would.
+async fn settle(
+    conn: &mut redis::aio::MultiplexedConnection,
+    nodes: &mut [&mut Coordinator],
+    cameras: &[String],
+    rounds: usize,
+) -> Vec<Step> {
+    let mut last = Vec::new();
+    for _ in 0..rounds {
+        last.clear();
+        for c in nodes.iter_mut() {
+            let step = c.step(conn, cameras).await.unwrap();
+            // What the service does with a step: stop what moves away, then release it.
+            c.release(conn, &step.hand_over).await.unwrap();
+            last.push(step);
+        }
+    }
+    last
+}
+
+/// Every camera runs on exactly one node.
+fn exactly_once(steps: &[Step], cameras: &[String]) {
+    for camera in cameras {
+        let on: Vec<usize> = (0..steps.len())
+            .filter(|&i| steps[i].run.contains(camera))
+            .collect();
+        assert_eq!(on.len(), 1, "camera {camera} runs on nodes {on:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinators_split_the_cameras_hand_over_on_join_and_take_over_a_dead_node() {
+    let redis = Redis::start(None);
+    let mut conn = connect(&redis).await;
+    let ttl = Duration::from_millis(900);
+    let cameras: Vec<String> = (0..30).map(|i| format!("cam-{i:02}")).collect();
+    let mut a = Coordinator::new("coord-test", member("node-a"), ttl);
+    let mut b = Coordinator::new("coord-test", member("node-b"), ttl);
+
+    // Two nodes: after a round in which both are members, every camera on exactly one.
+    let steps = settle(&mut conn, &mut [&mut a, &mut b], &cameras, 3).await;
+    exactly_once(&steps, &cameras);
+    assert!(
+        steps[0].run.len() >= 8 && steps[1].run.len() >= 8,
+        "{steps:?}"
+    );
+    let a_before = steps[0].run.clone();
+
+    // A third joins: only cameras that move to it change hands, none between a and b.
+    let mut c = Coordinator::new("coord-test", member("node-c"), ttl);
+    let steps = settle(&mut conn, &mut [&mut a, &mut b, &mut c], &cameras, 3).await;
+    exactly_once(&steps, &cameras);
+    assert!(steps[0].run.is_subset(&a_before), "a took nothing new");
+    assert!(!steps[2].run.is_empty(), "c took a share");
+    let b_cameras = steps[1].run.clone();
+
+    // b dies (no step, no release): within the TTL its cameras stay unowned, after it they
+    // move to a and c, and b's old leases can no longer be renewed.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let steps = settle(&mut conn, &mut [&mut a, &mut c], &cameras, 2).await;
+    exactly_once(&steps, &cameras);
+    assert_eq!(
+        steps[0].members.len(),
+        2,
+        "b is gone: {:?}",
+        steps[0].members
+    );
+    let back = b.step(&mut conn, &cameras).await.unwrap();
+    assert_eq!(back.lost, b_cameras, "b finds its leases taken");
+    assert!(
+        back.run
+            .iter()
+            .all(|cam| !steps[0].run.contains(cam) && !steps[1].run.contains(cam))
+    );
+
+    // c leaves cleanly: a takes everything at its next step, without waiting for the TTL.
+    c.leave(&mut conn).await.unwrap();
+    b.leave(&mut conn).await.unwrap();
+    let step = a.step(&mut conn, &cameras).await.unwrap();
+    assert_eq!(step.run.len(), cameras.len(), "{step:?}");
 }

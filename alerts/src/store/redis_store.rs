@@ -78,6 +78,28 @@ impl RedisStore {
         RedisClient::new(redis, node)?.connect().await
     }
 
+    /// A connection of its own to `[redis]`, for others who keep state there (the cluster's
+    /// membership and leases): TLS as configured, the same timeouts, reconnecting by itself.
+    pub async fn connection(
+        redis: &sharpeyes_config::Redis,
+    ) -> Result<redis::aio::ConnectionManager, Error> {
+        let client = RedisClient::new(redis, "")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        redis::aio::ConnectionManager::new_with_config(client.client, config)
+            .await
+            .map_err(|e| {
+                Error::store(format!(
+                    "cannot reach Redis at {}: {}",
+                    client.shown,
+                    scrub(&e)
+                ))
+            })
+    }
+
     async fn open(client: RedisClient) -> Result<Self, Error> {
         let RedisClient {
             client,

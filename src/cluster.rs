@@ -1,0 +1,278 @@
+//! This node as one of a cluster (`[cluster]`): every third of the lease it steps its
+//! [`Coordinator`] (heartbeat, live members, leases of the cameras the hash gives it) and
+//! runs exactly the cameras it holds. A failed step is retried at once; cut off from Redis
+//! until less than a third of the lease is left, it stops every camera before its lease
+//! expires, so no camera is analysed by two nodes at once. At a clean stop it releases every lease and leaves, and the others
+//! take its cameras at their next step.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use sharpeyes_alerts::{RedisConnection, RedisStore};
+use sharpeyes_cluster::{Coordinator, Member, Step};
+use sharpeyes_config::{Cluster, Config};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cameras::Cameras;
+
+/// What `GET /api/cluster` shows: this node, the members it last saw, its cameras.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterState {
+    pub node: Member,
+    pub lease_ms: u64,
+    /// Whether the last step reached Redis; while not, this node runs nothing once its
+    /// leases could have expired.
+    pub coordinated: bool,
+    pub members: Vec<Member>,
+    /// Cameras whose lease this node holds and runs.
+    pub cameras: BTreeSet<String>,
+    /// Of the configured cameras, how many no live member holds as far as this node knows
+    /// (0 once the cluster has settled).
+    pub configured: usize,
+}
+
+/// The latest [`ClusterState`]; `None` when this node is not in a cluster. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView(Arc<Mutex<Option<ClusterState>>>);
+
+impl ClusterView {
+    pub fn get(&self) -> Option<ClusterState> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, state: ClusterState) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+    }
+}
+
+/// `sharpeyes_cluster_*`.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    nodes: IntGauge,
+    cameras: IntGauge,
+    handed_over: IntCounter,
+    lost: IntCounter,
+    cut_off: IntCounter,
+}
+
+impl ClusterMetrics {
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            nodes: IntGauge::new(
+                "sharpeyes_cluster_nodes",
+                "Live members of the cluster as this node last saw them.",
+            )?,
+            cameras: IntGauge::new(
+                "sharpeyes_cluster_cameras",
+                "Cameras whose lease this node holds and runs.",
+            )?,
+            handed_over: IntCounter::new(
+                "sharpeyes_cluster_handed_over_total",
+                "Cameras this node stopped and released because the assignment moved them to another node.",
+            )?,
+            lost: IntCounter::new(
+                "sharpeyes_cluster_leases_lost_total",
+                "Leases found taken by another node (this node was cut off past the lease).",
+            )?,
+            cut_off: IntCounter::new(
+                "sharpeyes_cluster_steps_failed_total",
+                "Coordination steps that did not reach Redis in time.",
+            )?,
+        };
+        registry.register(Box::new(metrics.nodes.clone()))?;
+        registry.register(Box::new(metrics.cameras.clone()))?;
+        registry.register(Box::new(metrics.handed_over.clone()))?;
+        registry.register(Box::new(metrics.lost.clone()))?;
+        registry.register(Box::new(metrics.cut_off.clone()))?;
+        Ok(metrics)
+    }
+}
+
+/// What the coordinating task needs; see the module docs.
+pub(crate) struct Coordination {
+    pub cameras: Arc<Cameras>,
+    pub view: ClusterView,
+    pub metrics: ClusterMetrics,
+    /// Turns true when intake stops: no more steps.
+    pub stop: watch::Receiver<bool>,
+    /// Turns true once every camera has stopped: release and leave.
+    pub leave: watch::Receiver<bool>,
+}
+
+/// Starts coordinating when `[cluster]` is on (it needs `[redis]`, checked with the file).
+pub(crate) fn start(config: &Config, parts: Coordination) -> Option<JoinHandle<()>> {
+    let (cluster, redis) = (config.cluster()?.clone(), config.redis.clone()?);
+    let me = Member {
+        id: config.node.id.clone(),
+        capacity: cluster.capacity(),
+        zone: cluster.zone.clone(),
+    };
+    let prefix = format!("{}:cluster", redis.key_prefix);
+    let coordinator = Coordinator::new(&prefix, me, cluster.lease);
+    Some(tokio::spawn(coordinate(cluster, redis, coordinator, parts)))
+}
+
+async fn coordinate(
+    cluster: Cluster,
+    redis: sharpeyes_config::Redis,
+    mut coordinator: Coordinator,
+    mut parts: Coordination,
+) {
+    let lease = cluster.lease;
+    // Renewed every third of the lease. A step gets a third of that; a failed one is tried
+    // again as soon, so a blip costs nothing while the leases have time left.
+    let period = lease / 3;
+    let attempt = period / 3;
+    let mut conn: Option<RedisConnection> = None;
+    // When the last successful step started: its renewals happened after this.
+    let mut last_ok: Option<Instant> = None;
+    let mut members: Vec<Member> = Vec::new();
+    let mut failing = false;
+    let mut next = tokio::time::Instant::now();
+    tracing::info!(node = %coordinator.me().id, capacity = coordinator.me().capacity, lease = ?lease, "joining the cluster");
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut parts.stop) => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let started = Instant::now();
+        let cameras = parts.cameras.configured();
+        let result = step(&redis, &mut conn, &mut coordinator, &cameras, attempt).await;
+        let coordinated = match result {
+            Ok(step) => {
+                if failing {
+                    tracing::info!("Redis answers again: coordinating");
+                    failing = false;
+                }
+                last_ok = Some(started);
+                next = tokio::time::Instant::from_std(started) + period;
+                members = step.members.clone();
+                let hand_over = apply(&parts, step).await;
+                show(&parts, &coordinator, &members, true, cameras.len()).await;
+                // Shown as stopped before released: no moment when two nodes show one camera.
+                release(&mut conn, &mut coordinator, &hand_over, attempt).await;
+                continue;
+            }
+            Err(why) => {
+                parts.metrics.cut_off.inc();
+                if !failing {
+                    tracing::warn!("cluster step failed: {why}");
+                    failing = true;
+                }
+                next = tokio::time::Instant::now() + attempt;
+                // The next answer could come two attempts from now; with less than a
+                // period of the lease left, stop before another node can take over.
+                let left = last_ok.map_or(Duration::ZERO, |t| lease.saturating_sub(t.elapsed()));
+                if left <= period && !parts.cameras.running().await.is_empty() {
+                    tracing::warn!(lease = ?lease, "cut off from Redis for too long: stopping every camera here before its lease expires; another node takes them over");
+                    parts.cameras.set_owned(BTreeSet::new()).await;
+                }
+                false
+            }
+        };
+        show(&parts, &coordinator, &members, coordinated, cameras.len()).await;
+    }
+    // Intake has stopped; the service stops every camera, then says leave.
+    let _ = parts.leave.wait_for(|leave| *leave).await;
+    if let Some(conn) = conn.as_mut() {
+        match tokio::time::timeout(period, coordinator.leave(conn)).await {
+            Ok(Ok(())) => tracing::info!("left the cluster: its leases are free"),
+            Ok(Err(e)) => tracing::warn!(
+                "could not leave the cluster cleanly ({}): its leases expire within {lease:?}",
+                sharpeyes_config::redact_url(&e.to_string())
+            ),
+            Err(_) => tracing::warn!(
+                "Redis did not answer the leave: this node's leases expire within {lease:?}"
+            ),
+        }
+    }
+}
+
+/// One coordination step within `limit`, connecting first if need be.
+async fn step(
+    redis: &sharpeyes_config::Redis,
+    conn: &mut Option<RedisConnection>,
+    coordinator: &mut Coordinator,
+    cameras: &[String],
+    limit: Duration,
+) -> Result<Step, String> {
+    if conn.is_none() {
+        let connected = tokio::time::timeout(limit, RedisStore::connection(redis))
+            .await
+            .map_err(|_| format!("Redis did not answer within {limit:?}"))?
+            .map_err(|e| e.to_string())?;
+        *conn = Some(connected);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err("no Redis connection".into());
+    };
+    match tokio::time::timeout(limit, coordinator.step(c, cameras)).await {
+        Ok(Ok(step)) => Ok(step),
+        Ok(Err(e)) => Err(format!(
+            "Redis: {}",
+            sharpeyes_config::redact_url(&e.to_string())
+        )),
+        Err(_) => Err(format!("Redis did not answer within {limit:?}")),
+    }
+}
+
+/// The view and the gauges after a step.
+async fn show(
+    parts: &Coordination,
+    coordinator: &Coordinator,
+    members: &[Member],
+    coordinated: bool,
+    configured: usize,
+) {
+    let running = parts.cameras.running().await;
+    parts.metrics.nodes.set(members.len() as i64);
+    parts.metrics.cameras.set(running.len() as i64);
+    parts.view.set(ClusterState {
+        node: coordinator.me().clone(),
+        lease_ms: u64::try_from(coordinator.lease().as_millis()).unwrap_or(u64::MAX),
+        coordinated,
+        members: members.to_vec(),
+        configured,
+        cameras: running,
+    });
+}
+
+/// Runs what the step says this node holds: stops what moved away or was lost, starts what
+/// it gained. Returns what moved away, to release.
+async fn apply(parts: &Coordination, step: Step) -> BTreeSet<String> {
+    if !step.lost.is_empty() {
+        parts.metrics.lost.inc_by(step.lost.len() as u64);
+        tracing::warn!(cameras = ?step.lost, "leases taken by another node while this one was cut off: stopped here");
+    }
+    let applied = parts.cameras.set_owned(step.run).await;
+    if !applied.added.is_empty() {
+        tracing::info!(cameras = ?applied.added, "took over");
+    }
+    if !step.hand_over.is_empty() {
+        parts
+            .metrics
+            .handed_over
+            .inc_by(step.hand_over.len() as u64);
+        tracing::info!(cameras = ?step.hand_over, "handing over to another node");
+    }
+    step.hand_over
+}
+
+/// Releases the leases of `cameras`, stopped here; not released in time, the new owner
+/// takes them when the lease expires.
+async fn release(
+    conn: &mut Option<RedisConnection>,
+    coordinator: &mut Coordinator,
+    cameras: &BTreeSet<String>,
+    limit: Duration,
+) {
+    if let (false, Some(c)) = (cameras.is_empty(), conn.as_mut()) {
+        let _ = tokio::time::timeout(limit, coordinator.release(c, cameras)).await;
+    }
+}

@@ -1,0 +1,306 @@
+//! Three `sharpeyes run` processes sharing nine cameras through a real redis-server: each
+//! camera runs on exactly one node, a SIGKILLed node's cameras move once its leases expire,
+//! a SIGTERMed node's move at once, and the shared cooldown keeps each fire to one alert
+//! across the moves.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sharpeyes_testkit::config::{fire_camera, service};
+use sharpeyes_testkit::http::get_as;
+use sharpeyes_testkit::{Fault, FaultProxy, Mosquitto, Redis, Service, Subscriber, fire_cameras};
+
+const PREFIX: &str = "se-cluster";
+const TOKEN: &str = "cluster-test-token";
+const CAMERAS: usize = 9;
+/// Short, so the test is: a dead node's cameras move within this (plus a step).
+const LEASE: &str = "3s";
+
+fn camera_id(i: usize) -> String {
+    format!("3213220053132000{i:04}")
+}
+
+/// One node's configuration: its own data directory, the shared broker, Redis and cameras.
+fn node_config(dir: &Path, broker: u16, redis: u16, sim: &sharpeyes_ingest::Simulator) -> String {
+    let mut text = service(dir, "sharpeyes-1", broker, PREFIX, Some(TOKEN));
+    text = text.replacen(
+        "[http]",
+        &format!(
+            "[redis]\nurl = \"redis://127.0.0.1:{redis}/0\"\nkey_prefix = \"{PREFIX}\"\n\n[cluster]\nlease = \"{LEASE}\"\ncapacity = 10\n\n[http]"
+        ),
+        1,
+    );
+    for i in 1..=CAMERAS {
+        text += &fire_camera(&camera_id(i), &sim.url(i));
+    }
+    text
+}
+
+/// `GET /api/cluster` of a node: (its id, the cameras it runs, the members it sees).
+fn view(http: u16) -> (String, Vec<String>, usize) {
+    let (status, body) = get_as(http, "/api/cluster", TOKEN);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let cameras = v["cameras"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    (
+        v["node"]["id"].as_str().unwrap().to_owned(),
+        cameras,
+        v["members"].as_array().unwrap().len(),
+    )
+}
+
+/// Camera -> the nodes that run it, over the nodes given.
+fn owners(nodes: &[&Service]) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> =
+        (1..=CAMERAS).map(|i| (camera_id(i), Vec::new())).collect();
+    for node in nodes {
+        let (id, cameras, _) = view(node.port());
+        for c in cameras {
+            owners.entry(c).or_default().push(id.clone());
+        }
+    }
+    owners
+}
+
+/// Polls until every camera runs on exactly one of `nodes` (never on two at once) and that
+/// stays so for longer than two coordination steps, within `limit`; returns when that state
+/// was first seen (from the call) and the owners.
+fn settle(nodes: &[&Service], limit: Duration) -> (Duration, BTreeMap<String, Vec<String>>) {
+    const STABLE: Duration = Duration::from_millis(2500);
+    let start = Instant::now();
+    let mut since: Option<(Duration, BTreeMap<String, Vec<String>>)> = None;
+    loop {
+        let owners = owners(nodes);
+        for (camera, on) in &owners {
+            assert!(on.len() <= 1, "camera {camera} runs on {on:?} at once");
+        }
+        if owners.values().all(|on| on.len() == 1) {
+            match &since {
+                Some((first, seen)) if *seen == owners => {
+                    if start.elapsed() - *first > STABLE {
+                        return (*first, owners);
+                    }
+                }
+                _ => since = Some((start.elapsed(), owners.clone())),
+            }
+        } else {
+            since = None;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the cameras did not settle on the nodes within {limit:?}: {owners:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn on(owners: &BTreeMap<String, Vec<String>>, node: &str) -> Vec<String> {
+    owners
+        .iter()
+        .filter(|(_, on)| on.iter().any(|n| n == node))
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, CAMERAS, "0s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-cluster",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let path = d.path().join("service.toml");
+            std::fs::write(&path, node_config(d.path(), broker.port, redis.port, &sim)).unwrap();
+            path
+        })
+        .collect();
+
+    // The file's default node id is refused: two such nodes would share one outbox.
+    let refused = std::process::Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&paths[0])
+        .env_remove("SHARPEYES_NODE_ID")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--node-id, SHARPEYES_NODE_ID"), "{stderr}");
+
+    let start = |i: usize, id: &str| {
+        Service::start_with(bin, &paths[i], dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let c = start(2, "node-c");
+    // Settled means all three are members and hold their share, not the first to start
+    // holding everything: wait for three members everywhere first.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while [&a, &b, &c].iter().any(|n| view(n.port()).2 != 3) {
+        assert!(Instant::now() < deadline, "the nodes never saw each other");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, owners) = settle(&[&a, &b, &c], Duration::from_secs(30));
+    for node in ["node-a", "node-b", "node-c"] {
+        assert!(
+            !on(&owners, node).is_empty(),
+            "{node} runs nothing: {owners:?}"
+        );
+    }
+
+    // Every camera's fire is alerted, by whichever node runs it.
+    let fires = |m: &[sharpeyes_testkit::Message]| -> BTreeMap<String, usize> {
+        let mut count = BTreeMap::new();
+        for m in m {
+            if m.topic.ends_with("/fire") {
+                let camera = m.json()["camera"]["id"].as_str().unwrap().to_owned();
+                *count.entry(camera).or_insert(0) += 1;
+            }
+        }
+        count
+    };
+    let got = centre
+        .wait_until(Duration::from_secs(90), |m| fires(m).len() == CAMERAS)
+        .await;
+    assert_eq!(fires(&got).len(), CAMERAS, "{:?}", fires(&got));
+
+    // SIGKILL: b's cameras wait for its leases to expire, then move to a and c.
+    let b_cameras = on(&owners, "node-b");
+    let killed = Instant::now();
+    b.signal("KILL");
+    let (moved_after, after_kill) = settle(&[&a, &c], Duration::from_secs(30));
+    // Renewed every second on a 3 s lease: nobody takes them before they expire.
+    assert!(
+        moved_after > Duration::from_millis(1500),
+        "a killed node's cameras moved after {moved_after:?}, before its leases expired"
+    );
+    assert!(killed.elapsed() > moved_after);
+    for camera in &b_cameras {
+        assert!(!after_kill[camera].contains(&"node-b".to_owned()));
+    }
+    assert!(
+        on(&after_kill, "node-a").len() + on(&after_kill, "node-c").len() == CAMERAS,
+        "{after_kill:?}"
+    );
+    // Nothing else moved: a and c kept what they had.
+    for node in ["node-a", "node-c"] {
+        for camera in on(&owners, node) {
+            assert_eq!(
+                after_kill[&camera],
+                [node.to_owned()],
+                "{camera} moved between live nodes"
+            );
+        }
+    }
+
+    // SIGTERM: c releases its leases as it stops, and a takes them at its next step, well
+    // within a lease.
+    let c_cameras = on(&after_kill, "node-c");
+    let (exit, log) = c.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    assert!(log.contains("left the cluster"), "{log}");
+    let (moved_after_stop, after_stop) = settle(&[&a], Duration::from_secs(10));
+    for camera in &c_cameras {
+        assert_eq!(after_stop[camera], ["node-a".to_owned()]);
+    }
+    assert!(
+        moved_after_stop < Duration::from_millis(2500),
+        "a clean stop's cameras moved after {moved_after_stop:?}; a kill's after {moved_after:?}"
+    );
+
+    // The cooldown lives in Redis: no camera alerted its fire twice across the moves.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = centre.snapshot();
+    for (camera, n) in fires(&all) {
+        assert_eq!(n, 1, "camera {camera} alerted {n} times");
+    }
+    let (exit, log) = a.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    drop(sim);
+}
+
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_stops_its_cameras_before_their_leases_expire() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 3, "600s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let proxy = FaultProxy::start(redis.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("service.toml");
+    let text: String = node_config(dir.path(), broker.port, proxy.port, &sim)
+        .split("\n[[cameras]]")
+        .take(4)
+        .collect::<Vec<_>>()
+        .join("\n[[cameras]]");
+    std::fs::write(&path, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let node = Service::start_with(bin, &path, dir.path(), "info", &["--node-id", "node-solo"]);
+    let runs = |n: usize| view(node.port()).1.len() == n;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runs(3) {
+        assert!(Instant::now() < deadline, "{:?}", view(node.port()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Redis goes silent (packets held, not refused): the node cannot renew, and must stop
+    // every camera before its leases (3 s) could expire and another node take them.
+    let cut = Instant::now();
+    proxy.set(Fault::Blackhole);
+    while !runs(0) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "still running {:?}",
+            view(node.port())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped_after = cut.elapsed();
+    // Measured from the cut, which came after the last renewal: an upper bound.
+    assert!(
+        stopped_after < Duration::from_secs(3),
+        "stopped {stopped_after:?} after Redis went silent: later than the 3 s lease"
+    );
+    let (status, body) = sharpeyes_testkit::http::get(node.port(), "/readyz");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the cluster's Redis does not answer"),
+        "{body}"
+    );
+
+    // Redis answers again: the node takes its cameras back.
+    proxy.set(Fault::None);
+    proxy.cut();
+    let back = Instant::now();
+    while !runs(3) {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "not back: {:?}",
+            view(node.port())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (exit, log) = node.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    assert!(log.contains("cut off from Redis for too long"), "{log}");
+}
