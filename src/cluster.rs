@@ -5,13 +5,13 @@
 //! expires, so no camera is analysed by two nodes at once. At a clean stop it releases every lease and leaves, and the others
 //! take its cameras at their next step.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 use sharpeyes_alerts::{RedisConnection, RedisStore};
-use sharpeyes_cluster::{Coordinator, Member, Step};
+use sharpeyes_cluster::{Coordinator, Member, Step, assign};
 use sharpeyes_config::{Cluster, Config};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,6 +49,76 @@ impl ClusterView {
     fn set(&self, state: ClusterState) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
     }
+}
+
+/// The sensors this node handles: in a cluster, those whose covering cameras the hash gives
+/// it (or, for a sensor no camera covers, the sensor itself); `None`: every sensor. Every
+/// node hears every reading and keeps every sensor's state, so a sensor that moves here has
+/// its history, but only the node that handles it raises its alarms. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SensorsHere(Arc<RwLock<Option<BTreeSet<String>>>>);
+
+impl SensorsHere {
+    /// Handles none until told otherwise (a node joining a cluster).
+    pub fn none() -> Self {
+        Self(Arc::new(RwLock::new(Some(BTreeSet::new()))))
+    }
+
+    pub fn handles(&self, sensor: &str) -> bool {
+        let here = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        here.as_ref().is_none_or(|s| s.contains(sensor))
+    }
+
+    fn set(&self, sensors: BTreeSet<String>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(sensors);
+    }
+}
+
+/// What the cluster assigns: every camera with its assignment key, and every sensor's key.
+/// Cameras that share a sensor (directly or through a chain of sensors) share a key, the
+/// least camera id among them, so they go to one node and fusion sees them all; a sensor no
+/// camera covers is its own key.
+pub fn assignment(
+    cameras: &[String],
+    config: &Config,
+) -> (Vec<(String, String)>, BTreeMap<String, String>) {
+    fn root<'a>(key: &BTreeMap<&'a str, &'a str>, mut c: &'a str) -> &'a str {
+        while let Some(&parent) = key.get(c).filter(|&&p| p != c) {
+            c = parent;
+        }
+        c
+    }
+    let mut key: BTreeMap<&str, &str> = cameras.iter().map(|c| (c.as_str(), c.as_str())).collect();
+    for sensor in &config.sensors {
+        let covering: Vec<&str> = sensor
+            .cameras
+            .iter()
+            .map(String::as_str)
+            .filter(|c| key.contains_key(c))
+            .collect();
+        for pair in covering.windows(2) {
+            let (a, b) = (root(&key, pair[0]), root(&key, pair[1]));
+            let (low, high) = if a <= b { (a, b) } else { (b, a) };
+            key.insert(high, low);
+        }
+    }
+    let cameras: Vec<(String, String)> = cameras
+        .iter()
+        .map(|c| (c.clone(), root(&key, c).to_owned()))
+        .collect();
+    let sensors = config
+        .sensors
+        .iter()
+        .map(|s| {
+            let k = s
+                .cameras
+                .iter()
+                .find(|c| key.contains_key(c.as_str()))
+                .map_or(s.id.as_str(), |c| root(&key, c));
+            (s.id.clone(), k.to_owned())
+        })
+        .collect();
+    (cameras, sensors)
 }
 
 /// `sharpeyes_cluster_*`.
@@ -97,6 +167,7 @@ impl ClusterMetrics {
 /// What the coordinating task needs; see the module docs.
 pub(crate) struct Coordination {
     pub cameras: Arc<Cameras>,
+    pub sensors: SensorsHere,
     pub view: ClusterView,
     pub metrics: ClusterMetrics,
     /// Turns true when intake stops: no more steps.
@@ -142,7 +213,8 @@ async fn coordinate(
             _ = tokio::time::sleep_until(next) => {}
         }
         let started = Instant::now();
-        let cameras = parts.cameras.configured();
+        let (cameras, sensor_keys) =
+            assignment(&parts.cameras.configured(), parts.cameras.config());
         let result = step(&redis, &mut conn, &mut coordinator, &cameras, attempt).await;
         let coordinated = match result {
             Ok(step) => {
@@ -153,6 +225,14 @@ async fn coordinate(
                 last_ok = Some(started);
                 next = tokio::time::Instant::from_std(started) + period;
                 members = step.members.clone();
+                let me = &coordinator.me().id;
+                parts.sensors.set(
+                    sensor_keys
+                        .into_iter()
+                        .filter(|(_, key)| assign(key, &members).is_some_and(|m| m.id == *me))
+                        .map(|(sensor, _)| sensor)
+                        .collect(),
+                );
                 let hand_over = apply(&parts, step).await;
                 show(&parts, &coordinator, &members, true, cameras.len()).await;
                 // Shown as stopped before released: no moment when two nodes show one camera.
@@ -172,6 +252,7 @@ async fn coordinate(
                 if left <= period && !parts.cameras.running().await.is_empty() {
                     tracing::warn!(lease = ?lease, "cut off from Redis for too long: stopping every camera here before its lease expires; another node takes them over");
                     parts.cameras.set_owned(BTreeSet::new()).await;
+                    parts.sensors.set(BTreeSet::new());
                 }
                 false
             }
@@ -199,7 +280,7 @@ async fn step(
     redis: &sharpeyes_config::Redis,
     conn: &mut Option<RedisConnection>,
     coordinator: &mut Coordinator,
-    cameras: &[String],
+    cameras: &[(String, String)],
     limit: Duration,
 ) -> Result<Step, String> {
     if conn.is_none() {
@@ -274,5 +355,49 @@ async fn release(
 ) {
     if let (false, Some(c)) = (cameras.is_empty(), conn.as_mut()) {
         let _ = tokio::time::timeout(limit, coordinator.release(c, cameras)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRID: &str = "[[grids]]\nid = \"321322\"\nname = \"沭阳县\"\ncentre = \"县中心\"\n";
+
+    fn camera(id: &str) -> String {
+        format!(
+            "[[cameras]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://10.0.0.1/{id}\"\ngrid = \"321322\"\n"
+        )
+    }
+
+    fn sensor(id: &str, cameras: &[&str]) -> String {
+        let cameras: Vec<String> = cameras.iter().map(|c| format!("\"{c}\"")).collect();
+        format!(
+            "[[sensors]]\nid = \"{id}\"\ntype = \"water_level\"\nunit = \"m\"\ngrid = \"321322\"\ncameras = [{}]\nabove = 5.0\n",
+            cameras.join(", ")
+        )
+    }
+
+    #[test]
+    fn cameras_that_share_a_sensor_share_a_key_and_the_sensor_goes_with_them() {
+        let mut text = GRID.to_owned();
+        for c in ["c1", "c2", "c3", "c4"] {
+            text += &camera(c);
+        }
+        text += &sensor("s-a", &["c3", "c2"]);
+        text += &sensor("s-b", &["c4", "c3"]);
+        text += &sensor("s-alone", &[]);
+        let config = Config::parse(&text, std::path::Path::new("t.toml"), &[])
+            .unwrap()
+            .config;
+        let ids: Vec<String> = ["c1", "c2", "c3", "c4"].map(String::from).to_vec();
+        let (cameras, sensors) = assignment(&ids, &config);
+        let key = |c: &str| cameras.iter().find(|(id, _)| id == c).unwrap().1.clone();
+        assert_eq!(key("c1"), "c1");
+        // s-a joins c2 and c3, s-b joins c3 and c4: one group under the least id.
+        assert_eq!([key("c2"), key("c3"), key("c4")], ["c2", "c2", "c2"]);
+        assert_eq!(sensors["s-a"], "c2");
+        assert_eq!(sensors["s-b"], "c2");
+        assert_eq!(sensors["s-alone"], "s-alone");
     }
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::cameras::Directory;
 use crate::metrics::stage;
-use crate::supervise::Health;
+use crate::supervise::Supervisor;
 
 /// How often held alarms and verify mode are looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -53,11 +53,11 @@ pub fn start(
     config: Arc<Config>,
     alerts: Alerts,
     directory: Directory,
-    telemetry: &Telemetry,
-    health: &Health,
+    supervisor: &Supervisor,
     video: mpsc::Receiver<VideoEvent>,
     sensors: mpsc::Receiver<SensorEvent>,
 ) -> (Arc<FusionCounters>, JoinHandle<()>) {
+    let telemetry = &supervisor.telemetry;
     let counters = Arc::new(FusionCounters::default());
     let stage = FusionStage {
         telemetry: telemetry.clone(),
@@ -71,10 +71,8 @@ pub fn start(
             .with_label_values(&[stage::SNAPSHOT]),
         publish: telemetry.stage_seconds.with_label_values(&[stage::PUBLISH]),
     };
-    let task = crate::supervise::spawn(
+    let task = supervisor.spawn(
         "fusion",
-        health.clone(),
-        telemetry.restarts.clone(),
         (stage, video, sensors),
         |(stage, video, sensors)| Box::pin(stage.run(video, sensors)),
     );

@@ -17,7 +17,17 @@ use sharpeyes_ingest::SensorRegistry;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::supervise::Health;
+use crate::cluster::SensorsHere;
+use crate::supervise::Supervisor;
+
+fn sensor_of(event: &SensorEvent) -> &str {
+    match event {
+        SensorEvent::Alarm(alarm) => &alarm.sensor_id,
+        SensorEvent::Cleared { sensor_id }
+        | SensorEvent::Offline { sensor_id, .. }
+        | SensorEvent::Online { sensor_id } => sensor_id,
+    }
+}
 
 /// How often silent sensors are looked for.
 const TICK: Duration = Duration::from_millis(250);
@@ -62,10 +72,11 @@ pub fn start(
     alerts: Alerts,
     prefix: &str,
     fusion: mpsc::Sender<SensorEvent>,
-    telemetry: &Telemetry,
-    health: &Health,
+    supervisor: &Supervisor,
+    here: SensorsHere,
     stop: watch::Receiver<bool>,
 ) -> Result<(Arc<SensorCounters>, JoinHandle<()>), String> {
+    let telemetry = &supervisor.telemetry;
     let counters = Arc::new(SensorCounters::default());
     let inbound = if config.sensors.is_empty() {
         None
@@ -81,11 +92,10 @@ pub fn start(
         fusion,
         counters: counters.clone(),
         telemetry: telemetry.clone(),
+        here,
     };
-    let task = crate::supervise::spawn(
+    let task = supervisor.spawn(
         "sensors",
-        health.clone(),
-        telemetry.restarts.clone(),
         (stage, inbound, stop),
         |(stage, inbound, stop)| Box::pin(stage.run(inbound.as_mut(), stop)),
     );
@@ -99,6 +109,8 @@ struct SensorStage {
     fusion: mpsc::Sender<SensorEvent>,
     counters: Arc<SensorCounters>,
     telemetry: Telemetry,
+    /// In a cluster, the sensors whose events this node acts on.
+    here: SensorsHere,
 }
 
 impl SensorStage {
@@ -126,7 +138,9 @@ impl SensorStage {
             }
             .unwrap_or_default();
             for e in events {
-                self.on_sensor_event(e).await;
+                if self.here.handles(sensor_of(&e)) {
+                    self.on_sensor_event(e).await;
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use crate::cameras::{Cameras, Directory};
 use crate::metrics::{Metrics, Sources};
 use crate::reload::{ConfigSource, Control, ControlLoop, control_loop};
 use crate::status::{CameraBoard, StatusSinks};
-use crate::supervise::Health;
+use crate::supervise::{Health, Supervisor};
 
 /// The broker port `run` embeds when no `[mqtt]` is configured.
 pub const EMBEDDED_BROKER: &str = "127.0.0.1:1883";
@@ -93,16 +93,25 @@ impl Service {
 
         let metrics = Metrics::new();
         let health = Health::default();
+        let supervisor = Supervisor {
+            telemetry: metrics.telemetry.clone(),
+            health: health.clone(),
+        };
         let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
         let analysis = Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
         let (sensor_tx, sensor_rx) = mpsc::channel(SENSOR_EVENTS);
+        let sensors_here = if config.cluster().is_some() {
+            crate::cluster::SensorsHere::none()
+        } else {
+            crate::cluster::SensorsHere::default()
+        };
         let (sensors, sensors_task) = crate::sensors::start(
             &config,
             alerts.clone(),
             &endpoints.prefix,
             sensor_tx,
-            &metrics.telemetry,
-            &health,
+            &supervisor,
+            sensors_here.clone(),
             intake_rx.clone(),
         )?;
         let directory = Directory::default();
@@ -110,8 +119,7 @@ impl Service {
             config.clone(),
             alerts.clone(),
             directory.clone(),
-            &metrics.telemetry,
-            &health,
+            &supervisor,
             video_rx,
             sensor_rx,
         );
@@ -150,6 +158,7 @@ impl Service {
             &config,
             crate::cluster::Coordination {
                 cameras: cameras.clone(),
+                sensors: sensors_here,
                 view: view.clone(),
                 metrics: crate::cluster::ClusterMetrics::new(metrics.registry())
                     .map_err(|e| format!("cluster metrics: {e}"))?,
@@ -159,14 +168,13 @@ impl Service {
         );
 
         let (control, requests) = mpsc::channel(8);
-        let restarts = metrics.telemetry.restarts.clone();
         let api = crate::http::Api {
             alerts: alerts.clone(),
             metrics,
             sources,
             cameras: board,
             control: Some(control.clone()),
-            health: health.clone(),
+            health,
             cluster: view,
         };
         let access = Access::from_config(&config.http, http)?;
@@ -180,10 +188,8 @@ impl Service {
             intake_rx.clone(),
             tls,
         );
-        let control_task = crate::supervise::spawn(
+        let control_task = supervisor.spawn(
             "control",
-            health,
-            restarts,
             ControlLoop {
                 cameras: cameras.clone(),
                 source,

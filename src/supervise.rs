@@ -45,15 +45,31 @@ impl Health {
 /// A task's body: a future that borrows the task's state for as long as it runs.
 pub type Body<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Spawns `run(&mut state)` and runs it again after each panic; ends when a run returns.
-pub fn spawn<S: Send + 'static>(
-    task: &'static str,
-    health: Health,
-    restarts: IntCounterVec,
-    state: S,
-    run: impl for<'a> FnMut(&'a mut S) -> Body<'a> + Send + 'static,
-) -> JoinHandle<()> {
-    tokio::spawn(supervise(task, health, restarts, state, run, FIRST_BACKOFF))
+/// What a supervised stage is given: the metrics it writes (with the restart counter) and
+/// where it says it is down. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    pub telemetry: sharpeyes_analytics::Telemetry,
+    pub health: Health,
+}
+
+impl Supervisor {
+    /// Spawns `run(&mut state)` and runs it again after each panic; ends when a run returns.
+    pub fn spawn<S: Send + 'static>(
+        &self,
+        task: &'static str,
+        state: S,
+        run: impl for<'a> FnMut(&'a mut S) -> Body<'a> + Send + 'static,
+    ) -> JoinHandle<()> {
+        tokio::spawn(supervise(
+            task,
+            self.health.clone(),
+            self.telemetry.restarts.clone(),
+            state,
+            run,
+            FIRST_BACKOFF,
+        ))
+    }
 }
 
 async fn supervise<S: Send>(

@@ -35,8 +35,16 @@ fn node_config(dir: &Path, broker: u16, redis: u16, sim: &sharpeyes_ingest::Simu
     for i in 1..=CAMERAS {
         text += &fire_camera(&camera_id(i), &sim.url(i));
     }
+    // A water level the first two cameras watch: they and the sensor go to one node.
+    text += &format!(
+        "\n[[sensors]]\nid = \"{SENSOR}\"\ntype = \"water_level\"\nunit = \"m\"\ngrid = \"321322-001-003-07\"\ncameras = [\"{}\", \"{}\"]\nabove = 5.0\ninterval = \"1h\"\n\n[fusion]\nwait = \"2s\"\n",
+        camera_id(1),
+        camera_id(2)
+    );
     text
 }
+
+const SENSOR: &str = "water-shuhe-01";
 
 /// `GET /api/cluster` of a node: (its id, the cameras it runs, the members it sees).
 fn view(http: u16) -> (String, Vec<String>, usize) {
@@ -116,13 +124,8 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     let sim = fire_cameras(&cache, CAMERAS, "0s");
     let broker = Mosquitto::start(false, &[]);
     let redis = Redis::start(None);
-    let centre = Subscriber::connect(
-        broker.port,
-        "centre-cluster",
-        &format!("{PREFIX}/alerts/#"),
-        None,
-    )
-    .await;
+    let centre =
+        Subscriber::connect(broker.port, "centre-cluster", &format!("{PREFIX}/#"), None).await;
     let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let paths: Vec<_> = dirs
@@ -165,6 +168,35 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
             "{node} runs nothing: {owners:?}"
         );
     }
+
+    // The sensor's alarm is raised once, by the node that runs its cameras.
+    let sensor_node = owners[&camera_id(1)][0].clone();
+    assert_eq!(owners[&camera_id(2)], owners[&camera_id(1)], "{owners:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let reading = serde_json::json!({ "sensor_id": SENSOR, "type": "water_level", "value": 8.3, "unit": "m", "time": now });
+    centre
+        .publish(
+            &format!("{PREFIX}/sensors/{SENSOR}"),
+            reading.to_string().as_bytes(),
+        )
+        .await;
+    let floods = |m: &[sharpeyes_testkit::Message]| -> Vec<Value> {
+        m.iter()
+            .filter(|m| m.topic.ends_with("/flood"))
+            .map(|m| m.json())
+            .collect()
+    };
+    let got = centre
+        .wait_until(Duration::from_secs(20), |m| !floods(m).is_empty())
+        .await;
+    let flood = floods(&got);
+    assert!(!flood.is_empty(), "no flood alert");
+    assert_eq!(flood[0]["node"], sensor_node.as_str(), "{:?}", flood[0]);
+    // Its node runs the cameras: the alert carries the river camera's frame.
+    assert!(flood[0]["snapshot"]["url"].is_string(), "{:?}", flood[0]);
 
     // Every camera's fire is alerted, by whichever node runs it.
     let fires = |m: &[sharpeyes_testkit::Message]| -> BTreeMap<String, usize> {
@@ -232,6 +264,15 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     for (camera, n) in fires(&all) {
         assert_eq!(n, 1, "camera {camera} alerted {n} times");
     }
+    assert_eq!(floods(&all).len(), 1, "one flood alert: {:?}", floods(&all));
+    // Only the node that handles the sensor says it is in alarm (the cooldown in Redis alone
+    // would hide the other nodes' alerts, not their statuses).
+    let alarms = all
+        .iter()
+        .filter(|m| m.topic == format!("{PREFIX}/sensors/{SENSOR}/status"))
+        .filter(|m| m.json()["state"] == "alarm")
+        .count();
+    assert_eq!(alarms, 1, "alarm statuses of {SENSOR}");
     let (exit, log) = a.stop(Duration::from_secs(30));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     drop(sim);

@@ -101,14 +101,17 @@ impl Node {
         .expect("alert service starts");
         let (sensor_tx, sensor_rx) = mpsc::channel(16);
         let telemetry = Telemetry::new();
-        let health = sharpeyes::supervise::Health::default();
+        let supervisor = sharpeyes::supervise::Supervisor {
+            telemetry: telemetry.clone(),
+            health: Default::default(),
+        };
         let (sensors, sensors_task) = sharpeyes::sensors::start(
             &config,
             alerts.clone(),
             PREFIX,
             sensor_tx,
-            &telemetry,
-            &health,
+            &supervisor,
+            sharpeyes::cluster::SensorsHere::default(),
             shutdown,
         )
         .expect("the sensor stage starts");
@@ -118,8 +121,7 @@ impl Node {
             config,
             alerts.clone(),
             directory.clone(),
-            &telemetry,
-            &health,
+            &supervisor,
             video_rx,
             sensor_rx,
         );

@@ -320,13 +320,14 @@ impl Coordinator {
     }
 
     /// Heartbeats, reads the live members, renews what this node holds and takes the free
-    /// leases of the `cameras` the hash gives it. Run it every third of the TTL. A Redis error
-    /// leaves the held leases as they were: the caller stops its cameras once the last
-    /// successful step is older than the TTL allows.
+    /// leases of the cameras the hash gives it. `cameras` are (camera, assignment key): cameras
+    /// with one key go to one node (a sensor's covering cameras, so fusion stays whole). Run
+    /// it every third of the TTL. A Redis error leaves the held leases as they were: the caller
+    /// stops its cameras once the last successful step is older than the TTL allows.
     pub async fn step(
         &mut self,
         conn: &mut impl ConnectionLike,
-        cameras: &[String],
+        cameras: &[(String, String)],
     ) -> redis::RedisResult<Step> {
         self.members.heartbeat(conn, &self.me, self.ttl).await?;
         let mut members = self.members.live(conn).await?;
@@ -336,8 +337,8 @@ impl Coordinator {
         }
         let mine: BTreeSet<&str> = cameras
             .iter()
-            .filter(|c| assign(c, &members).is_some_and(|m| m.id == self.me.id))
-            .map(String::as_str)
+            .filter(|(_, key)| assign(key, &members).is_some_and(|m| m.id == self.me.id))
+            .map(|(camera, _)| camera.as_str())
             .collect();
         let mut step = Step::default();
         let held: Vec<Lease> = self.held.values().cloned().collect();

@@ -108,7 +108,7 @@ fn member(id: &str) -> Member {
 async fn settle(
     conn: &mut redis::aio::MultiplexedConnection,
     nodes: &mut [&mut Coordinator],
-    cameras: &[String],
+    cameras: &[(String, String)],
     rounds: usize,
 ) -> Vec<Step> {
     let mut last = Vec::new();
@@ -125,8 +125,8 @@ async fn settle(
 }
 
 /// Every camera runs on exactly one node.
-fn exactly_once(steps: &[Step], cameras: &[String]) {
-    for camera in cameras {
+fn exactly_once(steps: &[Step], cameras: &[(String, String)]) {
+    for (camera, _) in cameras {
         let on: Vec<usize> = (0..steps.len())
             .filter(|&i| steps[i].run.contains(camera))
             .collect();
@@ -139,13 +139,23 @@ async fn coordinators_split_the_cameras_hand_over_on_join_and_take_over_a_dead_n
     let redis = Redis::start(None);
     let mut conn = connect(&redis).await;
     let ttl = Duration::from_millis(900);
-    let cameras: Vec<String> = (0..30).map(|i| format!("cam-{i:02}")).collect();
+    // cam-00..cam-29, the first six in pairs that share a sensor (one key each pair).
+    let cameras: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let key = if i < 6 { i / 2 * 2 } else { i };
+            (format!("cam-{i:02}"), format!("cam-{key:02}"))
+        })
+        .collect();
     let mut a = Coordinator::new("coord-test", member("node-a"), ttl);
     let mut b = Coordinator::new("coord-test", member("node-b"), ttl);
 
     // Two nodes: after a round in which both are members, every camera on exactly one.
     let steps = settle(&mut conn, &mut [&mut a, &mut b], &cameras, 3).await;
     exactly_once(&steps, &cameras);
+    for pair in cameras[..6].chunks(2) {
+        let node = |cam: &str| steps.iter().position(|s| s.run.contains(cam));
+        assert_eq!(node(&pair[0].0), node(&pair[1].0), "{pair:?} split");
+    }
     assert!(
         steps[0].run.len() >= 8 && steps[1].run.len() >= 8,
         "{steps:?}"
