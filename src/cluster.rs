@@ -378,6 +378,55 @@ mod tests {
         )
     }
 
+    /// The Kubernetes manifests render (kustomize, offline), give each pod its name as node
+    /// id, and carry the configuration the config tests load.
+    #[test]
+    fn the_kubernetes_manifests_render_with_pod_names_as_node_ids() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/k8s");
+        let out = std::process::Command::new("kubectl")
+            .args(["kustomize", dir])
+            .output()
+            .expect("kubectl runs (apt install kubectl): it renders ops/k8s offline");
+        let yaml = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for kind in [
+            "Namespace",
+            "ConfigMap",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget",
+        ] {
+            assert!(
+                yaml.contains(&format!("kind: {kind}\n")),
+                "no {kind}:\n{yaml}"
+            );
+        }
+        let after: Vec<&str> = yaml
+            .lines()
+            .skip_while(|l| l.trim() != "- name: SHARPEYES_NODE_ID")
+            .skip(1)
+            .take(3)
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            after,
+            ["valueFrom:", "fieldRef:", "fieldPath: metadata.name"]
+        );
+        // The generated ConfigMap's name (with its content hash) is the one mounted.
+        let generated: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("name: sharpeyes-config-"))
+            .collect();
+        assert_eq!(generated.len(), 2, "declared and mounted: {generated:?}");
+        assert_eq!(generated[0], generated[1]);
+        assert!(yaml.contains("[cluster]") && yaml.contains("namespace: sharpeyes"));
+        assert!(yaml.contains("/etc/sharpeyes/sharpeyes.toml"));
+    }
+
     #[test]
     fn cameras_that_share_a_sensor_share_a_key_and_the_sensor_goes_with_them() {
         let mut text = GRID.to_owned();

@@ -66,6 +66,16 @@ pub fn print_loaded(loaded: &Loaded) {
             println!("  {what}: used by {}{more}", shown.join(", "));
         }
     }
+    let id_from_env = std::env::var("SHARPEYES_NODE_ID").is_ok();
+    if loaded.config.cluster().is_some()
+        && loaded.config.node.id == sharpeyes_config::DEFAULT_NODE_ID
+        && !id_from_env
+    {
+        println!(
+            "node id: the default `{}`, which `run` refuses in a cluster: give each node its own with --node-id or SHARPEYES_NODE_ID (a pod name)",
+            sharpeyes_config::DEFAULT_NODE_ID
+        );
+    }
     if loaded.warnings.items.is_empty() {
         println!("no warnings");
     } else {

@@ -133,6 +133,26 @@ impl fmt::Display for Summary<'_> {
                 c.node.data_dir.display()
             )?,
         }
+        if let Some(cluster) = c.cluster() {
+            let capacity = match cluster.capacity {
+                Some(n) => format!("{n}"),
+                None => format!(
+                    "{} ({} per core here)",
+                    cluster.capacity(),
+                    crate::CAMERAS_PER_CORE
+                ),
+            };
+            writeln!(
+                f,
+                "cluster: node {}, lease {}, capacity {capacity}{}",
+                c.node.id,
+                humantime::format_duration(cluster.lease),
+                cluster
+                    .zone
+                    .as_ref()
+                    .map_or(String::new(), |z| format!(", zone {z}"))
+            )?;
+        }
         write!(f, "http: {}", c.http.listen)
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let readings: Readings = v.table(src, "readings").unwrap_or_default();
     let cluster: Option<Cluster> = v.table(src, "cluster");
     if let Some(c) = cluster.as_ref().filter(|c| c.enabled) {
-        v.cluster(c, redis.is_some(), &node.id);
+        v.cluster(c, redis.is_some());
     }
     let ingest: Ingest = v.table(src, "ingest").unwrap_or_default();
     let grids: Section<Grid> = v.array(src, "grids", "id");
@@ -198,8 +198,9 @@ impl Validator {
         self.push(Problem::warning(path, msg).hint(hint));
     }
 
-    /// `[cluster]` needs `[redis]`, a lease Redis can keep and a node id of its own.
-    fn cluster(&mut self, cluster: &Cluster, redis: bool, node_id: &str) {
+    /// `[cluster]` needs `[redis]` and a lease Redis can keep. (Its own node id may come
+    /// from the environment: `run` checks it, `check-config` reports it.)
+    fn cluster(&mut self, cluster: &Cluster, redis: bool) {
         let path = FieldPath::root().key("cluster");
         if !redis {
             self.error(
@@ -226,15 +227,6 @@ impl Validator {
         }
         if let Some(zone) = &cluster.zone {
             self.topic_safe(path.key("zone"), "cluster zone", zone);
-        }
-        if node_id == crate::DEFAULT_NODE_ID {
-            self.warn(
-                FieldPath::root().key("node").key("id"),
-                format!(
-                    "[cluster] is on and the node id is the default `{node_id}`; `run` refuses it"
-                ),
-                "give each node its own id: --node-id, SHARPEYES_NODE_ID (a pod name) or [node] id",
-            );
         }
     }
 
