@@ -73,6 +73,11 @@ struct Args {
     /// Only re-render the table and plot of an earlier run's `e2e.json`.
     #[arg(long, value_name = "E2E_JSON")]
     replot: Option<PathBuf>,
+    /// Instead of the steps: a soak of this many minutes with the first `--cameras` count,
+    /// the broker and Redis restarted in turn every third minute and a camera removed and
+    /// added back every minute; writes `soak.json` and `soak.txt`.
+    #[arg(long, value_name = "MINUTES")]
+    soak_minutes: Option<u64>,
     /// Where `e2e.json`, `e2e.svg` and `e2e.txt` go.
     #[arg(long, default_value_os_t = target_dir().join("e2e"))]
     out: PathBuf,
@@ -134,6 +139,9 @@ fn main() -> ExitCode {
         clip_cache: Some(target_dir().join("sim-clips")),
         ..Options::new(a.binary)
     };
+    if let Some(minutes) = a.soak_minutes {
+        return soak(&options, minutes, &a.out);
+    }
     println!(
         "e2e: {:?} cameras at {}x{} {} fps GOP {}, {} s per step after {} s warm-up; pipelines {:?}",
         options.cameras,
@@ -170,6 +178,47 @@ fn main() -> ExitCode {
         }
     };
     write_outputs(&a.out, &run, true);
+    ExitCode::SUCCESS
+}
+
+/// Runs the soak with the first camera count and writes its report.
+fn soak(options: &Options, minutes: u64, out: &std::path::Path) -> ExitCode {
+    let cameras = options.cameras.first().copied().unwrap_or(32);
+    println!(
+        "soak: {cameras} cameras at {}x{} {} fps GOP {} for {minutes} minutes, with faults and churn",
+        options.width, options.height, options.fps, options.gop
+    );
+    let soak = match e2e::soak::run(options, cameras, minutes, |s| {
+        println!(
+            "  minute {}: RSS {:.1} MiB, {} fds, {} queued, {} received, {}",
+            s.minute,
+            s.rss_mib,
+            s.fds,
+            s.alerts_queued,
+            s.alerts_received,
+            s.events.join(", ")
+        );
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = e2e::soak::report(&soak);
+    println!("\n{text}");
+    let written = std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(out.join("soak.txt"), &text))
+        .and_then(|()| {
+            std::fs::write(
+                out.join("soak.json"),
+                serde_json::to_string_pretty(&soak).unwrap_or_default(),
+            )
+        });
+    match written {
+        Ok(()) => println!("wrote {}", out.join("soak.txt").display()),
+        Err(e) => eprintln!("soak: {}: {e}", out.display()),
+    }
     ExitCode::SUCCESS
 }
 

@@ -11,6 +11,7 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 /// An alert as it arrived.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub id: String,
     pub at: SystemTime,
     pub camera: String,
     pub hazard: String,
@@ -25,7 +26,23 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects, subscribes to `filter` and returns once the broker granted it (10 s at most).
     pub fn start(port: u16, filter: &str) -> Result<Subscriber, String> {
-        let mut opts = MqttOptions::new("sharpeyes-e2e", "127.0.0.1", port);
+        Self::connect(port, filter, "sharpeyes-e2e", true)
+    }
+
+    /// [`Subscriber::start`] on a persistent session, as a grid centre keeps one: what the
+    /// broker holds for it while it reconnects after a broker restart is not lost.
+    pub fn start_persistent(port: u16, filter: &str) -> Result<Subscriber, String> {
+        Self::connect(port, filter, "sharpeyes-soak", false)
+    }
+
+    fn connect(
+        port: u16,
+        filter: &str,
+        client_id: &str,
+        clean: bool,
+    ) -> Result<Subscriber, String> {
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_clean_session(clean);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut connection) = Client::new(opts, 64);
@@ -63,6 +80,7 @@ impl Subscriber {
                         let text =
                             |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
                         g.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
+                            id: text(&v["id"]),
                             at,
                             camera: text(&v["camera"]["id"]),
                             hazard: text(&v["hazard"]),
@@ -86,6 +104,24 @@ impl Subscriber {
             .iter()
             .filter(|a| a.hazard == "fire")
             .count()
+    }
+
+    /// Distinct alert ids so far.
+    pub fn distinct_ids(&self) -> usize {
+        let got = self.got.lock().unwrap_or_else(|e| e.into_inner());
+        got.iter()
+            .map(|a| a.id.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// Stops listening; how many times each alert id arrived.
+    pub fn stop_ids(self) -> std::collections::BTreeMap<String, usize> {
+        let mut ids = std::collections::BTreeMap::new();
+        for a in self.stop() {
+            *ids.entry(a.id).or_insert(0) += 1;
+        }
+        ids
     }
 
     /// Stops listening; every alert received, in order of arrival.

@@ -6,12 +6,14 @@
 //! read from `/proc` are the service's alone. Each step starts everything afresh, lets the
 //! cameras settle, then measures a window: frame counters and inference from `/metrics`,
 //! and alert latency from each scheduled fire (the simulator logs when its first frame was
-//! sent) to its alert arriving at a subscriber of the broker.
+//! sent) to its alert arriving at a subscriber of the broker. [`soak`] runs one N for many
+//! minutes under broker and Redis faults and camera churn.
 
 mod alerts;
 pub mod procs;
 mod prom;
 pub mod report;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
