@@ -1,6 +1,6 @@
 //! The soak: N simulated cameras through the real service for many minutes, with the broker
-//! and Redis restarted in turn and a camera removed and added back over the API every
-//! minute. It reports what a leak or a lost alert would show: the service's memory and file
+//! and Redis restarted in turn and a camera added over the API every minute and
+//! removed the next. It reports what a leak or a lost alert would show: the service's memory and file
 //! descriptors at the start and the end, task panics and restarts, and every alert the
 //! service queued against what a persistent QoS 1 subscriber received.
 
@@ -158,33 +158,35 @@ pub fn run(
                 events.push(format!("broker down {} s", OUTAGE.as_secs()));
             }
         }
-        // Churn: one camera removed over the API and added back.
+        // Churn: the camera added over the API a minute ago is removed, and another added
+        // (a second client of one of the simulator's streams).
         super::sleep_until(at(base + 35));
-        let n = (minute as usize % cameras) + 1;
-        let id = camera_id(n);
-        let (status, body) = delete(http, &format!("/api/cameras/{id}"), Some(TOKEN));
-        if status == 200 {
-            let entry = fire_camera(&id, &sim.url(n));
-            let entry = entry
-                .trim_start()
-                .trim_start_matches("[[cameras]]")
-                .trim_start();
-            std::thread::sleep(Duration::from_secs(3));
-            let (status, body) = post(http, "/api/cameras", Some(TOKEN), entry);
-            events.push(if status == 200 {
-                format!("churn cam{n}")
-            } else {
-                format!(
-                    "churn cam{n}: adding back answered {status}: {}",
+        if minute > 0 {
+            let old = camera_id(1000 + minute as usize - 1);
+            let (status, body) = delete(http, &format!("/api/cameras/{old}"), Some(TOKEN));
+            if status != 200 {
+                events.push(format!(
+                    "removing {old} answered {status}: {}",
                     String::from_utf8_lossy(&body)
-                )
-            });
-        } else {
-            events.push(format!(
-                "churn cam{n}: removing answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
+                ));
+            }
         }
+        let n = (minute as usize % cameras) + 1;
+        let id = camera_id(1000 + minute as usize);
+        let entry = fire_camera(&id, &sim.url(n));
+        let entry = entry
+            .trim_start()
+            .trim_start_matches("[[cameras]]")
+            .trim_start();
+        let (status, body) = post(http, "/api/cameras", Some(TOKEN), entry);
+        events.push(if status == 200 {
+            format!("churn: {id} on cam{n}")
+        } else {
+            format!(
+                "adding {id} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
         super::sleep_until(at(base + 58));
         let s = scrape(http).unwrap_or_default();
         let sample = Sample {
@@ -194,8 +196,9 @@ pub fn run(
             alerts_queued: s.sum("sharpeyes_alerts_total", &[]),
             alerts_received: subscriber.distinct_ids(),
             outbox_depth: s.sum("sharpeyes_outbox_depth", &[]),
-            panics: s.sum("sharpeyes_task_panics_total", &[]),
-            restarts: s.sum("sharpeyes_task_restarts_total", &[]),
+            // `+ 0.0`: an empty sum is -0.0.
+            panics: s.sum("sharpeyes_task_panics_total", &[]) + 0.0,
+            restarts: s.sum("sharpeyes_task_restarts_total", &[]) + 0.0,
             events,
         };
         progress(&sample);
@@ -211,7 +214,7 @@ pub fn run(
     loop {
         if let Ok(s) = scrape(http) {
             queued = s.sum("sharpeyes_alerts_total", &[]);
-            refused = s.sum("sharpeyes_alerts_refused_total", &[]);
+            refused = s.sum("sharpeyes_alerts_refused_total", &[]) + 0.0;
             if s.sum("sharpeyes_outbox_depth", &[]) == 0.0
                 && subscriber.distinct_ids() as f64 >= queued
             {
