@@ -392,21 +392,8 @@ fn service_config(
     broker: u16,
     sim_port: u16,
 ) -> String {
-    // The shared fixtures, with the detector tuned as the options ask; one alert per camera
-    // in the whole run.
-    let mut fire = FIRE.to_owned();
-    for (key, value) in [
-        ("input_size", options.input_size.to_string()),
-        ("threads", options.threads.to_string()),
-        ("max_batch", options.max_batch.to_string()),
-        (
-            "max_wait",
-            format!("\"{}ms\"", options.max_wait.as_millis()),
-        ),
-        ("cooldown", "\"30m\"".to_owned()),
-    ] {
-        fire = with(&fire, key, &value);
-    }
+    // One alert per camera in the whole run.
+    let fire = tuned_fire(options, "30m");
     let mut out = format!(
         r#"[node]
 id = "bench-node"
@@ -434,6 +421,25 @@ enabled = {motion}
         ));
     }
     out
+}
+
+/// The shared fire fixture with the detector tuned as the options ask, cooling down for
+/// `cooldown` (e.g. `"30m"`).
+fn tuned_fire(options: &Options, cooldown: &str) -> String {
+    let mut fire = FIRE.to_owned();
+    for (key, value) in [
+        ("input_size", options.input_size.to_string()),
+        ("threads", options.threads.to_string()),
+        ("max_batch", options.max_batch.to_string()),
+        (
+            "max_wait",
+            format!("\"{}ms\"", options.max_wait.as_millis()),
+        ),
+        ("cooldown", format!("\"{cooldown}\"")),
+    ] {
+        fire = with(&fire, key, &value);
+    }
+    fire
 }
 
 fn sleep_until(t: Instant) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sharpeyes_ingest::{Simulator, SimulatorConfig};
-use sharpeyes_testkit::config::{FIRE, GRIDS, fire_camera, with};
+use sharpeyes_testkit::config::{GRIDS, fire_camera};
 use sharpeyes_testkit::http::{delete, post};
 use sharpeyes_testkit::{Mosquitto, Redis};
 
@@ -62,14 +62,7 @@ fn config(
     redis: u16,
     sim: &Simulator,
 ) -> String {
-    let mut fire = FIRE.to_owned();
-    for (key, value) in [
-        ("input_size", options.input_size.to_string()),
-        ("max_batch", options.max_batch.to_string()),
-        ("cooldown", "\"1m\"".to_owned()),
-    ] {
-        fire = with(&fire, key, &value);
-    }
+    let fire = super::tuned_fire(options, "1m");
     let mut out = format!(
         r#"[node]
 id = "soak-node"
