@@ -255,6 +255,7 @@ impl Metrics {
             self.outbox.set((s.queued + s.in_flight) as i64);
             self.mqtt_connected.set(i64::from(s.connected));
             mirror(&self.telemetry.panics, &["alerts"], s.panics);
+            mirror(&self.telemetry.restarts, &["mqtt-link"], s.link_restarts);
             for (severity, n) in &s.refused {
                 mirror(&self.alerts_refused, &[severity], *n);
             }

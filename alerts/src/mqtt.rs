@@ -317,6 +317,9 @@ pub(crate) enum LinkCommand {
     Retain { topic: String, payload: String },
     /// A plain QoS 1 message that is not an alert (a dead letter): not in the outbox.
     Notice { topic: String, payload: String },
+    /// A panic inside the link, for the test that shows it survives one.
+    #[cfg(test)]
+    Panic,
 }
 
 /// A message received on one of the extra subscriptions (sensor readings).
@@ -498,43 +501,29 @@ impl Link {
     /// CONNACK, it leaves a connection the broker sees vanish, which fires the last will. So a
     /// connection attempt is interrupted only by shutdown; commands wait in their channel.
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        // However the link ends (a panic included), it is no longer connected: `/readyz`
-        // says so rather than report a dead link as up.
+        use futures_util::FutureExt;
+        // However the link ends, it is no longer connected: `/readyz` says so rather than
+        // report a dead link as up.
         let _down = Disconnected(self.stats.clone());
         // Ticks missed while disconnected are skipped, not fired in a burst on reconnecting:
         // a burst checked stale send times once per missed second and reconnected each time.
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let event = if self.connected {
-                self.fill_window();
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut shutdown) => break,
-                    command = self.commands.recv() => {
-                        match command {
-                            Some(c) => self.command(c),
-                            None => break,
-                        }
-                        continue;
-                    }
-                    _ = watchdog.tick() => {
-                        self.check_stuck();
-                        continue;
-                    }
-                    event = self.eventloop.poll() => event,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut shutdown) => break,
-                    event = self.eventloop.poll() => event,
-                }
-            };
-            match event {
-                Ok(event) => self.event(event).await,
-                Err(e) => {
-                    let wait = self.lost(e);
+            let step = std::panic::AssertUnwindSafe(self.step(&mut shutdown, &mut watchdog))
+                .catch_unwind()
+                .await;
+            match step {
+                Ok(Step::Go) => {}
+                Ok(Step::Stop) => break,
+                Err(panic) => {
+                    // What the link holds (the queue, the window, the outbox keys) survives;
+                    // the connection is started again, as after a lost one.
+                    let message = sharpeyes_analytics::panic_message(panic.as_ref());
+                    tracing::error!(task = "mqtt-link", panic = %message, in_flight = self.in_flight.len(), queued = self.queue.len(), "the MQTT link panicked (a bug; please report it): counted; it reconnects and goes on");
+                    self.stats.link_restarts.fetch_add(1, Ordering::Relaxed);
+                    self.eventloop.clean();
+                    let wait = self.down();
                     tokio::select! {
                         biased;
                         _ = stopped(&mut shutdown) => break,
@@ -544,6 +533,51 @@ impl Link {
             }
         }
         self.drain().await;
+    }
+
+    /// One turn of the link: a command, a watchdog tick or one event of the connection.
+    async fn step(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        watchdog: &mut tokio::time::Interval,
+    ) -> Step {
+        let event = if self.connected {
+            self.fill_window();
+            tokio::select! {
+                biased;
+                _ = stopped(shutdown) => return Step::Stop,
+                command = self.commands.recv() => {
+                    match command {
+                        Some(c) => self.command(c),
+                        None => return Step::Stop,
+                    }
+                    return Step::Go;
+                }
+                _ = watchdog.tick() => {
+                    self.check_stuck();
+                    return Step::Go;
+                }
+                event = self.eventloop.poll() => event,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = stopped(shutdown) => return Step::Stop,
+                event = self.eventloop.poll() => event,
+            }
+        };
+        match event {
+            Ok(event) => self.event(event).await,
+            Err(e) => {
+                let wait = self.lost(e);
+                tokio::select! {
+                    biased;
+                    _ = stopped(shutdown) => return Step::Stop,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        Step::Go
     }
 
     fn command(&mut self, command: LinkCommand) {
@@ -556,6 +590,8 @@ impl Link {
             LinkCommand::Notice { topic, payload } => {
                 self.queue.push(Item::Notice { topic, payload })
             }
+            #[cfg(test)]
+            LinkCommand::Panic => panic!("a panic put in the link by a test"),
         }
         self.counts();
     }
@@ -724,6 +760,11 @@ impl Link {
         } else if self.failures == 1 || self.failures % 20 == 0 {
             tracing::warn!(broker = %self.settings.broker(), attempts = self.failures, "cannot connect to the MQTT broker: {error}; retrying (alerts wait in the outbox)");
         }
+        self.down()
+    }
+
+    /// Marks the connection down; returns how long to wait before reconnecting.
+    fn down(&mut self) -> Duration {
         self.connected = false;
         self.stats.connected.store(false, Ordering::Relaxed);
         let wait = self.backoff;
@@ -799,6 +840,12 @@ impl Link {
     }
 }
 
+/// What the link does after one [`Link::step`].
+enum Step {
+    Go,
+    Stop,
+}
+
 /// Marks the link down when dropped.
 struct Disconnected(Arc<Stats>);
 
@@ -819,5 +866,79 @@ async fn remove_published(
         if let Err(e) = store.outbox_remove(&key).await {
             tracing::warn!(alert = %alert_id, "published, but the outbox entry stays: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use sharpeyes_testkit::{Mosquitto, Subscriber};
+
+    fn record(n: u32) -> OutboxRecord {
+        OutboxRecord {
+            alert_id: format!("alert-{n}"),
+            topic: format!("t/alerts/{n}"),
+            payload: format!("{{\"n\":{n}}}"),
+        }
+    }
+
+    /// A panic in the link costs a reconnect: what it held and what comes after still go out,
+    /// and the restart is counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_link_survives_a_panic_and_delivers_what_it_held_and_what_follows() {
+        let broker = Mosquitto::start(false, &[]);
+        let sub = Subscriber::connect(broker.port, "centre-link", "t/alerts/#", None).await;
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let stats = Arc::new(Stats::default());
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (acks, _acks_rx) = mpsc::channel(8);
+        let settings = MqttSettings::plain("127.0.0.1", broker.port, "t", "link-test");
+        let link = Link::new(
+            settings,
+            store.clone(),
+            stats.clone(),
+            Vec::new(),
+            rx,
+            acks,
+            None,
+        )
+        .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(link.run(shutdown));
+        let mut keys = Vec::new();
+        for n in 0..3 {
+            let r = record(n);
+            let key = store.outbox_append(&r).await.unwrap();
+            keys.push(key.clone());
+            commands
+                .send(LinkCommand::Publish { key, record: r })
+                .unwrap();
+            if n == 1 {
+                commands.send(LinkCommand::Panic).unwrap();
+            }
+        }
+        let got = sub
+            .wait_until(Duration::from_secs(15), |m| m.len() >= 3)
+            .await;
+        let mut topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        assert_eq!(topics, ["t/alerts/0", "t/alerts/1", "t/alerts/2"]);
+        assert_eq!(stats.link_restarts.load(Ordering::Relaxed), 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.outbox_len().await.unwrap() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "published alerts stay in the outbox"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(stats.connected.load(Ordering::Relaxed), "connected again");
+        let _ = stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the link stops")
+            .unwrap();
     }
 }

@@ -146,6 +146,9 @@ pub struct AlertStats {
     pub dead_letters: u64,
     /// Panics caught while handling one escalation or acknowledgement.
     pub panics: u64,
+    /// Panics of the MQTT link, each answered by reconnecting
+    /// (`sharpeyes_task_restarts_total{task="mqtt-link"}`).
+    pub link_restarts: u64,
     /// Alerts the link holds (queued or in flight).
     pub alerts_waiting: usize,
     /// Alerts refused with the outbox full, by severity.
@@ -251,6 +254,7 @@ impl Alerts {
             time_to_ack_ms_total: s.time_to_ack_ms_total.load(Ordering::Relaxed),
             store_errors: s.store_errors.load(Ordering::Relaxed),
             panics: s.panics.load(Ordering::Relaxed),
+            link_restarts: s.link_restarts.load(Ordering::Relaxed),
             alerts_waiting: s.alerts_waiting.load(Ordering::Relaxed),
             refused: s
                 .refused

@@ -24,6 +24,8 @@ pub(crate) struct Stats {
     pub dead_letters: AtomicU64,
     /// Panics caught while handling one escalation or one acknowledgement.
     pub panics: AtomicU64,
+    /// Panics of the MQTT link, each followed by a new connection.
+    pub link_restarts: AtomicU64,
     /// Alerts handed to the link and not yet acknowledged by the broker (in its command
     /// channel, its queue, or in flight).
     pub alerts_waiting: AtomicUsize,
