@@ -2,8 +2,11 @@
 //!
 //! `submit` applies the cooldown, stores the snapshot, writes the alert to the outbox and
 //! schedules its escalation before handing it to the MQTT link; so once `submit` returns,
-//! neither a broker outage nor a killed process loses the alert. Two small tasks run beside
-//! the link: one turns due escalations into republished alerts, one records acknowledgements.
+//! neither a broker outage nor a killed process loses the alert. The cooldown is claimed only
+//! once the alert is in the outbox: a process killed before that sent nothing and holds back
+//! nothing (killed between the two, it may cost one extra alert after the restart). Two small
+//! tasks run beside the link: one turns due escalations into republished alerts, one records
+//! acknowledgements.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -378,15 +381,10 @@ impl Alerts {
         let hazard = inner.config.hazard(&alert.hazard);
         let cooldown = hazard.map_or(Duration::from_secs(300), |h| h.cooldown);
         let key = alert.cooldown_key();
-        let mut claimed = false;
         if !cooldown.is_zero() {
-            match inner.store.claim_cooldown(&key, cooldown).await {
-                Ok(true) => claimed = true,
-                Ok(false) => {
-                    inner.stats.suppressed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key = %key, "alert suppressed: within its cooldown");
-                    return Ok(Submitted::Suppressed);
-                }
+            match inner.store.cooldown_held(&key).await {
+                Ok(true) => return Ok(self.suppressed(&key)),
+                Ok(false) => {}
                 // Better a possible duplicate than a missed alert.
                 Err(e) => self.store_error("cooldown", &e),
             }
@@ -424,13 +422,26 @@ impl Alerts {
         }
         // The escalation is scheduled with the alert exactly as published.
         let (topic, json) = (record.topic.clone(), record.payload.clone());
-        let durable = self.enqueue(record).await;
-        if claimed && !durable {
-            // Not durable: it may never go out, so it must not hold back the next one.
-            if let Err(e) = inner.store.release_cooldown(&key).await {
-                self.store_error("cooldown release", &e);
+        let outbox_key = self.append(&record).await;
+        // Claimed once durable: a process killed before this sent nothing and holds back
+        // nothing. An alert that is not durable may never go out, so it claims nothing either.
+        if !cooldown.is_zero() && outbox_key.is_some() {
+            match inner.store.claim_cooldown(&key, cooldown).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another submit of the same camera, hazard and zone got there first.
+                    if let Some(k) = outbox_key.as_deref().filter(|k| !k.is_empty()) {
+                        if let Err(e) = inner.store.outbox_remove(k).await {
+                            self.store_error("outbox removal of a repeat", &e);
+                        }
+                    }
+                    return Ok(self.suppressed(&key));
+                }
+                Err(e) => self.store_error("cooldown", &e),
             }
         }
+        let durable = outbox_key.is_some();
+        self.hand_to_link(outbox_key.unwrap_or_default(), record);
         if let Some(h) = hazard.filter(|h| !h.escalate_after.is_zero()) {
             if alert.escalated(&inner.config).is_some() {
                 let due = SystemTime::now() + h.escalate_after;
@@ -586,22 +597,40 @@ impl Alerts {
         })
     }
 
-    /// Into the outbox, then to the link. `false` when the store failed and the alert is only
-    /// in memory (published all the same).
-    async fn enqueue(&self, record: OutboxRecord) -> bool {
-        let (key, durable) = match self.inner.store.outbox_append(&record).await {
-            Ok(key) => (key, true),
+    fn suppressed(&self, key: &str) -> Submitted {
+        self.inner.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(key = %key, "alert suppressed: within its cooldown");
+        Submitted::Suppressed
+    }
+
+    /// Into the outbox: its key, or `None` when the store failed and the alert can only be
+    /// published from memory.
+    async fn append(&self, record: &OutboxRecord) -> Option<String> {
+        match self.inner.store.outbox_append(record).await {
+            Ok(key) => Some(key),
             Err(e) => {
                 self.store_error("outbox", &e);
-                (String::new(), false)
+                None
             }
-        };
+        }
+    }
+
+    /// To the link, which publishes it and then removes `key` (when not empty) from the outbox.
+    fn hand_to_link(&self, key: String, record: OutboxRecord) {
         // Counted until the broker acknowledges it (the link counts it down).
         self.inner
             .stats
             .alerts_waiting
             .fetch_add(1, Ordering::Relaxed);
         let _ = self.inner.link.send(LinkCommand::Publish { key, record });
+    }
+
+    /// Into the outbox, then to the link. `false` when the store failed and the alert is only
+    /// in memory (published all the same).
+    async fn enqueue(&self, record: OutboxRecord) -> bool {
+        let key = self.append(&record).await;
+        let durable = key.is_some();
+        self.hand_to_link(key.unwrap_or_default(), record);
         durable
     }
 

@@ -82,11 +82,12 @@ pub trait StateStore: Send + Sync {
 
     fn ping(&self) -> StoreFuture<'_, ()>;
 
+    /// Whether someone holds the cooldown `key`: a look before the work of an alert, which
+    /// [`claim_cooldown`](Self::claim_cooldown) settles once the alert is durable.
+    fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
     /// Takes the cooldown `key` for `ttl`: `true` when nobody held it, so the caller alerts.
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool>;
-
-    /// Gives back a cooldown claimed for an alert that could not be made durable.
-    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
 
     /// Durably appends `record`; returns its outbox key. Durable means: written before this
     /// returns, so a killed process replays it.

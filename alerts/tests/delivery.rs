@@ -1342,37 +1342,55 @@ async fn a_full_outbox_refuses_the_least_severe_alerts_first() {
     svc.shutdown().await;
 }
 
-/// A store whose outbox removals take 2 s each (a Redis at the end of a slow link): the rest
-/// is the memory store's.
-struct SlowRemovals(MemoryStore);
+/// Another store with faults put in: removals that take `removal_delay` each (a Redis at the
+/// end of a slow link), and outbox writes that never finish while `appends_hang` is set (the
+/// process dies in the middle of one).
+struct Faulty {
+    inner: Arc<dyn StateStore>,
+    removal_delay: Duration,
+    appends_hang: bool,
+}
 
-impl StateStore for SlowRemovals {
+impl Faulty {
+    fn new(inner: Arc<dyn StateStore>) -> Self {
+        Self {
+            inner,
+            removal_delay: Duration::ZERO,
+            appends_hang: false,
+        }
+    }
+}
+
+impl StateStore for Faulty {
     fn describe(&self) -> String {
-        "memory with slow removals".into()
+        format!("{} with faults", self.inner.describe())
     }
     fn ping(&self) -> StoreFuture<'_, ()> {
-        self.0.ping()
+        self.inner.ping()
+    }
+    fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.cooldown_held(key)
     }
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        self.0.claim_cooldown(key, ttl)
-    }
-    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        self.0.release_cooldown(key)
+        self.inner.claim_cooldown(key, ttl)
     }
     fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
-        self.0.outbox_append(record)
+        if self.appends_hang {
+            return Box::pin(std::future::pending());
+        }
+        self.inner.outbox_append(record)
     }
     fn outbox_pending(&self) -> StoreFuture<'_, Vec<(String, OutboxRecord)>> {
-        self.0.outbox_pending()
+        self.inner.outbox_pending()
     }
     fn outbox_remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            self.0.outbox_remove(key).await
+            tokio::time::sleep(self.removal_delay).await;
+            self.inner.outbox_remove(key).await
         })
     }
     fn outbox_len(&self) -> StoreFuture<'_, usize> {
-        self.0.outbox_len()
+        self.inner.outbox_len()
     }
     fn schedule_escalation<'a>(
         &'a self,
@@ -1380,29 +1398,29 @@ impl StateStore for SlowRemovals {
         due: std::time::SystemTime,
         alert_json: &'a str,
     ) -> StoreFuture<'a, ()> {
-        self.0.schedule_escalation(alert_id, due, alert_json)
+        self.inner.schedule_escalation(alert_id, due, alert_json)
     }
     fn take_due_escalations(
         &self,
         now: std::time::SystemTime,
         limit: usize,
     ) -> StoreFuture<'_, Vec<String>> {
-        self.0.take_due_escalations(now, limit)
+        self.inner.take_due_escalations(now, limit)
     }
     fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
-        self.0.record_issued(alert_id, grid)
+        self.inner.record_issued(alert_id, grid)
     }
     fn acknowledge<'a>(
         &'a self,
         ack: &'a sharpeyes_alerts::Ack,
     ) -> StoreFuture<'a, sharpeyes_alerts::AckOutcome> {
-        self.0.acknowledge(ack)
+        self.inner.acknowledge(ack)
     }
     fn acknowledgement<'a>(
         &'a self,
         alert_id: &'a str,
     ) -> StoreFuture<'a, Option<sharpeyes_alerts::Ack>> {
-        self.0.acknowledgement(alert_id)
+        self.inner.acknowledgement(alert_id)
     }
     fn put_snapshot<'a>(
         &'a self,
@@ -1410,11 +1428,115 @@ impl StateStore for SlowRemovals {
         jpeg: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        self.0.put_snapshot(alert_id, jpeg, ttl)
+        self.inner.put_snapshot(alert_id, jpeg, ttl)
     }
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.0.snapshot(alert_id)
+        self.inner.snapshot(alert_id)
     }
+}
+
+/// A process that dies after the cooldown check and before its alert is in the outbox sent
+/// nothing, so it must not hold back the next alert: with Redis the cooldown outlives the
+/// process, and a cooldown claimed first would silence the camera for its whole length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_dying_before_its_alert_is_durable_does_not_suppress_the_next() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-crash-window",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let config = config();
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let redis_store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&RedisConfig::new(url, "crash-window"), "n1")
+            .await
+            .unwrap(),
+    );
+
+    // The first life: the outbox write never finishes, and the process "dies" there.
+    let mut dying = Faulty::new(redis_store.clone());
+    dying.appends_hang = true;
+    let first = Running::start(config.clone(), Arc::new(dying), plain(broker.port)).await;
+    let cut = tokio::time::timeout(
+        Duration::from_secs(2),
+        first.alerts.submit(alert(&config, "smoke", None), None),
+    )
+    .await;
+    assert!(cut.is_err(), "the outbox write was meant to hang: {cut:?}");
+    first.shutdown().await;
+    assert_eq!(redis_store.outbox_len().await.unwrap(), 0);
+
+    // The next life, on the same Redis: the camera still shows smoke (one-minute cooldown).
+    let second = Running::start(config.clone(), redis_store.clone(), plain(broker.port)).await;
+    let next = second
+        .alerts
+        .submit(alert(&config, "smoke", None), None)
+        .await;
+    let Ok(Submitted::Queued { id, durable, .. }) = next else {
+        panic!("the alert that never went out still holds the cooldown: {next:?}");
+    };
+    assert!(durable);
+    let got = sub
+        .wait_until(Duration::from_secs(10), |m| alert_ids(m).contains_key(&id))
+        .await;
+    assert_all_arrived(std::slice::from_ref(&id), &got);
+    let repeat = second
+        .alerts
+        .submit(alert(&config, "smoke", None), None)
+        .await;
+    assert_eq!(
+        repeat.ok(),
+        Some(Submitted::Suppressed),
+        "a sent alert holds it"
+    );
+    second.shutdown().await;
+}
+
+/// Repeats of one camera and hazard submitted at once (over Redis, so they interleave):
+/// one alert goes out, and the outbox keeps nothing of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_raise_one_alert_and_leave_no_other_outbox_entry() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-repeats",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let config = config();
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&RedisConfig::new(url, "repeats"), "n1")
+            .await
+            .unwrap(),
+    );
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let attempts = (0..8).map(|_| svc.alerts.submit(alert(&config, "smoke", None), None));
+    let results = futures_util::future::join_all(attempts).await;
+    let queued = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Submitted::Queued { .. })))
+        .count();
+    let suppressed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Submitted::Suppressed)))
+        .count();
+    assert_eq!((queued, suppressed), (1, 7), "{results:?}");
+    wait_outbox_empty(store.as_ref()).await;
+    assert_eq!(svc.alerts.stats().submitted, 1);
+    let got = sub
+        .wait_until(Duration::from_secs(2), |m| alert_ids(m).len() > 1)
+        .await;
+    assert_eq!(alert_ids(&got).len(), 1, "one alert on the broker");
+    svc.shutdown().await;
 }
 
 /// Removing a published alert from the outbox happens off the link: a slow store delays the
@@ -1431,7 +1553,9 @@ async fn a_slow_outbox_removal_never_delays_the_next_alert() {
     )
     .await;
     let config = config();
-    let store: Arc<dyn StateStore> = Arc::new(SlowRemovals(MemoryStore::new()));
+    let mut slow = Faulty::new(Arc::new(MemoryStore::new()));
+    slow.removal_delay = Duration::from_secs(2);
+    let store: Arc<dyn StateStore> = Arc::new(slow);
     let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
     let started = Instant::now();
     let sent = burst(&svc.alerts, &config, 8, |_| {}).await;

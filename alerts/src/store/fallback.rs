@@ -165,21 +165,19 @@ impl StateStore for FallbackStore {
         })
     }
 
+    fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(|s| s.cooldown_held(key), redis.as_deref())
+                .await
+        })
+    }
+
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let redis = self.redis();
             self.either(|s| s.claim_cooldown(key, ttl), redis.as_deref())
                 .await
-        })
-    }
-
-    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            // Wherever it was claimed.
-            if let Some(redis) = self.redis() {
-                let _ = redis.release_cooldown(key).await;
-            }
-            self.local.release_cooldown(key).await
         })
     }
 

@@ -91,6 +91,17 @@ impl StateStore for MemoryStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let now = Instant::now();
+            Ok(self
+                .state()
+                .cooldowns
+                .get(key)
+                .is_some_and(|until| *until > now))
+        })
+    }
+
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let now = Instant::now();
@@ -101,13 +112,6 @@ impl StateStore for MemoryStore {
             }
             state.cooldowns.insert(key.to_owned(), now + ttl);
             Ok(true)
-        })
-    }
-
-    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.state().cooldowns.remove(key);
-            Ok(())
         })
     }
 

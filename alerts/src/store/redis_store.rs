@@ -242,6 +242,15 @@ impl StateStore for RedisStore {
         })
     }
 
+    fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(self.key(&["cooldown", key]));
+            let held: u64 = self.query("EXISTS cooldown", &cmd).await?;
+            Ok(held > 0)
+        })
+    }
+
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
@@ -255,19 +264,13 @@ impl StateStore for RedisStore {
         })
     }
 
-    fn release_cooldown<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(self.key(&["cooldown", key]));
-            let _: u64 = self.query("DEL cooldown", &cmd).await?;
-            Ok(())
-        })
-    }
-
     fn outbox_append<'a>(&'a self, record: &'a OutboxRecord) -> StoreFuture<'a, String> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&self.outbox_key)
+            // One round trip; the owner is named with every append, so an outbox whose
+            // owner was once adopted and came back is found again.
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD")
+                .arg(&self.outbox_key)
                 .arg("*")
                 .arg("alert_id")
                 .arg(&record.alert_id)
