@@ -3,7 +3,9 @@
 //! runs exactly the cameras it holds. A failed step is retried at once; cut off from Redis
 //! until less than a third of the lease is left, it stops every camera before its lease
 //! expires, so no camera is analysed by two nodes at once. At a clean stop it releases every lease and leaves, and the others
-//! take its cameras at their next step.
+//! take its cameras at their next step. After each step it adopts the outboxes of nodes that
+//! left the membership without emptying them, so a dead node's unsent alerts go out from a
+//! survivor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -167,6 +169,8 @@ impl ClusterMetrics {
 /// What the coordinating task needs; see the module docs.
 pub(crate) struct Coordination {
     pub cameras: Arc<Cameras>,
+    /// For the outboxes of dead nodes, which this node may adopt.
+    pub alerts: sharpeyes_alerts::Alerts,
     pub sensors: SensorsHere,
     pub view: ClusterView,
     pub metrics: ClusterMetrics,
@@ -205,6 +209,7 @@ async fn coordinate(
     let mut last_ok: Option<Instant> = None;
     let mut members: Vec<Member> = Vec::new();
     let mut failing = false;
+    let mut adopting: Option<JoinHandle<()>> = None;
     let mut next = tokio::time::Instant::now();
     tracing::info!(node = %coordinator.me().id, capacity = coordinator.me().capacity, lease = ?lease, "joining the cluster");
     loop {
@@ -237,6 +242,11 @@ async fn coordinate(
                 show(&parts, &coordinator, &members, true, cameras.len()).await;
                 // Shown as stopped before released: no moment when two nodes show one camera.
                 release(&mut conn, &mut coordinator, &hand_over, attempt).await;
+                // Off the step: a slow Redis must not delay the next renewal.
+                if adopting.as_ref().is_none_or(JoinHandle::is_finished) {
+                    let live = members.iter().map(|m| m.id.clone()).collect();
+                    adopting = Some(tokio::spawn(adopt(parts.alerts.clone(), live)));
+                }
                 continue;
             }
             Err(why) => {
@@ -272,6 +282,17 @@ async fn coordinate(
                 "Redis did not answer the leave: this node's leases expire within {lease:?}"
             ),
         }
+    }
+}
+
+/// Publishes the unsent alerts of nodes that left the membership without sending them (a
+/// kill, a lost machine): whichever live node gets there first takes each, within a step of
+/// the dead node's heartbeat expiring.
+async fn adopt(alerts: sharpeyes_alerts::Alerts, live: Vec<String>) {
+    // Not cut short: an answer dropped after Redis moved the records would strand them
+    // (the store's own response timeout bounds it).
+    if let Err(e) = alerts.adopt_outboxes(&live).await {
+        tracing::warn!("cannot look for the outboxes of dead nodes: {e}");
     }
 }
 

@@ -158,6 +158,7 @@ impl Service {
             &config,
             crate::cluster::Coordination {
                 cameras: cameras.clone(),
+                alerts: alerts.clone(),
                 sensors: sensors_here,
                 view: view.clone(),
                 metrics: crate::cluster::ClusterMetrics::new(metrics.registry())

@@ -1,7 +1,8 @@
 //! Three `sharpeyes run` processes sharing nine cameras through a real redis-server: each
 //! camera runs on exactly one node, a SIGKILLed node's cameras move once its leases expire,
 //! a SIGTERMed node's move at once, and the shared cooldown keeps each fire to one alert
-//! across the moves.
+//! across the moves; the alerts a node killed during a broker outage left unsent go out from
+//! a survivor.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -344,4 +345,101 @@ async fn a_node_cut_off_from_redis_stops_its_cameras_before_their_leases_expire(
     let (exit, log) = node.stop(Duration::from_secs(30));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(log.contains("cut off from Redis for too long"), "{log}");
+}
+
+/// The alert ids waiting in `node`'s outbox stream in Redis, oldest first.
+fn outbox_ids(redis: u16, node: &str) -> Vec<String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.to_string(), "--raw", "XRANGE"])
+        .arg(format!("{PREFIX}:outbox:{node}"))
+        .args(["-", "+"])
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "alert_id")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
+/// A node killed while the broker is down leaves its alerts in its outbox in Redis: once its
+/// membership expires a survivor adopts them, and they reach the centre when the broker is
+/// back, still saying which node detected them.
+///
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_unsent_alerts_are_published_by_a_survivor() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, CAMERAS, "0s");
+    let mut broker = Mosquitto::start(true, &[]);
+    let redis = Redis::start(None);
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-adopt",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    broker.stop();
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize, id: &str| {
+        let path = dirs[i].path().join("service.toml");
+        let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
+        std::fs::write(&path, text).unwrap();
+        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let (_, owners) = settle(&[&a, &b], Duration::from_secs(40));
+    let b_cameras = on(&owners, "node-b").len();
+    assert!(b_cameras > 0, "{owners:?}");
+
+    // With the broker gone, each of b's cameras' fires waits in b's outbox.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox_ids(redis.port, "node-b").len() < b_cameras {
+        assert!(
+            Instant::now() < deadline,
+            "node-b queued {:?} for {b_cameras} cameras",
+            outbox_ids(redis.port, "node-b")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.signal("KILL");
+    let unsent = outbox_ids(redis.port, "node-b");
+    assert!(unsent.len() >= b_cameras, "{unsent:?}");
+
+    // b's heartbeat expires within the 3 s lease; a adopts at its next step.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !outbox_ids(redis.port, "node-b").is_empty() {
+        assert!(Instant::now() < deadline, "nobody adopted node-b's outbox");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.start_again();
+    let got = centre
+        .wait_until(Duration::from_secs(30), |m| {
+            let ids = sharpeyes_testkit::alert_ids(m);
+            unsent.iter().all(|id| ids.contains_key(id))
+        })
+        .await;
+    let by_id: BTreeMap<String, Value> = got
+        .iter()
+        .map(|m| m.json())
+        .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v)))
+        .collect();
+    for id in &unsent {
+        let alert = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("alert {id} that node-b left unsent never arrived"));
+        assert_eq!(alert["node"], "node-b", "{alert}");
+    }
+    let (exit, log) = a.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    assert!(
+        log.contains("publishing alerts that nodes gone from the cluster left unsent"),
+        "{log}"
+    );
+    drop(sim);
 }

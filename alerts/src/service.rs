@@ -173,6 +173,9 @@ struct Inner {
     stats: Arc<Stats>,
     inbound: std::sync::Mutex<Option<mpsc::Receiver<InboundMessage>>>,
     recent: crate::recent::Recent,
+    /// An adoption failed after Redis may have moved records into this node's outbox: the
+    /// next one hands over the whole outbox again (duplicates, never a loss).
+    adoption_unsure: std::sync::atomic::AtomicBool,
 }
 
 impl Alerts {
@@ -225,6 +228,7 @@ impl Alerts {
                 stats,
                 inbound: std::sync::Mutex::new(inbound_rx),
                 recent: crate::recent::Recent::new(),
+                adoption_unsure: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let link_task = tokio::spawn(link.run(shutdown.clone()));
@@ -469,6 +473,35 @@ impl Alerts {
             topic,
             durable,
         })
+    }
+
+    /// Publishes what nodes that are no longer `live` left in their outboxes (in a cluster:
+    /// nodes that died with alerts the broker had not acknowledged), as this node's own.
+    /// Returns how many; with several callers each record goes to one.
+    pub async fn adopt_outboxes(&self, live: &[String]) -> Result<usize, Error> {
+        let store = &self.inner.store;
+        let unsure = &self.inner.adoption_unsure;
+        if unsure.load(Ordering::Relaxed) {
+            // What the lost answer moved here is in this node's outbox with the rest.
+            for (key, record) in store.outbox_pending().await? {
+                self.hand_to_link(key, record);
+            }
+            unsure.store(false, Ordering::Relaxed);
+        }
+        let adopted = store.outbox_adopt(live).await.inspect_err(|_| {
+            unsure.store(true, Ordering::Relaxed);
+        })?;
+        let n = adopted.len();
+        if n > 0 {
+            tracing::warn!(
+                alerts = n,
+                "publishing alerts that nodes gone from the cluster left unsent"
+            );
+        }
+        for (key, record) in adopted {
+            self.hand_to_link(key, record);
+        }
+        Ok(n)
     }
 
     /// Publishes a camera's state, retained, whenever it changes.

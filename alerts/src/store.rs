@@ -100,6 +100,15 @@ pub trait StateStore: Send + Sync {
 
     fn outbox_len(&self) -> StoreFuture<'_, usize>;
 
+    /// Takes over the outboxes of nodes not in `live` (in a cluster: nodes whose membership
+    /// expired): their records move into this node's outbox and are returned with their new
+    /// keys, for this node to publish. Each record goes to exactly one caller. Only a shared
+    /// store holds other nodes' outboxes; the others answer nothing.
+    fn outbox_adopt<'a>(
+        &'a self,
+        live: &'a [String],
+    ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>>;
+
     /// (Re)schedules the escalation of `alert_id` at `due`; `alert_json` is the alert as last
     /// published. One schedule per alert id: a later call replaces the earlier.
     fn schedule_escalation<'a>(

@@ -1392,6 +1392,12 @@ impl StateStore for Faulty {
     fn outbox_len(&self) -> StoreFuture<'_, usize> {
         self.inner.outbox_len()
     }
+    fn outbox_adopt<'a>(
+        &'a self,
+        live: &'a [String],
+    ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>> {
+        self.inner.outbox_adopt(live)
+    }
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

@@ -242,6 +242,24 @@ impl StateStore for FallbackStore {
         })
     }
 
+    fn outbox_adopt<'a>(
+        &'a self,
+        live: &'a [String],
+    ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>> {
+        Box::pin(async move {
+            // The spool is this node's alone; other nodes' outboxes are only in Redis.
+            let Some(redis) = self.redis() else {
+                return Ok(Vec::new());
+            };
+            let adopted = self.answered(redis.outbox_adopt(live).await);
+            Ok(adopted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, r)| (format!("{IN_REDIS}{k}"), r))
+                .collect())
+        })
+    }
+
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

@@ -181,6 +181,14 @@ impl StateStore for MemoryStore {
         })
     }
 
+    fn outbox_adopt<'a>(
+        &'a self,
+        _live: &'a [String],
+    ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>> {
+        // This node's alone.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

@@ -1,7 +1,8 @@
 //! The shared store: Redis, reached through a connection manager that reconnects by itself.
 //!
 //! Keys, all under the configured prefix `{p}`:
-//! `{p}:cooldown:{key}` (SET NX PX), `{p}:outbox:{node}` (a stream per node),
+//! `{p}:cooldown:{key}` (SET NX PX), `{p}:outbox:{node}` (a stream per node, with the
+//! nodes that have one in the set `{p}:outboxes`, so a dead node's can be found and adopted),
 //! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
 //! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL).
 
@@ -22,6 +23,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     outbox_key: String,
+    node: String,
     /// The URL without credentials.
     shown: String,
 }
@@ -129,6 +131,7 @@ impl RedisStore {
         let store = Self {
             conn,
             outbox_key: format!("{prefix}:outbox:{node}"),
+            node,
             prefix,
             shown,
         };
@@ -175,6 +178,34 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
+"#;
+
+/// Records taken from one dead node's outbox per call; the rest at the next.
+const ADOPT_BATCH: usize = 1000;
+
+/// KEYS: the set of outbox owners, this node's outbox. ARGV: the outbox key prefix
+/// (`{p}:outbox:`), the batch size, this node, then the live nodes. Moves the records of
+/// every owner that is neither this node nor live into this node's outbox, in their order,
+/// and returns them as (new id, fields). An owner whose outbox is empty leaves the set.
+const ADOPT_OUTBOXES: &str = r#"
+local live = {}
+for i = 3, #ARGV do live[ARGV[i]] = true end
+local moved = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not live[node] then
+    local stream = ARGV[1] .. node
+    for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', ARGV[2])) do
+      local id = redis.call('XADD', KEYS[2], '*', unpack(entry[2]))
+      redis.call('XDEL', stream, entry[1])
+      table.insert(moved, {id, entry[2]})
+    end
+    if redis.call('XLEN', stream) == 0 then
+      redis.call('DEL', stream)
+      redis.call('SREM', KEYS[1], node)
+    end
+  end
+end
+return moved
 "#;
 
 /// KEYS: escalations (sorted set), escalation (hash). ARGV: now in ms, limit. Removes and
@@ -277,8 +308,58 @@ impl StateStore for RedisStore {
                 .arg("topic")
                 .arg(&record.topic)
                 .arg("payload")
-                .arg(&record.payload);
-            self.query("XADD outbox", &cmd).await
+                .arg(&record.payload)
+                .cmd("SADD")
+                .arg(self.key(&["outboxes"]))
+                .arg(&self.node)
+                .ignore();
+            let mut conn = self.conn.clone();
+            let (key,): (String,) = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error("XADD outbox", e))?;
+            Ok(key)
+        })
+    }
+
+    fn outbox_adopt<'a>(
+        &'a self,
+        live: &'a [String],
+    ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(ADOPT_OUTBOXES)
+                .arg(2)
+                .arg(self.key(&["outboxes"]))
+                .arg(&self.outbox_key)
+                .arg(self.key(&["outbox", ""]))
+                .arg(ADOPT_BATCH)
+                .arg(&self.node)
+                .arg(live);
+            let moved: Vec<(String, Vec<String>)> = self.query("EVAL adopt outboxes", &cmd).await?;
+            let mut records = Vec::with_capacity(moved.len());
+            for (key, fields) in moved {
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|kv| kv[0] == name)
+                        .and_then(|kv| kv.get(1).cloned())
+                };
+                match (field("alert_id"), field("topic"), field("payload")) {
+                    (Some(alert_id), Some(topic), Some(payload)) => records.push((
+                        key,
+                        OutboxRecord {
+                            alert_id,
+                            topic,
+                            payload,
+                        },
+                    )),
+                    _ => {
+                        tracing::error!(stream = %self.outbox_key, entry = %key, "an adopted outbox entry lacks alert_id, topic or payload; it is left in the stream and not published")
+                    }
+                }
+            }
+            Ok(records)
         })
     }
 
