@@ -1,8 +1,8 @@
 //! Three `sharpeyes run` processes sharing nine cameras through a real redis-server: each
 //! camera runs on exactly one node, a SIGKILLed node's cameras move once its leases expire,
 //! a SIGTERMed node's move at once, and the shared cooldown keeps each fire to one alert
-//! across the moves; the alerts a node killed during a broker outage left unsent go out from
-//! a survivor.
+//! across the moves; every node lists every node's alerts; the alerts a node killed during a
+//! broker outage left unsent go out from a survivor.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -214,6 +214,40 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
         .wait_until(Duration::from_secs(90), |m| fires(m).len() == CAMERAS)
         .await;
     assert_eq!(fires(&got).len(), CAMERAS, "{:?}", fires(&got));
+
+    // Any node's list shows the county's alerts, whichever node raised them (the shared feed
+    // is read every half second).
+    for node in [&a, &b, &c] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = get_as(node.port(), "/api/alerts?hazard=fire&limit=100", TOKEN);
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            let list: Value = serde_json::from_slice(&body).unwrap();
+            let listed: BTreeMap<String, String> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let camera = e["alert"]["camera"]["id"].as_str().unwrap_or_default();
+                    let by = e["alert"]["node"].as_str().unwrap_or_default();
+                    (camera.to_owned(), by.to_owned())
+                })
+                .collect();
+            let expected: BTreeMap<String, String> = owners
+                .iter()
+                .map(|(camera, nodes)| (camera.clone(), nodes[0].clone()))
+                .collect();
+            if listed == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node on port {} lists {listed:?}, the cluster raised {expected:?}",
+                node.port()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     // SIGKILL: b's cameras wait for its leases to expire, then move to a and c.
     let b_cameras = on(&owners, "node-b");

@@ -1,28 +1,30 @@
-//! The alerts this node sent lately, for the HTTP API and the operators' page: a bounded
-//! list in memory, and a live feed of new alerts and acknowledgements.
+//! The alerts sent lately, for the HTTP API and the operators' page: a bounded list in
+//! memory, and a live feed of new alerts and acknowledgements. With a shared store the list
+//! and the feed hold every node's (see [`Alerts`](crate::Alerts)), so any node's page shows
+//! the whole county.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::alert::Alert;
 use crate::store::Ack;
 
 /// Alerts kept for the API; older ones are in the subscribers' hands (and Redis).
-const KEEP: usize = 1000;
+pub(crate) const KEEP: usize = 1000;
 
 /// An alert as the API shows it, with its acknowledgement once there is one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecentAlert {
     pub alert: Alert,
     pub ack: Option<Ack>,
 }
 
 /// What the live feed carries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
 pub enum FeedEvent {
     Alert(Box<RecentAlert>),
@@ -53,28 +55,68 @@ impl Recent {
         }
     }
 
-    pub(crate) fn push(&self, mut alert: Alert, detected: SystemTime) {
+    /// Adds `alert` unless the list has it (this node's own alert coming back from the
+    /// shared feed); returns the event the live feed got, if any.
+    pub(crate) fn push(&self, mut alert: Alert) -> Option<FeedEvent> {
         // The JPEG is served by URL; the list stays small.
         if let Some(s) = alert.snapshot.as_mut() {
             s.inline_base64 = None;
         }
+        let detected =
+            ulid::Ulid::from_string(&alert.id).map_or_else(|_| SystemTime::now(), |u| u.datetime());
         let entry = RecentAlert { alert, ack: None };
-        if let Ok(mut list) = self.alerts.lock() {
+        {
+            let mut list = self.alerts.lock().ok()?;
+            if list.iter().any(|(_, e)| e.alert.id == entry.alert.id) {
+                return None;
+            }
             list.push_back((detected, entry.clone()));
             while list.len() > KEEP {
                 list.pop_front();
             }
         }
-        let _ = self.feed.send(FeedEvent::Alert(Box::new(entry)));
+        let event = FeedEvent::Alert(Box::new(entry));
+        let _ = self.feed.send(event.clone());
+        Some(event)
     }
 
-    pub(crate) fn acknowledged(&self, ack: &Ack) {
-        if let Ok(mut list) = self.alerts.lock() {
-            for (_, e) in list.iter_mut().filter(|(_, e)| e.alert.id == ack.alert_id) {
+    /// Notes `ack` on its alert unless it was noted already; returns the event the live feed
+    /// got, if any.
+    pub(crate) fn acknowledged(&self, ack: &Ack) -> Option<FeedEvent> {
+        {
+            let mut list = self.alerts.lock().ok()?;
+            let mut entries = list
+                .iter_mut()
+                .filter(|(_, e)| e.alert.id == ack.alert_id)
+                .peekable();
+            if entries.peek().is_some_and(|(_, e)| e.ack.is_some()) {
+                return None;
+            }
+            for (_, e) in entries {
                 e.ack = Some(ack.clone());
             }
         }
-        let _ = self.feed.send(FeedEvent::Ack(ack.clone()));
+        let event = FeedEvent::Ack(ack.clone());
+        let _ = self.feed.send(event.clone());
+        Some(event)
+    }
+
+    /// Takes an event of the shared feed: another node's alert or acknowledgement (or this
+    /// node's own, which is already here).
+    pub(crate) fn take(&self, event: FeedEvent) {
+        match event {
+            FeedEvent::Alert(entry) => {
+                let RecentAlert { alert, ack } = *entry;
+                let id = alert.id.clone();
+                self.push(alert);
+                if let Some(ack) = ack.filter(|a| a.alert_id == id) {
+                    self.acknowledged(&ack);
+                }
+            }
+            FeedEvent::Ack(ack) => {
+                self.acknowledged(&ack);
+            }
+        }
     }
 
     /// Newest first.

@@ -32,6 +32,9 @@ pub const MAX_BY: usize = 64;
 /// The largest acknowledgement message taken: `{"by": ...}` fits many times over.
 const MAX_ACK_BYTES: usize = 4096;
 
+/// How often the shared feed is read for other nodes' alerts and acknowledgements.
+const FEED_POLL: Duration = Duration::from_millis(500);
+
 /// Inbound messages waiting for their handler; beyond this they are dropped and counted.
 const INBOUND_QUEUE: usize = 10_000;
 
@@ -233,9 +236,11 @@ impl Alerts {
         };
         let link_task = tokio::spawn(link.run(shutdown.clone()));
         let escalations = tokio::spawn(alerts.clone().escalate_loop(shutdown.clone()));
+        let feed = tokio::spawn(alerts.clone().feed_loop(shutdown.clone()));
         let acks = tokio::spawn(alerts.clone().ack_loop(ack_rx, shutdown));
         let task = tokio::spawn(async move {
             let _ = escalations.await;
+            let _ = feed.await;
             let _ = acks.await;
             let _ = link_task.await;
         });
@@ -464,9 +469,9 @@ impl Alerts {
                 ))
                 .or_default() += 1;
         }
-        let detected =
-            ulid::Ulid::from_string(&alert.id).map_or_else(|_| SystemTime::now(), |u| u.datetime());
-        inner.recent.push(alert.clone(), detected);
+        if let Some(event) = inner.recent.push(alert.clone()) {
+            self.share(&event).await;
+        }
         tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = json.len(), "alert queued");
         Ok(Submitted::Queued {
             id: alert.id,
@@ -581,7 +586,9 @@ impl Alerts {
                 }
             }
             tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
-            self.inner.recent.acknowledged(&ack);
+            if let Some(event) = self.inner.recent.acknowledged(&ack) {
+                self.share(&event).await;
+            }
             Ok(Some(ack))
         } else {
             self.inner.store.acknowledgement(alert_id).await
@@ -590,6 +597,52 @@ impl Alerts {
 
     fn node(&self) -> &str {
         &self.inner.config.node.id
+    }
+
+    /// Onto the feed every node reads (with Redis), for their pages and lists.
+    async fn share(&self, event: &crate::recent::FeedEvent) {
+        let Ok(json) = serde_json::to_string(event) else {
+            return;
+        };
+        if let Err(e) = self.inner.store.feed_push(&json).await {
+            tracing::debug!("the shared feed did not take an event: {e}");
+        }
+    }
+
+    /// Reads the shared feed into this node's list and live feed: first the newest
+    /// [`KEEP`](crate::recent::KEEP) (a node that starts shows the county's history), then what
+    /// comes after, every [`FEED_POLL`].
+    async fn feed_loop(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(FEED_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut after: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => return,
+                _ = tick.tick() => {}
+            }
+            let events = match self
+                .inner
+                .store
+                .feed_read(after.as_deref(), crate::recent::KEEP)
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::debug!("cannot read the shared feed: {e}");
+                    continue;
+                }
+            };
+            for (key, json) in events {
+                after = Some(key);
+                match serde_json::from_str::<crate::recent::FeedEvent>(&json) {
+                    Ok(event) => self.inner.recent.take(event),
+                    Err(e) => {
+                        tracing::warn!("an event of the shared feed is unreadable ({e}); skipped")
+                    }
+                }
+            }
+        }
     }
 
     fn store_error(&self, what: &str, e: &Error) {

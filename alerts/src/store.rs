@@ -109,6 +109,19 @@ pub trait StateStore: Send + Sync {
         live: &'a [String],
     ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>>;
 
+    /// Adds `event` (a [`FeedEvent`](crate::FeedEvent) as JSON) to the feed every node
+    /// reads, capped at the newest [`FEED_KEEP`]. Only a shared store has one; the others
+    /// keep nothing.
+    fn feed_push<'a>(&'a self, event: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Events of the shared feed after `after` (a key this returned), oldest first, at most
+    /// `limit`, with their keys; with no `after`, the newest `limit`.
+    fn feed_read<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, String)>>;
+
     /// (Re)schedules the escalation of `alert_id` at `due`; `alert_json` is the alert as last
     /// published. One schedule per alert id: a later call replaces the earlier.
     fn schedule_escalation<'a>(
@@ -142,6 +155,10 @@ pub trait StateStore: Send + Sync {
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
 }
+
+/// Events the shared feed keeps: as many alerts as a node's list shows, with their
+/// acknowledgements.
+pub const FEED_KEEP: usize = 2 * crate::recent::KEEP;
 
 /// How long acknowledgements are kept: long enough to answer "was it acknowledged" for any
 /// alert an operator still looks at.

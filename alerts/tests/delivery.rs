@@ -1398,6 +1398,16 @@ impl StateStore for Faulty {
     ) -> StoreFuture<'a, Vec<(String, OutboxRecord)>> {
         self.inner.outbox_adopt(live)
     }
+    fn feed_push<'a>(&'a self, event: &'a str) -> StoreFuture<'a, ()> {
+        self.inner.feed_push(event)
+    }
+    fn feed_read<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, String)>> {
+        self.inner.feed_read(after, limit)
+    }
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

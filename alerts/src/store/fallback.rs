@@ -260,6 +260,31 @@ impl StateStore for FallbackStore {
         })
     }
 
+    fn feed_push<'a>(&'a self, event: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // Without Redis the other nodes do not see it; this node's list has it.
+            if let Some(redis) = self.redis() {
+                self.answered(redis.feed_push(event).await);
+            }
+            Ok(())
+        })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, String)>> {
+        Box::pin(async move {
+            let Some(redis) = self.redis() else {
+                return Ok(Vec::new());
+            };
+            Ok(self
+                .answered(redis.feed_read(after, limit).await)
+                .unwrap_or_default())
+        })
+    }
+
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

@@ -189,6 +189,19 @@ impl StateStore for MemoryStore {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    fn feed_push<'a>(&'a self, _event: &'a str) -> StoreFuture<'a, ()> {
+        // Nobody else reads it: this node's list has the event already.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        _after: Option<&'a str>,
+        _limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, String)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     fn schedule_escalation<'a>(
         &'a self,
         alert_id: &'a str,

@@ -4,6 +4,7 @@
 //! `{p}:cooldown:{key}` (SET NX PX), `{p}:outbox:{node}` (a stream per node, with the
 //! nodes that have one in the set `{p}:outboxes`, so a dead node's can be found and adopted),
 //! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
+//! `{p}:feed` (a capped stream of alerts and acknowledgements that every node reads),
 //! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL).
 
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 
 use super::{
-    ACK_TTL, Ack, AckOutcome, Error, OutboxRecord, StateStore, StoreFuture, millis_since_epoch,
+    ACK_TTL, Ack, AckOutcome, Error, FEED_KEEP, OutboxRecord, StateStore, StoreFuture,
+    millis_since_epoch,
 };
 
 /// A Redis call that takes longer than this fails, so a hung Redis cannot stall publishing.
@@ -409,6 +411,56 @@ impl StateStore for RedisStore {
             let mut cmd = redis::cmd("XLEN");
             cmd.arg(&self.outbox_key);
             self.query("XLEN outbox", &cmd).await
+        })
+    }
+
+    fn feed_push<'a>(&'a self, event: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(self.key(&["feed"]))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(FEED_KEEP)
+                .arg("*")
+                .arg("event")
+                .arg(event);
+            let _: String = self.query("XADD feed", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn feed_read<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(String, String)>> {
+        Box::pin(async move {
+            let key = self.key(&["feed"]);
+            let mut cmd;
+            match after {
+                Some(after) => {
+                    cmd = redis::cmd("XRANGE");
+                    cmd.arg(&key).arg(format!("({after}")).arg("+");
+                }
+                None => {
+                    cmd = redis::cmd("XREVRANGE");
+                    cmd.arg(&key).arg("+").arg("-");
+                }
+            }
+            cmd.arg("COUNT").arg(limit);
+            let reply: StreamRangeReply = self.query("XRANGE feed", &cmd).await?;
+            let mut events: Vec<(String, String)> = reply
+                .ids
+                .into_iter()
+                .filter_map(|entry| {
+                    let event = entry.get::<String>("event")?;
+                    Some((entry.id, event))
+                })
+                .collect();
+            if after.is_none() {
+                events.reverse();
+            }
+            Ok(events)
         })
     }
 
