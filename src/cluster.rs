@@ -190,6 +190,15 @@ pub(crate) fn start(config: &Config, parts: Coordination) -> Option<JoinHandle<(
     };
     let prefix = format!("{}:cluster", redis.key_prefix);
     let coordinator = Coordinator::new(&prefix, me, cluster.lease);
+    // In a cluster from the start: before the first step the view says so, not coordinated.
+    parts.view.set(ClusterState {
+        node: coordinator.me().clone(),
+        lease_ms: u64::try_from(cluster.lease.as_millis()).unwrap_or(u64::MAX),
+        coordinated: false,
+        members: Vec::new(),
+        cameras: BTreeSet::new(),
+        configured: 0,
+    });
     Some(tokio::spawn(coordinate(cluster, redis, coordinator, parts)))
 }
 
