@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Sources;
-use crate::status::{StatusSinks, follow};
+use crate::status::{Handoff, StatusSinks, follow};
 
 /// How long a stopping camera's tasks get: its analysis waits for the models' answers to
 /// what it submitted (bounded by analytics) before its events are sent.
@@ -30,6 +30,11 @@ pub struct Applied {
     pub failed: Vec<(String, String)>,
     /// Changes outside `[[cameras]]`, which take a restart.
     pub ignored: Option<String>,
+    /// In a cluster: the change was shared with every node, and the node the assignment
+    /// gives each camera starts or stops it at its next step (`added` and `removed` say
+    /// what changed on this node now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// What fusion may ask of the running cameras: verify mode on and off, and their latest
@@ -101,6 +106,8 @@ pub struct Cameras {
     desired: Mutex<Option<Arc<Config>>>,
     /// In a cluster, the cameras whose lease this node holds: only those run. `None`: all.
     owned: Mutex<Option<BTreeSet<String>>>,
+    /// Cameras about to be taken over from another node, timed until they stream here.
+    handoffs: Mutex<HashMap<String, Handoff>>,
     directory: Directory,
     sources: Arc<Sources>,
     status: StatusSinks,
@@ -120,6 +127,7 @@ impl Cameras {
             running: tokio::sync::Mutex::new(HashMap::new()),
             desired: Mutex::new(None),
             owned: Mutex::new(None),
+            handoffs: Mutex::new(HashMap::new()),
             directory,
             sources,
             status,
@@ -142,19 +150,29 @@ impl Cameras {
     /// In a cluster: runs only `owned` of the cameras [`Cameras::apply`] asked for.
     pub async fn set_owned(&self, owned: BTreeSet<String>) -> Applied {
         *self.owned.lock().unwrap_or_else(PoisonError::into_inner) = Some(owned);
-        self.reconcile().await
+        let applied = self.reconcile().await;
+        // Those not started now (failed) are not timed later.
+        self.handoffs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        applied
+    }
+
+    /// Times `camera`'s handoff when it next starts here (a cluster taking it over).
+    pub(crate) fn expect_handoff(&self, camera: &str, handoff: Handoff) {
+        self.handoffs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(camera.to_owned(), handoff);
     }
 
     /// The enabled cameras of the configuration, running here or not: what a cluster
     /// assigns.
-    pub fn configured(&self) -> Vec<String> {
+    pub fn configured(&self) -> Vec<Camera> {
         let desired = self.desired.lock().unwrap_or_else(PoisonError::into_inner);
         desired.as_ref().map_or_else(Vec::new, |c| {
-            c.cameras
-                .iter()
-                .filter(|c| c.enabled)
-                .map(|c| c.id.clone())
-                .collect()
+            c.cameras.iter().filter(|c| c.enabled).cloned().collect()
         })
     }
 
@@ -249,10 +267,16 @@ impl Cameras {
         self.status.board.add(camera);
         self.sources.add_camera(&camera.id, &handle);
         self.directory.insert(&camera.id, handle.frames.clone());
+        let handoff = self
+            .handoffs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&camera.id);
         let following = tokio::spawn(follow(
             camera.id.clone(),
             handle.state.clone(),
             self.status.clone(),
+            handoff,
         ));
         Ok(Running {
             fingerprint,

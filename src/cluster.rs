@@ -1,26 +1,29 @@
 //! This node as one of a cluster (`[cluster]`): every third of the lease it steps its
-//! [`Coordinator`] (heartbeat, live members, leases of the cameras the hash gives it) and
-//! runs exactly the cameras it holds. A failed step is retried at once; cut off from Redis
-//! until less than a third of the lease is left, it stops every camera before its lease
-//! expires, so no camera is analysed by two nodes at once. At a clean stop it releases every lease and leaves, and the others
-//! take its cameras at their next step. After each step it adopts the outboxes of nodes that
-//! left the membership without emptying them, so a dead node's unsent alerts go out from a
-//! survivor.
+//! [`Coordinator`] (heartbeat with what it runs, live members, leases of the cameras the
+//! hash gives it) and runs exactly the cameras it holds. A failed step is retried at once;
+//! cut off from Redis until less than a third of the lease is left, it stops every camera
+//! before its lease expires, so no camera is analysed by two nodes at once. At a clean stop
+//! it releases every lease and leaves, and the others take its cameras at their next step.
+//! After each step it hands the cameras changed over any node's API to the control loop,
+//! and adopts the outboxes of nodes that left the membership without emptying them, so a
+//! dead node's unsent alerts go out from a survivor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts};
 use sharpeyes_alerts::{RedisConnection, RedisStore};
-use sharpeyes_cluster::{Coordinator, Member, Step, assign};
+use sharpeyes_cluster::{Coordinator, Member, Registry, Report, Step, assign};
 use sharpeyes_config::{Cluster, Config};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cameras::Cameras;
+use crate::status::{CameraBoard, CameraView, Handoff};
 
-/// What `GET /api/cluster` shows: this node, the members it last saw, its cameras.
+/// What `GET /api/cluster` shows: this node, and every live member with what it said it
+/// runs at its last heartbeat (a step old at most).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterState {
     pub node: Member,
@@ -28,28 +31,70 @@ pub struct ClusterState {
     /// Whether the last step reached Redis; while not, this node runs nothing once its
     /// leases could have expired.
     pub coordinated: bool,
-    pub members: Vec<Member>,
     /// Cameras whose lease this node holds and runs.
     pub cameras: BTreeSet<String>,
-    /// Of the configured cameras, how many no live member holds as far as this node knows
-    /// (0 once the cluster has settled).
-    pub configured: usize,
+    pub nodes: Vec<NodeView>,
+    /// Configured cameras no live member said it runs (none once the cluster has settled).
+    pub unassigned: Vec<String>,
+    /// The configured cameras not running here, for `/api/cameras`: with the node that runs
+    /// each and the state it last reported, or `unassigned`.
+    #[serde(skip)]
+    pub elsewhere: Vec<CameraView>,
+}
+
+/// A live member in [`ClusterState`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub capacity: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub cameras: Vec<String>,
+    pub sensors: Vec<String>,
+    /// When it last said so (RFC 3339, by its clock); none before its report was read.
+    pub last_seen: Option<String>,
+    /// Its cameras' states, for `/api/cameras`.
+    #[serde(skip)]
+    pub states: BTreeMap<String, String>,
 }
 
 /// The latest [`ClusterState`]; `None` when this node is not in a cluster. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct ClusterView(Arc<Mutex<Option<ClusterState>>>);
+pub struct ClusterView {
+    state: Arc<Mutex<Option<ClusterState>>>,
+    /// When the other members' reports were last asked for.
+    asked: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How long after the last question the members' reports are still read at every step.
+const REPORTS_WANTED: Duration = Duration::from_secs(60);
 
 impl ClusterView {
+    /// The state, with the other members' reports as of the last step that read them.
     pub fn get(&self) -> Option<ClusterState> {
-        self.0
+        self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// [`ClusterView::get`] for someone who wants the whole cluster (`/api/cluster`,
+    /// `/api/cameras`): the steps read every member's report for the next minute. After a
+    /// quiet minute the first answer can be a step old.
+    pub fn ask(&self) -> Option<ClusterState> {
+        *self.asked.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.get()
+    }
+
+    fn wanted(&self) -> bool {
+        self.asked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() < REPORTS_WANTED)
+    }
+
     fn set(&self, state: ClusterState) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
     }
 }
 
@@ -73,6 +118,11 @@ impl SensorsHere {
 
     fn set(&self, sensors: BTreeSet<String>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(sensors);
+    }
+
+    fn list(&self) -> BTreeSet<String> {
+        let here = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        here.clone().unwrap_or_default()
     }
 }
 
@@ -127,10 +177,11 @@ pub fn assignment(
 #[derive(Clone)]
 pub struct ClusterMetrics {
     nodes: IntGauge,
-    cameras: IntGauge,
+    cameras: IntGaugeVec,
     handed_over: IntCounter,
     lost: IntCounter,
     cut_off: IntCounter,
+    handoff: Histogram,
 }
 
 impl ClusterMetrics {
@@ -140,21 +191,31 @@ impl ClusterMetrics {
                 "sharpeyes_cluster_nodes",
                 "Live members of the cluster as this node last saw them.",
             )?,
-            cameras: IntGauge::new(
-                "sharpeyes_cluster_cameras",
-                "Cameras whose lease this node holds and runs.",
+            cameras: IntGaugeVec::new(
+                Opts::new(
+                    "sharpeyes_cluster_cameras",
+                    "Cameras a node runs: this node's own, and every live member's as it last said while someone asks for the cluster (/api/cluster, /api/cameras).",
+                ),
+                &["node"],
             )?,
             handed_over: IntCounter::new(
                 "sharpeyes_cluster_handed_over_total",
                 "Cameras this node stopped and released because the assignment moved them to another node.",
             )?,
             lost: IntCounter::new(
-                "sharpeyes_cluster_leases_lost_total",
+                "sharpeyes_lease_lost_total",
                 "Leases found taken by another node (this node was cut off past the lease).",
             )?,
             cut_off: IntCounter::new(
                 "sharpeyes_cluster_steps_failed_total",
                 "Coordination steps that did not reach Redis in time.",
+            )?,
+            handoff: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sharpeyes_camera_handoff_seconds",
+                    "Cameras taken over here: from their last holder's last renewal or release (by Redis' clock) to streaming here.",
+                )
+                .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0]),
             )?,
         };
         registry.register(Box::new(metrics.nodes.clone()))?;
@@ -162,6 +223,7 @@ impl ClusterMetrics {
         registry.register(Box::new(metrics.handed_over.clone()))?;
         registry.register(Box::new(metrics.lost.clone()))?;
         registry.register(Box::new(metrics.cut_off.clone()))?;
+        registry.register(Box::new(metrics.handoff.clone()))?;
         Ok(metrics)
     }
 }
@@ -169,8 +231,12 @@ impl ClusterMetrics {
 /// What the coordinating task needs; see the module docs.
 pub(crate) struct Coordination {
     pub cameras: Arc<Cameras>,
+    /// The cameras' states, which the heartbeat reports.
+    pub board: CameraBoard,
     /// For the outboxes of dead nodes, which this node may adopt.
     pub alerts: sharpeyes_alerts::Alerts,
+    /// Where the cameras changed over the API of any node go, when they change.
+    pub control: mpsc::Sender<crate::reload::Control>,
     pub sensors: SensorsHere,
     pub view: ClusterView,
     pub metrics: ClusterMetrics,
@@ -188,16 +254,16 @@ pub(crate) fn start(config: &Config, parts: Coordination) -> Option<JoinHandle<(
         capacity: cluster.capacity(),
         zone: cluster.zone.clone(),
     };
-    let prefix = format!("{}:cluster", redis.key_prefix);
-    let coordinator = Coordinator::new(&prefix, me, cluster.lease);
+    let coordinator = Coordinator::new(&prefix(&redis), me, cluster.lease);
     // In a cluster from the start: before the first step the view says so, not coordinated.
     parts.view.set(ClusterState {
         node: coordinator.me().clone(),
         lease_ms: u64::try_from(cluster.lease.as_millis()).unwrap_or(u64::MAX),
         coordinated: false,
-        members: Vec::new(),
         cameras: BTreeSet::new(),
-        configured: 0,
+        nodes: Vec::new(),
+        unassigned: Vec::new(),
+        elsewhere: Vec::new(),
     });
     Some(tokio::spawn(coordinate(cluster, redis, coordinator, parts)))
 }
@@ -217,8 +283,11 @@ async fn coordinate(
     // When the last successful step started: its renewals happened after this.
     let mut last_ok: Option<Instant> = None;
     let mut members: Vec<Member> = Vec::new();
+    let mut reports: BTreeMap<String, Report> = BTreeMap::new();
     let mut failing = false;
     let mut adopting: Option<JoinHandle<()>> = None;
+    let registry = Registry::new(&prefix(&redis));
+    let mut api_version = 0;
     let mut next = tokio::time::Instant::now();
     tracing::info!(node = %coordinator.me().id, capacity = coordinator.me().capacity, lease = ?lease, "joining the cluster");
     loop {
@@ -227,8 +296,9 @@ async fn coordinate(
             _ = tokio::time::sleep_until(next) => {}
         }
         let started = Instant::now();
-        let (cameras, sensor_keys) =
-            assignment(&parts.cameras.configured(), parts.cameras.config());
+        let configured = parts.cameras.configured();
+        let ids: Vec<String> = configured.iter().map(|c| c.id.clone()).collect();
+        let (cameras, sensor_keys) = assignment(&ids, parts.cameras.config());
         let result = step(&redis, &mut conn, &mut coordinator, &cameras, attempt).await;
         let coordinated = match result {
             Ok(step) => {
@@ -247,10 +317,22 @@ async fn coordinate(
                         .map(|(sensor, _)| sensor)
                         .collect(),
                 );
-                let hand_over = apply(&parts, step).await;
-                show(&parts, &coordinator, &members, true, cameras.len()).await;
+                let hand_over = apply(&parts, step, started).await;
+                show(&parts, &coordinator, &members, &reports, true, &configured).await;
+                coordinator.set_report(report(&parts));
                 // Shown as stopped before released: no moment when two nodes show one camera.
                 release(&mut conn, &mut coordinator, &hand_over, attempt).await;
+                // What is left of the step's time, not more: the renewals come first.
+                if let (Some(c), true) = (conn.as_mut(), started.elapsed() < attempt) {
+                    share(&registry, c, &mut api_version, &parts.control, attempt).await;
+                    if parts.view.wanted() {
+                        let read = coordinator.reports(c, &members);
+                        if let Ok(Ok(read)) = tokio::time::timeout(attempt, read).await {
+                            reports = read;
+                            show(&parts, &coordinator, &members, &reports, true, &configured).await;
+                        }
+                    }
+                }
                 // Off the step: a slow Redis must not delay the next renewal.
                 if adopting.as_ref().is_none_or(JoinHandle::is_finished) {
                     let live = members.iter().map(|m| m.id.clone()).collect();
@@ -276,7 +358,16 @@ async fn coordinate(
                 false
             }
         };
-        show(&parts, &coordinator, &members, coordinated, cameras.len()).await;
+        show(
+            &parts,
+            &coordinator,
+            &members,
+            &reports,
+            coordinated,
+            &configured,
+        )
+        .await;
+        coordinator.set_report(report(&parts));
     }
     // Intake has stopped; the service stops every camera, then says leave.
     let _ = parts.leave.wait_for(|leave| *leave).await;
@@ -291,6 +382,46 @@ async fn coordinate(
                 "Redis did not answer the leave: this node's leases expire within {lease:?}"
             ),
         }
+    }
+}
+
+/// Where the cluster's keys live in Redis.
+fn prefix(redis: &sharpeyes_config::Redis) -> String {
+    format!("{}:cluster", redis.key_prefix)
+}
+
+/// Hands the cameras changed over the API (on any node) to the control loop when their
+/// version moved past `seen`; one small read when nothing changed.
+async fn share(
+    registry: &Registry,
+    conn: &mut RedisConnection,
+    seen: &mut u64,
+    control: &mpsc::Sender<crate::reload::Control>,
+    limit: Duration,
+) {
+    let read = tokio::time::timeout(limit, async {
+        if registry.version(conn).await? <= *seen {
+            return Ok(None);
+        }
+        registry.read(conn).await.map(Some)
+    })
+    .await;
+    match read {
+        Ok(Ok(Some(changes))) => {
+            let version = changes.version;
+            if control
+                .try_send(crate::reload::Control::Shared(changes))
+                .is_ok()
+            {
+                *seen = version;
+            }
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            "cannot read the cameras changed over the API: {}",
+            sharpeyes_config::redact_url(&e.to_string())
+        ),
+        Err(_) => tracing::warn!("Redis did not give the cameras changed over the API in time"),
     }
 }
 
@@ -333,33 +464,117 @@ async fn step(
     }
 }
 
-/// The view and the gauges after a step.
+/// What this node's next heartbeats say it runs.
+fn report(parts: &Coordination) -> Report {
+    Report {
+        cameras: parts
+            .board
+            .list()
+            .into_iter()
+            .map(|c| (c.id, c.state.to_owned()))
+            .collect(),
+        sensors: parts.sensors.list(),
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The view and the gauges after a step. `reports` are the members' last words; this
+/// node's own entry is what runs here now.
 async fn show(
     parts: &Coordination,
     coordinator: &Coordinator,
     members: &[Member],
+    reports: &BTreeMap<String, Report>,
     coordinated: bool,
-    configured: usize,
+    configured: &[sharpeyes_config::Camera],
 ) {
     let running = parts.cameras.running().await;
+    let me = coordinator.me();
+    let own = report(parts);
     parts.metrics.nodes.set(members.len() as i64);
-    parts.metrics.cameras.set(running.len() as i64);
+    parts.metrics.cameras.reset();
+    let nodes: Vec<NodeView> = members
+        .iter()
+        .map(|m| {
+            let said = if m.id == me.id {
+                Some(own.clone())
+            } else {
+                reports.get(&m.id).cloned()
+            };
+            // Each node's own count always; the others' while their reports are read.
+            if let Some(said) = &said {
+                parts
+                    .metrics
+                    .cameras
+                    .with_label_values(&[&m.id])
+                    .set(said.cameras.len() as i64);
+            }
+            let said = said.unwrap_or_default();
+            NodeView {
+                id: m.id.clone(),
+                capacity: m.capacity,
+                zone: m.zone.clone(),
+                cameras: said.cameras.keys().cloned().collect(),
+                sensors: said.sensors.iter().cloned().collect(),
+                last_seen: (said.at_ms > 0).then(|| {
+                    humantime::format_rfc3339_millis(
+                        std::time::UNIX_EPOCH + Duration::from_millis(said.at_ms),
+                    )
+                    .to_string()
+                }),
+                states: said.cameras,
+            }
+        })
+        .collect();
+    let mut unassigned = Vec::new();
+    let mut elsewhere = Vec::new();
+    for camera in configured.iter().filter(|c| !running.contains(&c.id)) {
+        let runner = nodes.iter().find_map(|n| {
+            let state = n.states.get(&camera.id)?;
+            Some((n, state))
+        });
+        let view = match runner {
+            Some((n, state)) => CameraView {
+                node: Some(n.id.clone()),
+                since: n.last_seen.clone().unwrap_or_default(),
+                ..CameraView::new(camera, crate::status::phase_name(state))
+            },
+            None => {
+                unassigned.push(camera.id.clone());
+                CameraView::new(camera, "unassigned")
+            }
+        };
+        elsewhere.push(view);
+    }
     parts.view.set(ClusterState {
-        node: coordinator.me().clone(),
+        node: me.clone(),
         lease_ms: u64::try_from(coordinator.lease().as_millis()).unwrap_or(u64::MAX),
         coordinated,
-        members: members.to_vec(),
-        configured,
         cameras: running,
+        nodes,
+        unassigned,
+        elsewhere,
     });
 }
 
 /// Runs what the step says this node holds: stops what moved away or was lost, starts what
-/// it gained. Returns what moved away, to release.
-async fn apply(parts: &Coordination, step: Step) -> BTreeSet<String> {
+/// it gained. Returns what moved away, to release. `started`: when the step began, for the
+/// handoff times of the cameras taken over.
+async fn apply(parts: &Coordination, step: Step, started: Instant) -> BTreeSet<String> {
     if !step.lost.is_empty() {
         parts.metrics.lost.inc_by(step.lost.len() as u64);
         tracing::warn!(cameras = ?step.lost, "leases taken by another node while this one was cut off: stopped here");
+    }
+    for (camera, vacant) in &step.taken_over {
+        parts.cameras.expect_handoff(
+            camera,
+            Handoff {
+                since: started.checked_sub(*vacant).unwrap_or(started),
+                seconds: parts.metrics.handoff.clone(),
+            },
+        );
     }
     let applied = parts.cameras.set_owned(step.run).await;
     if !applied.added.is_empty() {

@@ -275,14 +275,24 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
 
 async fn cameras(State(state): State<AppState>) -> Response {
     match &state.api {
-        Some(s) => json(&s.cameras.list()),
+        Some(s) => {
+            let mut list = s.cameras.list();
+            // In a cluster: every camera, with the node that runs it.
+            if let Some(cluster) = s.cluster.ask() {
+                for camera in &mut list {
+                    camera.node = Some(cluster.node.id.clone());
+                }
+                list.extend(cluster.elsewhere);
+            }
+            json(&list)
+        }
         None => no_service(),
     }
 }
 
 /// This node's place in the cluster: 404 when it is not in one.
 async fn cluster(State(state): State<AppState>) -> Response {
-    match state.api.as_ref().map(|s| s.cluster.get()) {
+    match state.api.as_ref().map(|s| s.cluster.ask()) {
         Some(Some(view)) => json(&view),
         Some(None) => (
             StatusCode::NOT_FOUND,

@@ -2,11 +2,17 @@
 //! `POST /api/reload`), and cameras added or removed over the API, applied one at a time.
 //!
 //! Cameras added over the API are kept as TOML beside the file's text, and removed ones as
-//! ids, so a reload keeps them; neither is written to the file.
+//! ids, so a reload keeps them; neither is written to the file. In a cluster they are kept in
+//! Redis ([`sharpeyes_cluster::Registry`]): a change made on any node is written there
+//! first, and every node takes the shared list at its next coordination step, so each camera
+//! runs on the node the assignment gives it, and the changes outlive restarts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sharpeyes_alerts::{RedisConnection, RedisStore};
+use sharpeyes_cluster::{ApiCameras, Registry};
 use sharpeyes_config::{Config, Secret};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -38,11 +44,74 @@ pub enum Control {
     Add(String, Reply),
     /// Remove a camera by id.
     Remove(String, Reply),
+    /// In a cluster: the API's changes as Redis holds them, made on any node.
+    Shared(ApiCameras),
 }
 
-/// Why a node of a cluster refuses camera changes over the API: the others would not know.
-const IN_A_CLUSTER: &str = "this node is one of a cluster, whose cameras come from the configuration file every node reads: change them there and reload every node (SIGHUP or POST /api/reload)";
+/// How long a change waits for Redis in a cluster.
+const REDIS_LIMIT: Duration = Duration::from_secs(3);
 
+/// In a cluster: where the API's camera changes are shared.
+pub(crate) struct SharedCameras {
+    registry: Registry,
+    redis: sharpeyes_config::Redis,
+    conn: Option<RedisConnection>,
+    /// The version of the shared changes applied here.
+    version: u64,
+}
+
+impl SharedCameras {
+    /// For a node of a cluster on `config`; `None` outside one.
+    pub fn new(config: &Config) -> Option<Self> {
+        config.cluster()?;
+        let redis = config.redis.clone()?;
+        Some(Self {
+            registry: Registry::new(&format!("{}:cluster", redis.key_prefix)),
+            redis,
+            conn: None,
+            version: 0,
+        })
+    }
+
+    /// This node wrote `version` and applied it. When no other node wrote in between, this
+    /// node is at that version, and an older list read before the write is not applied
+    /// over it.
+    fn wrote(&mut self, version: u64) {
+        if version == self.version + 1 {
+            self.version = version;
+        }
+    }
+
+    /// Runs `op` on the registry within [`REDIS_LIMIT`], connecting first if need be.
+    async fn with<T>(
+        &mut self,
+        op: impl AsyncFnOnce(&Registry, &mut RedisConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let unreachable = |e: String| {
+            format!(
+                "the cluster keeps cameras changed over the API in Redis, which does not answer ({e}); try again when it does"
+            )
+        };
+        let result = tokio::time::timeout(REDIS_LIMIT, async {
+            if self.conn.is_none() {
+                let conn = RedisStore::connection(&self.redis)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.conn = Some(conn);
+            }
+            let conn = self.conn.as_mut().ok_or("no connection")?;
+            op(&self.registry, conn)
+                .await
+                .map_err(|e| sharpeyes_config::redact_url(&e.to_string()).to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REDIS_LIMIT:?}")));
+        if result.is_err() {
+            self.conn = None;
+        }
+        result.map_err(unreachable)
+    }
+}
 /// Applies the changes sent to `requests`, one at a time, until `stop` turns true.
 pub(crate) struct ControlLoop {
     pub cameras: Arc<Cameras>,
@@ -53,6 +122,8 @@ pub(crate) struct ControlLoop {
     pub added: Vec<(String, String)>,
     /// Cameras of the file removed over the API.
     pub removed: Vec<String>,
+    /// In a cluster: where `added` and `removed` are shared.
+    pub shared: Option<SharedCameras>,
 }
 
 /// Runs [`ControlLoop`] until `stop`; its state outlives a panic (see [`crate::supervise`]).
@@ -64,6 +135,7 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
         stop,
         added,
         removed,
+        shared,
     } = state;
     loop {
         let request = tokio::select! {
@@ -73,10 +145,24 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                 None => return,
             },
         };
-        let clustered = cameras.config().cluster().is_some();
         match request {
-            Control::Add(_, reply) | Control::Remove(_, reply) if clustered => {
-                let _ = reply.send(Err(IN_A_CLUSTER.into()));
+            Control::Shared(changes) => {
+                let Some(shared) = shared.as_mut() else {
+                    continue;
+                };
+                if changes.version <= shared.version {
+                    continue;
+                }
+                match apply(cameras, source, &changes.added, &changes.removed).await {
+                    Ok(_) => {
+                        shared.version = changes.version;
+                        (*added, *removed) = (changes.added, changes.removed);
+                    }
+                    Err(e) => tracing::error!(
+                        version = changes.version,
+                        "the cameras changed over the API on the cluster's nodes do not fit this node's configuration file: {e}"
+                    ),
+                }
             }
             Control::Reload(reply) => {
                 let result = match &source.file {
@@ -125,9 +211,12 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                             // `apply` says what is wrong with it.
                             Err(_) => Ok(()),
                         };
-                        let result = match reach {
-                            Err(e) => Err(e),
-                            Ok(()) => apply(cameras, source, &candidate, removed).await,
+                        let result = match (reach, shared.as_mut()) {
+                            (Err(e), _) => Err(e),
+                            (Ok(()), None) => apply(cameras, source, &candidate, removed).await,
+                            (Ok(()), Some(shared)) => {
+                                share_add(shared, cameras, source, &candidate, removed, &id).await
+                            }
                         };
                         if result.is_ok() {
                             *added = candidate;
@@ -144,12 +233,32 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                     Err(format!("no camera `{id}`"))
                 } else {
                     let (mut a, mut r) = (added.clone(), removed.clone());
-                    if a.iter().any(|(i, _)| *i == id) {
-                        a.retain(|(i, _)| *i != id);
-                    } else {
+                    let in_file = !a.iter().any(|(i, _)| *i == id);
+                    if in_file {
                         r.push(id.clone());
+                    } else {
+                        a.retain(|(i, _)| *i != id);
                     }
-                    let result = apply(cameras, source, &a, &r).await;
+                    let written = match shared.as_mut() {
+                        None => Ok(None),
+                        Some(shared) => {
+                            shared
+                                .with(async |registry, conn| {
+                                    registry.remove(conn, &id, in_file).await.map(Some)
+                                })
+                                .await
+                        }
+                    };
+                    let result = match written {
+                        Ok(version) => apply(cameras, source, &a, &r).await.map(|mut applied| {
+                            if let (Some(v), Some(shared)) = (version, shared.as_mut()) {
+                                applied.cluster = Some(SHARED.into());
+                                shared.wrote(v);
+                            }
+                            applied
+                        }),
+                        Err(e) => Err(e),
+                    };
                     if result.is_ok() {
                         (*added, *removed) = (a, r);
                     }
@@ -160,6 +269,38 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
         }
     }
 }
+
+/// A camera added on this node of a cluster: checked against the file, written to Redis
+/// (where another node may have added the same id first), then applied here.
+async fn share_add(
+    shared: &mut SharedCameras,
+    cameras: &Cameras,
+    source: &ConfigSource,
+    candidate: &[(String, String)],
+    removed: &[String],
+    id: &str,
+) -> Result<Applied, String> {
+    effective(source, candidate, removed)?;
+    let entry = candidate
+        .iter()
+        .find(|(i, _)| i == id)
+        .map(|(_, e)| e.clone())
+        .unwrap_or_default();
+    let written = shared
+        .with(async |registry, conn| registry.add(conn, id, &entry).await)
+        .await?;
+    let Some(version) = written else {
+        return Err(format!(
+            "camera `{id}` was added on another node of the cluster already: remove it first"
+        ));
+    };
+    let mut applied = apply(cameras, source, candidate, removed).await?;
+    applied.cluster = Some(SHARED.into());
+    shared.wrote(version);
+    Ok(applied)
+}
+
+const SHARED: &str = "shared with every node of the cluster through Redis: the node the assignment gives the camera runs it from its next step";
 
 /// The configuration with the API's additions and removals; every problem, with its line.
 fn effective(

@@ -153,12 +153,15 @@ impl Service {
         }
 
         let (leave, leave_rx) = watch::channel(false);
+        let (control, requests) = mpsc::channel(8);
         let view = crate::cluster::ClusterView::default();
         let cluster_task = crate::cluster::start(
             &config,
             crate::cluster::Coordination {
                 cameras: cameras.clone(),
+                board: board.clone(),
                 alerts: alerts.clone(),
+                control: control.clone(),
                 sensors: sensors_here,
                 view: view.clone(),
                 metrics: crate::cluster::ClusterMetrics::new(metrics.registry())
@@ -168,7 +171,6 @@ impl Service {
             },
         );
 
-        let (control, requests) = mpsc::channel(8);
         let api = crate::http::Api {
             alerts: alerts.clone(),
             metrics,
@@ -198,6 +200,7 @@ impl Service {
                 stop: intake_rx,
                 added: Vec::new(),
                 removed: Vec::new(),
+                shared: crate::reload::SharedCameras::new(&config),
             },
             |state| Box::pin(control_loop(state)),
         );

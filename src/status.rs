@@ -14,6 +14,14 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+/// A camera taken over from another node: how long it went unanalysed ends when it streams
+/// here.
+pub(crate) struct Handoff {
+    /// When its last holder was last seen holding it.
+    pub since: std::time::Instant,
+    pub seconds: prometheus::Histogram,
+}
+
 /// Every camera's state and last error, for the API and the operators' page.
 #[derive(Clone, Default)]
 pub struct CameraBoard(Arc<Mutex<Vec<CameraView>>>);
@@ -29,8 +37,39 @@ pub struct CameraView {
     pub state: &'static str,
     /// Why it is reconnecting or failed; the last error otherwise.
     pub reason: Option<String>,
-    /// When it entered this state (RFC 3339).
+    /// When it entered this state (RFC 3339); elsewhere in a cluster, when its node last said
+    /// so.
     pub since: String,
+    /// In a cluster: the node that runs it; none while no node does (`unassigned`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl CameraView {
+    /// `camera` in `state` from now.
+    pub(crate) fn new(camera: &Camera, state: &'static str) -> Self {
+        Self {
+            id: camera.id.clone(),
+            name: camera.name.clone(),
+            kind: camera.kind.as_str().to_owned(),
+            unit: camera.unit.clone(),
+            grid: camera.grid().to_owned(),
+            state,
+            reason: None,
+            since: now_rfc3339(),
+            node: None,
+        }
+    }
+}
+
+/// A state another node reported, as one of ours (`unknown` for one this version does not
+/// know).
+pub(crate) fn phase_name(state: &str) -> &'static str {
+    CameraPhase::ALL
+        .into_iter()
+        .map(CameraPhase::as_str)
+        .find(|p| *p == state)
+        .unwrap_or("unknown")
 }
 
 impl CameraBoard {
@@ -50,16 +89,7 @@ impl CameraBoard {
     pub(crate) fn add(&self, camera: &Camera) {
         let mut list = self.lock();
         list.retain(|v| v.id != camera.id);
-        list.push(CameraView {
-            id: camera.id.clone(),
-            name: camera.name.clone(),
-            kind: camera.kind.as_str().to_owned(),
-            unit: camera.unit.clone(),
-            grid: camera.grid().to_owned(),
-            state: "connecting",
-            reason: None,
-            since: now_rfc3339(),
-        });
+        list.push(CameraView::new(camera, "connecting"));
     }
 
     fn set(&self, id: &str, state: &'static str, reason: Option<&str>) {
@@ -93,10 +123,14 @@ pub(crate) async fn follow(
     id: String,
     mut state: watch::Receiver<CameraState>,
     sinks: StatusSinks,
+    mut handoff: Option<Handoff>,
 ) {
     let mut published: Option<CameraState> = None;
     loop {
         let current = state.borrow_and_update().clone();
+        if let Some(h) = handoff.take_if(|_| current == CameraState::Streaming) {
+            h.seconds.observe(h.since.elapsed().as_secs_f64());
+        }
         if published.as_ref() != Some(&current) {
             tell(&id, &current, &sinks);
             published = Some(current);

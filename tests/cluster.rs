@@ -1,8 +1,9 @@
 //! Three `sharpeyes run` processes sharing nine cameras through a real redis-server: each
 //! camera runs on exactly one node, a SIGKILLed node's cameras move once its leases expire,
 //! a SIGTERMed node's move at once, and the shared cooldown keeps each fire to one alert
-//! across the moves; every node lists every node's alerts; the alerts a node killed during a
-//! broker outage left unsent go out from a survivor.
+//! across the moves; every node lists every node's alerts and cameras; the alerts a node
+//! killed during a broker outage left unsent go out from a survivor; cameras changed over
+//! one node's API change on every node.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sharpeyes_testkit::config::{fire_camera, service};
-use sharpeyes_testkit::http::get_as;
+use sharpeyes_testkit::http::{delete, get_as, post};
 use sharpeyes_testkit::{Fault, FaultProxy, Mosquitto, Redis, Service, Subscriber, fire_cameras};
 
 const PREFIX: &str = "se-cluster";
@@ -61,8 +62,41 @@ fn view(http: u16) -> (String, Vec<String>, usize) {
     (
         v["node"]["id"].as_str().unwrap().to_owned(),
         cameras,
-        v["members"].as_array().unwrap().len(),
+        v["nodes"].as_array().unwrap().len(),
     )
+}
+
+/// A node's `sharpeyes_camera_handoff_seconds`: (count, sum).
+fn handoffs(http: u16) -> (u64, f64) {
+    let (status, body) = get_as(http, "/metrics", TOKEN);
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the metrics"))
+    };
+    (
+        value("sharpeyes_camera_handoff_seconds_count ") as u64,
+        value("sharpeyes_camera_handoff_seconds_sum "),
+    )
+}
+
+/// Polls until `nodes` counted `n` handoffs more than `before` (a camera streams a moment
+/// after it starts), within 15 s; the handoffs since, and their mean in seconds.
+fn handoffs_since(nodes: &[&Service], before: (u64, f64), n: u64) -> (u64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let total = nodes
+            .iter()
+            .map(|s| handoffs(s.port()))
+            .fold((0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let count = total.0 - before.0;
+        if count >= n || Instant::now() > deadline {
+            return (count, (total.1 - before.1) / count.max(1) as f64);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Camera -> the nodes that run it, over the nodes given.
@@ -170,8 +204,53 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
         );
     }
 
-    // The sensor's alarm is raised once, by the node that runs its cameras.
+    // Any node shows the whole cluster: each member with the cameras and sensors it runs
+    // (a heartbeat old at most), and every camera with the node that runs it.
     let sensor_node = owners[&camera_id(1)][0].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = get_as(c.port(), "/api/cluster", TOKEN);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut said = BTreeMap::new();
+        let mut sensors = BTreeMap::new();
+        for n in v["nodes"].as_array().unwrap() {
+            let id = n["id"].as_str().unwrap().to_owned();
+            assert!(n["capacity"].as_u64().unwrap() > 0, "{n}");
+            assert!(
+                humantime::parse_rfc3339(n["last_seen"].as_str().unwrap()).is_ok(),
+                "{n}"
+            );
+            for cam in n["cameras"].as_array().unwrap() {
+                said.insert(cam.as_str().unwrap().to_owned(), vec![id.clone()]);
+            }
+            for s in n["sensors"].as_array().unwrap() {
+                sensors.insert(s.as_str().unwrap().to_owned(), id.clone());
+            }
+        }
+        if said == owners && v["unassigned"] == serde_json::json!([]) {
+            assert_eq!(sensors.get(SENSOR), Some(&sensor_node), "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/api/cluster says {v}; the nodes run {owners:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, body) = get_as(a.port(), "/api/cameras", TOKEN);
+    let listed: BTreeMap<String, Vec<String>> = serde_json::from_slice::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_owned();
+            (id, vec![c["node"].as_str().unwrap_or("none").to_owned()])
+        })
+        .collect();
+    assert_eq!(listed, owners, "node-a's /api/cameras");
+
+    // The sensor's alarm is raised once, by the node that runs its cameras.
     assert_eq!(owners[&camera_id(2)], owners[&camera_id(1)], "{owners:?}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -251,6 +330,7 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
 
     // SIGKILL: b's cameras wait for its leases to expire, then move to a and c.
     let b_cameras = on(&owners, "node-b");
+    let (a0, c0) = (handoffs(a.port()), handoffs(c.port()));
     let killed = Instant::now();
     b.signal("KILL");
     let (moved_after, after_kill) = settle(&[&a, &c], Duration::from_secs(30));
@@ -267,6 +347,22 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
         on(&after_kill, "node-a").len() + on(&after_kill, "node-c").len() == CAMERAS,
         "{after_kill:?}"
     );
+    // Each camera taken over counts its handoff, from b's last renewal to streaming again:
+    // at least the lease, since nobody may take it sooner.
+    let (count, mean) = handoffs_since(
+        &[&a, &c],
+        (a0.0 + c0.0, a0.1 + c0.1),
+        b_cameras.len() as u64,
+    );
+    assert_eq!(
+        count,
+        b_cameras.len() as u64,
+        "handoffs counted after the kill"
+    );
+    assert!(
+        (2.9..10.0).contains(&mean),
+        "a killed node's cameras were handed off in {mean:.2} s on average (lease 3 s)"
+    );
     // Nothing else moved: a and c kept what they had.
     for node in ["node-a", "node-c"] {
         for camera in on(&owners, node) {
@@ -281,6 +377,7 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     // SIGTERM: c releases its leases as it stops, and a takes them at its next step, well
     // within a lease.
     let c_cameras = on(&after_kill, "node-c");
+    let a1 = handoffs(a.port());
     let (exit, log) = c.stop(Duration::from_secs(30));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(log.contains("left the cluster"), "{log}");
@@ -291,6 +388,17 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     assert!(
         moved_after_stop < Duration::from_millis(2500),
         "a clean stop's cameras moved after {moved_after_stop:?}; a kill's after {moved_after:?}"
+    );
+    let (count, mean_after_stop) = handoffs_since(&[&a], a1, c_cameras.len() as u64);
+    assert_eq!(
+        count,
+        c_cameras.len() as u64,
+        "handoffs counted after the stop"
+    );
+    // No lease to wait out: a step, a connection and a keyframe (one a second).
+    assert!(
+        mean_after_stop < 3.0 && mean_after_stop < mean,
+        "a clean stop's cameras were handed off in {mean_after_stop:.2} s on average, a kill's in {mean:.2} s"
     );
 
     // The cooldown lives in Redis: no camera alerted its fire twice across the moves.
@@ -475,5 +583,137 @@ async fn a_dead_nodes_unsent_alerts_are_published_by_a_survivor() {
         log.contains("publishing alerts that nodes gone from the cluster left unsent"),
         "{log}"
     );
+    drop(sim);
+}
+
+/// Camera -> the nodes whose `/api/cluster` says they run it, over `nodes`.
+fn running(nodes: &[&Service]) -> BTreeMap<String, Vec<String>> {
+    let mut on: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for node in nodes {
+        let (id, cameras, _) = view(node.port());
+        for c in cameras {
+            on.entry(c).or_default().push(id.clone());
+        }
+    }
+    on
+}
+
+/// `/api/cameras` of a node: camera -> the node it says runs it.
+fn listed(http: u16) -> BTreeMap<String, String> {
+    let (status, body) = get_as(http, "/api/cameras", TOKEN);
+    assert_eq!(status, 200);
+    serde_json::from_slice::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let node = c["node"].as_str().unwrap_or("unassigned").to_owned();
+            (c["id"].as_str().unwrap().to_owned(), node)
+        })
+        .collect()
+}
+
+/// Polls `check` every 200 ms until it holds, within `limit`.
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A camera added over the API of one node runs on whichever node the assignment gives it,
+/// every node lists it, a second add of its id on another node is refused, a file camera
+/// removed over one node's API stops wherever it ran, and the changes outlive a restart.
+///
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_changed_over_one_nodes_api_change_on_every_node() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 4, "600s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let paths: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            // The first three cameras in the file; the fourth comes over the API.
+            let text: String = node_config(d.path(), broker.port, redis.port, &sim)
+                .split("\n[[cameras]]")
+                .take(4)
+                .collect::<Vec<_>>()
+                .join("\n[[cameras]]");
+            let path = d.path().join("service.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let start = |i: usize, id: &str| {
+        Service::start_with(bin, &paths[i], dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let file: Vec<String> = (1..=3).map(camera_id).collect();
+    eventually(Duration::from_secs(30), "the file's cameras run", || {
+        let on = running(&[&a, &b]);
+        file.iter().all(|c| on.get(c).is_some_and(|n| n.len() == 1))
+    });
+
+    let added = camera_id(4);
+    let body = format!(
+        "id = \"{added}\"\nname = \"东元超市后门\"\nkind = \"social-unit\"\nunit = \"东元超市\"\nurl = \"{}\"\ngrid = \"321322-001-003-07\"\nhazards = [\"fire\"]\n",
+        sim.url(4)
+    );
+    let (status, applied) = post(a.port(), "/api/cameras", Some(TOKEN), &body);
+    let applied = String::from_utf8_lossy(&applied).into_owned();
+    assert_eq!(status, 200, "{applied}");
+    assert!(applied.contains("shared with every node"), "{applied}");
+    eventually(
+        Duration::from_secs(15),
+        "the added camera runs on one node and both list it",
+        || {
+            let on = running(&[&a, &b]);
+            let runner = on
+                .get(&added)
+                .filter(|n| n.len() == 1)
+                .map(|n| n[0].clone());
+            runner.is_some_and(|r| {
+                listed(a.port()).get(&added) == Some(&r) && listed(b.port()).get(&added) == Some(&r)
+            })
+        },
+    );
+    let (status, why) = post(b.port(), "/api/cameras", Some(TOKEN), &body);
+    let why = String::from_utf8_lossy(&why).into_owned();
+    assert_eq!(status, 400, "{why}");
+    assert!(why.contains("already"), "{why}");
+
+    // A file camera removed over b's API stops wherever it ran, and leaves both lists.
+    let gone = camera_id(1);
+    let (status, applied) = delete(b.port(), &format!("/api/cameras/{gone}"), Some(TOKEN));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&applied));
+    eventually(Duration::from_secs(15), "the removed camera stops", || {
+        !running(&[&a, &b]).contains_key(&gone)
+            && !listed(a.port()).contains_key(&gone)
+            && !listed(b.port()).contains_key(&gone)
+    });
+
+    // Both changes are in Redis: a restarted node starts from them.
+    let (exit, log) = a.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    let a = start(0, "node-a");
+    eventually(
+        Duration::from_secs(30),
+        "the restarted node has the changes",
+        || {
+            let list = listed(a.port());
+            list.contains_key(&added) && !list.contains_key(&gone) && list.len() == 3
+        },
+    );
+    for node in [a, b] {
+        let (exit, log) = node.stop(Duration::from_secs(30));
+        assert!(exit.is_some_and(|e| e.success()), "{log}");
+    }
     drop(sim);
 }

@@ -1,8 +1,9 @@
 //! Membership and leases against a real redis-server on a free loopback port.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sharpeyes_cluster::{Coordinator, Leases, Member, Members, Step};
+use sharpeyes_cluster::{Coordinator, Leases, Member, Members, Report, Step};
 use sharpeyes_testkit::Redis;
 
 async fn connect(redis: &Redis) -> redis::aio::MultiplexedConnection {
@@ -52,7 +53,7 @@ async fn one_holder_per_camera_renewed_and_released_only_by_it_with_growing_fenc
         .expect("expired: taken over");
     assert!(b.fence > a.fence);
     assert!(!leases.renew(&mut conn, &a, ttl).await.unwrap());
-    assert!(!leases.release(&mut conn, &a).await.unwrap());
+    assert!(!leases.release(&mut conn, &a, ttl).await.unwrap());
     assert_eq!(
         leases
             .acquire(&mut conn, "cam-1", "node-a", ttl)
@@ -62,7 +63,7 @@ async fn one_holder_per_camera_renewed_and_released_only_by_it_with_growing_fenc
     );
 
     // Released by its holder: free at once.
-    assert!(leases.release(&mut conn, &b).await.unwrap());
+    assert!(leases.release(&mut conn, &b, ttl).await.unwrap());
     let c = leases
         .acquire(&mut conn, "cam-1", "node-a", ttl)
         .await
@@ -82,16 +83,33 @@ async fn members_are_those_whose_heartbeat_has_not_expired() {
         capacity: 16,
         zone: Some("east".into()),
     };
-    members.heartbeat(&mut conn, &node("a"), ttl).await.unwrap();
+    let report = Report {
+        cameras: BTreeMap::from([("cam-1".to_owned(), "streaming".to_owned())]),
+        ..Report::default()
+    };
     members
-        .heartbeat(&mut conn, &node("b"), Duration::from_secs(10))
+        .heartbeat(&mut conn, &node("a"), &report, ttl)
+        .await
+        .unwrap();
+    members
+        .heartbeat(
+            &mut conn,
+            &node("b"),
+            &Report::default(),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     let live = members.live(&mut conn).await.unwrap();
     assert_eq!(live, [node("a"), node("b")]);
-    // a stops beating: gone once its TTL passes; b leaves cleanly.
+    let reports = members.reports(&mut conn, &live).await.unwrap();
+    assert_eq!(reports["a"], report);
+    assert_eq!(reports["b"], Report::default());
+    // a stops beating: gone once its TTL passes, its report with it; b leaves cleanly.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(members.live(&mut conn).await.unwrap(), [node("b")]);
+    let reports = members.reports(&mut conn, &live).await.unwrap();
+    assert!(!reports.contains_key("a"), "{reports:?}");
     members.leave(&mut conn, "b").await.unwrap();
     assert_eq!(members.live(&mut conn).await.unwrap(), []);
 }
@@ -104,22 +122,28 @@ fn member(id: &str) -> Member {
     }
 }
 
-/// Steps every coordinator `rounds` times, in turn, as their timers would.
+/// Steps every coordinator `rounds` times, in turn, as their timers would; the last round's
+/// steps, with the takeovers of every round.
 async fn settle(
     conn: &mut redis::aio::MultiplexedConnection,
     nodes: &mut [&mut Coordinator],
     cameras: &[(String, String)],
     rounds: usize,
 ) -> Vec<Step> {
-    let mut last = Vec::new();
+    let mut last: Vec<Step> = Vec::new();
+    let mut taken_over: Vec<BTreeMap<String, Duration>> = vec![BTreeMap::new(); nodes.len()];
     for _ in 0..rounds {
         last.clear();
-        for c in nodes.iter_mut() {
+        for (i, c) in nodes.iter_mut().enumerate() {
             let step = c.step(conn, cameras).await.unwrap();
             // What the service does with a step: stop what moves away, then release it.
             c.release(conn, &step.hand_over).await.unwrap();
+            taken_over[i].extend(step.taken_over.clone());
             last.push(step);
         }
+    }
+    for (step, taken) in last.iter_mut().zip(taken_over) {
+        step.taken_over = taken;
     }
     last
 }
@@ -148,10 +172,26 @@ async fn coordinators_split_the_cameras_hand_over_on_join_and_take_over_a_dead_n
         .collect();
     let mut a = Coordinator::new("coord-test", member("node-a"), ttl);
     let mut b = Coordinator::new("coord-test", member("node-b"), ttl);
+    let says = Report {
+        cameras: BTreeMap::from([("cam-07".to_owned(), "connecting".to_owned())]),
+        at_ms: 1,
+        ..Report::default()
+    };
+    a.set_report(says.clone());
 
     // Two nodes: after a round in which both are members, every camera on exactly one.
     let steps = settle(&mut conn, &mut [&mut a, &mut b], &cameras, 3).await;
     exactly_once(&steps, &cameras);
+    let reports = b.reports(&mut conn, &steps[1].members).await.unwrap();
+    assert_eq!(reports["node-a"], says, "b reads what a says it runs");
+    assert_eq!(reports["node-b"], Report::default());
+    // a, first alone, took every lease with no holder before it: no handoff; b's share it
+    // then handed over.
+    assert!(steps[0].taken_over.is_empty(), "{:?}", steps[0].taken_over);
+    assert_eq!(
+        steps[1].taken_over.keys().cloned().collect::<Vec<_>>(),
+        steps[1].run.iter().cloned().collect::<Vec<_>>()
+    );
     for pair in cameras[..6].chunks(2) {
         let node = |cam: &str| steps.iter().position(|s| s.run.contains(cam));
         assert_eq!(node(&pair[0].0), node(&pair[1].0), "{pair:?} split");
@@ -168,13 +208,45 @@ async fn coordinators_split_the_cameras_hand_over_on_join_and_take_over_a_dead_n
     exactly_once(&steps, &cameras);
     assert!(steps[0].run.is_subset(&a_before), "a took nothing new");
     assert!(!steps[2].run.is_empty(), "c took a share");
+    // Each was released by its old node and taken at c's next step: a short handoff.
+    assert_eq!(
+        steps[2].taken_over.keys().cloned().collect::<Vec<_>>(),
+        steps[2].run.iter().cloned().collect::<Vec<_>>()
+    );
+    for (camera, vacant) in &steps[2].taken_over {
+        assert!(
+            *vacant < ttl / 2,
+            "{camera} vacant {vacant:?} after a release"
+        );
+    }
+    assert!(steps[0].taken_over.is_empty() && steps[1].taken_over.is_empty());
     let b_cameras = steps[1].run.clone();
 
-    // b dies (no step, no release): within the TTL its cameras stay unowned, after it they
-    // move to a and c, and b's old leases can no longer be renewed.
-    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
-    let steps = settle(&mut conn, &mut [&mut a, &mut c], &cameras, 2).await;
+    // b dies (no step, no release) while a and c go on stepping every third of the TTL:
+    // once b's leases expire its cameras move to them, each vacant since b's last renewal
+    // (at least the TTL: nobody may take it sooner), and b's old leases can no longer be
+    // renewed.
+    let died = std::time::Instant::now();
+    let mut taken: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut steps = Vec::new();
+    while died.elapsed() < ttl + ttl / 2 {
+        tokio::time::sleep(ttl / 3).await;
+        steps = settle(&mut conn, &mut [&mut a, &mut c], &cameras, 1).await;
+        for s in &steps {
+            taken.extend(s.taken_over.clone());
+        }
+    }
     exactly_once(&steps, &cameras);
+    assert_eq!(
+        taken.keys().cloned().collect::<Vec<_>>(),
+        b_cameras.iter().cloned().collect::<Vec<_>>()
+    );
+    for (camera, vacant) in &taken {
+        assert!(
+            *vacant + Duration::from_millis(5) >= ttl && *vacant < ttl * 2,
+            "{camera} vacant {vacant:?} after its node died (TTL {ttl:?})"
+        );
+    }
     assert_eq!(
         steps[0].members.len(),
         2,

@@ -3,12 +3,12 @@ const TEXT = {
   zh: { title: "雪亮工程 · 告警值守", grid: "网格", all: "全部", operator: "值守员", token: "令牌", alerts: "实时告警", cameras: "摄像机状态",
         camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
         level: "升级", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
-        states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止" },
+        states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止", unassigned: "未分配", unknown: "未知" },
         hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" } },
   en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
         camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
         level: "escalation", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
-        states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped" },
+        states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped", unassigned: "unassigned", unknown: "unknown" },
         hazards: {} },
 };
 const params = new URLSearchParams(location.search);
@@ -127,7 +127,7 @@ async function loadCameras() {
   const rows = (await res.json()).map((c) => {
     const tr = document.createElement("tr");
     tr.dataset.id = c.id;
-    tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}</td><td>${esc(c.reason || "")}</td>`;
+    tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}${c.node ? ` <small class="node">${esc(c.node)}</small>` : ""}</td><td>${esc(c.reason || "")}</td>`;
     return tr;
   });
   $("#cameras").replaceChildren(...rows);
