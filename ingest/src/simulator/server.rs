@@ -163,9 +163,12 @@ fn serve(
         context.iteration(true);
     }
 
-    // Teardown: let clients that are already leaving finish (removing a closing client
+    // Teardown: first the listening socket, so that clients which reconnect as soon as they
+    // are dropped (every real client does) cannot start new sessions while the others are
+    // torn down; then let clients that are already leaving finish (removing a closing client
     // leaves a watch on a dead socket that GLib then polls in a loop), then the remaining
-    // clients (they hold the media), then the media pipelines, then the listening socket.
+    // clients (they hold the media), then the media pipelines.
+    close(source);
     drain(context, TEARDOWN_POLL * 10);
     server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
     let media: Vec<_> = media
@@ -177,7 +180,6 @@ fn serve(
             let _ = m.unprepare();
         }
     }
-    close(source);
     // Unpreparing finishes on this context (the pipelines' state changes and bus messages):
     // run it until every pipeline is down, so none is disposed while still playing.
     let deadline = Instant::now() + TEARDOWN_LIMIT;
