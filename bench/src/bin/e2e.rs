@@ -78,6 +78,14 @@ struct Args {
     /// added back every minute; writes `soak.json` and `soak.txt`.
     #[arg(long, value_name = "MINUTES")]
     soak_minutes: Option<u64>,
+    /// Instead of the steps: the first `--cameras` count split across this many nodes of a
+    /// cluster (one Redis, the default lease), then `--kills` rounds that SIGKILL the busiest
+    /// node and time its cameras' handoff; writes `nodes.json` and `nodes.txt`.
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
+    /// Kills of the `--nodes` run.
+    #[arg(long, default_value_t = 10)]
+    kills: usize,
     /// Where `e2e.json`, `e2e.svg` and `e2e.txt` go.
     #[arg(long, default_value_os_t = target_dir().join("e2e"))]
     out: PathBuf,
@@ -141,6 +149,9 @@ fn main() -> ExitCode {
     };
     if let Some(minutes) = a.soak_minutes {
         return soak(&options, minutes, &a.out);
+    }
+    if let Some(nodes) = a.nodes {
+        return cluster(&options, nodes, a.kills, &a.out);
     }
     println!(
         "e2e: {:?} cameras at {}x{} {} fps GOP {}, {} s per step after {} s warm-up; pipelines {:?}",
@@ -218,6 +229,47 @@ fn soak(options: &Options, minutes: u64, out: &std::path::Path) -> ExitCode {
     match written {
         Ok(()) => println!("wrote {}", out.join("soak.txt").display()),
         Err(e) => eprintln!("soak: {}: {e}", out.display()),
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the cluster with the first camera count and writes its report.
+fn cluster(options: &Options, nodes: usize, kills: usize, out: &std::path::Path) -> ExitCode {
+    let cameras = options.cameras.first().copied().unwrap_or(24);
+    println!(
+        "nodes: {cameras} cameras at {}x{} {} fps GOP {} on {nodes} nodes, {kills} kills",
+        options.width, options.height, options.fps, options.gop
+    );
+    let run = match e2e::nodes::run(options, nodes, cameras, kills, |k| {
+        println!(
+            "  kill {}: {} ran {} cameras; {} streamed elsewhere, the last after {:.1} s; settled again {:.1} s after its restart",
+            k.round,
+            k.node,
+            k.handoffs.len() + k.lost,
+            k.handoffs.len(),
+            k.handoffs.iter().copied().fold(0.0, f64::max),
+            k.rejoin_s
+        );
+    }) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("nodes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = e2e::nodes::report(&run);
+    println!("\n{text}");
+    let written = std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(out.join("nodes.txt"), &text))
+        .and_then(|()| {
+            std::fs::write(
+                out.join("nodes.json"),
+                serde_json::to_string_pretty(&run).unwrap_or_default(),
+            )
+        });
+    match written {
+        Ok(()) => println!("wrote {}", out.join("nodes.txt").display()),
+        Err(e) => eprintln!("nodes: {}: {e}", out.display()),
     }
     ExitCode::SUCCESS
 }

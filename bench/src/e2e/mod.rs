@@ -10,6 +10,7 @@
 //! minutes under broker and Redis faults and camera churn.
 
 mod alerts;
+pub mod nodes;
 pub mod procs;
 mod prom;
 pub mod report;

@@ -36,8 +36,21 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 /// `sharpeyes run --config CONFIG`, logging warnings to `log`; returns it with the port its
 /// API took (its `--ready-file` says, once it listens).
 pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<(Process, u16), String> {
+    start_service_as(binary, config, log, &[])
+}
+
+/// [`start_service`] with environment variables set (`SHARPEYES_NODE_ID` for a cluster's
+/// node).
+pub fn start_service_as(
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Result<(Process, u16), String> {
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let ready = config.with_extension("ready.json");
+    // A node started again must not read its last run's port.
+    let _ = std::fs::remove_file(&ready);
     let child = Command::new(binary)
         .arg("run")
         .arg("--config")
@@ -45,6 +58,7 @@ pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<(Proces
         .arg("--ready-file")
         .arg(&ready)
         .env("SHARPEYES_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
