@@ -1267,6 +1267,45 @@ async fn alerting_goes_on_while_redis_is_down_at_start_and_at_run_time() {
     svc.shutdown().await;
 }
 
+/// A cooldown this node took in Redis still holds while Redis is down: a fire that burns
+/// through an outage is not alerted again from the local spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_taken_in_redis_holds_while_redis_is_down() {
+    logs();
+    let mut redis = Redis::start(None);
+    let data = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let text = CONFIG.replacen(
+        "id = \"test-node\"\n",
+        &format!(
+            "id = \"test-node\"\ndata_dir = \"{}\"\n",
+            data.path().display()
+        ),
+        1,
+    ) + &format!(
+        "\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"cooldown-outage\"\n",
+        redis.port
+    );
+    let config = Config::parse(&text, Path::new("outage.toml"), &[models.path().to_owned()])
+        .unwrap()
+        .config;
+    let store = sharpeyes_alerts::open_store(&config).await.unwrap();
+    store.ping().await.unwrap();
+    let ttl = Duration::from_secs(300);
+    assert!(store.claim_cooldown("cam/fire", ttl).await.unwrap());
+
+    redis.stop();
+    assert!(
+        store.cooldown_held("cam/fire").await.unwrap(),
+        "the cooldown taken in Redis is forgotten while Redis is down"
+    );
+    assert!(!store.claim_cooldown("cam/fire", ttl).await.unwrap());
+    // One taken during the outage holds too.
+    assert!(store.claim_cooldown("cam/smoke", ttl).await.unwrap());
+    assert!(store.cooldown_held("cam/smoke").await.unwrap());
+}
+
 /// With the broker gone, alerts wait up to `[alerts] outbox_limit`; past it the least severe
 /// are refused first (minor at the limit, major at 1.25 times, critical at 1.5 times),
 /// counted, and shown; everything accepted arrives once the broker is back.

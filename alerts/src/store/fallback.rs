@@ -21,6 +21,10 @@ const RETRY: Duration = Duration::from_secs(2);
 /// After a failed call, Redis is left alone this long: each call to a Redis that is down can
 /// take seconds, and an alert makes several.
 const REST: Duration = Duration::from_secs(5);
+/// While Redis rests, it is pinged this often, so that the store uses it again as soon as it
+/// is back: the cluster's leases already do, and a camera moved to this node must find the
+/// cooldowns in Redis, not the spool's.
+const PROBE: Duration = Duration::from_millis(500);
 
 pub struct FallbackStore {
     redis: RwLock<Option<Arc<RedisStore>>>,
@@ -52,7 +56,16 @@ impl FallbackStore {
                 tokio::spawn(reconnect(Arc::downgrade(&store), client));
             }
         }
+        tokio::spawn(probe(Arc::downgrade(&store)));
         store
+    }
+
+    /// Whether calls go to the spool for now after a failure.
+    fn resting(&self) -> bool {
+        self.resting_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     fn set_redis(&self, redis: RedisStore) {
@@ -61,12 +74,7 @@ impl FallbackStore {
 
     /// Redis, unless it is not connected or rests after a failure.
     fn redis(&self) -> Option<Arc<RedisStore>> {
-        let resting = self
-            .resting_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|until| std::time::Instant::now() < until);
-        if resting { None } else { self.connected() }
+        if self.resting() { None } else { self.connected() }
     }
 
     /// Redis when connected, resting or not: for removing what is already there.
@@ -134,6 +142,23 @@ async fn reconnect(store: Weak<FallbackStore>, client: RedisClient) {
     }
 }
 
+/// Ends the rest after a failure as soon as Redis answers a ping; returns when the store is
+/// gone.
+async fn probe(store: Weak<FallbackStore>) {
+    loop {
+        tokio::time::sleep(PROBE).await;
+        let Some(store) = store.upgrade() else { return };
+        if !store.resting() {
+            continue;
+        }
+        if let Some(redis) = store.connected() {
+            if let Ok(Ok(())) = tokio::time::timeout(PROBE, redis.ping()).await {
+                store.came_back();
+            }
+        }
+    }
+}
+
 const IN_REDIS: &str = "r:";
 const IN_SPOOL: &str = "l:";
 
@@ -165,8 +190,14 @@ impl StateStore for FallbackStore {
         })
     }
 
+    // The cooldowns this node takes in Redis are kept in memory too, so that a hazard that
+    // goes on through a Redis outage is not alerted again from the spool. The memory copy
+    // only ever holds back: Redis, when it answers, decides for the whole cluster.
     fn cooldown_held<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            if self.local.cooldown_held(key).await? {
+                return Ok(true);
+            }
             let redis = self.redis();
             self.either(|s| s.cooldown_held(key), redis.as_deref())
                 .await
@@ -175,9 +206,15 @@ impl StateStore for FallbackStore {
 
     fn claim_cooldown<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let redis = self.redis();
-            self.either(|s| s.claim_cooldown(key, ttl), redis.as_deref())
-                .await
+            if let Some(redis) = self.redis() {
+                if let Some(claimed) = self.answered(redis.claim_cooldown(key, ttl).await) {
+                    if claimed {
+                        self.local.claim_cooldown(key, ttl).await?;
+                    }
+                    return Ok(claimed);
+                }
+            }
+            self.local.claim_cooldown(key, ttl).await
         })
     }
 
