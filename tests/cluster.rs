@@ -3,7 +3,8 @@
 //! a SIGTERMed node's move at once, and the shared cooldown keeps each fire to one alert
 //! across the moves; every node lists every node's alerts and cameras; the alerts a node
 //! killed during a broker outage left unsent go out from a survivor; cameras changed over
-//! one node's API change on every node.
+//! one node's API change on every node; a Redis restart mid-run loses neither leases nor
+//! cooldowns.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -715,5 +716,103 @@ async fn cameras_changed_over_one_nodes_api_change_on_every_node() {
         let (exit, log) = node.stop(Duration::from_secs(30));
         assert!(exit.is_some_and(|e| e.success()), "{log}");
     }
+    drop(sim);
+}
+
+/// Fire alerts per camera among `messages`.
+fn fires_by_camera(messages: &[sharpeyes_testkit::Message]) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    for m in messages.iter().filter(|m| m.topic.ends_with("/fire")) {
+        let camera = m.json()["camera"]["id"].as_str().unwrap_or("?").to_owned();
+        *count.entry(camera).or_insert(0) += 1;
+    }
+    count
+}
+
+/// Redis restarted in the middle of a run, down for longer than a lease (with its
+/// append-only file, as production Redis must run): every camera settles on one node again,
+/// never two at once; then one node stops and the other takes its cameras, and none of them
+/// alerts its burning fire a second time, since the cooldowns came back with Redis. Without
+/// persistence the moved cameras alert again.
+///
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_keeps_the_leases_and_cooldowns() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 4, "0s");
+    let broker = Mosquitto::start(false, &[]);
+    let mut redis = Redis::start_persistent();
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-redis-restart",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize, id: &str| {
+        let text: String = node_config(dirs[i].path(), broker.port, redis.port, &sim)
+            .split("\n[[cameras]]")
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n[[cameras]]");
+        let path = dirs[i].path().join("service.toml");
+        std::fs::write(&path, text).unwrap();
+        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let got = centre
+        .wait_until(Duration::from_secs(90), |m| fires_by_camera(m).len() == 4)
+        .await;
+    assert_eq!(
+        fires_by_camera(&got).len(),
+        4,
+        "{:?}",
+        fires_by_camera(&got)
+    );
+
+    // Down for longer than a lease: every node stops its cameras and takes them again.
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    redis.start_again();
+    let cameras: Vec<String> = (1..=4).map(camera_id).collect();
+    eventually(
+        Duration::from_secs(30),
+        "every camera on one node again",
+        || {
+            let on = running(&[&a, &b]);
+            for (camera, nodes) in &on {
+                assert!(nodes.len() <= 1, "{camera} runs on {nodes:?} at once");
+            }
+            cameras.iter().all(|c| on.contains_key(c))
+        },
+    );
+    // Node-a's cameras move to node-b, whose memory has no cooldown of theirs.
+    let (exit, log) = a.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    eventually(Duration::from_secs(30), "every camera on node-b", || {
+        running(&[&b]).len() == cameras.len()
+    });
+    // Long enough for a moved camera's fire to be confirmed again (a keyframe a second).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let all = centre.snapshot();
+    for (camera, n) in fires_by_camera(&all) {
+        let theirs: Vec<String> = all
+            .iter()
+            .filter(|m| m.topic.ends_with("/fire") && m.json()["camera"]["id"] == camera.as_str())
+            .map(|m| {
+                let v = m.json();
+                format!("{} from {}", v["id"], v["node"])
+            })
+            .collect();
+        assert_eq!(
+            n, 1,
+            "camera {camera} alerted {n} times across the Redis restart: {theirs:?}"
+        );
+    }
+    let (exit, log) = b.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
     drop(sim);
 }

@@ -360,6 +360,9 @@ pub struct Redis {
     dir: tempfile::TempDir,
     password: Option<String>,
     tls: Option<TlsFiles>,
+    /// Appends every write to a file (fsync each), as production Redis should: a stop and
+    /// start keeps the data.
+    persistent: bool,
     child: Option<Child>,
 }
 
@@ -386,6 +389,26 @@ pub struct TlsFiles {
 impl Redis {
     pub fn start(password: Option<&str>) -> Self {
         Self::new(password, None)
+    }
+
+    /// Keeps its data across [`Redis::stop`] and [`Redis::start_again`] (an append-only
+    /// file, fsynced at every write), as a production Redis that holds outboxes must.
+    pub fn start_persistent() -> Self {
+        let mut redis = Self {
+            port: 0,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            password: None,
+            tls: None,
+            persistent: true,
+            child: None,
+        };
+        for _ in 0..TRIES {
+            redis.port = unused_port();
+            if redis.launch() {
+                return redis;
+            }
+        }
+        panic!("redis-server could not listen in {TRIES} tries");
     }
 
     /// Listens with TLS only (no plain port), on a certificate for 127.0.0.1 from a fresh
@@ -419,6 +442,7 @@ impl Redis {
             dir,
             password: password.map(str::to_owned),
             tls,
+            persistent: false,
             child: None,
         };
         for _ in 0..TRIES {
@@ -452,9 +476,20 @@ impl Redis {
                     ])
             }
         };
-        cmd.args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
+        cmd.args(["--bind", "127.0.0.1"]);
+        if self.persistent {
+            cmd.args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]);
+        } else {
+            cmd.args(["--save", "", "--appendonly", "no"]);
+        }
+        cmd.arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -476,14 +511,14 @@ impl Redis {
 }
 
 impl Redis {
-    /// Stops it (its data is gone: nothing is saved).
+    /// Stops it (its data is gone unless it is persistent).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child);
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or as it was when persistent.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "running already");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
