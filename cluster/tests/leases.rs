@@ -1,9 +1,10 @@
-//! Membership and leases against a real redis-server on a free loopback port.
+//! Membership, leases and the registry of cameras changed over the API, against a real
+//! redis-server on a free loopback port.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sharpeyes_cluster::{Coordinator, Leases, Member, Members, Report, Step};
+use sharpeyes_cluster::{ApiCameras, Coordinator, Leases, Member, Members, Registry, Report, Step};
 use sharpeyes_testkit::Redis;
 
 async fn connect(redis: &Redis) -> redis::aio::MultiplexedConnection {
@@ -266,4 +267,41 @@ async fn coordinators_split_the_cameras_hand_over_on_join_and_take_over_a_dead_n
     b.leave(&mut conn).await.unwrap();
     let step = a.step(&mut conn, &cameras).await.unwrap();
     assert_eq!(step.run.len(), cameras.len(), "{step:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_changed_over_the_api_are_shared_once_per_id_with_a_version() {
+    let redis = Redis::start(None);
+    let mut conn = connect(&redis).await;
+    let registry = Registry::new("registry-test");
+    assert_eq!(registry.version(&mut conn).await.unwrap(), 0);
+    assert_eq!(
+        registry.read(&mut conn).await.unwrap(),
+        ApiCameras::default()
+    );
+
+    let v1 = registry.add(&mut conn, "cam-b", "entry b").await.unwrap();
+    let v2 = registry.add(&mut conn, "cam-a", "entry a").await.unwrap();
+    assert_eq!((v1, v2), (Some(1), Some(2)));
+    // The same id from another node: refused, and the version does not move.
+    assert_eq!(
+        registry.add(&mut conn, "cam-a", "other").await.unwrap(),
+        None
+    );
+    assert_eq!(registry.version(&mut conn).await.unwrap(), 2);
+
+    // A file camera removed, an added one forgotten.
+    assert_eq!(
+        registry.remove(&mut conn, "cam-file", true).await.unwrap(),
+        3
+    );
+    assert_eq!(registry.remove(&mut conn, "cam-b", false).await.unwrap(), 4);
+    assert_eq!(
+        registry.read(&mut conn).await.unwrap(),
+        ApiCameras {
+            version: 4,
+            added: vec![("cam-a".into(), "entry a".into())],
+            removed: vec!["cam-file".into()],
+        }
+    );
 }
