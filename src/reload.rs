@@ -153,14 +153,13 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                 if changes.version <= shared.version {
                     continue;
                 }
+                // Said once per version, not at every step, when it does not fit.
+                shared.version = changes.version;
                 match apply(cameras, source, &changes.added, &changes.removed).await {
-                    Ok(_) => {
-                        shared.version = changes.version;
-                        (*added, *removed) = (changes.added, changes.removed);
-                    }
+                    Ok(_) => (*added, *removed) = (changes.added, changes.removed),
                     Err(e) => tracing::error!(
                         version = changes.version,
-                        "the cameras changed over the API on the cluster's nodes do not fit this node's configuration file: {e}"
+                        "the cameras changed over the API on the cluster's nodes do not fit this node's configuration file, so this node keeps its list until the next change: {e}"
                     ),
                 }
             }
