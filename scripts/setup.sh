@@ -6,6 +6,7 @@
 # Layout it fills (all git-ignored):
 #   .deps/onnxruntime/libonnxruntime.so.1   ONNX Runtime, found by the binary without env vars
 #   models/*.onnx                          detectors, copied from ../shared/models when present
+#   .deps/venv/                            Python tools the tests use (tools-requirements.txt)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -95,5 +96,17 @@ elif [ ! -s "$root/models/person_fall_yolov8s_640_fp16.onnx" ]; then
   mv "$tmp/best_fp16.onnx" "$root/models/person_fall_yolov8s_640_fp16.onnx"
 else
   say "person model present"
+fi
+# --- Python tools for the tests ---------------------------------------------------------
+venv="$root/.deps/venv"
+reqs="$root/scripts/tools-requirements.txt"
+if [ ! -x "$venv/bin/kubernetes-validate" ] || ! cmp -s "$reqs" "$venv/requirements.txt"; then
+  say "installing the Python tools of scripts/tools-requirements.txt into .deps/venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --only-binary=:all: -r "$reqs"
+  cp "$reqs" "$venv/requirements.txt"
+else
+  say "Python tools present"
 fi
 say "done"

@@ -670,6 +670,22 @@ mod tests {
         assert_eq!(generated[0], generated[1]);
         assert!(yaml.contains("[cluster]") && yaml.contains("namespace: sharpeyes"));
         assert!(yaml.contains("/etc/sharpeyes/sharpeyes.toml"));
+
+        // Every resource against Kubernetes' own schemas, rejecting unknown fields.
+        let rendered = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(rendered.path(), &out.stdout).unwrap();
+        let validate = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.deps/venv/bin/kubernetes-validate"
+        );
+        let out = std::process::Command::new(validate)
+            .arg("--strict")
+            .arg(rendered.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{validate}: {e} (make setup installs it)"));
+        let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        assert_eq!(said.matches(" passed for resource ").count(), 5, "{said}");
     }
 
     #[test]
