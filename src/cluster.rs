@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts};
 use sharpeyes_alerts::{RedisConnection, RedisStore};
-use sharpeyes_cluster::{Coordinator, Member, Registry, Report, Step, assign};
+use sharpeyes_cluster::{Coordinator, Member, Registry, Report, Step};
 use sharpeyes_config::{Cluster, Config};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -177,6 +177,7 @@ pub fn assignment(
 #[derive(Clone)]
 pub struct ClusterMetrics {
     nodes: IntGauge,
+    unassigned: IntGauge,
     cameras: IntGaugeVec,
     handed_over: IntCounter,
     lost: IntCounter,
@@ -190,6 +191,10 @@ impl ClusterMetrics {
             nodes: IntGauge::new(
                 "sharpeyes_cluster_nodes",
                 "Live members of the cluster as this node last saw them.",
+            )?,
+            unassigned: IntGauge::new(
+                "sharpeyes_cluster_unassigned_cameras",
+                "Cameras no live member has room for (each holds at most its [cluster] capacity): the cluster needs more nodes.",
             )?,
             cameras: IntGaugeVec::new(
                 Opts::new(
@@ -219,6 +224,7 @@ impl ClusterMetrics {
             )?,
         };
         registry.register(Box::new(metrics.nodes.clone()))?;
+        registry.register(Box::new(metrics.unassigned.clone()))?;
         registry.register(Box::new(metrics.cameras.clone()))?;
         registry.register(Box::new(metrics.handed_over.clone()))?;
         registry.register(Box::new(metrics.lost.clone()))?;
@@ -313,7 +319,7 @@ async fn coordinate(
                 parts.sensors.set(
                     sensor_keys
                         .into_iter()
-                        .filter(|(_, key)| assign(key, &members).is_some_and(|m| m.id == *me))
+                        .filter(|(_, key)| coordinator.owner(key) == Some(me.as_str()))
                         .map(|(sensor, _)| sensor)
                         .collect(),
                 );
@@ -563,6 +569,18 @@ async fn show(
 /// it gained. Returns what moved away, to release. `started`: when the step began, for the
 /// handoff times of the cameras taken over.
 async fn apply(parts: &Coordination, step: Step, started: Instant) -> BTreeSet<String> {
+    let unassigned = i64::from(step.unassigned);
+    if parts.metrics.unassigned.get() != unassigned {
+        if unassigned > 0 {
+            tracing::warn!(
+                cameras = unassigned,
+                "no live node has room for these cameras (each holds at most its [cluster] capacity): add nodes or raise capacity"
+            );
+        } else {
+            tracing::info!("every camera has a node again");
+        }
+        parts.metrics.unassigned.set(unassigned);
+    }
     if !step.lost.is_empty() {
         parts.metrics.lost.inc_by(step.lost.len() as u64);
         tracing::warn!(cameras = ?step.lost, "leases taken by another node while this one was cut off: stopped here");

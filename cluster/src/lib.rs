@@ -1,8 +1,8 @@
 //! Which node runs which camera, on Redis, with no consensus of our own.
 //!
-//! - [`assign`]: weighted rendezvous hashing. Every node computes the same owner for a camera
-//!   from the same member list, and a member joining or leaving moves only the cameras that
-//!   hash to it (minimal movement).
+//! - [`Plan`]: weighted rendezvous hashing bounded by capacity. Every node computes the same
+//!   owner for a camera from the same member list, and a member joining or leaving moves
+//!   only the cameras that hash to it (minimal movement) while no member is full.
 //! - [`Members`]: each node heartbeats `{p}:member:{node}` with a TTL; the live members are
 //!   those whose key has not expired.
 //! - [`Leases`]: a camera runs only under its lease, `{p}:lease:{camera}` = `{node}:{fence}`,
@@ -17,18 +17,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+mod plan;
 mod registry;
+pub use plan::{Plan, assign};
 pub use registry::{ApiCameras, Registry};
 
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// A live node as its heartbeat describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub id: String,
-    /// Cameras it may hold: its weight in the assignment.
+    /// Cameras it may hold: its weight in the assignment, and its limit.
     pub capacity: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
@@ -49,32 +50,6 @@ pub struct Report {
     /// When it sent this: milliseconds since the Unix epoch, by its clock.
     #[serde(default)]
     pub at_ms: u64,
-}
-
-/// The member that runs `camera`: the highest weighted rendezvous score, `capacity / -ln(u)`
-/// with `u` in (0, 1) from a hash of the member and the camera. `None` without members of
-/// positive capacity. The hash is SHA-256, the same in every build and version, so nodes of a
-/// rolling upgrade agree.
-pub fn assign<'a>(camera: &str, members: &'a [Member]) -> Option<&'a Member> {
-    members
-        .iter()
-        .filter(|m| m.capacity > 0)
-        .map(|m| (score(&m.id, camera, m.capacity), m))
-        .max_by(|(a, ma), (b, mb)| a.total_cmp(b).then_with(|| mb.id.cmp(&ma.id)))
-        .map(|(_, m)| m)
-}
-
-fn score(node: &str, camera: &str, capacity: u32) -> f64 {
-    let digest = Sha256::new()
-        .chain_update(node.as_bytes())
-        .chain_update([0])
-        .chain_update(camera.as_bytes())
-        .finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    // 53 bits, shifted off 0 and 1: ln(u) is finite and negative.
-    let u = ((u64::from_be_bytes(first) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    f64::from(capacity) / -u.ln()
 }
 
 /// Membership under a key prefix.
@@ -427,6 +402,8 @@ pub struct Step {
     /// Of `run`, the cameras taken over from another holder this step, with how long they
     /// had been without one ([`Lease::vacant`]).
     pub taken_over: BTreeMap<String, Duration>,
+    /// Cameras no live member has room for: the cluster needs more capacity.
+    pub unassigned: u32,
 }
 
 /// One node in the cluster: its membership and the leases it holds.
@@ -437,6 +414,7 @@ pub struct Coordinator {
     leases: Leases,
     held: BTreeMap<String, Lease>,
     report: Report,
+    plan: Plan,
 }
 
 impl Coordinator {
@@ -449,6 +427,7 @@ impl Coordinator {
             leases: Leases::new(prefix),
             held: BTreeMap::new(),
             report: Report::default(),
+            plan: Plan::default(),
         }
     }
 
@@ -490,9 +469,16 @@ impl Coordinator {
             // Our own heartbeat expired between the two calls: we are alive, count us.
             members.push(self.me.clone());
         }
+        let mut loads: BTreeMap<String, u32> = BTreeMap::new();
+        for (_, key) in cameras {
+            *loads.entry(key.clone()).or_default() += 1;
+        }
+        if !self.plan.is_for(&loads, &members) {
+            self.plan = Plan::new(loads, &members);
+        }
         let mine: BTreeSet<&str> = cameras
             .iter()
-            .filter(|(_, key)| assign(key, &members).is_some_and(|m| m.id == self.me.id))
+            .filter(|(_, key)| self.plan.owner(key) == Some(self.me.id.as_str()))
             .map(|(camera, _)| camera.as_str())
             .collect();
         // One round trip for the renewals and one for the takes, however many cameras.
@@ -524,7 +510,14 @@ impl Coordinator {
             self.held.insert(lease.camera.clone(), lease);
         }
         step.members = members;
+        step.unassigned = self.plan.unassigned();
         Ok(step)
+    }
+
+    /// The id of the member that runs assignment key `key`, by the last step's plan: `None`
+    /// when no member has room for it.
+    pub fn owner(&self, key: &str) -> Option<&str> {
+        self.plan.owner(key)
     }
 
     /// What each of `members` said at its last heartbeat, by id: for showing the cluster,
@@ -564,98 +557,4 @@ impl Coordinator {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn members(n: usize, capacity: u32) -> Vec<Member> {
-        (0..n)
-            .map(|i| Member {
-                id: format!("node-{i}"),
-                capacity,
-                zone: None,
-            })
-            .collect()
-    }
-
-    fn cameras(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("3213220000132{i:07}")).collect()
-    }
-
-    #[test]
-    fn every_node_computes_the_same_owner_and_shares_are_even() {
-        let nodes = members(4, 10);
-        let mut count = BTreeMap::new();
-        for c in cameras(4000) {
-            let owner = assign(&c, &nodes).unwrap();
-            let mut reversed = nodes.clone();
-            reversed.reverse();
-            assert_eq!(
-                assign(&c, &reversed).unwrap().id,
-                owner.id,
-                "order matters not"
-            );
-            *count.entry(owner.id.clone()).or_insert(0) += 1;
-        }
-        for (node, n) in &count {
-            assert!((850..=1150).contains(n), "{node}: {n} of 4000");
-        }
-        assert_eq!(assign("x", &[]), None);
-        assert_eq!(assign("x", &members(2, 0)), None);
-    }
-
-    #[test]
-    fn a_joining_node_takes_only_its_share_and_a_leaving_one_gives_only_its_own() {
-        let before = members(3, 10);
-        let after = members(4, 10);
-        let all = cameras(3000);
-        let mut moved = 0;
-        for c in &all {
-            let (a, b) = (assign(c, &before).unwrap(), assign(c, &after).unwrap());
-            if a.id != b.id {
-                assert_eq!(b.id, "node-3", "a camera moved between old nodes");
-                moved += 1;
-            }
-        }
-        // A quarter, give or take.
-        assert!((600..=900).contains(&moved), "{moved} of 3000 moved");
-        // Leaving: only node-1's cameras move.
-        let without: Vec<Member> = before
-            .iter()
-            .filter(|m| m.id != "node-1")
-            .cloned()
-            .collect();
-        for c in &all {
-            let (a, b) = (assign(c, &before).unwrap(), assign(c, &without).unwrap());
-            if a.id != "node-1" {
-                assert_eq!(a.id, b.id);
-            }
-        }
-    }
-
-    #[test]
-    fn capacity_weighs_the_share() {
-        let nodes = vec![
-            Member {
-                id: "big".into(),
-                capacity: 30,
-                zone: None,
-            },
-            Member {
-                id: "small".into(),
-                capacity: 10,
-                zone: None,
-            },
-        ];
-        let big = cameras(4000)
-            .iter()
-            .filter(|c| assign(c, &nodes).unwrap().id == "big")
-            .count();
-        assert!(
-            (2800..=3200).contains(&big),
-            "{big} of 4000 on the node of 3x capacity"
-        );
-    }
 }

@@ -115,10 +115,11 @@ async fn members_are_those_whose_heartbeat_has_not_expired() {
     assert_eq!(members.live(&mut conn).await.unwrap(), []);
 }
 
+/// A member with room for every camera of these tests.
 fn member(id: &str) -> Member {
     Member {
         id: id.into(),
-        capacity: 10,
+        capacity: 100,
         zone: None,
     }
 }
@@ -304,4 +305,35 @@ async fn cameras_changed_over_the_api_are_shared_once_per_id_with_a_version() {
             removed: vec!["cam-file".into()],
         }
     );
+}
+
+/// Nodes hold at most their capacity: what no node has room for waits, counted, until a
+/// node joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_node_runs_more_than_its_capacity_and_a_joining_node_takes_the_rest() {
+    let redis = Redis::start(None);
+    let mut conn = connect(&redis).await;
+    let ttl = Duration::from_millis(900);
+    let cameras: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("cam-{i:02}"), format!("cam-{i:02}")))
+        .collect();
+    let small = |id: &str| Member {
+        id: id.into(),
+        capacity: 4,
+        zone: None,
+    };
+    let mut a = Coordinator::new("capacity-test", small("node-a"), ttl);
+    let mut b = Coordinator::new("capacity-test", small("node-b"), ttl);
+    let steps = settle(&mut conn, &mut [&mut a, &mut b], &cameras, 3).await;
+    for step in &steps {
+        assert_eq!(step.run.len(), 4, "{step:?}");
+        assert_eq!(step.unassigned, 2);
+    }
+    let mut c = Coordinator::new("capacity-test", small("node-c"), ttl);
+    let steps = settle(&mut conn, &mut [&mut a, &mut b, &mut c], &cameras, 3).await;
+    exactly_once(&steps, &cameras);
+    for step in &steps {
+        assert!(step.run.len() <= 4, "{step:?}");
+        assert_eq!(step.unassigned, 0);
+    }
 }

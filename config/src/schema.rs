@@ -763,7 +763,8 @@ pub struct Cluster {
     /// node's cameras move after at most this long. Renewed at a third of it.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
-    /// Cameras this node may hold: its weight in the assignment. Absent: 24 per core.
+    /// Cameras this node may hold: its weight in the assignment and its limit. Absent: 16
+    /// per core.
     #[serde(default)]
     pub capacity: Option<u32>,
     /// A label (rack, site) shown in `/api/cluster`.
@@ -775,8 +776,9 @@ fn default_lease() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Cameras per core a node takes by default: the README's 48 1080p keyframe cameras on 2 cores.
-pub const CAMERAS_PER_CORE: u32 = 24;
+/// Cameras per core a node takes by default: the README's sizing, 32 1080p keyframe cameras
+/// on 2 cores (48 were held once, not on a rerun).
+pub const CAMERAS_PER_CORE: u32 = 16;
 
 impl Cluster {
     /// `capacity`, or [`CAMERAS_PER_CORE`] per core of this machine.

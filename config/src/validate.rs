@@ -222,7 +222,7 @@ impl Validator {
             self.error(
                 path.key("capacity"),
                 "a capacity of 0 would give this node no cameras",
-                "leave it out for 24 per core, or set `enabled = false` to keep the node out",
+                "leave it out for 16 per core, or set `enabled = false` to keep the node out",
             );
         }
         if let Some(zone) = &cluster.zone {
