@@ -74,7 +74,11 @@ impl FallbackStore {
 
     /// Redis, unless it is not connected or rests after a failure.
     fn redis(&self) -> Option<Arc<RedisStore>> {
-        if self.resting() { None } else { self.connected() }
+        if self.resting() {
+            None
+        } else {
+            self.connected()
+        }
     }
 
     /// Redis when connected, resting or not: for removing what is already there.
