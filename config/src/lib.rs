@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
 use schema::{AlertOptions, Credential, Fusion, Grid, Ingest, Motion, Mqtt, Node, Readings};
-pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID};
+pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID, Gb28181, SipCharset};
 
 pub use diag::Problems;
 pub use install::Install;
@@ -63,6 +63,8 @@ pub struct Config {
     pub credentials: std::collections::BTreeMap<String, Credential>,
     /// `[cluster]`; see [`Config::cluster`].
     pub cluster: Option<Cluster>,
+    /// `[gb28181]`: the county platform this node registers with; absent: none.
+    pub gb28181: Option<Gb28181>,
 }
 
 /// A configuration that passed, with the warnings it raised.
@@ -220,6 +222,9 @@ impl Config {
         }
         if let Some(r) = &self.redis {
             out.push(("redis.url".to_owned(), r.url.secret()));
+        }
+        if let Some(g) = &self.gb28181 {
+            out.push(("gb28181.password".to_owned(), &g.password));
         }
         out.extend(self.http.token.iter().map(|s| ("http.token".to_owned(), s)));
         for (i, t) in self.http.tokens.iter().enumerate() {

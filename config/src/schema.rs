@@ -847,3 +847,54 @@ mod humantime_serde {
         })
     }
 }
+
+/// `[gb28181]`: sharpeyes registers with a county's GB/T 28181 video platform as one device
+/// whose channels are its cameras, and sends every alert there as an Alarm. Absent: off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gb28181 {
+    /// The platform's 20-digit SIP id.
+    pub server_id: String,
+    /// The platform's 10-digit SIP realm, e.g. `3213220000`.
+    pub server_domain: String,
+    /// `udp://host:port`.
+    pub server: String,
+    /// sharpeyes' own 20-digit id on the platform (type code 118 or 200).
+    pub device_id: String,
+    /// The password the platform gave this device; `${VAR}` or `${file:...}`.
+    pub password: Secret,
+    /// The local SIP address.
+    #[serde(default = "default_sip_listen")]
+    pub listen: std::net::SocketAddr,
+    /// How long a registration lasts; renewed before it ends.
+    #[serde(default = "default_sip_expires", with = "humantime_serde")]
+    pub expires: Duration,
+    /// How often a Keepalive goes to the platform.
+    #[serde(default = "default_sip_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// The charset of the XML bodies: `GB2312` (the standard's) or `UTF-8`.
+    #[serde(default)]
+    pub charset: SipCharset,
+}
+
+/// The charset of GB/T 28181 XML bodies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum SipCharset {
+    #[default]
+    #[serde(rename = "GB2312")]
+    Gb2312,
+    #[serde(rename = "UTF-8")]
+    Utf8,
+}
+
+fn default_sip_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 5060))
+}
+
+fn default_sip_expires() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_sip_keepalive() -> Duration {
+    Duration::from_secs(60)
+}

@@ -153,6 +153,15 @@ impl fmt::Display for Summary<'_> {
                     .map_or(String::new(), |z| format!(", zone {z}"))
             )?;
         }
+        if let Some(g) = &c.gb28181 {
+            let show = |id: &str| {
+                crate::gbt28181::DeviceId::parse(id)
+                    .map_or_else(|e| e.to_string(), |id| id.to_string())
+            };
+            writeln!(f, "gb28181: registers with {} as device", g.server)?;
+            writeln!(f, "  platform {}", show(&g.server_id))?;
+            writeln!(f, "  device   {}", show(&g.device_id))?;
+        }
         write!(f, "http: {}", c.http.listen)
     }
 }

@@ -728,3 +728,38 @@ fn the_readings_section_is_known() {
         std::time::Duration::from_secs(60)
     );
 }
+
+#[test]
+fn a_gb28181_platform_needs_real_ids_a_udp_server_and_sane_timers() {
+    let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
+    let good = "[gb28181]\nserver_id = \"32132200002000000001\"\nserver_domain = \"3213220000\"\nserver = \"udp://127.0.0.1:5060\"\ndevice_id = \"32132200001180000001\"\npassword = \"${GB28181_PASSWORD}\"\n";
+    let loaded = parse(&format!("{BASE}\n{good}\n{camera}")).unwrap();
+    assert!(loaded.warnings.items.is_empty(), "{}", loaded.warnings);
+    let g = loaded.config.gb28181.unwrap();
+    assert_eq!(g.expires, std::time::Duration::from_secs(3600));
+    assert_eq!(g.keepalive, std::time::Duration::from_secs(60));
+    assert_eq!(g.charset, crate::SipCharset::Gb2312);
+    assert_eq!(g.listen.port(), 5060);
+
+    let bad = "[gb28181]\nserver_id = \"3213220000200000001\"\nserver_domain = \"32132\"\nserver = \"sip://platform\"\ndevice_id = \"32132200001310000001\"\npassword = \"p\"\nexpires = \"10s\"\nkeepalive = \"1h\"\ncharset = \"UTF-8\"\n";
+    let e = errors(&format!("{BASE}\n{bad}\n{camera}"));
+    let fields: Vec<&str> = e.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "gb28181.server_id",
+            "gb28181.server",
+            "gb28181.device_id",
+            "gb28181.expires",
+            "gb28181.keepalive"
+        ],
+        "{e:?}"
+    );
+    assert!(e[2].2.contains("131 (camera)"), "{}", e[2].2);
+    let (_, message, hint) = first_error(&format!(
+        "{BASE}\n{}\n{camera}",
+        good.replace("3213220000\"", "3213229999x\"")
+    ));
+    assert!(message.contains("10-digit"), "{message}");
+    assert!(hint.contains("3213220000"), "{hint}");
+}

@@ -10,8 +10,8 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Grid, GridLevel,
-    Hazard, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
+    AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Gb28181, Grid,
+    GridLevel, Hazard, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -33,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "ingest",
     "readings",
     "cluster",
+    "gb28181",
 ];
 
 /// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
@@ -137,6 +138,10 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     if let Some(c) = cluster.as_ref().filter(|c| c.enabled) {
         v.cluster(c, redis.is_some());
     }
+    let gb28181: Option<Gb28181> = v.table(src, "gb28181");
+    if let Some(g) = &gb28181 {
+        v.gb28181(g);
+    }
     let ingest: Ingest = v.table(src, "ingest").unwrap_or_default();
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
@@ -175,6 +180,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         ingest,
         credentials,
         cluster,
+        gb28181,
     };
     v.endpoints(&mut config);
     (config, v.problems)
@@ -227,6 +233,93 @@ impl Validator {
         }
         if let Some(zone) = &cluster.zone {
             self.topic_safe(path.key("zone"), "cluster zone", zone);
+        }
+    }
+
+    /// `[gb28181]`: ids the platform accepts, a server it can be reached at, timers it keeps.
+    fn gb28181(&mut self, g: &Gb28181) {
+        let path = FieldPath::root().key("gb28181");
+        match DeviceId::parse(&g.server_id) {
+            Err(e) => self.error(
+                path.key("server_id"),
+                e.to_string(),
+                "the platform's 20-digit SIP id, as its operator gives it (e.g. 32132200002000000001)",
+            ),
+            Ok(id) => {
+                if !g.server_domain.bytes().all(|b| b.is_ascii_digit()) || g.server_domain.len() != 10 {
+                    self.error(
+                        path.key("server_domain"),
+                        format!("`{}` is not a 10-digit SIP realm", g.server_domain),
+                        format!("usually the first 10 digits of server_id: {}", &id.as_str()[..10]),
+                    );
+                }
+            }
+        }
+        match DeviceId::parse(&g.device_id) {
+            Err(e) => self.error(
+                path.key("device_id"),
+                e.to_string(),
+                "the 20-digit id the platform's operator added this device under, e.g. 32132200001180000001",
+            ),
+            Ok(id) => {
+                let (code, name) = id.device_type();
+                if !matches!(code, "111" | "118" | "200") {
+                    self.error(
+                        path.key("device_id"),
+                        format!("type code {code} ({name}) is not a device with channels"),
+                        "use type code 118 (NVR) or 200 (platform) in digits 11-13, as the platform's operator registers it",
+                    );
+                }
+            }
+        }
+        if g.device_id == g.server_id {
+            self.error(
+                path.key("device_id"),
+                "the device id is the platform's own id",
+                "give this device its own 20-digit id",
+            );
+        }
+        match g.server.split_once("://") {
+            Some(("udp", addr))
+                if addr.rsplit_once(':').is_some_and(|(h, p)| {
+                    !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                }) => {}
+            Some(("tcp", _)) => self.error(
+                path.key("server"),
+                "SIP over TCP is not supported yet",
+                "use udp://host:port (GB/T 28181 platforms listen on UDP 5060 by default)",
+            ),
+            _ => self.error(
+                path.key("server"),
+                format!("`{}` is not udp://host:port", g.server),
+                "e.g. udp://10.32.13.1:5060",
+            ),
+        }
+        if g.password.is_literal() {
+            self.warn(
+                path.key("password"),
+                "the platform password is written in the file",
+                "use password = \"${GB28181_PASSWORD}\" or \"${file:/run/secrets/gb28181}\"",
+            );
+        }
+        let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        if g.expires < std::time::Duration::from_secs(60)
+            || g.expires > std::time::Duration::from_secs(86400)
+        {
+            self.error(
+                path.key("expires"),
+                format!("{} is not in 1m..=1day", secs(g.expires)),
+                "3600s (the default): registered for an hour, renewed before it ends",
+            );
+        }
+        if g.keepalive < std::time::Duration::from_secs(5)
+            || g.keepalive > std::time::Duration::from_secs(600)
+        {
+            self.error(
+                path.key("keepalive"),
+                format!("{} is not in 5s..=10m", secs(g.keepalive)),
+                "60s (the default); platforms mark a device offline after 3 missed keepalives",
+            );
         }
     }
 
