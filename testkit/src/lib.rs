@@ -23,6 +23,7 @@ mod proxy;
 mod relay;
 pub mod servers;
 mod service;
+mod sip_platform;
 mod subscriber;
 
 use std::io::Write;
@@ -33,6 +34,7 @@ pub use proxy::{Fault, FaultProxy};
 pub use relay::{Impairment, RtspRelay};
 pub use servers::{ClientCerts, Mosquitto, Redis, TlsFiles, test_certificates};
 pub use service::Service;
+pub use sip_platform::{PlatformAlarm, Seen, SipPlatform};
 pub use subscriber::{Message, Subscriber, alert_ids};
 
 /// The `sharpeyes.alert/1` JSON Schema every published alert must satisfy.

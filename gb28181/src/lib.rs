@@ -1,0 +1,761 @@
+//! sharpeyes as one GB/T 28181 device on a county's video platform (WVP-GB28181-pro,
+//! LiveGBS, vendor platforms): it registers (Digest, MD5 with qop=auth), keeps alive,
+//! answers the platform's Catalog and DeviceInfo queries with its cameras as channels, and
+//! sends every alert as an `Alarm` MESSAGE, retried until the platform answers 200 OK.
+//!
+//! One task owns the UDP socket and every transaction; the service hands it alarms and the
+//! channel list. Only datagrams from the platform's address are read: anyone else on the
+//! network is ignored, and no peer's bytes are logged.
+
+mod manscdp;
+mod sip;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sip_auth::{ClientAuthenticator, DigestAuthenticator, DigestCredentials, DigestUser};
+use sip_types::Method;
+use sip_types::msg::MessageLine;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+pub use manscdp::{Alarm, Charset, element, escape};
+pub use sip::{Incoming, MAX_DATAGRAM, Malformed};
+
+/// What the device needs to know of the platform and itself.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The platform's 20-digit id and 10-digit realm.
+    pub server_id: String,
+    pub server_domain: String,
+    /// Where the platform listens (UDP).
+    pub server: SocketAddr,
+    /// This device's 20-digit id and the password the platform gave it.
+    pub device_id: String,
+    pub password: String,
+    /// The local UDP address.
+    pub listen: SocketAddr,
+    pub expires: Duration,
+    pub keepalive: Duration,
+    pub charset: Charset,
+}
+
+/// A channel of the device, as the Catalog lists it: a camera, or a sensor as an alarm input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Its 20-digit id.
+    pub id: String,
+    pub name: String,
+    /// The civil code (region) it stands in, e.g. `321322`.
+    pub civil_code: String,
+    /// Streaming (cameras) or reporting (sensors).
+    pub online: bool,
+    pub location: Option<(f64, f64)>,
+}
+
+/// Where registration stands, for `/readyz` and the metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not yet answered (or answered again after a loss).
+    Registering,
+    Registered,
+    /// The platform said no: why, without the password.
+    Refused(String),
+    /// The platform did not answer: registering again with backoff.
+    Unreachable,
+}
+
+/// Counts for the metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Alarms the platform answered 200 OK.
+    pub delivered: AtomicU64,
+    /// Alarms sent again after no answer or a refusal.
+    pub retried: AtomicU64,
+    /// Alarms dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Keepalives the platform did not answer.
+    pub keepalives_missed: AtomicU64,
+}
+
+/// The running device; dropped, its task stops.
+pub struct Upstream {
+    alarms: mpsc::Sender<Alarm>,
+    channels: watch::Sender<Vec<Channel>>,
+    state: watch::Receiver<State>,
+    stats: Arc<Stats>,
+    local: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Alarms held while the platform is away: hours of a county's alerts.
+const QUEUE: usize = 10_000;
+/// SIP's timers for a non-INVITE transaction over UDP (RFC 3261 17.1.2): retransmit from
+/// T1 doubling to T2, give up after 64 T1.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+/// Alarms in flight at once.
+const IN_FLIGHT: usize = 16;
+/// Channels per Catalog response: a few hundred bytes each, so a response fits a datagram
+/// that is not fragmented.
+pub const CATALOG_PAGE: usize = 4;
+/// Missed keepalives after which the device counts itself offline, as WVP does.
+const MISSED_LIMIT: u32 = 3;
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+impl Upstream {
+    /// Binds `settings.listen` and starts registering.
+    pub async fn start(settings: Settings) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(settings.listen).await?;
+        let local = socket.local_addr()?;
+        let (alarms, alarm_rx) = mpsc::channel(QUEUE);
+        let (channels, channel_rx) = watch::channel(Vec::new());
+        let (state_tx, state) = watch::channel(State::Registering);
+        let stats = Arc::new(Stats::default());
+        let task = Task::new(settings, socket, local, state_tx, stats.clone());
+        let task = tokio::spawn(task.run(alarm_rx, channel_rx));
+        Ok(Self {
+            alarms,
+            channels,
+            state,
+            stats,
+            local,
+            task,
+        })
+    }
+
+    /// Queues `alarm`; `false` when the queue is full (counted as dropped).
+    pub fn send(&self, alarm: Alarm) -> bool {
+        let queued = self.alarms.try_send(alarm).is_ok();
+        if !queued {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// The channels the next Catalog answer lists.
+    pub fn set_channels(&self, channels: Vec<Channel>) {
+        self.channels.send_replace(channels);
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The local address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Kind {
+    Register,
+    Keepalive,
+    Alarm(Alarm),
+    /// A Catalog or DeviceInfo response: sent, retransmitted, never retried beyond.
+    Answer,
+}
+
+struct Pending {
+    kind: Kind,
+    request: sip::Outgoing,
+    bytes: Vec<u8>,
+    next_send: Instant,
+    interval: Duration,
+    deadline: Instant,
+    /// Whether it was resent with credentials after a 401 already.
+    authorised: bool,
+}
+
+struct Task {
+    settings: Settings,
+    socket: UdpSocket,
+    parties: sip::Parties,
+    auth: DigestAuthenticator,
+    state: watch::Sender<State>,
+    stats: Arc<Stats>,
+    cseq: u32,
+    sn: u32,
+    register_call: String,
+    from_tag: String,
+    pending: HashMap<(String, u32), Pending>,
+    queue: VecDeque<Alarm>,
+    registered: bool,
+    missed: u32,
+    backoff: Duration,
+    next_register: Instant,
+    next_keepalive: Instant,
+    /// Datagrams from others than the platform, ignored; logged once.
+    strangers: u64,
+}
+
+impl Task {
+    fn new(
+        settings: Settings,
+        socket: UdpSocket,
+        local: SocketAddr,
+        state: watch::Sender<State>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let mut credentials = DigestCredentials::new();
+        credentials.set_default(DigestUser::new(
+            settings.device_id.clone(),
+            settings.password.clone(),
+        ));
+        let local_ip = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        let parties = sip::Parties {
+            device: settings.device_id.clone(),
+            server: settings.server_id.clone(),
+            domain: settings.server_domain.clone(),
+            local: format!("{local_ip}:{}", local.port()),
+            remote: settings.server.to_string(),
+        };
+        let now = Instant::now();
+        Self {
+            socket,
+            parties,
+            auth: DigestAuthenticator::new(credentials),
+            state,
+            stats,
+            cseq: 0,
+            sn: 0,
+            register_call: format!("{}@sharpeyes", ulid::Ulid::new()),
+            from_tag: ulid::Ulid::new().to_string(),
+            pending: HashMap::new(),
+            queue: VecDeque::new(),
+            registered: false,
+            missed: 0,
+            backoff: Duration::from_secs(1),
+            next_register: now,
+            next_keepalive: now + settings.keepalive,
+            strangers: 0,
+            settings,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut alarms: mpsc::Receiver<Alarm>,
+        channels: watch::Receiver<Vec<Channel>>,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                got = self.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => self.received(&buf[..n], from, &channels).await,
+                    Err(e) => tracing::debug!("gb28181: receive failed: {e}"),
+                },
+                alarm = alarms.recv() => match alarm {
+                    Some(alarm) => {
+                        if self.queue.len() >= QUEUE {
+                            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            self.queue.push_back(alarm);
+                        }
+                        self.send_alarms().await;
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => self.timers().await,
+            }
+        }
+    }
+
+    fn next_cseq(&mut self) -> u32 {
+        self.cseq = self.cseq.wrapping_add(1);
+        self.cseq
+    }
+
+    fn next_sn(&mut self) -> u32 {
+        self.sn = self.sn.wrapping_add(1);
+        self.sn
+    }
+
+    async fn transmit(
+        &mut self,
+        kind: Kind,
+        mut request: sip::Outgoing,
+        call_id: String,
+        cseq: u32,
+    ) {
+        if !matches!(kind, Kind::Register) || self.registered {
+            self.auth.authorize_request(&mut request.headers);
+        }
+        let bytes = request.to_bytes();
+        if let Err(e) = self.socket.send_to(&bytes, self.settings.server).await {
+            tracing::debug!("gb28181: send to {} failed: {e}", self.settings.server);
+        }
+        let now = Instant::now();
+        self.pending.insert(
+            (call_id, cseq),
+            Pending {
+                kind,
+                request,
+                bytes,
+                next_send: now + T1,
+                interval: T1,
+                deadline: now + 64 * T1,
+                authorised: false,
+            },
+        );
+    }
+
+    async fn register(&mut self) {
+        // One REGISTER at a time.
+        self.pending
+            .retain(|_, p| !matches!(p.kind, Kind::Register));
+        let cseq = self.next_cseq();
+        let call = self.register_call.clone();
+        let request =
+            sip::Outgoing::new(&self.parties, Method::REGISTER, &call, cseq, &self.from_tag)
+                .header(
+                    sip_types::Name::CONTACT,
+                    format!("<sip:{}@{}>", self.parties.device, self.parties.local),
+                )
+                .header(
+                    sip_types::Name::EXPIRES,
+                    self.settings.expires.as_secs().to_string(),
+                );
+        self.transmit(Kind::Register, request, call, cseq).await;
+    }
+
+    async fn message(&mut self, kind: Kind, body: Vec<u8>) {
+        let cseq = self.next_cseq();
+        let call = format!("{}@sharpeyes", ulid::Ulid::new());
+        let request =
+            sip::Outgoing::new(&self.parties, Method::MESSAGE, &call, cseq, &self.from_tag)
+                .with_body("Application/MANSCDP+xml", body);
+        self.transmit(kind, request, call, cseq).await;
+    }
+
+    async fn send_alarms(&mut self) {
+        if !self.registered {
+            return;
+        }
+        let in_flight = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.kind, Kind::Alarm(_)))
+            .count();
+        for _ in in_flight..IN_FLIGHT {
+            let Some(alarm) = self.queue.pop_front() else {
+                return;
+            };
+            let sn = self.next_sn();
+            let body = manscdp::alarm(self.settings.charset, sn, &alarm);
+            self.message(Kind::Alarm(alarm), body).await;
+        }
+    }
+
+    fn set_state(&self, state: State) {
+        self.state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut resend = Vec::new();
+        for (key, p) in &mut self.pending {
+            if now >= p.deadline {
+                expired.push(key.clone());
+            } else if now >= p.next_send {
+                resend.push(p.bytes.clone());
+                p.interval = (p.interval * 2).min(T2);
+                p.next_send = now + p.interval;
+            }
+        }
+        for bytes in resend {
+            let _ = self.socket.send_to(&bytes, self.settings.server).await;
+        }
+        for key in expired {
+            if let Some(p) = self.pending.remove(&key) {
+                self.timed_out(p.kind);
+            }
+        }
+        if now >= self.next_register
+            && !self
+                .pending
+                .values()
+                .any(|p| matches!(p.kind, Kind::Register))
+        {
+            // Until answered, the next try waits for the transaction's timeout.
+            self.next_register = now + 64 * T1 + self.backoff;
+            self.register().await;
+        }
+        if self.registered && now >= self.next_keepalive {
+            self.next_keepalive = now + self.settings.keepalive;
+            let sn = self.next_sn();
+            let body = manscdp::keepalive(self.settings.charset, sn, &self.settings.device_id);
+            self.message(Kind::Keepalive, body).await;
+        }
+        self.send_alarms().await;
+    }
+
+    fn timed_out(&mut self, kind: Kind) {
+        match kind {
+            Kind::Register => {
+                tracing::warn!(
+                    platform = %self.settings.server_id,
+                    server = %self.settings.server,
+                    "gb28181: the platform does not answer REGISTER; trying again in {:?}",
+                    self.backoff
+                );
+                self.lost();
+            }
+            Kind::Keepalive => {
+                self.stats.keepalives_missed.fetch_add(1, Ordering::Relaxed);
+                self.missed += 1;
+                if self.missed >= MISSED_LIMIT {
+                    tracing::warn!(
+                        platform = %self.settings.server_id,
+                        "gb28181: {MISSED_LIMIT} keepalives unanswered; registering again"
+                    );
+                    self.lost();
+                }
+            }
+            Kind::Alarm(alarm) => {
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.queue.push_front(alarm);
+            }
+            Kind::Answer => {}
+        }
+    }
+
+    /// The platform is gone: offline until a REGISTER is answered, after a backoff.
+    fn lost(&mut self) {
+        self.registered = false;
+        self.missed = 0;
+        self.set_state(State::Unreachable);
+        self.next_register = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        // Alarms in flight wait for the next registration.
+        let keys: Vec<(String, u32)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.kind, Kind::Alarm(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(Pending {
+                kind: Kind::Alarm(alarm),
+                ..
+            }) = self.pending.remove(&key)
+            {
+                self.queue.push_front(alarm);
+            }
+        }
+    }
+
+    async fn received(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        channels: &watch::Receiver<Vec<Channel>>,
+    ) {
+        if from != self.settings.server {
+            self.strangers += 1;
+            if self.strangers == 1 {
+                tracing::warn!(%from, "gb28181: a datagram from an address that is not the platform's, ignored (and any more)");
+            }
+            return;
+        }
+        let message = match Incoming::parse(datagram) {
+            Ok(m) => m,
+            Err(Malformed(why)) => {
+                tracing::debug!("gb28181: a datagram from the platform was not SIP: {why}");
+                return;
+            }
+        };
+        match &message.line {
+            MessageLine::Response(_) => self.answered(message).await,
+            MessageLine::Request(line) => {
+                let method = line.method.clone();
+                self.requested(method, message, channels).await;
+            }
+        }
+    }
+
+    async fn answered(&mut self, response: Incoming) {
+        let (Some(key), Some(code)) = (response.transaction(), response.status()) else {
+            return;
+        };
+        if code < 200 {
+            // Provisional: the platform has it; stop retransmitting, keep waiting.
+            if let Some(p) = self.pending.get_mut(&key) {
+                p.next_send = p.deadline;
+            }
+            return;
+        }
+        let Some(pending) = self.pending.remove(&key) else {
+            return;
+        };
+        if matches!(code, 401 | 407) && !pending.authorised {
+            self.challenged(pending, &response).await;
+            return;
+        }
+        match (pending.kind, code) {
+            (Kind::Register, 200..=299) => {
+                let expires = response
+                    .headers
+                    .get_raw(&sip_types::Name::EXPIRES)
+                    .next()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(self.settings.expires, Duration::from_secs);
+                self.registered = true;
+                self.missed = 0;
+                self.backoff = Duration::from_secs(1);
+                let now = Instant::now();
+                // Renewed well before it ends.
+                self.next_register = now + expires.mul_f64(0.8).max(Duration::from_secs(5));
+                self.next_keepalive = now + self.settings.keepalive;
+                self.set_state(State::Registered);
+                tracing::info!(platform = %self.settings.server_id, device = %self.settings.device_id, expires = expires.as_secs(), "gb28181: registered");
+                self.send_alarms().await;
+            }
+            (Kind::Register, code) => {
+                let why = format!(
+                    "platform {} (realm {}) refused device {}: {code}{}",
+                    self.settings.server_id,
+                    self.settings.server_domain,
+                    self.settings.device_id,
+                    if matches!(code, 401 | 403 | 407) {
+                        "; check [gb28181] password and device_id against what the platform's operator set for this device"
+                    } else {
+                        ""
+                    }
+                );
+                tracing::error!("gb28181: {why}");
+                self.registered = false;
+                self.set_state(State::Refused(why));
+                self.next_register = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+            (Kind::Keepalive, 200..=299) => self.missed = 0,
+            (Kind::Keepalive, _) => {
+                self.stats.keepalives_missed.fetch_add(1, Ordering::Relaxed);
+                self.missed += 1;
+                if self.missed >= MISSED_LIMIT {
+                    self.lost();
+                }
+            }
+            (Kind::Alarm(_), 200..=299) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            (Kind::Alarm(alarm), code) => {
+                tracing::warn!(alert = %alarm.alert_id, code, "gb28181: the platform refused an alarm; sent again after the next registration");
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.queue.push_back(alarm);
+                if matches!(code, 401 | 403 | 407) {
+                    self.lost();
+                }
+            }
+            (Kind::Answer, _) => {}
+        }
+    }
+
+    /// A 401 or 407: the request again with credentials for the challenge.
+    async fn challenged(&mut self, pending: Pending, response: &Incoming) {
+        let MessageLine::Response(status) = &response.line else {
+            return;
+        };
+        let rejected = sip_auth::RequestParts {
+            line: &pending.request.line,
+            headers: &pending.request.headers,
+            body: &pending.request.body,
+        };
+        let reject = sip_auth::ResponseParts {
+            line: status,
+            headers: &response.headers,
+            body: &response.body,
+        };
+        if let Err(e) = self.auth.handle_rejection(rejected, reject) {
+            let why = format!(
+                "platform {} (realm {}) asked for credentials this device cannot give: {e}",
+                self.settings.server_id, self.settings.server_domain
+            );
+            tracing::error!("gb28181: {why}");
+            self.set_state(State::Refused(why));
+            return;
+        }
+        let mut request = pending.request;
+        let cseq = self.next_cseq();
+        let call = request
+            .headers
+            .get_named::<sip_types::header::typed::CallID>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        let method = request.line.method.clone();
+        request.headers.remove(&sip_types::Name::CSEQ);
+        request.headers.insert(
+            sip_types::Name::CSEQ,
+            bytesstr::BytesStr::from(format!("{cseq} {method}")),
+        );
+        request.headers.remove(&sip_types::Name::VIA);
+        request.headers.insert_front(
+            sip_types::Name::VIA,
+            bytesstr::BytesStr::from(format!(
+                "SIP/2.0/UDP {};rport;branch=z9hG4bK{}",
+                self.parties.local,
+                ulid::Ulid::new()
+            )),
+        );
+        request.headers.remove(&sip_types::Name::AUTHORIZATION);
+        self.auth.authorize_request(&mut request.headers);
+        let bytes = request.to_bytes();
+        let _ = self.socket.send_to(&bytes, self.settings.server).await;
+        let now = Instant::now();
+        self.pending.insert(
+            (call, cseq),
+            Pending {
+                kind: pending.kind,
+                request,
+                bytes,
+                next_send: now + T1,
+                interval: T1,
+                deadline: now + 64 * T1,
+                authorised: true,
+            },
+        );
+    }
+
+    async fn requested(
+        &mut self,
+        method: Method,
+        request: Incoming,
+        channels: &watch::Receiver<Vec<Channel>>,
+    ) {
+        let tag = &self.from_tag;
+        if method != Method::MESSAGE {
+            let out = sip::response(&request, 405, "Method Not Allowed", tag);
+            let _ = self.socket.send_to(&out, self.settings.server).await;
+            return;
+        }
+        let out = sip::response(&request, 200, "OK", tag);
+        let _ = self.socket.send_to(&out, self.settings.server).await;
+        // Queries may come in either charset whatever ours is; their fields are ASCII.
+        let xml = String::from_utf8_lossy(&request.body).into_owned();
+        let (Some(cmd), Some(sn)) = (element(&xml, "CmdType"), element(&xml, "SN")) else {
+            return;
+        };
+        let Ok(sn) = sn.parse::<u64>() else { return };
+        let bodies = match cmd.as_str() {
+            "Catalog" => catalog(
+                self.settings.charset,
+                sn,
+                &self.settings.device_id,
+                &channels.borrow(),
+            ),
+            "DeviceInfo" => vec![device_info(
+                self.settings.charset,
+                sn,
+                &self.settings.device_id,
+                channels.borrow().len(),
+            )],
+            "DeviceStatus" => vec![device_status(
+                self.settings.charset,
+                sn,
+                &self.settings.device_id,
+                self.registered,
+            )],
+            _ => return,
+        };
+        for body in bodies {
+            self.message(Kind::Answer, body).await;
+        }
+    }
+}
+
+/// The Catalog answer: every channel, [`CATALOG_PAGE`] to a message, each saying how many
+/// there are in all (`SumNum`) and how many it holds (`DeviceList Num`).
+fn catalog(charset: Charset, sn: u64, device: &str, channels: &[Channel]) -> Vec<Vec<u8>> {
+    let pages: Vec<&[Channel]> = if channels.is_empty() {
+        vec![&[]]
+    } else {
+        channels.chunks(CATALOG_PAGE).collect()
+    };
+    pages
+        .into_iter()
+        .map(|page| {
+            let mut xml = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
+                charset_label(charset),
+                escape(device),
+                channels.len(),
+                page.len()
+            );
+            for c in page {
+                xml.push_str(&format!(
+                    "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Owner>sharpeyes</Owner>\r\n<CivilCode>{}</CivilCode>\r\n<Address></Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{}</Status>\r\n",
+                    escape(&c.id),
+                    escape(&c.name),
+                    escape(&c.civil_code),
+                    escape(device),
+                    if c.online { "ON" } else { "OFF" }
+                ));
+                if let Some((lon, lat)) = c.location {
+                    xml.push_str(&format!(
+                        "<Longitude>{lon:.6}</Longitude>\r\n<Latitude>{lat:.6}</Latitude>\r\n"
+                    ));
+                }
+                xml.push_str("</Item>\r\n");
+            }
+            xml.push_str("</DeviceList>\r\n</Response>\r\n");
+            charset.encode(&xml)
+        })
+        .collect()
+}
+
+fn charset_label(charset: Charset) -> &'static str {
+    match charset {
+        Charset::Gb2312 => "GB2312",
+        Charset::Utf8 => "UTF-8",
+    }
+}
+
+fn device_info(charset: Charset, sn: u64, device: &str, channels: usize) -> Vec<u8> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<DeviceName>sharpeyes</DeviceName>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Firmware>{}</Firmware>\r\n<Channel>{channels}</Channel>\r\n</Response>\r\n",
+        charset_label(charset),
+        escape(device),
+        env!("CARGO_PKG_VERSION")
+    );
+    charset.encode(&xml)
+}
+
+fn device_status(charset: Charset, sn: u64, device: &str, online: bool) -> Vec<u8> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{}</Online>\r\n<Status>OK</Status>\r\n</Response>\r\n",
+        charset_label(charset),
+        escape(device),
+        if online { "ONLINE" } else { "OFFLINE" }
+    );
+    charset.encode(&xml)
+}

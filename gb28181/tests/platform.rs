@@ -1,0 +1,203 @@
+//! The device against a GB/T 28181 platform of the test kit on loopback UDP: Digest
+//! registration checked by the platform, keepalives, alarms read as WVP reads them, a
+//! Catalog longer than one message, and a platform that goes away and comes back.
+
+use std::time::Duration;
+
+use sharpeyes_gb28181::{Alarm, Channel, Charset, Settings, State, Upstream, element};
+use sharpeyes_testkit::SipPlatform;
+
+const REALM: &str = "3213220000";
+const SERVER: &str = "32132200002000000001";
+const DEVICE: &str = "32132200001180000001";
+const PASSWORD: &str = "s3cret-Pa55";
+
+fn settings(platform: &SipPlatform, password: &str) -> Settings {
+    Settings {
+        server_id: SERVER.into(),
+        server_domain: REALM.into(),
+        server: platform.addr(),
+        device_id: DEVICE.into(),
+        password: password.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        expires: Duration::from_secs(3600),
+        keepalive: Duration::from_secs(1),
+        charset: Charset::Gb2312,
+    }
+}
+
+async fn wait_state(upstream: &Upstream, limit: Duration, want: impl Fn(&State) -> bool) -> State {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let state = upstream.state();
+        if want(&state) || tokio::time::Instant::now() >= deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fire(n: usize) -> Alarm {
+    Alarm {
+        alert_id: format!("alert-{n}"),
+        device_id: "32132200001320000001".into(),
+        priority: 1,
+        method: 5,
+        time: "2026-12-03T15:04:05".into(),
+        description: format!("fire {n}: 东元超市门口, 沭阳县/沭城街道/东元社区/第七网格"),
+        alarm_type: Some(11),
+        event_type: None,
+        location: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_digest_keeps_alive_and_raises_alarms_as_wvp_reads_them() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    let state = wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    assert_eq!(state, State::Registered);
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| s.keepalives >= 2)
+        .await;
+    assert_eq!(seen.registered, 1, "{seen:?}");
+    assert_eq!(seen.usernames, [DEVICE]);
+    assert!(!seen.password_seen, "the password went over the wire");
+    assert!(seen.keepalives >= 2, "{seen:?}");
+
+    assert!(upstream.send(fire(1)));
+    let mut intrusion = fire(2);
+    intrusion.alarm_type = Some(6);
+    intrusion.event_type = Some(1);
+    assert!(upstream.send(intrusion));
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| s.alarms.len() >= 2)
+        .await;
+    assert_eq!(seen.dropped, 0);
+    let first = &seen.alarms[0];
+    assert_eq!(first.device_id, "32132200001320000001");
+    assert_eq!((first.priority.as_str(), first.method.as_str()), ("1", "5"));
+    assert_eq!(first.time, "2026-12-03T15:04:05");
+    assert_eq!(first.alarm_type.as_deref(), Some("11"));
+    assert!(
+        first.description.contains("东元超市门口"),
+        "{}",
+        first.description
+    );
+    assert_eq!(seen.alarms[1].alarm_type.as_deref(), Some("6"));
+    assert_eq!(seen.alarms[1].event_type.as_deref(), Some("1"));
+    let delivered = upstream
+        .stats()
+        .delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(delivered, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_with_the_realm_named_and_the_password_not() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, "wrong-password"))
+        .await
+        .unwrap();
+    let state = wait_state(&upstream, Duration::from_secs(10), |s| {
+        matches!(s, State::Refused(_))
+    })
+    .await;
+    let State::Refused(why) = state else {
+        panic!("not refused: {state:?}");
+    };
+    assert!(why.contains(REALM) && why.contains(DEVICE), "{why}");
+    assert!(why.contains("password"), "{why}");
+    assert!(
+        !why.contains("wrong-password") && !why.contains(PASSWORD),
+        "{why}"
+    );
+    assert_eq!(platform.seen().registered, 0);
+    // Alarms wait rather than go to a platform that has not accepted the device.
+    assert!(upstream.send(fire(1)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(platform.seen().alarms.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    let channels: Vec<Channel> = (1..=10)
+        .map(|i| Channel {
+            id: format!("321322000013200000{i:02}"),
+            name: format!("东元超市门口 {i}"),
+            civil_code: "321322".into(),
+            online: i % 3 != 0,
+            location: None,
+        })
+        .collect();
+    upstream.set_channels(channels.clone());
+    wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    platform.query("Catalog", 42, DEVICE).await;
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| s.responses.len() >= 3)
+        .await;
+    assert_eq!(seen.responses.len(), 3, "{:?}", seen.responses);
+    let mut ids = Vec::new();
+    for xml in &seen.responses {
+        assert_eq!(element(xml, "SN").as_deref(), Some("42"));
+        assert_eq!(element(xml, "SumNum").as_deref(), Some("10"));
+        let items = xml.matches("<Item>").count();
+        assert!(
+            xml.contains(&format!("<DeviceList Num=\"{items}\">")),
+            "{xml}"
+        );
+        for item in xml.split("<Item>").skip(1) {
+            ids.push(element(item, "DeviceID").unwrap());
+            assert_eq!(element(item, "ParentID").as_deref(), Some(DEVICE));
+            assert_eq!(element(item, "CivilCode").as_deref(), Some("321322"));
+        }
+    }
+    ids.sort();
+    let want: Vec<String> = channels.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(ids, want);
+    let third = seen
+        .responses
+        .iter()
+        .flat_map(|x| x.split("<Item>").skip(1))
+        .find(|i| i.contains("<DeviceID>32132200001320000003<"))
+        .unwrap();
+    assert_eq!(element(third, "Status").as_deref(), Some("OFF"));
+    assert!(third.contains("东元超市门口 3"));
+}
+
+/// The platform away for 30 s: the alarm raised meanwhile arrives once it is back, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
+    let mut platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    platform.stop();
+    assert!(upstream.send(fire(7)));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(platform.seen().alarms.is_empty());
+    platform.start_again().await;
+    let seen = platform
+        .wait_until(Duration::from_secs(60), |s| !s.alarms.is_empty())
+        .await;
+    assert_eq!(seen.alarms.len(), 1, "{seen:?}");
+    assert!(seen.alarms[0].description.starts_with("fire 7"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(platform.seen().alarms.len(), 1, "the alarm arrived twice");
+}
