@@ -47,6 +47,9 @@ pub struct Api {
     pub health: crate::supervise::Health,
     /// This node's place in a cluster, for `/api/cluster`.
     pub cluster: crate::cluster::ClusterView,
+    /// The GB/T 28181 platform, when `[gb28181]` is set: a line in `/readyz` while it does not
+    /// take alarms.
+    pub platform: Option<crate::gb28181::Platform>,
 }
 
 /// The operators' page: markup, script and style, no build step. Separate files so that the
@@ -220,6 +223,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             missing.push("the MQTT broker is not connected".to_owned());
         }
         missing.extend(service.health.problems());
+        missing.extend(service.platform.as_ref().and_then(|p| p.problem()));
         if service.cluster.get().is_some_and(|c| !c.coordinated) {
             missing.push("the cluster's Redis does not answer: this node runs no camera once its leases could have expired".to_owned());
         }

@@ -17,6 +17,7 @@ pub mod access;
 pub mod cameras;
 pub mod cluster;
 pub mod fusion;
+pub mod gb28181;
 pub mod http;
 pub mod metrics;
 pub mod reload;

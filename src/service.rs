@@ -171,6 +171,18 @@ impl Service {
             },
         );
 
+        let platform = crate::gb28181::start(
+            &config,
+            alerts.clone(),
+            board.clone(),
+            metrics.registry(),
+            intake_rx.clone(),
+        )
+        .await?;
+        let (platform, platform_task) = match platform {
+            Some((p, t)) => (Some(p), Some(t)),
+            None => (None, None),
+        };
         let api = crate::http::Api {
             alerts: alerts.clone(),
             metrics,
@@ -179,6 +191,7 @@ impl Service {
             control: Some(control.clone()),
             health,
             cluster: view,
+            platform,
         };
         let access = Access::from_config(&config.http, http)?;
         let http_task = crate::http::serve(
@@ -214,7 +227,10 @@ impl Service {
             cluster_task,
             fusion_task,
             alerts_task,
-            other_tasks: vec![sensors_task, http_task, control_task],
+            other_tasks: [sensors_task, http_task, control_task]
+                .into_iter()
+                .chain(platform_task)
+                .collect(),
             _broker: embedded,
         })
     }

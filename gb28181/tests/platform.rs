@@ -201,3 +201,46 @@ async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(platform.seen().alarms.len(), 1, "the alarm arrived twice");
 }
+
+/// Someone else on the network: a forged Catalog query and junk get no answer (no peer's
+/// bytes echoed, the channel list not given away), and the device keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_from_anyone_but_the_platform_are_ignored() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    upstream.set_channels(vec![Channel {
+        id: "32132200001320000001".into(),
+        name: "secret camera".into(),
+        civil_code: "321322".into(),
+        online: true,
+        location: None,
+    }]);
+    wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forged = format!(
+        "MESSAGE sip:{DEVICE}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKx\r\nFrom: <sip:{SERVER}@{REALM}>;tag=x\r\nTo: <sip:{DEVICE}@{REALM}>\r\nCall-ID: forged\r\nCSeq: 1 MESSAGE\r\nContent-Length: 60\r\n\r\n<Query><CmdType>Catalog</CmdType><SN>1</SN></Query>        ",
+        upstream.local_addr(),
+        stranger.local_addr().unwrap()
+    );
+    for datagram in [forged.as_bytes(), b"\x00\xffjunk", &[b'A'; 9000][..]] {
+        stranger
+            .send_to(datagram, upstream.local_addr())
+            .await
+            .unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let answer =
+        tokio::time::timeout(Duration::from_millis(800), stranger.recv_from(&mut buf)).await;
+    assert!(answer.is_err(), "the device answered a stranger");
+    assert!(upstream.send(fire(3)));
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| !s.alarms.is_empty())
+        .await;
+    assert_eq!(seen.alarms.len(), 1);
+    assert!(seen.responses.is_empty(), "{:?}", seen.responses);
+}

@@ -1,0 +1,307 @@
+//! The county's GB/T 28181 platform (`[gb28181]`): this node registers as one device whose
+//! channels are its cameras, and every alert it raises goes there as an Alarm, beside MQTT.
+//!
+//! The alarm mapping, with the standard's codes (GB/T 28181-2016 A.2.5): video alarms are
+//! `AlarmMethod` 5 with the nearest type (danger zone 6 intrusion, entering; crowd 10
+//! density; fire, smoke, a fallen person and the rest 11 video anomaly, since the standard
+//! has no fire code); sensor alarms are `AlarmMethod` 2 with the default device alarm type.
+//! `AlarmPriority` is 1 critical, 2 major, 3 minor, 4 info. `AlarmTime` is China Standard
+//! Time (UTC+8), the platforms' clock, whatever this machine's zone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use sharpeyes_alerts::{Alert, Alerts, FeedEvent, Source};
+use sharpeyes_config::Config;
+use sharpeyes_config::gbt28181::DeviceId;
+use sharpeyes_gb28181::{Alarm, Channel, Charset, Settings, State, Upstream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::status::CameraBoard;
+
+/// How often the channel list and the metrics are refreshed.
+const REFRESH: Duration = Duration::from_secs(5);
+/// China Standard Time.
+const PLATFORM_UTC_OFFSET: Duration = Duration::from_secs(8 * 3600);
+
+/// The device on the platform, for `/readyz`.
+#[derive(Clone)]
+pub struct Platform(Arc<Upstream>);
+
+impl Platform {
+    /// Why the platform cannot take alarms now, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        match self.0.state() {
+            State::Registered => None,
+            State::Registering => {
+                Some("the GB/T 28181 platform has not answered the registration yet".into())
+            }
+            State::Unreachable => {
+                Some("the GB/T 28181 platform does not answer: alarms wait until it does".into())
+            }
+            State::Refused(why) => Some(format!(
+                "the GB/T 28181 platform refused this device: {why}"
+            )),
+        }
+    }
+}
+
+/// Starts the device when `[gb28181]` is set: registers, then relays this node's alerts.
+pub async fn start(
+    config: &Arc<Config>,
+    alerts: Alerts,
+    board: CameraBoard,
+    registry: &Registry,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<(Platform, JoinHandle<()>)>, String> {
+    let Some(g) = &config.gb28181 else {
+        return Ok(None);
+    };
+    let password = g
+        .password
+        .expand()
+        .map_err(|e| format!("[gb28181] password: {e}"))?;
+    let server = resolve(&g.server).await?;
+    let settings = Settings {
+        server_id: g.server_id.clone(),
+        server_domain: g.server_domain.clone(),
+        server,
+        device_id: g.device_id.clone(),
+        password,
+        listen: g.listen,
+        expires: g.expires,
+        keepalive: g.keepalive,
+        charset: match g.charset {
+            sharpeyes_config::SipCharset::Gb2312 => Charset::Gb2312,
+            sharpeyes_config::SipCharset::Utf8 => Charset::Utf8,
+        },
+    };
+    let upstream = Upstream::start(settings)
+        .await
+        .map_err(|e| format!("[gb28181] listen {}: {e}", g.listen))?;
+    let metrics = PlatformMetrics::new(registry).map_err(|e| format!("gb28181 metrics: {e}"))?;
+    let upstream = Arc::new(upstream);
+    let platform = Platform(upstream.clone());
+    let relay = Relay {
+        config: config.clone(),
+        upstream,
+        board,
+        metrics,
+        since: SystemTime::now(),
+    };
+    let task = tokio::spawn(relay.run(alerts, stop));
+    Ok(Some((platform, task)))
+}
+
+/// `udp://host:port` to an address.
+async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
+    let hostport = server
+        .strip_prefix("udp://")
+        .ok_or_else(|| format!("[gb28181] server `{server}`: only udp://host:port is supported"))?;
+    tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| format!("[gb28181] server `{server}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("[gb28181] server `{server}`: the name has no address"))
+}
+
+struct PlatformMetrics {
+    registered: IntGauge,
+    alarms: IntCounterVec,
+}
+
+impl PlatformMetrics {
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            registered: IntGauge::new(
+                "sharpeyes_gb28181_registered",
+                "1 while the GB/T 28181 platform has this device registered.",
+            )?,
+            alarms: IntCounterVec::new(
+                Opts::new(
+                    "sharpeyes_gb28181_alarms_total",
+                    "Alarms for the GB/T 28181 platform: delivered (answered 200 OK), retried (sent again after no answer or a refusal), dropped (the queue was full).",
+                ),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(metrics.registered.clone()))?;
+        registry.register(Box::new(metrics.alarms.clone()))?;
+        Ok(metrics)
+    }
+}
+
+struct Relay {
+    config: Arc<Config>,
+    upstream: Arc<Upstream>,
+    board: CameraBoard,
+    metrics: PlatformMetrics,
+    /// Alerts detected before this (the shared feed's history) are not sent again.
+    since: SystemTime,
+}
+
+impl Relay {
+    async fn run(self, alerts: Alerts, mut stop: watch::Receiver<bool>) {
+        let mut feed = alerts.feed();
+        let mut tick = tokio::time::interval(REFRESH);
+        let mut counted = [0u64; 3];
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut stop) => return,
+                event = feed.recv() => match event {
+                    Ok(FeedEvent::Alert(recent)) => self.relay(&recent.alert),
+                    Ok(FeedEvent::Ack(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(missed = n, "gb28181: alerts went by faster than the platform relay read them; those are not sent to the platform");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    self.upstream.set_channels(channels(&self.config, &self.board));
+                    let registered = self.upstream.state() == State::Registered;
+                    self.metrics.registered.set(i64::from(registered));
+                    let stats = self.upstream.stats();
+                    let now = [
+                        stats.delivered.load(Ordering::Relaxed),
+                        stats.retried.load(Ordering::Relaxed),
+                        stats.dropped.load(Ordering::Relaxed),
+                    ];
+                    for (i, outcome) in ["delivered", "retried", "dropped"].into_iter().enumerate() {
+                        self.metrics
+                            .alarms
+                            .with_label_values(&[outcome])
+                            .inc_by(now[i].saturating_sub(counted[i]));
+                    }
+                    counted = now;
+                }
+            }
+        }
+    }
+
+    fn relay(&self, alert: &Alert) {
+        // In a cluster every node sees every alert: the one that detected it sends it.
+        if alert
+            .node
+            .as_deref()
+            .is_some_and(|n| n != self.config.node.id)
+        {
+            return;
+        }
+        let detected =
+            ulid::Ulid::from_string(&alert.id).map_or(SystemTime::now(), |u| u.datetime());
+        if detected + Duration::from_secs(5) < self.since {
+            return;
+        }
+        let device = self
+            .config
+            .gb28181
+            .as_ref()
+            .map_or("", |g| g.device_id.as_str());
+        if !self.upstream.send(alarm(alert, device)) {
+            tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
+        }
+    }
+}
+
+/// The alarm the platform gets for `alert`; `device` stands in for a sensor no camera shows.
+pub fn alarm(alert: &Alert, device: &str) -> Alarm {
+    let camera = alert
+        .camera
+        .as_ref()
+        .filter(|c| DeviceId::looks_like(&c.id));
+    let video = !matches!(alert.source, Source::Sensor);
+    let (method, alarm_type, event_type) = if video {
+        match alert.hazard.as_str() {
+            "danger-zone" | "intrusion" => (5, Some(6), Some(1)),
+            "crowd" => (5, Some(10), None),
+            _ => (5, Some(11), None),
+        }
+    } else {
+        (2, None, None)
+    };
+    let priority = match alert.severity.as_str() {
+        "critical" => 1,
+        "major" => 2,
+        "minor" => 3,
+        _ => 4,
+    };
+    let path: Vec<&str> = alert.grid.path.iter().map(|s| s.name.as_str()).collect();
+    let mut description = alert.hazard.clone();
+    if let Some(c) = &alert.camera {
+        description.push_str(&format!(": {}", c.name));
+    }
+    description.push_str(&format!(", {}", path.join("/")));
+    if let Some(s) = &alert.snapshot {
+        description.push_str(&format!(", {}", s.url));
+    }
+    Alarm {
+        alert_id: alert.id.clone(),
+        device_id: camera.map_or(device, |c| c.id.as_str()).to_owned(),
+        priority,
+        method,
+        time: platform_time(&alert.detected_at),
+        description,
+        alarm_type,
+        event_type,
+        location: None,
+    }
+}
+
+/// RFC 3339 to `YYYY-MM-DDTHH:MM:SS` in China Standard Time.
+fn platform_time(rfc3339: &str) -> String {
+    let at = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(rfc3339))
+        .unwrap_or_else(|_| SystemTime::now());
+    let local = humantime::format_rfc3339_seconds(at + PLATFORM_UTC_OFFSET).to_string();
+    local.trim_end_matches('Z').to_owned()
+}
+
+/// The configured cameras with 20-digit ids, as channels, ON while streaming here.
+fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
+    let states = board.list();
+    config
+        .cameras
+        .iter()
+        .filter(|c| DeviceId::looks_like(&c.id))
+        .map(|c| {
+            let county = c
+                .grid
+                .as_deref()
+                .unwrap_or("")
+                .split('-')
+                .next()
+                .unwrap_or("");
+            let civil_code = if county.len() == 6 && county.bytes().all(|b| b.is_ascii_digit()) {
+                county.to_owned()
+            } else {
+                c.id[..6].to_owned()
+            };
+            Channel {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                civil_code,
+                online: states
+                    .iter()
+                    .any(|s| s.id == c.id && s.state == "streaming"),
+                location: None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_time_is_china_standard_time_without_a_zone() {
+        assert_eq!(platform_time("2026-12-03T07:04:05Z"), "2026-12-03T15:04:05");
+        assert_eq!(
+            platform_time("2026-12-03T20:00:00.123Z"),
+            "2026-12-04T04:00:00"
+        );
+    }
+}

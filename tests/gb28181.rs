@@ -1,0 +1,135 @@
+//! `sharpeyes run` with `[gb28181]` against the test kit's GB/T 28181 platform: the node
+//! registers, lists its camera in the Catalog as ON once it streams, and a fire on the
+//! camera arrives at the platform as an Alarm within a second of its MQTT publication, read
+//! as WVP reads it.
+//!
+//! Needs `make setup` (ONNX Runtime and the fire model).
+
+use std::time::{Duration, Instant};
+
+use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, service};
+use sharpeyes_testkit::http::get;
+use sharpeyes_testkit::{Mosquitto, Service, SipPlatform, Subscriber, fire_cameras};
+
+const PREFIX: &str = "se-gb";
+const REALM: &str = "3213220000";
+const SERVER: &str = "32132200002000000001";
+const DEVICE: &str = "32132200001180000001";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 1, "3s");
+    let broker = Mosquitto::start(false, &[]);
+    let platform = SipPlatform::start(REALM, "platform-pw").await;
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-gb",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("gb-password");
+    std::fs::write(&secret, "platform-pw").unwrap();
+    let text = service(dir.path(), "gb-node", broker.port, PREFIX, None)
+        .replacen(
+            "[http]",
+            &format!(
+                "[gb28181]\nserver_id = \"{SERVER}\"\nserver_domain = \"{REALM}\"\nserver = \"udp://127.0.0.1:{}\"\ndevice_id = \"{DEVICE}\"\npassword = \"${{file:{}}}\"\nlisten = \"127.0.0.1:0\"\nkeepalive = \"5s\"\n\n[http]",
+                platform.port,
+                secret.display()
+            ),
+            1,
+        )
+        + &fire_camera(CAMERA, &sim.url(1));
+    let path = dir.path().join("service.toml");
+    std::fs::write(&path, &text).unwrap();
+    let svc = Service::start_with(
+        env!("CARGO_BIN_EXE_sharpeyes"),
+        &path,
+        dir.path(),
+        "info",
+        &[],
+    );
+    let http = svc.port();
+
+    let seen = platform
+        .wait_until(Duration::from_secs(30), |s| s.registered >= 1)
+        .await;
+    assert_eq!(seen.usernames.first().map(String::as_str), Some(DEVICE));
+
+    // The fire: on MQTT and at the platform, each time taken as it is first seen.
+    let topic = format!("{PREFIX}/alerts/{GRID_TOPIC}/fire");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut on_mqtt, mut on_platform) = (None, None);
+    while Instant::now() < deadline && (on_mqtt.is_none() || on_platform.is_none()) {
+        if on_mqtt.is_none() && centre.snapshot().iter().any(|m| m.topic == topic) {
+            on_mqtt = Some(Instant::now());
+        }
+        if on_platform.is_none() && !platform.seen().alarms.is_empty() {
+            on_platform = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = String::from_utf8_lossy(&get(http, "/metrics").1).into_owned();
+    let readyz = get(http, "/readyz");
+    platform.query("Catalog", 7, DEVICE).await;
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| !s.responses.is_empty())
+        .await;
+    let (exit, log) = svc.stop(Duration::from_secs(30));
+    sim.stop();
+
+    let (Some(on_mqtt), Some(on_platform)) = (on_mqtt, on_platform) else {
+        panic!("fire on MQTT {on_mqtt:?}, at the platform {on_platform:?}; log:\n{log}");
+    };
+    assert!(
+        on_platform <= on_mqtt + Duration::from_secs(1),
+        "the alarm came {:?} after the MQTT alert",
+        on_platform - on_mqtt
+    );
+    let alarm = &seen.alarms[0];
+    assert_eq!(alarm.device_id, CAMERA);
+    assert_eq!((alarm.priority.as_str(), alarm.method.as_str()), ("1", "5"));
+    assert_eq!(alarm.alarm_type.as_deref(), Some("11"));
+    assert_eq!(
+        alarm.time.len(),
+        "2026-12-03T15:04:05".len(),
+        "{}",
+        alarm.time
+    );
+    assert!(
+        alarm.description.starts_with("fire: 东元超市门口"),
+        "{}",
+        alarm.description
+    );
+    assert!(
+        alarm.description.contains("/api/alerts/"),
+        "{}",
+        alarm.description
+    );
+    assert_eq!(
+        seen.alarms.len(),
+        1,
+        "one fire, one alarm: {:?}",
+        seen.alarms
+    );
+    assert!(!seen.password_seen);
+
+    let catalog = &seen.responses[0];
+    assert!(
+        catalog.contains(&format!("<DeviceID>{CAMERA}</DeviceID>")),
+        "{catalog}"
+    );
+    assert!(catalog.contains("<Status>ON</Status>"), "{catalog}");
+    assert!(catalog.contains("<SumNum>1</SumNum>"), "{catalog}");
+
+    assert!(
+        metrics.contains("sharpeyes_gb28181_registered 1"),
+        "{metrics}"
+    );
+    assert_eq!(readyz.0, 200, "{}", String::from_utf8_lossy(&readyz.1));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    assert!(!log.contains("platform-pw"), "the password in the log");
+}
