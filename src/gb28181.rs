@@ -5,8 +5,9 @@
 //! `AlarmMethod` 5 with the nearest type (danger zone 6 intrusion, entering; crowd 10
 //! density; fire, smoke, a fallen person and the rest 11 video anomaly, since the standard
 //! has no fire code); sensor alarms are `AlarmMethod` 2 with the default device alarm type.
-//! `AlarmPriority` is 1 critical, 2 major, 3 minor, 4 info. `AlarmTime` is China Standard
-//! Time (UTC+8), the platforms' clock, whatever this machine's zone.
+//! `[gb28181.alarms.HAZARD]` overrides these per hazard. `AlarmPriority` is 1 critical, 2
+//! major, 3 minor, 4 info. `AlarmTime` is China Standard Time (UTC+8), the platforms'
+//! clock, whatever this machine's zone.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -195,32 +196,32 @@ impl Relay {
         if detected + Duration::from_secs(5) < self.since {
             return;
         }
-        let device = self
-            .config
-            .gb28181
-            .as_ref()
-            .map_or("", |g| g.device_id.as_str());
-        if !self.upstream.send(alarm(alert, device)) {
+        if !self.upstream.send(alarm(alert, &self.config)) {
             tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
         }
     }
 }
 
-/// The alarm the platform gets for `alert`; `device` stands in for a sensor no camera shows.
-pub fn alarm(alert: &Alert, device: &str) -> Alarm {
+/// The alarm the platform gets for `alert`: `[gb28181.alarms.HAZARD]` when the file says,
+/// else the defaults of the module docs. A sensor alert no camera shows stands on the
+/// device itself.
+pub fn alarm(alert: &Alert, config: &Config) -> Alarm {
+    let g = config.gb28181.as_ref();
+    let device = g.map_or("", |g| g.device_id.as_str());
     let camera = alert
         .camera
         .as_ref()
         .filter(|c| DeviceId::looks_like(&c.id));
     let video = !matches!(alert.source, Source::Sensor);
-    let (method, alarm_type, event_type) = if video {
-        match alert.hazard.as_str() {
+    let configured = g.and_then(|g| g.alarms.get(&alert.hazard));
+    let (method, alarm_type, event_type) = match configured {
+        Some(a) => (a.method, a.alarm_type, a.event_type),
+        None if video => match alert.hazard.as_str() {
             "danger-zone" | "intrusion" => (5, Some(6), Some(1)),
             "crowd" => (5, Some(10), None),
             _ => (5, Some(11), None),
-        }
-    } else {
-        (2, None, None)
+        },
+        None => (2, None, None),
     };
     let priority = match alert.severity.as_str() {
         "critical" => 1,
@@ -237,6 +238,12 @@ pub fn alarm(alert: &Alert, device: &str) -> Alarm {
     if let Some(s) = &alert.snapshot {
         description.push_str(&format!(", {}", s.url));
     }
+    let location = alert
+        .camera
+        .as_ref()
+        .and_then(|c| config.cameras.iter().find(|k| k.id == c.id))
+        .and_then(|c| c.location)
+        .map(|[lon, lat]| (lon, lat));
     Alarm {
         alert_id: alert.id.clone(),
         device_id: camera.map_or(device, |c| c.id.as_str()).to_owned(),
@@ -246,7 +253,7 @@ pub fn alarm(alert: &Alert, device: &str) -> Alarm {
         description,
         alarm_type,
         event_type,
-        location: None,
+        location,
     }
 }
 
@@ -286,7 +293,7 @@ fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
                 online: states
                     .iter()
                     .any(|s| s.id == c.id && s.state == "streaming"),
-                location: None,
+                location: c.location.map(|[lon, lat]| (lon, lat)),
             }
         })
         .collect()
@@ -295,6 +302,105 @@ fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CONFIG: &str = r#"
+[[grids]]
+id = "321322"
+name = "沭阳县"
+
+[gb28181]
+server_id = "32132200002000000001"
+server_domain = "3213220000"
+server = "udp://127.0.0.1:5060"
+device_id = "32132200001180000001"
+password = "${GB}"
+
+[gb28181.alarms.smoke]
+method = 5
+type = 2
+
+[gb28181.alarms.flood]
+method = 2
+type = 1
+
+[[cameras]]
+id = "32132200001320000001"
+name = "东元超市门口"
+kind = "sharp-eyes"
+url = "rtsp://10.0.0.1/1"
+grid = "321322"
+location = [118.77, 34.13]
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG, std::path::Path::new("gb.toml"), &[])
+            .unwrap()
+            .config
+    }
+
+    fn alert(hazard: &str, source: &str, camera: bool, severity: &str) -> Alert {
+        let camera = if camera {
+            serde_json::json!({"id": "32132200001320000001", "name": "东元超市门口", "kind": "sharp-eyes", "unit": null})
+        } else {
+            serde_json::Value::Null
+        };
+        serde_json::from_value(serde_json::json!({
+            "schema": "sharpeyes.alert/1",
+            "id": "01KBM7Z3Y1T6T4PMP76KKE49QY",
+            "hazard": hazard,
+            "severity": severity,
+            "confidence": 0.9,
+            "source": source,
+            "camera": camera,
+            "grid": {"id": "321322", "path": [{"id": "321322", "name": "沭阳县", "level": "county"}], "centre": null},
+            "region_code": null,
+            "detected_at": "2026-12-03T07:04:05Z",
+            "frame": null,
+            "boxes": [],
+            "zone": null,
+            "snapshot": null,
+            "evidence": [],
+            "escalation_level": 0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn hazards_map_to_the_standards_alarms_unless_the_file_says_otherwise() {
+        let config = config();
+        let fire = alarm(&alert("fire", "video", true, "critical"), &config);
+        assert_eq!(
+            (fire.method, fire.alarm_type, fire.event_type, fire.priority),
+            (5, Some(11), None, 1)
+        );
+        assert_eq!(fire.device_id, "32132200001320000001");
+        assert_eq!(fire.location, Some((118.77, 34.13)));
+        assert_eq!(fire.time, "2026-12-03T15:04:05");
+        assert_eq!(fire.description, "fire: 东元超市门口, 沭阳县");
+        let zone = alarm(&alert("danger-zone", "video", true, "major"), &config);
+        assert_eq!(
+            (zone.method, zone.alarm_type, zone.event_type, zone.priority),
+            (5, Some(6), Some(1), 2)
+        );
+        let crowd = alarm(&alert("crowd", "fused", true, "minor"), &config);
+        assert_eq!(
+            (crowd.method, crowd.alarm_type, crowd.priority),
+            (5, Some(10), 3)
+        );
+        // The file's mapping wins.
+        let smoke = alarm(&alert("smoke", "video", true, "info"), &config);
+        assert_eq!(
+            (smoke.method, smoke.alarm_type, smoke.priority),
+            (5, Some(2), 4)
+        );
+        // A sensor's alarm with no camera stands on the device.
+        let water = alarm(&alert("water-level", "sensor", false, "major"), &config);
+        assert_eq!((water.method, water.alarm_type), (2, None));
+        assert_eq!(water.device_id, "32132200001180000001");
+        assert_eq!(water.location, None);
+        let flood = alarm(&alert("flood", "sensor", false, "major"), &config);
+        assert_eq!((flood.method, flood.alarm_type), (2, Some(1)));
+    }
 
     #[test]
     fn alarm_time_is_china_standard_time_without_a_zone() {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use diag::{FieldPath, Problem};
 use schema::{AlertOptions, Credential, Fusion, Grid, Ingest, Motion, Mqtt, Node, Readings};
-pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID, Gb28181, SipCharset};
+pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID, Gb28181, SipAlarm, SipCharset};
 
 pub use diag::Problems;
 pub use install::Install;

@@ -449,6 +449,10 @@ pub struct Camera {
     pub hazards: Option<Vec<String>>,
     #[serde(default)]
     pub zones: Vec<Zone>,
+    /// `[longitude, latitude]` in degrees (WGS 84): given to the GB/T 28181 platform with
+    /// the camera's channel and alarms.
+    #[serde(default)]
+    pub location: Option<[f64; 2]>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Filled by validation for ids that decode as GB/T 28181.
@@ -875,6 +879,23 @@ pub struct Gb28181 {
     /// The charset of the XML bodies: `GB2312` (the standard's) or `UTF-8`.
     #[serde(default)]
     pub charset: SipCharset,
+    /// `[gb28181.alarms.HAZARD]`: how a hazard's alerts arrive, over the defaults.
+    #[serde(default)]
+    pub alarms: std::collections::BTreeMap<String, SipAlarm>,
+}
+
+/// A hazard's alarm on the platform (GB/T 28181-2016 A.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAlarm {
+    /// `AlarmMethod`: 2 device, 5 video, 6 device fault, 7 other, ...
+    pub method: u8,
+    /// `Info/AlarmType`; absent: the method's default.
+    #[serde(default, rename = "type")]
+    pub alarm_type: Option<u8>,
+    /// `Info/AlarmTypeParam/EventType` (intrusion: 1 entering, 2 leaving).
+    #[serde(default)]
+    pub event_type: Option<u8>,
 }
 
 /// The charset of GB/T 28181 XML bodies.

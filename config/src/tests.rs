@@ -762,4 +762,36 @@ fn a_gb28181_platform_needs_real_ids_a_udp_server_and_sane_timers() {
     ));
     assert!(message.contains("10-digit"), "{message}");
     assert!(hint.contains("3213220000"), "{hint}");
+
+    // Alarm types per hazard, and camera locations.
+    let mapped = format!(
+        "{good}\n[gb28181.alarms.fire]\nmethod = 5\ntype = 2\n\n[gb28181.alarms.flood]\nmethod = 2\n"
+    );
+    let g = parse(&format!(
+        "{BASE}\n{mapped}\n{camera}location = [118.77, 34.13]\n"
+    ))
+    .unwrap()
+    .config;
+    let fire = g.gb28181.as_ref().unwrap().alarms["fire"];
+    assert_eq!(
+        (fire.method, fire.alarm_type, fire.event_type),
+        (5, Some(2), None)
+    );
+    assert_eq!(g.cameras[0].location, Some([118.77, 34.13]));
+    let wrong = format!(
+        "{good}\n[gb28181.alarms.fire]\nmethod = 9\n\n[gb28181.alarms.crowd]\nmethod = 5\ntype = 13\n"
+    );
+    let e = errors(&format!(
+        "{BASE}\n{wrong}\n{camera}location = [34.13, 118.77]\n"
+    ));
+    let fields: Vec<&str> = e.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "gb28181.alarms.fire.method",
+            "gb28181.alarms.crowd.type",
+            "cameras[0].location"
+        ],
+        "{e:?}"
+    );
 }

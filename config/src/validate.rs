@@ -302,6 +302,35 @@ impl Validator {
                 "use password = \"${GB28181_PASSWORD}\" or \"${file:/run/secrets/gb28181}\"",
             );
         }
+        for (hazard, alarm) in &g.alarms {
+            self.topic_safe(path.key("alarms").key(hazard), "hazard name", hazard);
+            let types: &[u8] = match alarm.method {
+                2 => &[1, 2, 3, 4, 5],
+                5 => &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                6 => &[1, 2],
+                1 | 3 | 4 | 7 => &[],
+                m => {
+                    self.error(
+                        path.key("alarms").key(hazard).key("method"),
+                        format!("{m} is not an AlarmMethod of GB/T 28181"),
+                        "1 telephone, 2 device, 3 SMS, 4 GPS, 5 video, 6 device fault, 7 other",
+                    );
+                    continue;
+                }
+            };
+            if let Some(t) = alarm.alarm_type.filter(|t| !types.contains(t)) {
+                self.error(
+                    path.key("alarms").key(hazard).key("type"),
+                    format!("{t} is not an AlarmType of AlarmMethod {}", alarm.method),
+                    match alarm.method {
+                        2 => "1 video loss, 2 tamper, 3 disk full, 4 high temperature, 5 low temperature; or leave it out",
+                        5 => "1 manual, 2 motion, 3 left object, 4 removed object, 5 tripwire, 6 intrusion, 7 wrong way, 8 loitering, 9 counting, 10 density, 11 video anomaly, 12 fast motion",
+                        6 => "1 disk fault, 2 fan fault",
+                        _ => "leave it out: this method has no types",
+                    },
+                );
+            }
+        }
         let secs = |d: std::time::Duration| humantime::format_duration(d).to_string();
         if g.expires < std::time::Duration::from_secs(60)
             || g.expires > std::time::Duration::from_secs(86400)
@@ -681,6 +710,15 @@ impl Validator {
                 self.bounded(path.key("unit"), "the unit", u);
             }
             self.camera_id(cam, &path);
+            if let Some([lon, lat]) = cam.location {
+                if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
+                    self.error(
+                        path.key("location"),
+                        format!("[{lon}, {lat}] is not [longitude, latitude] in degrees"),
+                        "longitude first: Shuyang is about [118.77, 34.13]",
+                    );
+                }
+            }
             self.camera_urls(cam, &path);
             self.camera_login(cam, &path, credentials);
             if cam.kind == CameraKind::SocialUnit && cam.unit.is_none() {
