@@ -17,13 +17,13 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use sharpeyes_alerts::{Alert, Alerts, FeedEvent, Source};
 use sharpeyes_config::Config;
 use sharpeyes_config::gbt28181::DeviceId;
-use sharpeyes_gb28181::{Alarm, Channel, Charset, Settings, State, Upstream};
+use sharpeyes_gb28181::{Alarm, Channel, Charset, Protocol, Settings, State, Upstream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::status::CameraBoard;
 
-/// How often the channel list and the metrics are refreshed.
+/// How often the metrics are refreshed.
 const REFRESH: Duration = Duration::from_secs(5);
 /// China Standard Time.
 const PLATFORM_UTC_OFFSET: Duration = Duration::from_secs(8 * 3600);
@@ -65,11 +65,12 @@ pub async fn start(
         .password
         .expand()
         .map_err(|e| format!("[gb28181] password: {e}"))?;
-    let server = resolve(&g.server).await?;
+    let (server, protocol) = resolve(&g.server).await?;
     let settings = Settings {
         server_id: g.server_id.clone(),
         server_domain: g.server_domain.clone(),
         server,
+        protocol,
         device_id: g.device_id.clone(),
         password,
         listen: g.listen,
@@ -84,12 +85,13 @@ pub async fn start(
         .await
         .map_err(|e| format!("[gb28181] listen {}: {e}", g.listen))?;
     let metrics = PlatformMetrics::new(registry).map_err(|e| format!("gb28181 metrics: {e}"))?;
+    let (listed, on) = (config.clone(), board.clone());
+    upstream.set_channels(move || channels(&listed, &on));
     let upstream = Arc::new(upstream);
     let platform = Platform(upstream.clone());
     let relay = Relay {
         config: config.clone(),
         upstream,
-        board,
         metrics,
         since: SystemTime::now(),
     };
@@ -97,16 +99,23 @@ pub async fn start(
     Ok(Some((platform, task)))
 }
 
-/// `udp://host:port` to an address.
-async fn resolve(server: &str) -> Result<std::net::SocketAddr, String> {
-    let hostport = server
-        .strip_prefix("udp://")
-        .ok_or_else(|| format!("[gb28181] server `{server}`: only udp://host:port is supported"))?;
-    tokio::net::lookup_host(hostport)
+/// `udp://host:port` or `tcp://host:port` to an address and a protocol.
+async fn resolve(server: &str) -> Result<(std::net::SocketAddr, Protocol), String> {
+    let (protocol, hostport) = match server.split_once("://") {
+        Some(("udp", rest)) => (Protocol::Udp, rest),
+        Some(("tcp", rest)) => (Protocol::Tcp, rest),
+        _ => {
+            return Err(format!(
+                "[gb28181] server `{server}`: not udp://host:port or tcp://host:port"
+            ));
+        }
+    };
+    let addr = tokio::net::lookup_host(hostport)
         .await
         .map_err(|e| format!("[gb28181] server `{server}`: {e}"))?
         .next()
-        .ok_or_else(|| format!("[gb28181] server `{server}`: the name has no address"))
+        .ok_or_else(|| format!("[gb28181] server `{server}`: the name has no address"))?;
+    Ok((addr, protocol))
 }
 
 struct PlatformMetrics {
@@ -138,7 +147,6 @@ impl PlatformMetrics {
 struct Relay {
     config: Arc<Config>,
     upstream: Arc<Upstream>,
-    board: CameraBoard,
     metrics: PlatformMetrics,
     /// Alerts detected before this (the shared feed's history) are not sent again.
     since: SystemTime,
@@ -161,7 +169,6 @@ impl Relay {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    self.upstream.set_channels(channels(&self.config, &self.board));
                     let registered = self.upstream.state() == State::Registered;
                     self.metrics.registered.set(i64::from(registered));
                     let stats = self.upstream.stats();
@@ -268,7 +275,12 @@ fn platform_time(rfc3339: &str) -> String {
 
 /// The configured cameras with 20-digit ids, as channels, ON while streaming here.
 fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
-    let states = board.list();
+    let streaming: std::collections::HashSet<String> = board
+        .list()
+        .into_iter()
+        .filter(|s| s.state == "streaming")
+        .map(|s| s.id)
+        .collect();
     config
         .cameras
         .iter()
@@ -290,9 +302,7 @@ fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
                 id: c.id.clone(),
                 name: c.name.clone(),
                 civil_code,
-                online: states
-                    .iter()
-                    .any(|s| s.id == c.id && s.state == "streaming"),
+                online: streaming.contains(&c.id),
                 location: c.location.map(|[lon, lat]| (lon, lat)),
             }
         })

@@ -861,7 +861,7 @@ pub struct Gb28181 {
     pub server_id: String,
     /// The platform's 10-digit SIP realm, e.g. `3213220000`.
     pub server_domain: String,
-    /// `udp://host:port`.
+    /// `udp://host:port` or `tcp://host:port`.
     pub server: String,
     /// sharpeyes' own 20-digit id on the platform (type code 118 or 200).
     pub device_id: String,

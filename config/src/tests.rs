@@ -730,7 +730,7 @@ fn the_readings_section_is_known() {
 }
 
 #[test]
-fn a_gb28181_platform_needs_real_ids_a_udp_server_and_sane_timers() {
+fn a_gb28181_platform_needs_real_ids_a_server_address_and_sane_timers() {
     let camera = "[[cameras]]\nid = \"a\"\nname = \"a\"\nkind = \"sharp-eyes\"\nurl = \"rtsp://h/a\"\ngrid = \"321322\"\n";
     let good = "[gb28181]\nserver_id = \"32132200002000000001\"\nserver_domain = \"3213220000\"\nserver = \"udp://127.0.0.1:5060\"\ndevice_id = \"32132200001180000001\"\npassword = \"${GB28181_PASSWORD}\"\n";
     let loaded = parse(&format!("{BASE}\n{good}\n{camera}")).unwrap();
@@ -740,6 +740,13 @@ fn a_gb28181_platform_needs_real_ids_a_udp_server_and_sane_timers() {
     assert_eq!(g.keepalive, std::time::Duration::from_secs(60));
     assert_eq!(g.charset, crate::SipCharset::Gb2312);
     assert_eq!(g.listen.port(), 5060);
+    assert!(
+        parse(&format!(
+            "{BASE}\n{}\n{camera}",
+            good.replace("udp://", "tcp://")
+        ))
+        .is_ok()
+    );
 
     let bad = "[gb28181]\nserver_id = \"3213220000200000001\"\nserver_domain = \"32132\"\nserver = \"sip://platform\"\ndevice_id = \"32132200001310000001\"\npassword = \"p\"\nexpires = \"10s\"\nkeepalive = \"1h\"\ncharset = \"UTF-8\"\n";
     let e = errors(&format!("{BASE}\n{bad}\n{camera}"));

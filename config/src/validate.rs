@@ -280,19 +280,14 @@ impl Validator {
             );
         }
         match g.server.split_once("://") {
-            Some(("udp", addr))
+            Some(("udp" | "tcp", addr))
                 if addr.rsplit_once(':').is_some_and(|(h, p)| {
                     !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
                 }) => {}
-            Some(("tcp", _)) => self.error(
-                path.key("server"),
-                "SIP over TCP is not supported yet",
-                "use udp://host:port (GB/T 28181 platforms listen on UDP 5060 by default)",
-            ),
             _ => self.error(
                 path.key("server"),
-                format!("`{}` is not udp://host:port", g.server),
-                "e.g. udp://10.32.13.1:5060",
+                format!("`{}` is not udp://host:port or tcp://host:port", g.server),
+                "e.g. udp://10.32.13.1:5060 (GB/T 28181 platforms listen on 5060, UDP and TCP)",
             ),
         }
         if g.password.is_literal() {

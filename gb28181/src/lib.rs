@@ -3,12 +3,14 @@
 //! answers the platform's Catalog and DeviceInfo queries with its cameras as channels, and
 //! sends every alert as an `Alarm` MESSAGE, retried until the platform answers 200 OK.
 //!
-//! One task owns the UDP socket and every transaction; the service hands it alarms and the
-//! channel list. Only datagrams from the platform's address are read: anyone else on the
-//! network is ignored, and no peer's bytes are logged.
+//! One task owns the transport (UDP, or a TCP connection the device opens) and every
+//! transaction; the service hands it alarms and the channel list. Only messages from the
+//! platform's address are read: anyone else on the network is ignored, and no peer's bytes
+//! are logged.
 
 mod manscdp;
 mod sip;
+mod transport;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -19,12 +21,13 @@ use std::time::Duration;
 use sip_auth::{ClientAuthenticator, DigestAuthenticator, DigestCredentials, DigestUser};
 use sip_types::Method;
 use sip_types::msg::MessageLine;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use manscdp::{Alarm, Charset, element, escape};
 pub use sip::{Incoming, MAX_DATAGRAM, Malformed};
+use transport::{Event, Transport};
+pub use transport::{Protocol, take_message};
 
 /// What the device needs to know of the platform and itself.
 #[derive(Debug, Clone)]
@@ -32,12 +35,13 @@ pub struct Settings {
     /// The platform's 20-digit id and 10-digit realm.
     pub server_id: String,
     pub server_domain: String,
-    /// Where the platform listens (UDP).
+    /// Where the platform listens, and over what.
     pub server: SocketAddr,
+    pub protocol: Protocol,
     /// This device's 20-digit id and the password the platform gave it.
     pub device_id: String,
     pub password: String,
-    /// The local UDP address.
+    /// The local address: UDP listens there; TCP connects from its IP.
     pub listen: SocketAddr,
     pub expires: Duration,
     pub keepalive: Duration,
@@ -56,6 +60,9 @@ pub struct Channel {
     pub online: bool,
     pub location: Option<(f64, f64)>,
 }
+
+/// The device's channels, asked for at each Catalog query.
+pub type ChannelSource = Arc<dyn Fn() -> Vec<Channel> + Send + Sync>;
 
 /// Where registration stands, for `/readyz` and the metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +92,10 @@ pub struct Stats {
 /// The running device; dropped, its task stops.
 pub struct Upstream {
     alarms: mpsc::Sender<Alarm>,
-    channels: watch::Sender<Vec<Channel>>,
+    channels: watch::Sender<ChannelSource>,
     state: watch::Receiver<State>,
     stats: Arc<Stats>,
-    local: SocketAddr,
+    local: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -108,16 +115,17 @@ const MISSED_LIMIT: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 impl Upstream {
-    /// Binds `settings.listen` and starts registering.
+    /// Binds `settings.listen` (UDP) or starts connecting (TCP), and starts registering.
     pub async fn start(settings: Settings) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind(settings.listen).await?;
-        let local = socket.local_addr()?;
+        let (link, events, local) =
+            Transport::start(settings.protocol, settings.listen, settings.server).await?;
         let (alarms, alarm_rx) = mpsc::channel(QUEUE);
-        let (channels, channel_rx) = watch::channel(Vec::new());
+        let none: ChannelSource = Arc::new(Vec::new);
+        let (channels, channel_rx) = watch::channel(none);
         let (state_tx, state) = watch::channel(State::Registering);
         let stats = Arc::new(Stats::default());
-        let task = Task::new(settings, socket, local, state_tx, stats.clone());
-        let task = tokio::spawn(task.run(alarm_rx, channel_rx));
+        let task = Task::new(settings, link, local, state_tx, stats.clone());
+        let task = tokio::spawn(task.run(events, alarm_rx, channel_rx));
         Ok(Self {
             alarms,
             channels,
@@ -137,9 +145,10 @@ impl Upstream {
         queued
     }
 
-    /// The channels the next Catalog answer lists.
-    pub fn set_channels(&self, channels: Vec<Channel>) {
-        self.channels.send_replace(channels);
+    /// Where a Catalog answer takes its channels from, asked at each query so their
+    /// `Status` is current.
+    pub fn set_channels(&self, source: impl Fn() -> Vec<Channel> + Send + Sync + 'static) {
+        self.channels.send_replace(Arc::new(source));
     }
 
     pub fn state(&self) -> State {
@@ -154,8 +163,8 @@ impl Upstream {
         &self.stats
     }
 
-    /// The local address the socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The local UDP address; `None` over TCP, whose address comes with each connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
     }
 }
@@ -187,7 +196,7 @@ struct Pending {
 
 struct Task {
     settings: Settings,
-    socket: UdpSocket,
+    link: Transport,
     parties: sip::Parties,
     auth: DigestAuthenticator,
     state: watch::Sender<State>,
@@ -210,8 +219,8 @@ struct Task {
 impl Task {
     fn new(
         settings: Settings,
-        socket: UdpSocket,
-        local: SocketAddr,
+        link: Transport,
+        local: Option<SocketAddr>,
         state: watch::Sender<State>,
         stats: Arc<Stats>,
     ) -> Self {
@@ -220,21 +229,23 @@ impl Task {
             settings.device_id.clone(),
             settings.password.clone(),
         ));
-        let local_ip = if local.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            local.ip().to_string()
-        };
         let parties = sip::Parties {
             device: settings.device_id.clone(),
             server: settings.server_id.clone(),
             domain: settings.server_domain.clone(),
-            local: format!("{local_ip}:{}", local.port()),
+            local: local.map_or_else(String::new, |l| shown(l, settings.server)),
             remote: settings.server.to_string(),
+            transport: settings.protocol.via(),
         };
         let now = Instant::now();
+        // Over TCP, the first registration waits for the connection.
+        let next_register = if local.is_some() {
+            now
+        } else {
+            now + Duration::from_secs(3600)
+        };
         Self {
-            socket,
+            link,
             parties,
             auth: DigestAuthenticator::new(credentials),
             state,
@@ -248,7 +259,7 @@ impl Task {
             registered: false,
             missed: 0,
             backoff: Duration::from_secs(1),
-            next_register: now,
+            next_register,
             next_keepalive: now + settings.keepalive,
             strangers: 0,
             settings,
@@ -257,17 +268,30 @@ impl Task {
 
     async fn run(
         mut self,
+        mut events: mpsc::Receiver<Event>,
         mut alarms: mpsc::Receiver<Alarm>,
-        channels: watch::Receiver<Vec<Channel>>,
+        channels: watch::Receiver<ChannelSource>,
     ) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                got = self.socket.recv_from(&mut buf) => match got {
-                    Ok((n, from)) => self.received(&buf[..n], from, &channels).await,
-                    Err(e) => tracing::debug!("gb28181: receive failed: {e}"),
+                event = events.recv() => match event {
+                    Some(Event::Message(bytes, from)) => self.received(&bytes, from, &channels).await,
+                    Some(Event::Connected(local)) => {
+                        self.parties.local = shown(local, self.settings.server);
+                        self.registered = false;
+                        self.next_register = Instant::now();
+                    }
+                    Some(Event::Disconnected) => {
+                        if self.registered {
+                            self.lost();
+                        }
+                        self.pending.retain(|_, p| !matches!(p.kind, Kind::Register));
+                        // Registered again once connected.
+                        self.next_register = Instant::now() + Duration::from_secs(3600);
+                    }
+                    None => return,
                 },
                 alarm = alarms.recv() => match alarm {
                     Some(alarm) => {
@@ -282,6 +306,14 @@ impl Task {
                 },
                 _ = tick.tick() => self.timers().await,
             }
+        }
+    }
+
+    /// When a request is first sent again: T1 over UDP; never over TCP, which delivers.
+    fn first_resend(&self, now: Instant) -> Instant {
+        match self.link.protocol() {
+            Protocol::Udp => now + T1,
+            Protocol::Tcp => now + 64 * T1,
         }
     }
 
@@ -306,9 +338,7 @@ impl Task {
             self.auth.authorize_request(&mut request.headers);
         }
         let bytes = request.to_bytes();
-        if let Err(e) = self.socket.send_to(&bytes, self.settings.server).await {
-            tracing::debug!("gb28181: send to {} failed: {e}", self.settings.server);
-        }
+        self.link.send(&bytes).await;
         let now = Instant::now();
         self.pending.insert(
             (call_id, cseq),
@@ -316,7 +346,7 @@ impl Task {
                 kind,
                 request,
                 bytes,
-                next_send: now + T1,
+                next_send: self.first_resend(now),
                 interval: T1,
                 deadline: now + 64 * T1,
                 authorised: false,
@@ -393,7 +423,7 @@ impl Task {
             }
         }
         for bytes in resend {
-            let _ = self.socket.send_to(&bytes, self.settings.server).await;
+            self.link.send(&bytes).await;
         }
         for key in expired {
             if let Some(p) = self.pending.remove(&key) {
@@ -478,7 +508,7 @@ impl Task {
         &mut self,
         datagram: &[u8],
         from: SocketAddr,
-        channels: &watch::Receiver<Vec<Channel>>,
+        channels: &watch::Receiver<ChannelSource>,
     ) {
         if from != self.settings.server {
             self.strangers += 1;
@@ -622,7 +652,8 @@ impl Task {
         request.headers.insert_front(
             sip_types::Name::VIA,
             bytesstr::BytesStr::from(format!(
-                "SIP/2.0/UDP {};rport;branch=z9hG4bK{}",
+                "SIP/2.0/{} {};rport;branch=z9hG4bK{}",
+                self.parties.transport,
                 self.parties.local,
                 ulid::Ulid::new()
             )),
@@ -630,7 +661,7 @@ impl Task {
         request.headers.remove(&sip_types::Name::AUTHORIZATION);
         self.auth.authorize_request(&mut request.headers);
         let bytes = request.to_bytes();
-        let _ = self.socket.send_to(&bytes, self.settings.server).await;
+        self.link.send(&bytes).await;
         let now = Instant::now();
         self.pending.insert(
             (call, cseq),
@@ -638,7 +669,7 @@ impl Task {
                 kind: pending.kind,
                 request,
                 bytes,
-                next_send: now + T1,
+                next_send: self.first_resend(now),
                 interval: T1,
                 deadline: now + 64 * T1,
                 authorised: true,
@@ -650,34 +681,35 @@ impl Task {
         &mut self,
         method: Method,
         request: Incoming,
-        channels: &watch::Receiver<Vec<Channel>>,
+        channels: &watch::Receiver<ChannelSource>,
     ) {
         let tag = &self.from_tag;
         if method != Method::MESSAGE {
             let out = sip::response(&request, 405, "Method Not Allowed", tag);
-            let _ = self.socket.send_to(&out, self.settings.server).await;
+            self.link.send(&out).await;
             return;
         }
         let out = sip::response(&request, 200, "OK", tag);
-        let _ = self.socket.send_to(&out, self.settings.server).await;
+        self.link.send(&out).await;
         // Queries may come in either charset whatever ours is; their fields are ASCII.
         let xml = String::from_utf8_lossy(&request.body).into_owned();
         let (Some(cmd), Some(sn)) = (element(&xml, "CmdType"), element(&xml, "SN")) else {
             return;
         };
         let Ok(sn) = sn.parse::<u64>() else { return };
+        let source = channels.borrow().clone();
         let bodies = match cmd.as_str() {
             "Catalog" => catalog(
                 self.settings.charset,
                 sn,
                 &self.settings.device_id,
-                &channels.borrow(),
+                &source(),
             ),
             "DeviceInfo" => vec![device_info(
                 self.settings.charset,
                 sn,
                 &self.settings.device_id,
-                channels.borrow().len(),
+                source().len(),
             )],
             "DeviceStatus" => vec![device_status(
                 self.settings.charset,
@@ -690,6 +722,16 @@ impl Task {
         for body in bodies {
             self.message(Kind::Answer, body).await;
         }
+    }
+}
+
+/// `local` as the platform should reach it: an unspecified address is the one the platform
+/// is reached from (loopback for a loopback platform).
+fn shown(local: SocketAddr, server: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        format!("{}:{}", server.ip(), local.port()).replace("0.0.0.0", "127.0.0.1")
+    } else {
+        local.to_string()
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Parties {
     pub local: String,
     /// The platform's `host:port`.
     pub remote: String,
+    /// `UDP` or `TCP`, for the Via header.
+    pub transport: &'static str,
 }
 
 impl Outgoing {
@@ -208,6 +210,7 @@ mod tests {
             domain: "3213220000".into(),
             local: "127.0.0.1:5061".into(),
             remote: "127.0.0.1:5060".into(),
+            transport: "UDP",
         }
     }
 

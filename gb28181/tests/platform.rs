@@ -1,10 +1,10 @@
-//! The device against a GB/T 28181 platform of the test kit on loopback UDP: Digest
+//! The device against a GB/T 28181 platform of the test kit on loopback UDP and TCP: Digest
 //! registration checked by the platform, keepalives, alarms read as WVP reads them, a
 //! Catalog longer than one message, and a platform that goes away and comes back.
 
 use std::time::Duration;
 
-use sharpeyes_gb28181::{Alarm, Channel, Charset, Settings, State, Upstream, element};
+use sharpeyes_gb28181::{Alarm, Channel, Charset, Protocol, Settings, State, Upstream, element};
 use sharpeyes_testkit::SipPlatform;
 
 const REALM: &str = "3213220000";
@@ -13,10 +13,15 @@ const DEVICE: &str = "32132200001180000001";
 const PASSWORD: &str = "s3cret-Pa55";
 
 fn settings(platform: &SipPlatform, password: &str) -> Settings {
+    settings_over(platform, password, Protocol::Udp)
+}
+
+fn settings_over(platform: &SipPlatform, password: &str, protocol: Protocol) -> Settings {
     Settings {
         server_id: SERVER.into(),
         server_domain: REALM.into(),
         server: platform.addr(),
+        protocol,
         device_id: DEVICE.into(),
         password: password.into(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -139,7 +144,8 @@ async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
             location: None,
         })
         .collect();
-    upstream.set_channels(channels.clone());
+    let listed = channels.clone();
+    upstream.set_channels(move || listed.clone());
     wait_state(&upstream, Duration::from_secs(10), |s| {
         *s == State::Registered
     })
@@ -210,13 +216,15 @@ async fn datagrams_from_anyone_but_the_platform_are_ignored() {
     let upstream = Upstream::start(settings(&platform, PASSWORD))
         .await
         .unwrap();
-    upstream.set_channels(vec![Channel {
-        id: "32132200001320000001".into(),
-        name: "secret camera".into(),
-        civil_code: "321322".into(),
-        online: true,
-        location: None,
-    }]);
+    upstream.set_channels(|| {
+        vec![Channel {
+            id: "32132200001320000001".into(),
+            name: "secret camera".into(),
+            civil_code: "321322".into(),
+            online: true,
+            location: None,
+        }]
+    });
     wait_state(&upstream, Duration::from_secs(10), |s| {
         *s == State::Registered
     })
@@ -224,12 +232,12 @@ async fn datagrams_from_anyone_but_the_platform_are_ignored() {
     let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let forged = format!(
         "MESSAGE sip:{DEVICE}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKx\r\nFrom: <sip:{SERVER}@{REALM}>;tag=x\r\nTo: <sip:{DEVICE}@{REALM}>\r\nCall-ID: forged\r\nCSeq: 1 MESSAGE\r\nContent-Length: 60\r\n\r\n<Query><CmdType>Catalog</CmdType><SN>1</SN></Query>        ",
-        upstream.local_addr(),
+        upstream.local_addr().unwrap(),
         stranger.local_addr().unwrap()
     );
     for datagram in [forged.as_bytes(), b"\x00\xffjunk", &[b'A'; 9000][..]] {
         stranger
-            .send_to(datagram, upstream.local_addr())
+            .send_to(datagram, upstream.local_addr().unwrap())
             .await
             .unwrap();
     }
@@ -243,4 +251,51 @@ async fn datagrams_from_anyone_but_the_platform_are_ignored() {
         .await;
     assert_eq!(seen.alarms.len(), 1);
     assert!(seen.responses.is_empty(), "{:?}", seen.responses);
+}
+
+/// Over TCP: registration, an alarm, a Catalog over the device's own connection; then the
+/// platform restarts, the connection drops, and the device connects and registers again
+/// and delivers the alarm raised meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_device_registers_alarms_and_reconnects_after_a_platform_restart() {
+    let mut platform = SipPlatform::start_tcp(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings_over(&platform, PASSWORD, Protocol::Tcp))
+        .await
+        .unwrap();
+    upstream.set_channels(|| {
+        vec![Channel {
+            id: "32132200001320000001".into(),
+            name: "东元超市门口".into(),
+            civil_code: "321322".into(),
+            online: true,
+            location: Some((118.77, 34.13)),
+        }]
+    });
+    let state = wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    assert_eq!(state, State::Registered);
+    assert!(upstream.send(fire(1)));
+    platform.query("Catalog", 5, DEVICE).await;
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| {
+            s.alarms.len() == 1 && !s.responses.is_empty() && s.keepalives >= 1
+        })
+        .await;
+    assert_eq!(seen.alarms.len(), 1, "{seen:?}");
+    assert!(seen.responses[0].contains("<Longitude>118.770000</Longitude>"));
+    assert!(seen.keepalives >= 1);
+
+    platform.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(upstream.send(fire(2)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    platform.start_again().await;
+    let seen = platform
+        .wait_until(Duration::from_secs(30), |s| s.alarms.len() >= 2)
+        .await;
+    assert_eq!(seen.registered, 2, "registered again: {seen:?}");
+    assert_eq!(seen.alarms.len(), 2, "{seen:?}");
+    assert!(seen.alarms[1].description.starts_with("fire 2"));
 }
