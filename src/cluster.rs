@@ -250,7 +250,13 @@ pub(crate) struct Coordination {
     pub stop: watch::Receiver<bool>,
     /// Turns true once every camera has stopped: release and leave.
     pub leave: watch::Receiver<bool>,
+    /// With `[gb28181]`: whether this node is the device on the county platform, leased
+    /// like a camera under [`PLATFORM_KEY`].
+    pub platform: Option<crate::gb28181::Role>,
 }
+
+/// The lease of the GB/T 28181 device: one node at a time registers its id.
+pub const PLATFORM_KEY: &str = "~gb28181-device";
 
 /// Starts coordinating when `[cluster]` is on (it needs `[redis]`, checked with the file).
 pub(crate) fn start(config: &Config, parts: Coordination) -> Option<JoinHandle<()>> {
@@ -304,10 +310,18 @@ async fn coordinate(
         let started = Instant::now();
         let configured = parts.cameras.configured();
         let ids: Vec<String> = configured.iter().map(|c| c.id.clone()).collect();
-        let (cameras, sensor_keys) = assignment(&ids, parts.cameras.config());
+        let (mut cameras, sensor_keys) = assignment(&ids, parts.cameras.config());
+        if parts.platform.is_some() {
+            cameras.push((PLATFORM_KEY.to_owned(), PLATFORM_KEY.to_owned()));
+        }
         let result = step(&redis, &mut conn, &mut coordinator, &cameras, attempt).await;
         let coordinated = match result {
-            Ok(step) => {
+            Ok(mut step) => {
+                if let Some(role) = &parts.platform {
+                    // Not a camera: the device plays while its lease is held here.
+                    step.taken_over.remove(PLATFORM_KEY);
+                    role.set(step.run.remove(PLATFORM_KEY));
+                }
                 if failing {
                     tracing::info!("Redis answers again: coordinating");
                     failing = false;
@@ -361,6 +375,11 @@ async fn coordinate(
                     parts.cameras.set_owned(BTreeSet::new()).await;
                     parts.sensors.set(BTreeSet::new());
                 }
+                if left <= period {
+                    if let Some(role) = &parts.platform {
+                        role.set(false);
+                    }
+                }
                 false
             }
         };
@@ -376,6 +395,9 @@ async fn coordinate(
         coordinator.set_report(report(&parts));
     }
     // Intake has stopped; the service stops every camera, then says leave.
+    if let Some(role) = &parts.platform {
+        role.set(false);
+    }
     let _ = parts.leave.wait_for(|leave| *leave).await;
     if let Some(conn) = conn.as_mut() {
         match tokio::time::timeout(period, coordinator.leave(conn)).await {

@@ -23,19 +23,20 @@ use tokio::task::JoinHandle;
 
 use crate::status::CameraBoard;
 
-/// How often the metrics are refreshed.
+/// How often the alarm counters are refreshed, and a failed SIP port tried again.
 const REFRESH: Duration = Duration::from_secs(5);
 /// China Standard Time.
 const PLATFORM_UTC_OFFSET: Duration = Duration::from_secs(8 * 3600);
 
-/// The device on the platform, for `/readyz`.
-#[derive(Clone)]
-pub struct Platform(Arc<Upstream>);
+/// The device on the platform, for `/readyz`: none while this node does not play it.
+#[derive(Clone, Default)]
+pub struct Platform(Arc<std::sync::Mutex<Option<Arc<Upstream>>>>);
 
 impl Platform {
     /// Why the platform cannot take alarms now, if it cannot.
     pub fn problem(&self) -> Option<String> {
-        match self.0.state() {
+        let upstream = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        match upstream.state() {
             State::Registered => None,
             State::Registering => {
                 Some("the GB/T 28181 platform has not answered the registration yet".into())
@@ -48,14 +49,41 @@ impl Platform {
             )),
         }
     }
+
+    fn set(&self, upstream: Option<Arc<Upstream>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = upstream;
+    }
 }
 
-/// Starts the device when `[gb28181]` is set: registers, then relays this node's alerts.
+/// Whether this node is the device now. One node alone always is; in a cluster the device is
+/// leased like a camera (key [`crate::cluster::PLATFORM_KEY`]), so exactly one node registers
+/// its id and relays every node's alerts, and another takes over within a lease when it dies.
+#[derive(Clone)]
+pub struct Role(watch::Sender<bool>);
+
+impl Role {
+    pub fn new(playing: bool) -> Self {
+        Self(watch::channel(playing).0)
+    }
+
+    pub fn set(&self, playing: bool) {
+        self.0
+            .send_if_modified(|p| std::mem::replace(p, playing) != playing);
+    }
+
+    pub fn playing(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Starts the relay when `[gb28181]` is set: while `role` says so, the device registers and
+/// relays alerts.
 pub async fn start(
     config: &Arc<Config>,
     alerts: Alerts,
     board: CameraBoard,
     registry: &Registry,
+    role: Role,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<(Platform, JoinHandle<()>)>, String> {
     let Some(g) = &config.gb28181 else {
@@ -81,21 +109,27 @@ pub async fn start(
             sharpeyes_config::SipCharset::Utf8 => Charset::Utf8,
         },
     };
-    let upstream = Upstream::start(settings)
-        .await
-        .map_err(|e| format!("[gb28181] listen {}: {e}", g.listen))?;
+    // One node alone finds a taken port now, not at its first alarm.
+    let first = if role.playing() {
+        Some(
+            Upstream::start(settings.clone())
+                .await
+                .map_err(|e| format!("[gb28181] listen {}: {e}", g.listen))?,
+        )
+    } else {
+        None
+    };
     let metrics = PlatformMetrics::new(registry).map_err(|e| format!("gb28181 metrics: {e}"))?;
-    let (listed, on) = (config.clone(), board.clone());
-    upstream.set_channels(move || channels(&listed, &on));
-    let upstream = Arc::new(upstream);
-    let platform = Platform(upstream.clone());
+    let platform = Platform::default();
     let relay = Relay {
         config: config.clone(),
-        upstream,
+        settings,
+        board,
         metrics,
-        since: SystemTime::now(),
+        platform: platform.clone(),
+        lease: config.cluster().map_or(Duration::ZERO, |c| c.lease),
     };
-    let task = tokio::spawn(relay.run(alerts, stop));
+    let task = tokio::spawn(relay.run(first, alerts, role, stop));
     Ok(Some((platform, task)))
 }
 
@@ -128,7 +162,7 @@ impl PlatformMetrics {
         let metrics = Self {
             registered: IntGauge::new(
                 "sharpeyes_gb28181_registered",
-                "1 while the GB/T 28181 platform has this device registered.",
+                "Whether the GB/T 28181 platform has this node's device registered: 1 yes, 0 no (or another node of the cluster is the device).",
             )?,
             alarms: IntCounterVec::new(
                 Opts::new(
@@ -146,32 +180,125 @@ impl PlatformMetrics {
 
 struct Relay {
     config: Arc<Config>,
-    upstream: Arc<Upstream>,
+    settings: Settings,
+    board: CameraBoard,
     metrics: PlatformMetrics,
-    /// Alerts detected before this (the shared feed's history) are not sent again.
-    since: SystemTime,
+    platform: Platform,
+    /// In a cluster, how long a dead device's alerts may have gone unsent: sent again by the
+    /// node that takes over.
+    lease: Duration,
 }
 
 impl Relay {
-    async fn run(self, alerts: Alerts, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut first: Option<Upstream>,
+        alerts: Alerts,
+        role: Role,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut playing = role.0.subscribe();
+        loop {
+            if !*playing.borrow_and_update() {
+                self.metrics.registered.set(0);
+                tokio::select! {
+                    _ = crate::stopped(&mut stop) => return,
+                    changed = playing.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let upstream = match first.take() {
+                Some(u) => u,
+                None => match Upstream::start(self.settings.clone()).await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::error!(listen = %self.settings.listen, "gb28181: cannot open the SIP port: {e}; trying again in 5 s");
+                        tokio::select! {
+                            _ = crate::stopped(&mut stop) => return,
+                            _ = tokio::time::sleep(REFRESH) => {}
+                        }
+                        continue;
+                    }
+                },
+            };
+            let upstream = Arc::new(upstream);
+            let (listed, on) = (self.config.clone(), self.board.clone());
+            upstream.set_channels(move || channels(&listed, &on));
+            self.platform.set(Some(upstream.clone()));
+            tracing::info!(device = %self.settings.device_id, "gb28181: this node is the device on the platform");
+            let since = SystemTime::now() - self.lease - Duration::from_secs(1);
+            if !self.lease.is_zero() {
+                // What the last device may not have sent before it died.
+                let filter = sharpeyes_alerts::AlertFilter {
+                    since: Some(since),
+                    ..Default::default()
+                };
+                let mut missed = alerts.recent(&filter);
+                missed.reverse();
+                for recent in missed {
+                    self.relay(&upstream, &recent.alert);
+                }
+            }
+            let ended = self
+                .follow(&upstream, &alerts, since, &mut playing, &mut stop)
+                .await;
+            self.platform.set(None);
+            drop(upstream);
+            if ended {
+                return;
+            }
+            tracing::info!("gb28181: another node is the device on the platform now");
+        }
+    }
+
+    /// Relays alerts until the role moves away (`false`) or the service stops (`true`).
+    async fn follow(
+        &self,
+        upstream: &Upstream,
+        alerts: &Alerts,
+        since: SystemTime,
+        playing: &mut watch::Receiver<bool>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let mut feed = alerts.feed();
         let mut tick = tokio::time::interval(REFRESH);
         let mut counted = [0u64; 3];
+        let mut state = upstream.watch_state();
         loop {
             tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
+                _ = crate::stopped(stop) => return true,
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return true;
+                    }
+                    let registered = *state.borrow_and_update() == State::Registered;
+                    self.metrics.registered.set(i64::from(registered));
+                }
+                changed = playing.changed() => {
+                    if changed.is_err() {
+                        return true;
+                    }
+                    if !*playing.borrow_and_update() {
+                        return false;
+                    }
+                }
                 event = feed.recv() => match event {
-                    Ok(FeedEvent::Alert(recent)) => self.relay(&recent.alert),
+                    Ok(FeedEvent::Alert(recent)) => {
+                        let detected = ulid::Ulid::from_string(&recent.alert.id)
+                            .map_or(SystemTime::now(), |u| u.datetime());
+                        // The shared feed's history, sent already or above.
+                        if detected >= since {
+                            self.relay(upstream, &recent.alert);
+                        }
+                    }
                     Ok(FeedEvent::Ack(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::error!(missed = n, "gb28181: alerts went by faster than the platform relay read them; those are not sent to the platform");
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return true,
                 },
                 _ = tick.tick() => {
-                    let registered = self.upstream.state() == State::Registered;
-                    self.metrics.registered.set(i64::from(registered));
-                    let stats = self.upstream.stats();
+                    let stats = upstream.stats();
                     let now = [
                         stats.delivered.load(Ordering::Relaxed),
                         stats.retried.load(Ordering::Relaxed),
@@ -189,21 +316,9 @@ impl Relay {
         }
     }
 
-    fn relay(&self, alert: &Alert) {
-        // In a cluster every node sees every alert: the one that detected it sends it.
-        if alert
-            .node
-            .as_deref()
-            .is_some_and(|n| n != self.config.node.id)
-        {
-            return;
-        }
-        let detected =
-            ulid::Ulid::from_string(&alert.id).map_or(SystemTime::now(), |u| u.datetime());
-        if detected + Duration::from_secs(5) < self.since {
-            return;
-        }
-        if !self.upstream.send(alarm(alert, &self.config)) {
+    /// The device sends every alert: its own node's and, in a cluster, every other node's.
+    fn relay(&self, upstream: &Upstream, alert: &Alert) {
+        if !upstream.send(alarm(alert, &self.config)) {
             tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
         }
     }

@@ -152,6 +152,8 @@ impl Service {
             return Err(format!("camera {id}: {why}"));
         }
 
+        // Alone, this node is the GB/T 28181 device; in a cluster, the node that leases it.
+        let platform_role = crate::gb28181::Role::new(config.cluster().is_none());
         let (leave, leave_rx) = watch::channel(false);
         let (control, requests) = mpsc::channel(8);
         let view = crate::cluster::ClusterView::default();
@@ -168,6 +170,7 @@ impl Service {
                     .map_err(|e| format!("cluster metrics: {e}"))?,
                 stop: intake_rx.clone(),
                 leave: leave_rx,
+                platform: config.gb28181.is_some().then(|| platform_role.clone()),
             },
         );
 
@@ -176,6 +179,7 @@ impl Service {
             alerts.clone(),
             board.clone(),
             metrics.registry(),
+            platform_role,
             intake_rx.clone(),
         )
         .await?;

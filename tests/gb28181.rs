@@ -5,11 +5,12 @@
 //!
 //! Needs `make setup` (ONNX Runtime and the fire model).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, service};
 use sharpeyes_testkit::http::get;
-use sharpeyes_testkit::{Mosquitto, Service, SipPlatform, Subscriber, fire_cameras};
+use sharpeyes_testkit::{Mosquitto, Redis, Service, SipPlatform, Subscriber, fire_cameras};
 
 const PREFIX: &str = "se-gb";
 const REALM: &str = "3213220000";
@@ -132,4 +133,86 @@ async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
     assert_eq!(readyz.0, 200, "{}", String::from_utf8_lossy(&readyz.1));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(!log.contains("platform-pw"), "the password in the log");
+}
+
+/// Two nodes of a cluster with the same `[gb28181]`: one registers the device and relays
+/// every node's fires; SIGKILLed, the other registers within a lease and a step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_node_is_the_device_and_another_takes_over_when_it_dies() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 4, "2s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let platform = SipPlatform::start(REALM, "platform-pw").await;
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize, id: &str| {
+        let dir = dirs[i].path();
+        let mut text = service(dir, "unused", broker.port, PREFIX, None).replacen(
+            "[http]",
+            &format!(
+                "[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"se-gb\"\n\n[cluster]\nlease = \"3s\"\ncapacity = 10\n\n[gb28181]\nserver_id = \"{SERVER}\"\nserver_domain = \"{REALM}\"\nserver = \"udp://127.0.0.1:{}\"\ndevice_id = \"{DEVICE}\"\npassword = \"platform-pw\"\nlisten = \"127.0.0.1:0\"\n\n[http]",
+                redis.port, platform.port
+            ),
+            1,
+        );
+        for c in 1..=4 {
+            text += &fire_camera(&format!("3213220053132000{c:04}"), &sim.url(c));
+        }
+        let path = dir.join("service.toml");
+        std::fs::write(&path, text).unwrap();
+        Service::start_with(bin, &path, dir, "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    let seen = platform
+        .wait_until(Duration::from_secs(90), |s| {
+            let cameras: BTreeSet<&str> = s.alarms.iter().map(|a| a.device_id.as_str()).collect();
+            cameras.len() == 4
+        })
+        .await;
+    let sources: BTreeSet<_> = seen.sources.iter().collect();
+    assert_eq!(sources.len(), 1, "one device, registered from {sources:?}");
+    let cameras: BTreeSet<&str> = seen.alarms.iter().map(|a| a.device_id.as_str()).collect();
+    assert_eq!(cameras.len(), 4, "every node's fires: {:?}", seen.alarms);
+    let registered = |node: &Service| {
+        String::from_utf8_lossy(&get(node.port(), "/metrics").1)
+            .contains("sharpeyes_gb28181_registered 1")
+    };
+    let (device, other) = match (registered(&a), registered(&b)) {
+        (true, false) => (a, b),
+        (false, true) => (b, a),
+        both => {
+            let seen = platform.seen();
+            let (_, la) = a.stop(Duration::from_secs(10));
+            let (_, lb) = b.stop(Duration::from_secs(10));
+            let pick = |l: &str| {
+                l.lines()
+                    .filter(|l| l.contains("gb28181"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "registered on (a, b): {both:?}; sources {:?}\na:\n{}\nb:\n{}",
+                seen.sources,
+                pick(&la),
+                pick(&lb)
+            );
+        }
+    };
+    let before = seen.registered;
+    device.signal("KILL");
+    let after = platform
+        .wait_until(Duration::from_secs(20), |s| s.registered > before)
+        .await;
+    assert!(after.registered > before, "nobody took over the device");
+    let new_source = *after.sources.last().unwrap();
+    assert!(
+        !sources.contains(&new_source),
+        "the same node registered again"
+    );
+    let (exit, log) = other.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    drop(device);
+    drop(sim);
 }

@@ -30,7 +30,7 @@ use transport::{Event, Transport};
 pub use transport::{Protocol, take_message};
 
 /// What the device needs to know of the platform and itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The platform's 20-digit id and 10-digit realm.
     pub server_id: String,
@@ -46,6 +46,20 @@ pub struct Settings {
     pub expires: Duration,
     pub keepalive: Duration,
     pub charset: Charset,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("server_id", &self.server_id)
+            .field("server_domain", &self.server_domain)
+            .field("server", &self.server)
+            .field("protocol", &self.protocol)
+            .field("device_id", &self.device_id)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A channel of the device, as the Catalog lists it: a camera, or a sensor as an alarm input.

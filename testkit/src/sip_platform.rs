@@ -46,8 +46,9 @@ pub struct Seen {
     pub dropped: usize,
     /// Bodies of `Response` MESSAGEs (Catalog, DeviceInfo), decoded.
     pub responses: Vec<String>,
-    /// Where the device registered from.
+    /// Where the device registered from, last and at each registration.
     pub device: Option<SocketAddr>,
+    pub sources: Vec<SocketAddr>,
     /// Request datagrams that did not parse as SIP.
     pub malformed: usize,
 }
@@ -362,6 +363,7 @@ impl Serve {
                     {
                         seen.registered += 1;
                         seen.device = Some(from);
+                        seen.sources.push(from);
                         reply(
                             "200 OK",
                             &format!(
