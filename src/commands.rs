@@ -475,3 +475,96 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             ExitCode::from(2)
         })
 }
+
+/// `sharpeyes gb28181 listen`: a small GB/T 28181 platform on `listen`, for integrators to
+/// try `[gb28181]` without one. Prints one JSON line per thing it sees (registrations,
+/// keepalives, alarms as WVP reads them, the Catalog it asks for after each registration)
+/// until Ctrl-C or `for_`.
+pub fn gb28181_listen(
+    listen: std::net::SocketAddr,
+    realm: &str,
+    password: &str,
+    tcp: bool,
+    for_: Option<Duration>,
+) -> ExitCode {
+    let password = match sharpeyes_config::Secret::new(password).expand() {
+        Ok(p) => p,
+        Err(e) => {
+            report_error(&format!("--password: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        report_error("cannot start the runtime");
+        return ExitCode::from(1);
+    };
+    runtime.block_on(async move {
+        let platform = match sharpeyes_gb28181::platform::SipPlatform::listen_at(
+            listen, realm, &password, tcp,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                report_error(&format!("cannot listen on {listen}: {e}"));
+                return ExitCode::from(1);
+            }
+        };
+        let line = |v: serde_json::Value| println!("{v}");
+        line(serde_json::json!({
+            "event": "listening",
+            "addr": platform.addr().to_string(),
+            "transport": if tcp { "tcp" } else { "udp" },
+            "realm": realm,
+        }));
+        let deadline = for_.map(|d| tokio::time::Instant::now() + d);
+        let mut shown = sharpeyes_gb28181::platform::Seen::default();
+        let mut sn = 0u32;
+        loop {
+            let wait = tokio::time::sleep(Duration::from_millis(200));
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = wait => {}
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+            let seen = platform.seen();
+            for (i, from) in seen.sources.iter().enumerate().skip(shown.sources.len()) {
+                let device = seen.usernames.get(i).cloned().unwrap_or_default();
+                line(serde_json::json!({"event": "registered", "device": device, "from": from.to_string()}));
+                sn += 1;
+                platform.query("Catalog", sn, &device).await;
+            }
+            if seen.refused > shown.refused {
+                line(serde_json::json!({"event": "refused", "count": seen.refused, "why": "the Digest answer did not match this realm and password"}));
+            }
+            if seen.keepalives > shown.keepalives {
+                line(serde_json::json!({"event": "keepalive", "count": seen.keepalives}));
+            }
+            for a in seen.alarms.iter().skip(shown.alarms.len()) {
+                line(serde_json::json!({
+                    "event": "alarm",
+                    "device_id": a.device_id,
+                    "priority": a.priority,
+                    "method": a.method,
+                    "time": a.time,
+                    "type": a.alarm_type,
+                    "event_type": a.event_type,
+                    "description": a.description,
+                }));
+            }
+            if seen.dropped > shown.dropped {
+                line(serde_json::json!({"event": "alarm-dropped", "count": seen.dropped, "why": "no AlarmTime: WVP drops such alarms"}));
+            }
+            for xml in seen.responses.iter().skip(shown.responses.len()) {
+                line(serde_json::json!({"event": "response", "xml": xml}));
+            }
+            shown = seen;
+        }
+        ExitCode::SUCCESS
+    })
+}

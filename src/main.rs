@@ -69,10 +69,39 @@ enum Command {
     },
     /// Run a detector on images and print the detections of each as one JSON line.
     Detect(detect::DetectArgs),
+    /// GB/T 28181 tools.
+    Gb28181 {
+        #[command(subcommand)]
+        command: Gb28181Command,
+    },
     /// Check a configuration file: a summary when it is valid, every problem when it is not.
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Gb28181Command {
+    /// Act as a county platform, to try `[gb28181]` without one: accept this realm's
+    /// devices with this password, and print what they send as JSON lines.
+    Listen {
+        /// Where to listen for SIP.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        listen: std::net::SocketAddr,
+        /// The 10-digit realm, as `[gb28181] server_domain`.
+        #[arg(long)]
+        realm: String,
+        /// The devices' password, as `[gb28181] password`: literal, `${VAR}` or
+        /// `${file:PATH}`.
+        #[arg(long)]
+        password: String,
+        /// Listen on TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+        /// Stop after this long, e.g. `60s` (default: run until Ctrl-C).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        r#for: Option<std::time::Duration>,
     },
 }
 
@@ -104,6 +133,16 @@ fn main() -> ExitCode {
             },
         ),
         Command::Simulate(args) => commands::simulate(args),
+        Command::Gb28181 {
+            command:
+                Gb28181Command::Listen {
+                    listen,
+                    realm,
+                    password,
+                    tcp,
+                    r#for,
+                },
+        } => commands::gb28181_listen(listen, &realm, &password, tcp, r#for),
         Command::Probe {
             url,
             snapshot,

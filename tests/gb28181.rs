@@ -216,3 +216,99 @@ async fn in_a_cluster_one_node_is_the_device_and_another_takes_over_when_it_dies
     drop(device);
     drop(sim);
 }
+
+/// `sharpeyes gb28181 listen` as an integrator uses it: a device registers with it, its
+/// Catalog is asked for and printed, and its alarm comes out as a JSON line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gb28181_listen_prints_what_a_device_sends() {
+    use sharpeyes_gb28181::{Alarm, Channel, Charset, Protocol, Settings, Upstream};
+    use std::io::BufRead;
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args([
+            "gb28181",
+            "listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--realm",
+            REALM,
+            "--password",
+            "listen-pw",
+            "--for",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next = |event: &str| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return v,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no {event} line within 20 s");
+    };
+    let listening = next("listening");
+    let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let upstream = Upstream::start(Settings {
+        server_id: SERVER.into(),
+        server_domain: REALM.into(),
+        server: addr,
+        protocol: Protocol::Udp,
+        device_id: DEVICE.into(),
+        password: "listen-pw".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        expires: Duration::from_secs(3600),
+        keepalive: Duration::from_secs(60),
+        charset: Charset::Gb2312,
+    })
+    .await
+    .unwrap();
+    upstream.set_channels(|| {
+        vec![Channel {
+            id: CAMERA.into(),
+            name: "东元超市门口".into(),
+            civil_code: "321322".into(),
+            online: true,
+            location: None,
+        }]
+    });
+    assert_eq!(next("registered")["device"], DEVICE);
+    let response = next("response");
+    assert!(
+        response["xml"].as_str().unwrap().contains(CAMERA),
+        "{response}"
+    );
+    upstream.send(Alarm {
+        alert_id: "a1".into(),
+        device_id: CAMERA.into(),
+        priority: 1,
+        method: 5,
+        time: "2026-12-03T15:04:05".into(),
+        description: "fire: 东元超市门口".into(),
+        alarm_type: Some(11),
+        event_type: None,
+        location: None,
+    });
+    let alarm = next("alarm");
+    assert_eq!(alarm["device_id"], CAMERA);
+    assert_eq!(alarm["type"], "11");
+    assert_eq!(alarm["description"], "fire: 东元超市门口");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -9,6 +9,7 @@
 //! are logged.
 
 mod manscdp;
+pub mod platform;
 mod sip;
 mod transport;
 

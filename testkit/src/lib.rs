@@ -23,7 +23,6 @@ mod proxy;
 mod relay;
 pub mod servers;
 mod service;
-mod sip_platform;
 mod subscriber;
 
 use std::io::Write;
@@ -34,7 +33,7 @@ pub use proxy::{Fault, FaultProxy};
 pub use relay::{Impairment, RtspRelay};
 pub use servers::{ClientCerts, Mosquitto, Redis, TlsFiles, test_certificates};
 pub use service::Service;
-pub use sip_platform::{PlatformAlarm, Seen, SipPlatform};
+pub use sharpeyes_gb28181::platform::{PlatformAlarm, Seen, SipPlatform};
 pub use subscriber::{Message, Subscriber, alert_ids};
 
 /// The `sharpeyes.alert/1` JSON Schema every published alert must satisfy.

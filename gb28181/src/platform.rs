@@ -1,4 +1,5 @@
-//! A GB/T 28181 platform for tests: a SIP UAS on a free loopback UDP or TCP port that challenges
+//! A small GB/T 28181 platform, for tests and for integrators without one (`sharpeyes
+//! gb28181 listen`): a SIP UAS on a UDP or TCP port that challenges
 //! REGISTER with Digest (MD5, qop=auth) and checks the answer itself, answers MESSAGEs,
 //! records their bodies, and reads alarms the way WVP's `AlarmNotifyMessageHandler` does:
 //! the body decoded by the charset its XML prolog names, an alarm without `AlarmTime`
@@ -11,8 +12,8 @@ use std::time::Duration;
 
 use std::collections::HashSet;
 
+use crate::{Charset, Incoming, element, take_message};
 use md5::{Digest, Md5};
-use sharpeyes_gb28181::{Charset, Incoming, element, take_message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -56,6 +57,7 @@ pub struct Seen {
 /// See the module docs.
 pub struct SipPlatform {
     pub port: u16,
+    ip: std::net::IpAddr,
     tcp: bool,
     serve: Arc<Serve>,
     tasks: Vec<JoinHandle<()>>,
@@ -77,8 +79,22 @@ impl SipPlatform {
     }
 
     async fn start_on(realm: &str, password: &str, tcp: bool) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::listen_at(loopback, realm, password, tcp)
+            .await
+            .expect("a loopback port")
+    }
+
+    /// Listens at `addr` (port 0: a free one), over TCP when `tcp`.
+    pub async fn listen_at(
+        addr: SocketAddr,
+        realm: &str,
+        password: &str,
+        tcp: bool,
+    ) -> std::io::Result<Self> {
         let mut platform = Self {
-            port: 0,
+            port: addr.port(),
+            ip: addr.ip(),
             tcp,
             serve: Arc::new(Serve {
                 realm: realm.to_owned(),
@@ -90,16 +106,14 @@ impl SipPlatform {
             udp: None,
             to_device: Arc::new(Mutex::new(None)),
         };
-        platform.listen().await;
-        platform
+        platform.listen().await?;
+        Ok(platform)
     }
 
-    async fn listen(&mut self) {
+    async fn listen(&mut self) -> std::io::Result<()> {
         if self.tcp {
-            let listener = TcpListener::bind(("127.0.0.1", self.port))
-                .await
-                .expect("a loopback TCP port");
-            self.port = listener.local_addr().expect("bound").port();
+            let listener = TcpListener::bind((self.ip, self.port)).await?;
+            self.port = listener.local_addr()?.port();
             let (serve, to_device) = (self.serve.clone(), self.to_device.clone());
             self.tasks.push(tokio::spawn(async move {
                 let mut connections = Vec::new();
@@ -112,20 +126,17 @@ impl SipPlatform {
                 }
             }));
         } else {
-            let socket = Arc::new(
-                UdpSocket::bind(("127.0.0.1", self.port))
-                    .await
-                    .expect("a loopback UDP port"),
-            );
-            self.port = socket.local_addr().expect("bound").port();
+            let socket = Arc::new(UdpSocket::bind((self.ip, self.port)).await?);
+            self.port = socket.local_addr()?.port();
             self.udp = Some(socket.clone());
             self.tasks
                 .push(tokio::spawn(self.serve.clone().udp(socket)));
         }
+        Ok(())
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     pub fn seen(&self) -> Seen {
@@ -159,9 +170,9 @@ impl SipPlatform {
         // The aborted task may hold the socket a moment longer.
         for _ in 0..50 {
             let free = if self.tcp {
-                TcpListener::bind(("127.0.0.1", self.port)).await.is_ok()
+                TcpListener::bind((self.ip, self.port)).await.is_ok()
             } else {
-                UdpSocket::bind(("127.0.0.1", self.port)).await.is_ok()
+                UdpSocket::bind((self.ip, self.port)).await.is_ok()
             };
             if free {
                 break;
@@ -169,7 +180,7 @@ impl SipPlatform {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.serve.seen.lock().expect("not poisoned").device = None;
-        self.listen().await;
+        self.listen().await.expect("the port it had");
     }
 
     /// Sends the device a query (`Catalog`, `DeviceInfo`, ...); it must have registered.
@@ -179,10 +190,11 @@ impl SipPlatform {
             "<?xml version=\"1.0\" encoding=\"GB2312\"?>\r\n<Query>\r\n<CmdType>{cmd}</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n</Query>\r\n"
         );
         let request = format!(
-            "MESSAGE sip:{device_id}@{device} SIP/2.0\r\nVia: SIP/2.0/{} 127.0.0.1:{port};rport;branch=z9hG4bKq{sn}\r\nFrom: <sip:platform@{realm}>;tag=p{sn}\r\nTo: <sip:{device_id}@{realm}>\r\nCall-ID: query-{sn}@platform\r\nCSeq: {sn} MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
+            "MESSAGE sip:{device_id}@{device} SIP/2.0\r\nVia: SIP/2.0/{} {ip}:{port};rport;branch=z9hG4bKq{sn}\r\nFrom: <sip:platform@{realm}>;tag=p{sn}\r\nTo: <sip:{device_id}@{realm}>\r\nCall-ID: query-{sn}@platform\r\nCSeq: {sn} MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {}\r\n\r\n{body}",
             if self.tcp { "TCP" } else { "UDP" },
             body.len(),
             port = self.port,
+            ip = self.ip,
             realm = self.serve.realm
         );
         if let Some(socket) = &self.udp {
