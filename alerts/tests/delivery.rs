@@ -1169,6 +1169,25 @@ async fn only_a_centre_of_the_alerts_grid_can_acknowledge_it() {
     }
 }
 
+/// The test configuration with its spool under `data` and `[redis]` on loopback `port`.
+fn with_redis(data: &tempfile::TempDir, port: u16, prefix: &str) -> Config {
+    let models = tempfile::tempdir().unwrap();
+    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
+    let text = CONFIG.replacen(
+        "id = \"test-node\"\n",
+        &format!(
+            "id = \"test-node\"\ndata_dir = \"{}\"\n",
+            data.path().display()
+        ),
+        1,
+    ) + &format!(
+        "\n[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = \"{prefix}\"\n"
+    );
+    Config::parse(&text, Path::new("redis.toml"), &[models.path().to_owned()])
+        .unwrap()
+        .config
+}
+
 /// Redis down at start-up, back, and down again at run time: alerting never stops. While
 /// Redis is away the outbox is on the local disk spool; once it is back, new alerts' state is
 /// in Redis and the spool drains. Every alert arrives.
@@ -1186,24 +1205,7 @@ async fn alerting_goes_on_while_redis_is_down_at_start_and_at_run_time() {
     let mut redis = Redis::start(None);
     redis.stop();
     let data = tempfile::tempdir().unwrap();
-    let models = tempfile::tempdir().unwrap();
-    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
-    let text = CONFIG.replacen(
-        "id = \"test-node\"\n",
-        &format!(
-            "id = \"test-node\"\ndata_dir = \"{}\"\n",
-            data.path().display()
-        ),
-        1,
-    ) + &format!(
-        "\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"down-test\"\n",
-        redis.port
-    );
-    let config = Arc::new(
-        Config::parse(&text, Path::new("down.toml"), &[models.path().to_owned()])
-            .unwrap()
-            .config,
-    );
+    let config = Arc::new(with_redis(&data, redis.port, "down-test"));
     // Redis is not there: the service starts anyway, on the spool.
     let store = sharpeyes_alerts::open_store(&config).await.unwrap();
     assert!(store.ping().await.is_err(), "{}", store.describe());
@@ -1274,22 +1276,7 @@ async fn a_cooldown_taken_in_redis_holds_while_redis_is_down() {
     logs();
     let mut redis = Redis::start(None);
     let data = tempfile::tempdir().unwrap();
-    let models = tempfile::tempdir().unwrap();
-    std::fs::write(models.path().join("m.onnx"), b"").unwrap();
-    let text = CONFIG.replacen(
-        "id = \"test-node\"\n",
-        &format!(
-            "id = \"test-node\"\ndata_dir = \"{}\"\n",
-            data.path().display()
-        ),
-        1,
-    ) + &format!(
-        "\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"cooldown-outage\"\n",
-        redis.port
-    );
-    let config = Config::parse(&text, Path::new("outage.toml"), &[models.path().to_owned()])
-        .unwrap()
-        .config;
+    let config = with_redis(&data, redis.port, "cooldown-outage");
     let store = sharpeyes_alerts::open_store(&config).await.unwrap();
     store.ping().await.unwrap();
     let ttl = Duration::from_secs(300);

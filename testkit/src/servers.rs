@@ -394,21 +394,8 @@ impl Redis {
     /// Keeps its data across [`Redis::stop`] and [`Redis::start_again`] (an append-only
     /// file, fsynced at every write), as a production Redis that holds outboxes must.
     pub fn start_persistent() -> Self {
-        let mut redis = Self {
-            port: 0,
-            dir: tempfile::tempdir().expect("a temporary directory"),
-            password: None,
-            tls: None,
-            persistent: true,
-            child: None,
-        };
-        for _ in 0..TRIES {
-            redis.port = unused_port();
-            if redis.launch() {
-                return redis;
-            }
-        }
-        panic!("redis-server could not listen in {TRIES} tries");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::launched(dir, None, None, true)
     }
 
     /// Listens with TLS only (no plain port), on a certificate for 127.0.0.1 from a fresh
@@ -437,12 +424,21 @@ impl Redis {
     }
 
     fn new_in(dir: tempfile::TempDir, password: Option<&str>, tls: Option<TlsFiles>) -> Self {
+        Self::launched(dir, password, tls, false)
+    }
+
+    fn launched(
+        dir: tempfile::TempDir,
+        password: Option<&str>,
+        tls: Option<TlsFiles>,
+        persistent: bool,
+    ) -> Self {
         let mut redis = Self {
             port: 0,
             dir,
             password: password.map(str::to_owned),
             tls,
-            persistent: false,
+            persistent,
             child: None,
         };
         for _ in 0..TRIES {
