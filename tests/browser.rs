@@ -150,7 +150,9 @@ impl Cdp {
 async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let cache = tempfile::tempdir().unwrap();
     // The page is open before the fire starts: the alert comes over the live feed.
-    let sim = fire_cameras(&cache, 1, "8s");
+    // Late enough that a loaded machine has the service, Chromium and the page up before it
+    // (at 8 s a clean CI-like run once had the alert already listed).
+    let sim = fire_cameras(&cache, 1, "25s");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
     let text = service(
