@@ -152,6 +152,168 @@ async fn resolve(server: &str) -> Result<(std::net::SocketAddr, Protocol), Strin
     Ok((addr, protocol))
 }
 
+/// Alarms the platform has not answered 200 OK yet, kept so that a restart, or in a cluster
+/// the device moving to another node, loses none: in Redis with `[redis]` (shared by the
+/// cluster's nodes, with a mark for each delivered alarm so a new device does not send it
+/// again), else in a file under `[node] data_dir`. Alert id -> the alert as JSON.
+enum Pending {
+    Redis {
+        conn: sharpeyes_alerts::RedisConnection,
+        key: String,
+        prefix: String,
+    },
+    File {
+        path: std::path::PathBuf,
+        entries: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// Alarms kept at most in the file; the oldest go first past it.
+const PENDING_LIMIT: usize = 10_000;
+/// How long a delivered mark is kept: longer than any lease.
+const SENT_MARK: Duration = Duration::from_secs(3600);
+
+impl Pending {
+    async fn open(config: &Config) -> Self {
+        if let Some(redis) = &config.redis {
+            let connected = tokio::time::timeout(
+                Duration::from_secs(5),
+                sharpeyes_alerts::RedisStore::connection(redis),
+            )
+            .await;
+            match connected {
+                Ok(Ok(conn)) => {
+                    let prefix = format!("{}:gb28181", redis.key_prefix);
+                    return Self::Redis {
+                        conn,
+                        key: format!("{prefix}:pending"),
+                        prefix,
+                    };
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    "gb28181: Redis for the pending alarms: {e}; keeping them on this node's disk"
+                ),
+                Err(_) => tracing::warn!(
+                    "gb28181: Redis did not answer; keeping the pending alarms on this node's disk"
+                ),
+            }
+        }
+        let path = config.node.data_dir.join("gb28181-pending.json");
+        let entries = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self::File { path, entries }
+    }
+
+    /// Every pending alert, as JSON, oldest first (alert ids are ULIDs).
+    async fn all(&mut self) -> Vec<String> {
+        match self {
+            Self::Redis { conn, key, .. } => {
+                let got: redis::RedisResult<Vec<(String, String)>> =
+                    redis::cmd("HGETALL").arg(&*key).query_async(conn).await;
+                let mut got = got.unwrap_or_else(|e| {
+                    tracing::warn!("gb28181: cannot read the pending alarms: {e}");
+                    Vec::new()
+                });
+                got.sort();
+                got.into_iter().map(|(_, json)| json).collect()
+            }
+            Self::File { entries, .. } => entries.values().cloned().collect(),
+        }
+    }
+
+    async fn add(&mut self, id: &str, json: String) {
+        match self {
+            Self::Redis { conn, key, .. } => {
+                let r: redis::RedisResult<()> = redis::cmd("HSET")
+                    .arg(&*key)
+                    .arg(id)
+                    .arg(json)
+                    .query_async(conn)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(
+                        alert = id,
+                        "gb28181: cannot keep the alarm in Redis: {e}; it is sent, but a restart before the platform answers loses it"
+                    );
+                }
+            }
+            Self::File { entries, .. } => {
+                entries.insert(id.to_owned(), json);
+                while entries.len() > PENDING_LIMIT {
+                    entries.pop_first();
+                }
+                self.save();
+            }
+        }
+    }
+
+    /// The platform answered: no longer pending, and (in Redis) marked delivered.
+    async fn delivered(&mut self, id: &str) {
+        match self {
+            Self::Redis { conn, key, prefix } => {
+                let r: redis::RedisResult<()> = redis::pipe()
+                    .cmd("HDEL")
+                    .arg(&*key)
+                    .arg(id)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(format!("{prefix}:sent:{id}"))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(u64::try_from(SENT_MARK.as_millis()).unwrap_or(u64::MAX))
+                    .ignore()
+                    .query_async(conn)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(alert = id, "gb28181: cannot mark the alarm delivered: {e}");
+                }
+            }
+            Self::File { entries, .. } => {
+                if entries.remove(id).is_some() {
+                    self.save();
+                }
+            }
+        }
+    }
+
+    /// Whether `id` was delivered or is pending already (it need not be sent again).
+    async fn known(&mut self, id: &str) -> bool {
+        match self {
+            Self::Redis { conn, key, prefix } => {
+                let r: redis::RedisResult<(bool, bool)> = redis::pipe()
+                    .cmd("HEXISTS")
+                    .arg(&*key)
+                    .arg(id)
+                    .cmd("EXISTS")
+                    .arg(format!("{prefix}:sent:{id}"))
+                    .query_async(conn)
+                    .await;
+                r.is_ok_and(|(pending, sent)| pending || sent)
+            }
+            Self::File { entries, .. } => entries.contains_key(id),
+        }
+    }
+
+    fn save(&self) {
+        let Self::File { path, entries } = self else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(entries).unwrap_or_default())?;
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), "gb28181: cannot keep the pending alarms: {e}; set [node] data_dir to a writable place");
+        }
+    }
+}
+
 struct PlatformMetrics {
     registered: IntGauge,
     alarms: IntCounterVec,
@@ -176,6 +338,15 @@ impl PlatformMetrics {
         registry.register(Box::new(metrics.alarms.clone()))?;
         Ok(metrics)
     }
+}
+
+/// What one spell as the device follows the alerts with.
+struct Follow<'a> {
+    upstream: &'a Upstream,
+    pending: &'a mut Pending,
+    deliveries: &'a mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// Alerts detected before this were taken care of when the spell began.
+    since: SystemTime,
 }
 
 struct Relay {
@@ -227,8 +398,23 @@ impl Relay {
             self.platform.set(Some(upstream.clone()));
             tracing::info!(device = %self.settings.device_id, "gb28181: this node is the device on the platform");
             let since = SystemTime::now() - self.lease - Duration::from_secs(1);
+            let mut pending = Pending::open(&self.config).await;
+            let mut deliveries = upstream.deliveries();
+            // What the platform had not answered before a restart or a move.
+            for json in pending.all().await {
+                match serde_json::from_str::<Alert>(&json) {
+                    Ok(alert) => {
+                        if !upstream.send(alarm(&alert, &self.config)) {
+                            tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("gb28181: a pending alarm that does not read back: {e}")
+                    }
+                }
+            }
             if !self.lease.is_zero() {
-                // What the last device may not have sent before it died.
+                // What the last device may not have taken before it died.
                 let filter = sharpeyes_alerts::AlertFilter {
                     since: Some(since),
                     ..Default::default()
@@ -236,11 +422,19 @@ impl Relay {
                 let mut missed = alerts.recent(&filter);
                 missed.reverse();
                 for recent in missed {
-                    self.relay(&upstream, &recent.alert);
+                    if !pending.known(&recent.alert.id).await {
+                        self.relay(&upstream, &mut pending, &recent.alert).await;
+                    }
                 }
             }
+            let mut follow = Follow {
+                upstream: &upstream,
+                pending: &mut pending,
+                deliveries: &mut deliveries,
+                since,
+            };
             let ended = self
-                .follow(&upstream, &alerts, since, &mut playing, &mut stop)
+                .follow(&mut follow, &alerts, &mut playing, &mut stop)
                 .await;
             self.platform.set(None);
             drop(upstream);
@@ -254,12 +448,12 @@ impl Relay {
     /// Relays alerts until the role moves away (`false`) or the service stops (`true`).
     async fn follow(
         &self,
-        upstream: &Upstream,
+        f: &mut Follow<'_>,
         alerts: &Alerts,
-        since: SystemTime,
         playing: &mut watch::Receiver<bool>,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
+        let (upstream, since) = (f.upstream, f.since);
         let mut feed = alerts.feed();
         let mut tick = tokio::time::interval(REFRESH);
         let mut counted = [0u64; 3];
@@ -267,6 +461,7 @@ impl Relay {
         loop {
             tokio::select! {
                 _ = crate::stopped(stop) => return true,
+                Some(id) = async { f.deliveries.as_mut()?.recv().await } => f.pending.delivered(&id).await,
                 changed = state.changed() => {
                     if changed.is_err() {
                         return true;
@@ -288,7 +483,7 @@ impl Relay {
                             .map_or(SystemTime::now(), |u| u.datetime());
                         // The shared feed's history, sent already or above.
                         if detected >= since {
-                            self.relay(upstream, &recent.alert);
+                            self.relay(upstream, f.pending, &recent.alert).await;
                         }
                     }
                     Ok(FeedEvent::Ack(_)) => {}
@@ -316,8 +511,12 @@ impl Relay {
         }
     }
 
-    /// The device sends every alert: its own node's and, in a cluster, every other node's.
-    fn relay(&self, upstream: &Upstream, alert: &Alert) {
+    /// The device sends every alert: its own node's and, in a cluster, every other node's;
+    /// kept as pending until the platform answers.
+    async fn relay(&self, upstream: &Upstream, pending: &mut Pending, alert: &Alert) {
+        if let Ok(json) = serde_json::to_string(alert) {
+            pending.add(&alert.id, json).await;
+        }
         if !upstream.send(alarm(alert, &self.config)) {
             tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
         }

@@ -312,3 +312,64 @@ async fn gb28181_listen_prints_what_a_device_sends() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The platform away, the node stopped and started again: the alarm it could not deliver
+/// before the restart reaches the platform after it (kept under `[node] data_dir`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_the_platform_never_answered_outlives_a_restart() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 1, "2s");
+    let broker = Mosquitto::start(false, &[]);
+    let mut platform = SipPlatform::start(REALM, "platform-pw").await;
+    platform.stop();
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-gb-restart",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = service(dir.path(), "gb-restart", broker.port, PREFIX, None).replacen(
+        "[http]",
+        &format!(
+            "[gb28181]\nserver_id = \"{SERVER}\"\nserver_domain = \"{REALM}\"\nserver = \"udp://127.0.0.1:{}\"\ndevice_id = \"{DEVICE}\"\npassword = \"platform-pw\"\nlisten = \"127.0.0.1:0\"\n\n[http]",
+            platform.port
+        ),
+        1,
+    ) + &fire_camera(CAMERA, &sim.url(1));
+    let path = dir.path().join("service.toml");
+    std::fs::write(&path, &text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let svc = Service::start_with(bin, &path, dir.path(), "info", &[]);
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| !m.is_empty())
+        .await;
+    let first = got
+        .first()
+        .map(|m| m.json()["id"].as_str().unwrap().to_owned());
+    let (exit, log) = svc.stop(Duration::from_secs(30));
+    let first = first.unwrap_or_else(|| panic!("no fire alert; log:\n{log}"));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    assert!(platform.seen().alarms.is_empty());
+
+    platform.start_again().await;
+    let svc = Service::start_with(bin, &path, dir.path(), "info", &[]);
+    let seen = platform
+        .wait_until(Duration::from_secs(30), |s| {
+            s.alarms.iter().any(|a| a.description.contains(&first))
+        })
+        .await;
+    let (_, log) = svc.stop(Duration::from_secs(30));
+    drop(sim);
+    let of_first = seen
+        .alarms
+        .iter()
+        .filter(|a| a.description.contains(&first))
+        .count();
+    assert_eq!(
+        of_first, 1,
+        "alert {first} at the platform: {:?}\n{log}",
+        seen.alarms
+    );
+}

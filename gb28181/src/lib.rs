@@ -107,6 +107,7 @@ pub struct Stats {
 /// The running device; dropped, its task stops.
 pub struct Upstream {
     alarms: mpsc::Sender<Alarm>,
+    delivered: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     channels: watch::Sender<ChannelSource>,
     state: watch::Receiver<State>,
     stats: Arc<Stats>,
@@ -139,10 +140,13 @@ impl Upstream {
         let (channels, channel_rx) = watch::channel(none);
         let (state_tx, state) = watch::channel(State::Registering);
         let stats = Arc::new(Stats::default());
-        let task = Task::new(settings, link, local, state_tx, stats.clone());
+        let (delivered_tx, delivered) = mpsc::unbounded_channel();
+        let mut task = Task::new(settings, link, local, state_tx, stats.clone());
+        task.delivered = Some(delivered_tx);
         let task = tokio::spawn(task.run(events, alarm_rx, channel_rx));
         Ok(Self {
             alarms,
+            delivered: std::sync::Mutex::new(Some(delivered)),
             channels,
             state,
             stats,
@@ -164,6 +168,14 @@ impl Upstream {
     /// `Status` is current.
     pub fn set_channels(&self, source: impl Fn() -> Vec<Channel> + Send + Sync + 'static) {
         self.channels.send_replace(Arc::new(source));
+    }
+
+    /// The alert ids of the alarms the platform answered 200 OK, as it answers; once.
+    pub fn deliveries(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn state(&self) -> State {
@@ -229,6 +241,8 @@ struct Task {
     next_keepalive: Instant,
     /// Datagrams from others than the platform, ignored; logged once.
     strangers: u64,
+    /// Where delivered alarms' alert ids go.
+    delivered: Option<mpsc::UnboundedSender<String>>,
 }
 
 impl Task {
@@ -277,6 +291,7 @@ impl Task {
             next_register,
             next_keepalive: now + settings.keepalive,
             strangers: 0,
+            delivered: None,
             settings,
         }
     }
@@ -611,8 +626,11 @@ impl Task {
                     self.lost();
                 }
             }
-            (Kind::Alarm(_), 200..=299) => {
+            (Kind::Alarm(alarm), 200..=299) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(tx) = &self.delivered {
+                    let _ = tx.send(alarm.alert_id);
+                }
             }
             (Kind::Alarm(alarm), code) => {
                 tracing::warn!(alert = %alarm.alert_id, code, "gb28181: the platform refused an alarm; sent again after the next registration");
