@@ -82,6 +82,7 @@ pub async fn start(
     config: &Arc<Config>,
     alerts: Alerts,
     board: CameraBoard,
+    sensors: Arc<crate::sensors::SensorCounters>,
     registry: &Registry,
     role: Role,
     stop: watch::Receiver<bool>,
@@ -125,6 +126,7 @@ pub async fn start(
         config: config.clone(),
         settings,
         board,
+        sensors,
         metrics,
         platform: platform.clone(),
         lease: config.cluster().map_or(Duration::ZERO, |c| c.lease),
@@ -353,6 +355,7 @@ struct Relay {
     config: Arc<Config>,
     settings: Settings,
     board: CameraBoard,
+    sensors: Arc<crate::sensors::SensorCounters>,
     metrics: PlatformMetrics,
     platform: Platform,
     /// In a cluster, how long a dead device's alerts may have gone unsent: sent again by the
@@ -393,8 +396,12 @@ impl Relay {
                 },
             };
             let upstream = Arc::new(upstream);
-            let (listed, on) = (self.config.clone(), self.board.clone());
-            upstream.set_channels(move || channels(&listed, &on));
+            let (listed, on, sensors) = (
+                self.config.clone(),
+                self.board.clone(),
+                self.sensors.clone(),
+            );
+            upstream.set_channels(move || channels(&listed, &on, &sensors));
             self.platform.set(Some(upstream.clone()));
             tracing::info!(device = %self.settings.device_id, "gb28181: this node is the device on the platform");
             let since = SystemTime::now() - self.lease - Duration::from_secs(1);
@@ -587,40 +594,52 @@ fn platform_time(rfc3339: &str) -> String {
     local.trim_end_matches('Z').to_owned()
 }
 
-/// The configured cameras with 20-digit ids, as channels, ON while streaming here.
-fn channels(config: &Config, board: &CameraBoard) -> Vec<Channel> {
+/// The configured cameras with 20-digit ids, as channels, ON while streaming here; then
+/// the sensors with 20-digit ids (alarm inputs, type 134), ON while they report.
+fn channels(
+    config: &Config,
+    board: &CameraBoard,
+    sensors: &crate::sensors::SensorCounters,
+) -> Vec<Channel> {
     let streaming: std::collections::HashSet<String> = board
         .list()
         .into_iter()
         .filter(|s| s.state == "streaming")
         .map(|s| s.id)
         .collect();
-    config
+    let cameras = config
         .cameras
         .iter()
         .filter(|c| DeviceId::looks_like(&c.id))
-        .map(|c| {
-            let county = c
-                .grid
-                .as_deref()
-                .unwrap_or("")
-                .split('-')
-                .next()
-                .unwrap_or("");
-            let civil_code = if county.len() == 6 && county.bytes().all(|b| b.is_ascii_digit()) {
-                county.to_owned()
-            } else {
-                c.id[..6].to_owned()
-            };
-            Channel {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                civil_code,
-                online: streaming.contains(&c.id),
-                location: c.location.map(|[lon, lat]| (lon, lat)),
-            }
-        })
-        .collect()
+        .map(|c| Channel {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            civil_code: civil_code(c.grid.as_deref().unwrap_or(""), &c.id),
+            online: streaming.contains(&c.id),
+            location: c.location.map(|[lon, lat]| (lon, lat)),
+        });
+    let inputs = config
+        .sensors
+        .iter()
+        .filter(|s| DeviceId::looks_like(&s.id))
+        .map(|s| Channel {
+            id: s.id.clone(),
+            name: format!("{} {}", s.kind, s.id),
+            civil_code: civil_code(&s.grid, &s.id),
+            online: sensors.online(&s.id),
+            location: s.position.as_ref().map(|p| (p.lon, p.lat)),
+        });
+    cameras.chain(inputs).collect()
+}
+
+/// The county code a grid id starts with (`321322-001-...`), else the id's.
+fn civil_code(grid: &str, id: &str) -> String {
+    let county = grid.split('-').next().unwrap_or("");
+    if county.len() == 6 && county.bytes().all(|b| b.is_ascii_digit()) {
+        county.to_owned()
+    } else {
+        id[..6].to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub struct SensorCounters {
     /// Readings sent to the dead-letter topic.
     pub rejected: AtomicU64,
     pub alarms: AtomicU64,
+    /// Sensors silent past their interval now (every node hears every sensor).
+    pub offline: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl SensorCounters {
@@ -53,6 +55,24 @@ impl SensorCounters {
 
     pub fn alarms(&self) -> u64 {
         self.alarms.load(Ordering::Relaxed)
+    }
+
+    /// Whether `sensor` has reported within its interval (the GB/T 28181 Catalog's Status).
+    pub fn online(&self, sensor: &str) -> bool {
+        !self
+            .offline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(sensor)
+    }
+
+    fn set_online(&self, sensor: &str, online: bool) {
+        let mut offline = self.offline.lock().unwrap_or_else(|e| e.into_inner());
+        if online {
+            offline.remove(sensor);
+        } else {
+            offline.insert(sensor.to_owned());
+        }
     }
 }
 
@@ -138,6 +158,13 @@ impl SensorStage {
             }
             .unwrap_or_default();
             for e in events {
+                match &e {
+                    SensorEvent::Offline { sensor_id, .. } => {
+                        self.counters.set_online(sensor_id, false)
+                    }
+                    SensorEvent::Online { sensor_id } => self.counters.set_online(sensor_id, true),
+                    _ => {}
+                }
                 if self.here.handles(sensor_of(&e)) {
                     self.on_sensor_event(e).await;
                 }

@@ -178,6 +178,7 @@ impl Service {
             &config,
             alerts.clone(),
             board.clone(),
+            sensors.clone(),
             metrics.registry(),
             platform_role,
             intake_rx.clone(),

@@ -16,6 +16,8 @@ const PREFIX: &str = "se-gb";
 const REALM: &str = "3213220000";
 const SERVER: &str = "32132200002000000001";
 const DEVICE: &str = "32132200001180000001";
+/// A water gauge registered as an alarm input (type 134).
+const GAUGE: &str = "32132200001340000001";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
@@ -43,7 +45,10 @@ async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
             ),
             1,
         )
-        + &fire_camera(CAMERA, &sim.url(1));
+        + &fire_camera(CAMERA, &sim.url(1))
+        + &format!(
+            "\n[[sensors]]\nid = \"{GAUGE}\"\ntype = \"water_level\"\nunit = \"m\"\ngrid = \"321322-001-003-07\"\nposition = {{ lat = 34.13, lon = 118.77 }}\ncameras = [\"{CAMERA}\"]\nabove = 5.0\ninterval = \"1h\"\n"
+        );
     let path = dir.path().join("service.toml");
     std::fs::write(&path, &text).unwrap();
     let svc = Service::start_with(
@@ -124,7 +129,17 @@ async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
         "{catalog}"
     );
     assert!(catalog.contains("<Status>ON</Status>"), "{catalog}");
-    assert!(catalog.contains("<SumNum>1</SumNum>"), "{catalog}");
+    // The water gauge, an alarm input with a 20-digit id, is a channel too.
+    assert!(catalog.contains("<SumNum>2</SumNum>"), "{catalog}");
+    let gauge = catalog
+        .split("<Item>")
+        .find(|i| i.contains(&format!("<DeviceID>{GAUGE}</DeviceID>")))
+        .unwrap_or_else(|| panic!("no gauge channel: {catalog}"));
+    assert!(gauge.contains("<Status>ON</Status>"), "{gauge}");
+    assert!(
+        gauge.contains("<Longitude>118.770000</Longitude>"),
+        "{gauge}"
+    );
 
     assert!(
         metrics.contains("sharpeyes_gb28181_registered 1"),
