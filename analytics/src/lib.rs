@@ -22,6 +22,7 @@ mod camera;
 mod detection;
 mod error;
 mod fusion;
+pub mod health;
 mod image;
 mod model;
 mod motion;

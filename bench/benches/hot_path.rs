@@ -42,6 +42,34 @@ fn preprocess(c: &mut Criterion) {
     }
 }
 
+/// Video quality diagnosis of an analysed frame at the detection size (640x360), beside the
+/// motion gate on the same frame: both run on every analysed frame.
+fn health(c: &mut Criterion) {
+    use sharpeyes_analytics::health::{Diagnosis, HealthConfig};
+    use sharpeyes_analytics::stages::{MotionConfig, MotionGate};
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let frame: Vec<u8> = (0..640 * 360 * 3)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 56) as u8
+        })
+        .collect();
+    let img = RgbImage::new(640, 360, &frame).unwrap();
+    let mut g = c.benchmark_group("health_640x360");
+    let mut diagnosis = Diagnosis::new(HealthConfig::default());
+    let start = std::time::Instant::now();
+    g.bench_function("diagnosis", |b| {
+        b.iter(|| black_box(diagnosis.observe(black_box(img), start)))
+    });
+    let mut gate = MotionGate::new(MotionConfig::default());
+    g.bench_function("motion_gate", |b| {
+        b.iter(|| black_box(gate.check(black_box(img), start)))
+    });
+    g.finish();
+}
+
 fn postprocess(c: &mut Criterion) {
     let output = yolov8_output_640();
     let p = placement(ModelLayout::Yolov8, 640, 1920, 1080);
@@ -242,6 +270,23 @@ fn summary() {
             )
         );
     }
+    let diagnosis = m("health_640x360", "diagnosis");
+    let gate = m("health_640x360", "motion_gate");
+    println!(
+        "{}",
+        summary_line(
+            "health diagnosis of a 640x360 frame",
+            diagnosis,
+            None,
+            &format!(
+                "target < 0.2 ms; {}",
+                match (diagnosis, gate) {
+                    (Some(d), Some(g)) => format!("{:.1}x the motion gate's cost", d / g),
+                    _ => "the motion gate not measured".into(),
+                }
+            )
+        )
+    );
     println!(
         "{}",
         summary_line(
@@ -304,6 +349,7 @@ fn summary() {
 criterion_group!(
     benches,
     preprocess,
+    health,
     postprocess,
     per_frame,
     alert_out,
