@@ -357,14 +357,17 @@ impl Task {
         self.sn
     }
 
+    /// Sends `request` and tracks it until answered; signed with the credentials a
+    /// challenge asked for (`authorised`), or once registered.
     async fn transmit(
         &mut self,
         kind: Kind,
         mut request: sip::Outgoing,
         call_id: String,
         cseq: u32,
+        authorised: bool,
     ) {
-        if !matches!(kind, Kind::Register) || self.registered {
+        if authorised || !matches!(kind, Kind::Register) || self.registered {
             self.auth.authorize_request(&mut request.headers);
         }
         let bytes = request.to_bytes();
@@ -379,7 +382,7 @@ impl Task {
                 next_send: self.first_resend(now),
                 interval: T1,
                 deadline: now + 64 * T1,
-                authorised: false,
+                authorised,
             },
         );
     }
@@ -400,7 +403,8 @@ impl Task {
                     sip_types::Name::EXPIRES,
                     self.settings.expires.as_secs().to_string(),
                 );
-        self.transmit(Kind::Register, request, call, cseq).await;
+        self.transmit(Kind::Register, request, call, cseq, false)
+            .await;
     }
 
     async fn message(&mut self, kind: Kind, body: Vec<u8>) {
@@ -409,7 +413,7 @@ impl Task {
         let request =
             sip::Outgoing::new(&self.parties, Method::MESSAGE, &call, cseq, &self.from_tag)
                 .with_body("Application/MANSCDP+xml", body);
-        self.transmit(kind, request, call, cseq).await;
+        self.transmit(kind, request, call, cseq, false).await;
     }
 
     async fn send_alarms(&mut self) {
@@ -490,22 +494,25 @@ impl Task {
                 );
                 self.lost();
             }
-            Kind::Keepalive => {
-                self.stats.keepalives_missed.fetch_add(1, Ordering::Relaxed);
-                self.missed += 1;
-                if self.missed >= MISSED_LIMIT {
-                    tracing::warn!(
-                        platform = %self.settings.server_id,
-                        "gb28181: {MISSED_LIMIT} keepalives unanswered; registering again"
-                    );
-                    self.lost();
-                }
-            }
+            Kind::Keepalive => self.keepalive_missed(),
             Kind::Alarm(alarm) => {
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 self.queue.push_front(alarm);
             }
             Kind::Answer => {}
+        }
+    }
+
+    /// A keepalive unanswered or refused; [`MISSED_LIMIT`] in a row mean offline.
+    fn keepalive_missed(&mut self) {
+        self.stats.keepalives_missed.fetch_add(1, Ordering::Relaxed);
+        self.missed += 1;
+        if self.missed >= MISSED_LIMIT {
+            tracing::warn!(
+                platform = %self.settings.server_id,
+                "gb28181: {MISSED_LIMIT} keepalives unanswered; registering again"
+            );
+            self.lost();
         }
     }
 
@@ -619,13 +626,7 @@ impl Task {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
             (Kind::Keepalive, 200..=299) => self.missed = 0,
-            (Kind::Keepalive, _) => {
-                self.stats.keepalives_missed.fetch_add(1, Ordering::Relaxed);
-                self.missed += 1;
-                if self.missed >= MISSED_LIMIT {
-                    self.lost();
-                }
-            }
+            (Kind::Keepalive, _) => self.keepalive_missed(),
             (Kind::Alarm(alarm), 200..=299) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some(tx) = &self.delivered {
@@ -682,32 +683,11 @@ impl Task {
             bytesstr::BytesStr::from(format!("{cseq} {method}")),
         );
         request.headers.remove(&sip_types::Name::VIA);
-        request.headers.insert_front(
-            sip_types::Name::VIA,
-            bytesstr::BytesStr::from(format!(
-                "SIP/2.0/{} {};rport;branch=z9hG4bK{}",
-                self.parties.transport,
-                self.parties.local,
-                ulid::Ulid::new()
-            )),
-        );
+        request
+            .headers
+            .insert_front(sip_types::Name::VIA, sip::via(&self.parties));
         request.headers.remove(&sip_types::Name::AUTHORIZATION);
-        self.auth.authorize_request(&mut request.headers);
-        let bytes = request.to_bytes();
-        self.link.send(&bytes).await;
-        let now = Instant::now();
-        self.pending.insert(
-            (call, cseq),
-            Pending {
-                kind: pending.kind,
-                request,
-                bytes,
-                next_send: self.first_resend(now),
-                interval: T1,
-                deadline: now + 64 * T1,
-                authorised: true,
-            },
-        );
+        self.transmit(pending.kind, request, call, cseq, true).await;
     }
 
     async fn requested(
@@ -732,19 +712,19 @@ impl Task {
         let Ok(sn) = sn.parse::<u64>() else { return };
         let source = channels.borrow().clone();
         let bodies = match cmd.as_str() {
-            "Catalog" => catalog(
+            "Catalog" => manscdp::catalog(
                 self.settings.charset,
                 sn,
                 &self.settings.device_id,
                 &source(),
             ),
-            "DeviceInfo" => vec![device_info(
+            "DeviceInfo" => vec![manscdp::device_info(
                 self.settings.charset,
                 sn,
                 &self.settings.device_id,
                 source().len(),
             )],
-            "DeviceStatus" => vec![device_status(
+            "DeviceStatus" => vec![manscdp::device_status(
                 self.settings.charset,
                 sn,
                 &self.settings.device_id,
@@ -766,71 +746,4 @@ fn shown(local: SocketAddr, server: SocketAddr) -> String {
     } else {
         local.to_string()
     }
-}
-
-/// The Catalog answer: every channel, [`CATALOG_PAGE`] to a message, each saying how many
-/// there are in all (`SumNum`) and how many it holds (`DeviceList Num`).
-fn catalog(charset: Charset, sn: u64, device: &str, channels: &[Channel]) -> Vec<Vec<u8>> {
-    let pages: Vec<&[Channel]> = if channels.is_empty() {
-        vec![&[]]
-    } else {
-        channels.chunks(CATALOG_PAGE).collect()
-    };
-    pages
-        .into_iter()
-        .map(|page| {
-            let mut xml = format!(
-                "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
-                charset_label(charset),
-                escape(device),
-                channels.len(),
-                page.len()
-            );
-            for c in page {
-                xml.push_str(&format!(
-                    "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Owner>sharpeyes</Owner>\r\n<CivilCode>{}</CivilCode>\r\n<Address></Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{}</Status>\r\n",
-                    escape(&c.id),
-                    escape(&c.name),
-                    escape(&c.civil_code),
-                    escape(device),
-                    if c.online { "ON" } else { "OFF" }
-                ));
-                if let Some((lon, lat)) = c.location {
-                    xml.push_str(&format!(
-                        "<Longitude>{lon:.6}</Longitude>\r\n<Latitude>{lat:.6}</Latitude>\r\n"
-                    ));
-                }
-                xml.push_str("</Item>\r\n");
-            }
-            xml.push_str("</DeviceList>\r\n</Response>\r\n");
-            charset.encode(&xml)
-        })
-        .collect()
-}
-
-fn charset_label(charset: Charset) -> &'static str {
-    match charset {
-        Charset::Gb2312 => "GB2312",
-        Charset::Utf8 => "UTF-8",
-    }
-}
-
-fn device_info(charset: Charset, sn: u64, device: &str, channels: usize) -> Vec<u8> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<DeviceName>sharpeyes</DeviceName>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Firmware>{}</Firmware>\r\n<Channel>{channels}</Channel>\r\n</Response>\r\n",
-        charset_label(charset),
-        escape(device),
-        env!("CARGO_PKG_VERSION")
-    );
-    charset.encode(&xml)
-}
-
-fn device_status(charset: Charset, sn: u64, device: &str, online: bool) -> Vec<u8> {
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"{}\"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{}</Online>\r\n<Status>OK</Status>\r\n</Response>\r\n",
-        charset_label(charset),
-        escape(device),
-        if online { "ONLINE" } else { "OFFLINE" }
-    );
-    charset.encode(&xml)
 }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::Channel;
+
 /// The charset of the bodies: GB2312 (the standard's, and what WVP decodes by default) or
 /// UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,71 @@ pub fn alarm(charset: Charset, sn: u32, alarm: &Alarm) -> Vec<u8> {
         xml.push_str("</Info>\r\n");
     }
     xml.push_str("</Notify>\r\n");
+    charset.encode(&xml)
+}
+
+/// The Catalog answer: every channel, [`crate::CATALOG_PAGE`] to a message, each saying how many
+/// there are in all (`SumNum`) and how many it holds (`DeviceList Num`).
+pub(crate) fn catalog(
+    charset: Charset,
+    sn: u64,
+    device: &str,
+    channels: &[Channel],
+) -> Vec<Vec<u8>> {
+    let pages: Vec<&[Channel]> = if channels.is_empty() {
+        vec![&[]]
+    } else {
+        channels.chunks(crate::CATALOG_PAGE).collect()
+    };
+    pages
+        .into_iter()
+        .map(|page| {
+            let mut xml = format!(
+                "{}<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<SumNum>{}</SumNum>\r\n<DeviceList Num=\"{}\">\r\n",
+                prolog(charset),
+                escape(device),
+                channels.len(),
+                page.len()
+            );
+            for c in page {
+                xml.push_str(&format!(
+                    "<Item>\r\n<DeviceID>{}</DeviceID>\r\n<Name>{}</Name>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Owner>sharpeyes</Owner>\r\n<CivilCode>{}</CivilCode>\r\n<Address></Address>\r\n<Parental>0</Parental>\r\n<ParentID>{}</ParentID>\r\n<SafetyWay>0</SafetyWay>\r\n<RegisterWay>1</RegisterWay>\r\n<Secrecy>0</Secrecy>\r\n<Status>{}</Status>\r\n",
+                    escape(&c.id),
+                    escape(&c.name),
+                    escape(&c.civil_code),
+                    escape(device),
+                    if c.online { "ON" } else { "OFF" }
+                ));
+                if let Some((lon, lat)) = c.location {
+                    xml.push_str(&format!(
+                        "<Longitude>{lon:.6}</Longitude>\r\n<Latitude>{lat:.6}</Latitude>\r\n"
+                    ));
+                }
+                xml.push_str("</Item>\r\n");
+            }
+            xml.push_str("</DeviceList>\r\n</Response>\r\n");
+            charset.encode(&xml)
+        })
+        .collect()
+}
+
+pub(crate) fn device_info(charset: Charset, sn: u64, device: &str, channels: usize) -> Vec<u8> {
+    let xml = format!(
+        "{}<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<DeviceName>sharpeyes</DeviceName>\r\n<Manufacturer>sharpeyes</Manufacturer>\r\n<Model>sharpeyes</Model>\r\n<Firmware>{}</Firmware>\r\n<Channel>{channels}</Channel>\r\n</Response>\r\n",
+        prolog(charset),
+        escape(device),
+        env!("CARGO_PKG_VERSION")
+    );
+    charset.encode(&xml)
+}
+
+pub(crate) fn device_status(charset: Charset, sn: u64, device: &str, online: bool) -> Vec<u8> {
+    let xml = format!(
+        "{}<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>{}</Online>\r\n<Status>OK</Status>\r\n</Response>\r\n",
+        prolog(charset),
+        escape(device),
+        if online { "ONLINE" } else { "OFFLINE" }
+    );
     charset.encode(&xml)
 }
 

@@ -121,15 +121,8 @@ impl Outgoing {
                 .expect("a SIP URI from digits and an address parses"),
         };
         let mut headers = Headers::new();
-        let branch = format!("z9hG4bK{}", ulid::Ulid::new());
         let raw = |v: String| BytesStr::from(v);
-        headers.insert(
-            Name::VIA,
-            raw(format!(
-                "SIP/2.0/UDP {};rport;branch={branch}",
-                parties.local
-            )),
-        );
+        headers.insert(Name::VIA, via(parties));
         headers.insert(
             Name::FROM,
             raw(format!(
@@ -181,6 +174,16 @@ impl Outgoing {
     }
 }
 
+/// This device's Via header, with a fresh branch: every new transaction has its own.
+pub fn via(parties: &Parties) -> BytesStr {
+    BytesStr::from(format!(
+        "SIP/2.0/{} {};rport;branch=z9hG4bK{}",
+        parties.transport,
+        parties.local,
+        ulid::Ulid::new()
+    ))
+}
+
 /// A response to `request` from the platform, e.g. `200 OK` to its MESSAGE: its Via, From,
 /// To, Call-ID and CSeq copied back (To with a tag of ours).
 pub fn response(request: &Incoming, code: u16, reason: &str, tag: &str) -> Vec<u8> {
@@ -223,6 +226,17 @@ mod tests {
         assert_eq!(back.transaction(), Some(("call-1".into(), 7)));
         assert_eq!(&back.body[..], b"<Notify/>");
         let printed = String::from_utf8(text).unwrap();
+        let tcp = Parties {
+            transport: "TCP",
+            ..parties()
+        };
+        let over_tcp = Outgoing::new(&tcp, Method::REGISTER, "call-2", 1, "tag-2").to_bytes();
+        assert!(
+            String::from_utf8(over_tcp)
+                .unwrap()
+                .contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:5061;rport;branch=z9hG4bK"),
+            "the Via names the transport"
+        );
         assert!(
             printed.starts_with("MESSAGE sip:32132200002000000001@127.0.0.1:5060 SIP/2.0\r\n"),
             "{printed}"
