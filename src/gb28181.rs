@@ -410,11 +410,7 @@ impl Relay {
             // What the platform had not answered before a restart or a move.
             for json in pending.all().await {
                 match serde_json::from_str::<Alert>(&json) {
-                    Ok(alert) => {
-                        if !upstream.send(alarm(&alert, &self.config)) {
-                            tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
-                        }
-                    }
+                    Ok(alert) => self.send(&upstream, &alert),
                     Err(e) => {
                         tracing::warn!("gb28181: a pending alarm that does not read back: {e}")
                     }
@@ -524,6 +520,10 @@ impl Relay {
         if let Ok(json) = serde_json::to_string(alert) {
             pending.add(&alert.id, json).await;
         }
+        self.send(upstream, alert);
+    }
+
+    fn send(&self, upstream: &Upstream, alert: &Alert) {
         if !upstream.send(alarm(alert, &self.config)) {
             tracing::error!(alert = %alert.id, "gb28181: the platform's queue is full; this alert is not sent there");
         }
