@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use diag::{FieldPath, Problem};
 use schema::{AlertOptions, Credential, Fusion, Grid, Ingest, Motion, Mqtt, Node, Readings};
 pub use schema::{CAMERAS_PER_CORE, Cluster, DEFAULT_NODE_ID, Gb28181, SipAlarm, SipCharset};
+pub use schema::{CameraHealth, Health, HealthThresholds, NightHours};
 
 pub use diag::Problems;
 pub use install::Install;
@@ -55,6 +56,8 @@ pub struct Config {
     pub sensors: Vec<Sensor>,
     pub fusion: Fusion,
     pub motion: Motion,
+    /// `[health]`: camera health diagnosis and video loss.
+    pub health: Health,
     /// How far a sensor reading's time may be from its arrival.
     pub readings: Readings,
     /// `[ingest]`: where cameras added over the API may be.

@@ -453,6 +453,9 @@ pub struct Camera {
     /// the camera's channel and alarms.
     #[serde(default)]
     pub location: Option<[f64; 2]>,
+    /// `[cameras.health]`: this camera's exceptions to `[health]`.
+    #[serde(default)]
+    pub health: Option<CameraHealth>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Filled by validation for ids that decode as GB/T 28181.
@@ -818,6 +821,237 @@ impl Default for Motion {
 
 fn default_forced_interval() -> Duration {
     Duration::from_secs(10)
+}
+
+/// `[health]`: camera health, from the keyframes already decoded (video quality diagnosis,
+/// 视频质量诊断) and from the stream itself (video loss). Every limit may be set per camera
+/// in `[cameras.health]`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `false`: no diagnosis, no health messages (video loss included).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a problem must persist before it is reported, and be gone before it ends:
+    /// a passing bus or a cloud must not page a maintenance team.
+    #[serde(default = "default_health_hold", with = "humantime_serde")]
+    pub hold: Duration,
+    /// A camera not streaming this long has `video-loss`.
+    #[serde(default = "default_offline_after", with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// `"19:00-06:00"`, China Standard Time (UTC+8, as GB/T 28181 alarm times): dark is
+    /// expected then. A picture with no colour (an IR camera at night) is never dark.
+    #[serde(default, deserialize_with = "night_hours")]
+    pub night: Option<NightHours>,
+    /// Mean luma (0-255) below this: `dark`.
+    #[serde(default = "default_dark_below")]
+    pub dark_below: f32,
+    /// Mean luma above this: `bright` (glare, an IR lamp in the lens).
+    #[serde(default = "default_bright_above")]
+    pub bright_above: f32,
+    /// Luma standard deviation below this, and below `occluded_ratio` of the camera's own
+    /// healthy baseline: `occluded` (the lens covered or sprayed).
+    #[serde(default = "default_flat_below")]
+    pub flat_below: f32,
+    #[serde(default = "default_occluded_ratio")]
+    pub occluded_ratio: f32,
+    /// Sharpness below this fraction of the camera's own baseline: `blurred`.
+    #[serde(default = "default_blurred_ratio")]
+    pub blurred_ratio: f32,
+    /// Mean chroma offset from neutral above this: `color-cast`.
+    #[serde(default = "default_cast_above")]
+    pub cast_above: f32,
+    /// This many analysed frames in a row without even sensor noise: `frozen`.
+    #[serde(default = "default_frozen_frames")]
+    pub frozen_frames: u32,
+    /// Edge correlation with the camera's reference view below this: `moved`.
+    #[serde(default = "default_moved_below")]
+    pub moved_below: f32,
+}
+
+/// The measures' limits as they apply to one camera.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthThresholds {
+    pub dark_below: f32,
+    pub bright_above: f32,
+    pub flat_below: f32,
+    pub occluded_ratio: f32,
+    pub blurred_ratio: f32,
+    pub cast_above: f32,
+    pub frozen_frames: u32,
+    pub moved_below: f32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hold: default_health_hold(),
+            offline_after: default_offline_after(),
+            night: None,
+            dark_below: default_dark_below(),
+            bright_above: default_bright_above(),
+            flat_below: default_flat_below(),
+            occluded_ratio: default_occluded_ratio(),
+            blurred_ratio: default_blurred_ratio(),
+            cast_above: default_cast_above(),
+            frozen_frames: default_frozen_frames(),
+            moved_below: default_moved_below(),
+        }
+    }
+}
+
+impl Health {
+    /// Whether `camera` is diagnosed at all.
+    pub fn enabled_for(&self, camera: &Camera) -> bool {
+        self.enabled && camera.health.and_then(|h| h.enabled).unwrap_or(true)
+    }
+
+    /// The night hours that apply to `camera`.
+    pub fn night_for(&self, camera: &Camera) -> Option<NightHours> {
+        camera.health.and_then(|h| h.night).or(self.night)
+    }
+
+    /// The limits that apply to `camera`: its `[cameras.health]` over this section.
+    pub fn thresholds_for(&self, camera: &Camera) -> HealthThresholds {
+        let o = camera.health.unwrap_or_default();
+        HealthThresholds {
+            dark_below: o.dark_below.unwrap_or(self.dark_below),
+            bright_above: o.bright_above.unwrap_or(self.bright_above),
+            flat_below: o.flat_below.unwrap_or(self.flat_below),
+            occluded_ratio: o.occluded_ratio.unwrap_or(self.occluded_ratio),
+            blurred_ratio: o.blurred_ratio.unwrap_or(self.blurred_ratio),
+            cast_above: o.cast_above.unwrap_or(self.cast_above),
+            frozen_frames: o.frozen_frames.unwrap_or(self.frozen_frames),
+            moved_below: o.moved_below.unwrap_or(self.moved_below),
+        }
+    }
+
+    /// This section's own limits.
+    pub fn thresholds(&self) -> HealthThresholds {
+        HealthThresholds {
+            dark_below: self.dark_below,
+            bright_above: self.bright_above,
+            flat_below: self.flat_below,
+            occluded_ratio: self.occluded_ratio,
+            blurred_ratio: self.blurred_ratio,
+            cast_above: self.cast_above,
+            frozen_frames: self.frozen_frames,
+            moved_below: self.moved_below,
+        }
+    }
+}
+
+/// `[cameras.health]`: a camera's exceptions to `[health]` (a camera that looks into a dark
+/// tunnel, a lens that is always a little soft).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraHealth {
+    /// `false`: this camera is not diagnosed.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "night_hours")]
+    pub night: Option<NightHours>,
+    #[serde(default)]
+    pub dark_below: Option<f32>,
+    #[serde(default)]
+    pub bright_above: Option<f32>,
+    #[serde(default)]
+    pub flat_below: Option<f32>,
+    #[serde(default)]
+    pub occluded_ratio: Option<f32>,
+    #[serde(default)]
+    pub blurred_ratio: Option<f32>,
+    #[serde(default)]
+    pub cast_above: Option<f32>,
+    #[serde(default)]
+    pub frozen_frames: Option<u32>,
+    #[serde(default)]
+    pub moved_below: Option<f32>,
+}
+
+/// Night hours, in minutes after midnight China Standard Time; `from` after `to` spans
+/// midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NightHours {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl NightHours {
+    /// Whether `at` falls in these hours (UTC+8; China keeps no daylight saving).
+    pub fn contains(&self, at: std::time::SystemTime) -> bool {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let minute = ((secs + 8 * 3600) / 60 % (24 * 60)) as u16;
+        if self.from <= self.to {
+            (self.from..self.to).contains(&minute)
+        } else {
+            minute >= self.from || minute < self.to
+        }
+    }
+}
+
+fn night_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NightHours>, D::Error> {
+    let s = String::deserialize(d)?;
+    let minute = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let parsed = s.split_once('-').and_then(|(a, b)| {
+        Some(NightHours {
+            from: minute(a)?,
+            to: minute(b)?,
+        })
+    });
+    match parsed {
+        Some(n) if n.from != n.to => Ok(Some(n)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{s}` is not night hours; write \"HH:MM-HH:MM\" in China Standard Time, e.g. \"19:00-06:00\""
+        ))),
+    }
+}
+
+fn default_health_hold() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_offline_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_dark_below() -> f32 {
+    25.0
+}
+
+fn default_bright_above() -> f32 {
+    235.0
+}
+
+fn default_flat_below() -> f32 {
+    6.0
+}
+
+fn default_occluded_ratio() -> f32 {
+    0.3
+}
+
+fn default_blurred_ratio() -> f32 {
+    0.35
+}
+
+fn default_cast_above() -> f32 {
+    28.0
+}
+
+fn default_frozen_frames() -> u32 {
+    5
+}
+
+fn default_moved_below() -> f32 {
+    0.45
 }
 
 fn default_fusion_wait() -> Duration {

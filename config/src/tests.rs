@@ -802,3 +802,51 @@ fn a_gb28181_platform_needs_real_ids_a_server_address_and_sane_timers() {
         "{e:?}"
     );
 }
+
+const CAMERA: &str = r#"
+[[cameras]]
+id = "cam-1"
+name = "gate"
+kind = "sharp-eyes"
+url = "rtsp://127.0.0.1:8554/cam1"
+grid = "321322-001"
+"#;
+
+#[test]
+fn health_limits_default_are_overridden_per_camera_and_checked() {
+    let text = format!(
+        "{BASE}{CAMERA}\n[cameras.health]\ndark_below = 10.0\nnight = \"18:30-05:00\"\n\n[health]\nhold = \"30s\"\nblurred_ratio = 0.5\n"
+    );
+    let c = parse(&text).unwrap().config;
+    assert_eq!(c.health.hold, std::time::Duration::from_secs(30));
+    let cam = &c.cameras[0];
+    let t = c.health.thresholds_for(cam);
+    assert_eq!(
+        (t.dark_below, t.blurred_ratio, t.moved_below),
+        (10.0, 0.5, 0.45)
+    );
+    let night = c.health.night_for(cam).unwrap();
+    assert_eq!((night.from, night.to), (18 * 60 + 30, 5 * 60));
+    // 22:00 and 04:59 CST are night, 12:00 CST is not (UTC+8: 14:00, 20:59 and 04:00 UTC).
+    let utc =
+        |h: u64, m: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(h * 3600 + m * 60);
+    assert!(night.contains(utc(14, 0)) && night.contains(utc(20, 59)));
+    assert!(!night.contains(utc(4, 0)) && !night.contains(utc(21, 0)));
+
+    let e = errors(&format!(
+        "{BASE}{CAMERA}\n[cameras.health]\nmoved_below = 1.5\n"
+    ));
+    assert_eq!(e[0].1, "cameras[0].health.moved_below", "{e:?}");
+    let e = errors(&format!("{BASE}\n[health]\ndark_below = 240.0\n"));
+    assert_eq!(e[0].1, "health.dark_below", "{e:?}");
+    assert!(e[0].2.contains("leave no picture healthy"), "{e:?}");
+    let e = errors(&format!("{BASE}\n[health]\nnight = \"dusk\"\n"));
+    assert_eq!(e[0].1, "health.night", "{e:?}");
+    assert!(e[0].2.contains("HH:MM-HH:MM"), "{e:?}");
+    let (path, message, hint) = first_error(&format!("{BASE}\n[health]\nhodl = \"1m\"\n"));
+    assert_eq!(path, "health.hodl");
+    assert!(
+        message.contains("hodl") && hint.contains("hold"),
+        "{message} / {hint}"
+    );
+}

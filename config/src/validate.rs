@@ -11,7 +11,7 @@ use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
     AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Gb28181, Grid,
-    GridLevel, Hazard, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
+    GridLevel, Hazard, Health, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "readings",
     "cluster",
     "gb28181",
+    "health",
 ];
 
 /// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
@@ -133,6 +134,8 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
             "10s (the default) keeps slow smoke in view; to analyse every frame, set `enabled = false`",
         );
     }
+    let health: Health = v.table(src, "health").unwrap_or_default();
+    v.health(&health);
     let readings: Readings = v.table(src, "readings").unwrap_or_default();
     let cluster: Option<Cluster> = v.table(src, "cluster");
     if let Some(c) = cluster.as_ref().filter(|c| c.enabled) {
@@ -160,7 +163,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let grids = v.grids(grids);
     let models = v.models(models, lookup);
     let hazards = v.hazards(hazards, &models);
-    let cameras = v.cameras(cameras, &grids, &hazards, &credentials);
+    let cameras = v.cameras(cameras, &grids, &hazards, &credentials, &health);
     let sensors = v.sensors(sensors, &grids, &cameras, &hazards);
 
     let mut config = Config {
@@ -176,6 +179,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         sensors: sensors.items.into_iter().map(|(_, s)| s).collect(),
         fusion,
         motion,
+        health,
         readings,
         ingest,
         credentials,
@@ -233,6 +237,80 @@ impl Validator {
         }
         if let Some(zone) = &cluster.zone {
             self.topic_safe(path.key("zone"), "cluster zone", zone);
+        }
+    }
+
+    /// `[health]`: limits a picture can cross, and times a person would accept.
+    fn health(&mut self, h: &Health) {
+        let path = FieldPath::root().key("health");
+        let minute = std::time::Duration::from_secs(60);
+        if h.hold > 60 * minute {
+            self.error(
+                path.key("hold"),
+                format!("{} is longer than 1h", humantime::format_duration(h.hold)),
+                "2m (the default) rides out a passing bus or a cloud; a problem older than an hour is long known",
+            );
+        }
+        if h.offline_after < std::time::Duration::from_secs(10)
+            || h.offline_after > 24 * 60 * minute
+        {
+            self.error(
+                path.key("offline_after"),
+                format!(
+                    "{} is not in 10s..=24h",
+                    humantime::format_duration(h.offline_after)
+                ),
+                "5m (the default) rides out a camera's reboot",
+            );
+        }
+        self.health_thresholds(&path, &h.thresholds());
+    }
+
+    fn health_thresholds(&mut self, path: &FieldPath, t: &crate::HealthThresholds) {
+        let luma = |v: f32| (0.0..=255.0).contains(&v);
+        for (field, value) in [
+            ("dark_below", t.dark_below),
+            ("bright_above", t.bright_above),
+            ("flat_below", t.flat_below),
+            ("cast_above", t.cast_above),
+        ] {
+            if !luma(value) {
+                self.error(
+                    path.key(field),
+                    format!("{value} is not a grey level in 0..=255"),
+                    "pictures are measured in 8-bit grey levels",
+                );
+            }
+        }
+        if t.dark_below >= t.bright_above {
+            self.error(
+                path.key("dark_below"),
+                format!(
+                    "dark below {} and bright above {} leave no picture healthy",
+                    t.dark_below, t.bright_above
+                ),
+                "keep dark_below under bright_above (defaults 25 and 235)",
+            );
+        }
+        for (field, value) in [
+            ("occluded_ratio", t.occluded_ratio),
+            ("blurred_ratio", t.blurred_ratio),
+            ("moved_below", t.moved_below),
+        ] {
+            if !(value > 0.0 && value < 1.0) {
+                self.error(
+                    path.key(field),
+                    format!("{value} is not a fraction in 0..1 (exclusive)"),
+                    "a fraction of the camera's own baseline, e.g. 0.35",
+                );
+            }
+        }
+        if !(2..=100).contains(&t.frozen_frames) {
+            self.error(
+                path.key("frozen_frames"),
+                format!("{} is not in 2..=100", t.frozen_frames),
+                "5 (the default): five analysed frames without a grain of noise",
+            );
         }
     }
 
@@ -687,6 +765,7 @@ impl Validator {
         grids: &Section<Grid>,
         hazards: &Section<Hazard>,
         credentials: &BTreeMap<String, Credential>,
+        health: &Health,
     ) -> Section<Camera> {
         self.unique(&section, "cameras", "id", |c| &c.id);
         let grid_ids = grids.ids(|g| &g.id);
@@ -713,6 +792,10 @@ impl Validator {
                         "longitude first: Shuyang is about [118.77, 34.13]",
                     );
                 }
+            }
+            if cam.health.is_some() {
+                let resolved = health.thresholds_for(cam);
+                self.health_thresholds(&path.key("health"), &resolved);
             }
             self.camera_urls(cam, &path);
             self.camera_login(cam, &path, credentials);
