@@ -151,7 +151,7 @@ fn encode(
             .build(),
     );
 
-    let result = run_encoder(&pipeline, &src, still, spec);
+    let result = run_encoder(&pipeline, &src, still, spec, scene);
     let _ = pipeline.set_state(gst::State::Null);
     result.map_err(|e| format!("encoding the {scene} scene at {width}x{height}: {e}"))?;
 
@@ -168,6 +168,17 @@ fn encode(
         ));
     }
     aus.truncate(spec.frames() as usize);
+    if scene == SceneKind::Frozen {
+        // A stuck encoder repeats itself exactly: every GOP the first, byte for byte.
+        let frames = aus.len();
+        aus = aus
+            .iter()
+            .take(gop as usize)
+            .cycle()
+            .take(frames)
+            .cloned()
+            .collect();
+    }
     for au in &mut aus {
         // Timestamps are re-stamped per camera; drop the encoder's so nothing relies on them.
         let b = au.buffer.make_mut();
@@ -182,17 +193,20 @@ fn run_encoder(
     src: &gst_app::AppSrc,
     still: &image::RgbImage,
     spec: ClipSpec,
+    scene: SceneKind,
 ) -> Result<(), String> {
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| "the encoder pipeline does not start".to_string())?;
     let frames = spec.frames();
     let frame_duration = gst::ClockTime::SECOND / u64::from(spec.fps);
-    let mut noise = Grain::new(spec.grain);
+    let mut noise = Grain::new(scene.grain(spec.grain));
     for n in 0..frames {
         let mut frame = still.clone();
-        let (x, y, w, h) = scene::mover(n, frames, spec.width, spec.height);
-        scene::fill(&mut frame, x, y, w, h, [200, 30, 30]);
+        if scene.shows_traffic() {
+            let (x, y, w, h) = scene::mover(n, frames, spec.width, spec.height);
+            scene::fill(&mut frame, x, y, w, h, [200, 30, 30]);
+        }
         noise.apply(&mut frame);
         let mut buffer = gst::Buffer::from_mut_slice(frame.into_raw());
         {

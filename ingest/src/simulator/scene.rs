@@ -37,17 +37,60 @@ pub enum SceneKind {
     Crowd,
     /// The street with a cup of coffee: warm colours but no hazard (false-positive check).
     Coffee,
+    /// The street at dusk with no light: what a camera whose IR lamp failed sends.
+    Dark,
+    /// A cloth or a hand over the lens: a flat, dim picture with no street in it.
+    Covered,
+    /// The street out of focus (or behind fog or a dirty dome).
+    Blurred,
+    /// A stuck encoder: the same picture over and over, without even sensor noise.
+    Frozen,
+    /// The camera knocked: panned and tilted away from the street it was set up on.
+    Moved,
+    /// A stuck IR-cut filter: the street with a magenta cast.
+    ColorCast,
 }
 
 impl SceneKind {
     /// Every scene, in a stable order.
-    pub const ALL: [SceneKind; 5] = [
+    pub const ALL: [SceneKind; 11] = [
         SceneKind::Street,
         SceneKind::Fire,
         SceneKind::Person,
         SceneKind::Crowd,
         SceneKind::Coffee,
+        SceneKind::Dark,
+        SceneKind::Covered,
+        SceneKind::Blurred,
+        SceneKind::Frozen,
+        SceneKind::Moved,
+        SceneKind::ColorCast,
     ];
+
+    /// The faults a camera's picture can have, for health tests and demos.
+    pub const PICTURE_FAULTS: [SceneKind; 6] = [
+        SceneKind::Dark,
+        SceneKind::Covered,
+        SceneKind::Blurred,
+        SceneKind::Frozen,
+        SceneKind::Moved,
+        SceneKind::ColorCast,
+    ];
+
+    /// Whether a car drives through: not behind a cover, and not from a stuck encoder.
+    pub fn shows_traffic(self) -> bool {
+        !matches!(self, SceneKind::Covered | SceneKind::Frozen)
+    }
+
+    /// The sensor noise of the clip, grey levels either way, for `grain` asked: none from a
+    /// stuck encoder; at least 2 behind a cover, where a live sensor's noise is all there is.
+    pub fn grain(self, grain: u8) -> u8 {
+        match self {
+            SceneKind::Frozen => 0,
+            SceneKind::Covered => grain.max(2),
+            _ => grain,
+        }
+    }
 
     /// The lower-case name used in `--scenario` entries and logs.
     pub fn name(self) -> &'static str {
@@ -57,6 +100,12 @@ impl SceneKind {
             SceneKind::Person => "person",
             SceneKind::Crowd => "crowd",
             SceneKind::Coffee => "coffee",
+            SceneKind::Dark => "dark",
+            SceneKind::Covered => "covered",
+            SceneKind::Blurred => "blurred",
+            SceneKind::Frozen => "frozen",
+            SceneKind::Moved => "moved",
+            SceneKind::ColorCast => "color-cast",
         }
     }
 }
@@ -85,7 +134,15 @@ impl FromStr for SceneKind {
 ///
 /// Fails only if an embedded fixture does not decode, which would be a build problem.
 pub(crate) fn compose(kind: SceneKind, width: u32, height: u32) -> Result<RgbImage, String> {
-    let mut img = street(width, height);
+    let mut img = match kind {
+        // Panned right by a frame's width and tilted down by half its height: other
+        // buildings, the horizon near the top.
+        SceneKind::Moved => {
+            let wide = street(width * 2, height + height / 2);
+            imageops::crop_imm(&wide, width, height / 2, width, height).to_image()
+        }
+        _ => street(width, height),
+    };
     let horizon = (height as f32 * HORIZON) as u32;
     let ground = height - horizon;
     match kind {
@@ -131,8 +188,31 @@ pub(crate) fn compose(kind: SceneKind, width: u32, height: u32) -> Result<RgbIma
                 horizon + ground / 4,
             );
         }
+        SceneKind::Dark => map_pixels(&mut img, |[r, g, b]| [r / 12, g / 12, b / 12]),
+        SceneKind::Covered => {
+            // Cloth close to the lens: dim and a little uneven, never in focus.
+            img = RgbImage::from_fn(width, height, |x, y| {
+                let shade = 36 + (6 * x / width.max(1) + 4 * y / height.max(1)) as u8;
+                image::Rgb([shade + 2, shade, shade - 2])
+            });
+        }
+        SceneKind::Blurred => {
+            // Defocus about a 60th of the width across: at 1080p, 32 px of smear.
+            img = imageops::blur(&img, (width as f32 / 120.0).max(1.0));
+        }
+        SceneKind::Moved | SceneKind::Frozen => {}
+        SceneKind::ColorCast => map_pixels(&mut img, |[r, g, b]| {
+            let scale = |v: u8, f: f32| (f32::from(v) * f).min(255.0) as u8;
+            [scale(r, 1.25), scale(g, 0.65), scale(b, 1.2)]
+        }),
     }
     Ok(img)
+}
+
+fn map_pixels(img: &mut RgbImage, f: impl Fn([u8; 3]) -> [u8; 3]) {
+    for p in img.pixels_mut() {
+        p.0 = f(p.0);
+    }
 }
 
 /// Where the moving "car" of frame `n` of `frames` sits, and its size: the motion that makes
