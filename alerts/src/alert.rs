@@ -323,7 +323,7 @@ impl Alert {
 /// a smoke detector also trips on steam and cooking.
 const SENSOR_CONFIDENCE: f32 = 0.8;
 
-fn alert_grid(config: &Config, id: &str) -> Option<AlertGrid> {
+pub(crate) fn alert_grid(config: &Config, id: &str) -> Option<AlertGrid> {
     let path = config.grid_path(id);
     let grid = path.last()?;
     Some(AlertGrid {

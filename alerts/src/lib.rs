@@ -17,6 +17,7 @@
 mod alert;
 mod broker;
 mod error;
+mod health;
 mod mqtt;
 mod recent;
 mod service;
@@ -27,6 +28,7 @@ mod store;
 pub use alert::{Alert, FrameSize, JSON_SCHEMA, SCHEMA, Source, is_alert_id};
 pub use broker::EmbeddedBroker;
 pub use error::{Error, ErrorKind};
+pub use health::{HEALTH_JSON_SCHEMA, HEALTH_SCHEMA, HealthMeasures, HealthNotice};
 pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 /// A Redis connection that reconnects by itself: see [`RedisStore::connection`].

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::alert::{Alert, SnapshotRef};
 use crate::error::{Error, ErrorKind};
+use crate::health::HealthNotice;
 use crate::mqtt::{
     Inbound, InboundMessage, IncomingAck, Link, LinkCommand, MAX_PACKET, MqttSettings,
 };
@@ -522,6 +523,64 @@ impl Alerts {
             topic: format!("{}/cameras/{camera}/status", self.inner.prefix),
             payload: payload.to_string(),
         });
+    }
+
+    /// Publishes a camera's current health (`sharpeyes.health/1` state: its problems, since
+    /// when, its measures), retained on `{prefix}/cameras/{id}/health`.
+    pub fn camera_health(&self, camera: &str, mut state: serde_json::Value) {
+        if let Some(map) = state.as_object_mut() {
+            map.insert("node".into(), self.node().into());
+        }
+        let _ = self.inner.link.send(LinkCommand::Retain {
+            topic: format!("{}/cameras/{camera}/health", self.inner.prefix),
+            payload: state.to_string(),
+        });
+    }
+
+    /// A camera problem that started or ended: its snapshot stored as an alert's is (and
+    /// served at the same URL), then into the outbox and to the broker like an alert, without
+    /// cooldowns (the diagnosis holds each change for `[health] hold` already). Returns
+    /// whether it is durable.
+    pub async fn submit_health(
+        &self,
+        mut notice: HealthNotice,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<bool, Error> {
+        let inner = &self.inner;
+        if let Some(snap) = snapshot {
+            if let Err(e) = inner
+                .store
+                .put_snapshot(&notice.id, &snap.jpeg, inner.settings.snapshot_ttl)
+                .await
+            {
+                self.store_error("snapshot", &e);
+            }
+            notice.snapshot = Some(SnapshotRef {
+                url: format!(
+                    "{}/api/alerts/{}/snapshot",
+                    inner.settings.snapshot_base_url, notice.id
+                ),
+                sha256: snap.sha256.clone(),
+                size: snap.jpeg.len(),
+                width: snap.width,
+                height: snap.height,
+                inline_base64: None,
+            });
+        }
+        notice.node = self.node().to_owned();
+        let payload = serde_json::to_string(&notice).map_err(|e| {
+            Error::new(
+                ErrorKind::Encode,
+                format!("cannot encode health message {}: {e}", notice.id),
+            )
+        })?;
+        let record = OutboxRecord {
+            alert_id: notice.id.clone(),
+            topic: notice.topic(&inner.prefix),
+            payload,
+        };
+        tracing::info!(id = %notice.id, camera = %notice.camera.id, problem = %notice.problem, state = %notice.state, "camera health message queued");
+        Ok(self.enqueue(record).await)
     }
 
     /// Records an acknowledgement of `alert_id` (from MQTT or the HTTP API): no further

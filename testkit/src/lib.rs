@@ -39,9 +39,21 @@ pub use subscriber::{Message, Subscriber, alert_ids};
 /// The `sharpeyes.alert/1` JSON Schema every published alert must satisfy.
 pub const ALERT_SCHEMA: &str = include_str!("../../alerts/schema/alert-1.schema.json");
 
+/// The `sharpeyes.health/1` JSON Schema every camera health message must satisfy.
+pub const HEALTH_SCHEMA: &str = include_str!("../../alerts/schema/health-1.schema.json");
+
 /// Validates `value` against [`ALERT_SCHEMA`]; returns the errors.
 pub fn schema_errors(value: &serde_json::Value) -> Vec<String> {
-    let schema: serde_json::Value = serde_json::from_str(ALERT_SCHEMA).expect("the schema is JSON");
+    errors_against(ALERT_SCHEMA, value)
+}
+
+/// Validates `value` against [`HEALTH_SCHEMA`]; returns the errors.
+pub fn health_schema_errors(value: &serde_json::Value) -> Vec<String> {
+    errors_against(HEALTH_SCHEMA, value)
+}
+
+fn errors_against(schema: &str, value: &serde_json::Value) -> Vec<String> {
+    let schema: serde_json::Value = serde_json::from_str(schema).expect("the schema is JSON");
     let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
     validator
         .iter_errors(value)
