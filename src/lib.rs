@@ -6,6 +6,7 @@
 //!   fusion may ask of them; [`reload`]: camera changes while running; [`status`]: camera
 //!   state for the API, the metrics and the status topic; [`cluster`]: which of them this
 //!   node runs when it is one of several.
+//! - [`camera_health`]: picture diagnosis and video loss, to maintenance messages.
 //! - [`sensors`]: sensor readings through the rules; [`fusion`]: video events and sensor
 //!   alarms in, alerts out.
 //! - [`http`]: the API and the page; [`metrics`]: Prometheus; [`supervise`]: restarts of
@@ -14,6 +15,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod access;
+pub mod camera_health;
 pub mod cameras;
 pub mod cluster;
 pub mod fusion;

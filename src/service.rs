@@ -98,7 +98,12 @@ impl Service {
             health: health.clone(),
         };
         let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
-        let analysis = Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
+        let mut analysis =
+            Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
+        if config.health.enabled {
+            analysis.report_health(health_tx);
+        }
         let (sensor_tx, sensor_rx) = mpsc::channel(SENSOR_EVENTS);
         let sensors_here = if config.cluster().is_some() {
             crate::cluster::SensorsHere::none()
@@ -131,6 +136,21 @@ impl Service {
             ..Sources::default()
         });
         let board = CameraBoard::default();
+        let health_task = config.health.enabled.then(|| {
+            crate::camera_health::HealthMetrics::new(metrics.registry())
+                .map(|m| {
+                    crate::camera_health::start(
+                        config.clone(),
+                        alerts.clone(),
+                        board.clone(),
+                        m,
+                        health_rx,
+                        intake_rx.clone(),
+                    )
+                })
+                .map_err(|e| format!("health metrics: {e}"))
+        });
+        let health_task = health_task.transpose()?;
         let status = StatusSinks {
             board: board.clone(),
             metrics: metrics.clone(),
@@ -235,6 +255,7 @@ impl Service {
             other_tasks: [sensors_task, http_task, control_task]
                 .into_iter()
                 .chain(platform_task)
+                .chain(health_task)
                 .collect(),
             _broker: embedded,
         })

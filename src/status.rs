@@ -43,6 +43,9 @@ pub struct CameraView {
     /// In a cluster: the node that runs it; none while no node does (`unassigned`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Its problems, online ratio and measures, once `[health]` has seen it here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::camera_health::HealthView>,
 }
 
 impl CameraView {
@@ -58,6 +61,7 @@ impl CameraView {
             reason: None,
             since: now_rfc3339(),
             node: None,
+            health: None,
         }
     }
 }
@@ -101,6 +105,14 @@ impl CameraBoard {
                 v.reason = reason.map(str::to_owned);
             }
             v.since = now_rfc3339();
+        }
+    }
+}
+
+impl CameraBoard {
+    pub(crate) fn set_health(&self, id: &str, health: crate::camera_health::HealthView) {
+        if let Some(v) = self.lock().iter_mut().find(|v| v.id == id) {
+            v.health = Some(health);
         }
     }
 }

@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::batcher::{AsRgb, Batcher, BatcherConfig, BatcherStats, Detections, Reply};
 use crate::camera::{AnalysisSettings, CameraAnalyzer, HazardEvent};
 use crate::error::Error;
+use crate::health::{Change, Diagnosis, HealthConfig, Measures};
 use crate::image::RgbImage;
 use crate::model::{Detector, Runtime};
 use crate::motion::Gate;
@@ -212,6 +213,29 @@ pub struct VideoEvent {
     pub timings: Timings,
 }
 
+/// What a camera's picture diagnosis found, on its way to the health stage: sent for every
+/// frame that started or ended a problem (with that frame, for its snapshot), and otherwise
+/// at most every [`HEALTH_REPORT_EVERY`] with the latest measures.
+#[derive(Debug)]
+pub struct HealthReport {
+    pub camera: Arc<Camera>,
+    pub at: SystemTime,
+    pub measures: Measures,
+    pub changes: Vec<Change>,
+    pub frame: Arc<Frame>,
+}
+
+/// How often a camera's measures are reported when nothing changes.
+pub const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// One camera's diagnosis and where it reports.
+struct HealthWatch {
+    diagnosis: Diagnosis,
+    night: Option<sharpeyes_config::NightHours>,
+    reports: mpsc::UnboundedSender<HealthReport>,
+    last_report: Option<Instant>,
+}
+
 /// Stage costs of one analysed frame, from its submission to inference to its event (its
 /// arrival is the event's `detected_at`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -277,9 +301,18 @@ pub struct Analysis {
     workers: Arc<Vec<ModelWorker>>,
     telemetry: Telemetry,
     events: mpsc::Sender<VideoEvent>,
+    health: Option<mpsc::UnboundedSender<HealthReport>>,
 }
 
 impl Analysis {
+    /// Diagnoses every decoded frame of the cameras `[health]` covers (gated or not: a
+    /// covered lens does not move) and reports to `reports`. Call before any camera is
+    /// watched. Unbounded: a camera reports at most once per frame, and the reader only
+    /// updates a table.
+    pub fn report_health(&mut self, reports: mpsc::UnboundedSender<HealthReport>) {
+        self.health = Some(reports);
+    }
+
     /// Starts one inference worker per model; every camera's events go to `events`.
     pub fn start(
         config: Arc<Config>,
@@ -312,6 +345,7 @@ impl Analysis {
             workers: Arc::new(workers),
             telemetry,
             events,
+            health: None,
         }
     }
 
@@ -369,6 +403,17 @@ impl Analysis {
                 .frames
                 .with_label_values(&[id.as_str(), outcome])
         };
+        let settings = &self.config.health;
+        let health = self
+            .health
+            .clone()
+            .filter(|_| settings.enabled_for(&camera.camera))
+            .map(|reports| HealthWatch {
+                diagnosis: Diagnosis::new(HealthConfig::for_camera(settings, &camera.camera)),
+                night: settings.night_for(&camera.camera),
+                reports,
+                last_report: None,
+            });
         let task = CameraTask {
             telemetry: self.telemetry.clone(),
             gated: counter("gated"),
@@ -383,6 +428,7 @@ impl Analysis {
             analyzer: camera.analyzer,
             models: camera.models,
             workers: self.workers.clone(),
+            health,
             frames,
             reply: Some(tx),
             answers,
@@ -417,6 +463,7 @@ struct CameraTask {
     reply: Option<mpsc::UnboundedSender<(usize, Detections<Frame>)>>,
     answers: mpsc::UnboundedReceiver<(usize, Detections<Frame>)>,
     events: mpsc::Sender<VideoEvent>,
+    health: Option<HealthWatch>,
     telemetry: Telemetry,
     // This camera's series, looked up once rather than per frame.
     gated: IntCounter,
@@ -466,7 +513,11 @@ impl CameraTask {
             tracing::warn!("a decoded frame does not match its size; skipped");
             return;
         };
-        let gate = self.analyzer.gate(image, Instant::now());
+        let now = Instant::now();
+        if let Some(h) = &mut self.health {
+            h.observe(&self.camera, &frame, image, now);
+        }
+        let gate = self.analyzer.gate(image, now);
         if gate == Gate::Skip && !frame.verifying {
             self.gated.inc();
             return;
@@ -536,6 +587,35 @@ impl CameraTask {
                 timings,
             })
             .collect()
+    }
+}
+
+impl HealthWatch {
+    fn observe(
+        &mut self,
+        camera: &Arc<Camera>,
+        frame: &Arc<Frame>,
+        image: RgbImage<'_>,
+        now: Instant,
+    ) {
+        let at = SystemTime::now();
+        self.diagnosis
+            .set_night(self.night.is_some_and(|n| n.contains(at)));
+        let (measures, changes) = self.diagnosis.observe(image, now);
+        let due = self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= HEALTH_REPORT_EVERY);
+        if changes.is_empty() && !due {
+            return;
+        }
+        self.last_report = Some(now);
+        let _ = self.reports.send(HealthReport {
+            camera: camera.clone(),
+            at,
+            measures,
+            changes,
+            frame: frame.clone(),
+        });
     }
 }
 

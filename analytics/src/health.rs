@@ -89,6 +89,28 @@ impl Default for HealthConfig {
     }
 }
 
+impl HealthConfig {
+    /// The limits `[health]` (with `camera`'s own `[cameras.health]`) sets for `camera`.
+    pub fn for_camera(
+        health: &sharpeyes_config::Health,
+        camera: &sharpeyes_config::Camera,
+    ) -> Self {
+        let t = health.thresholds_for(camera);
+        Self {
+            dark_below: t.dark_below,
+            bright_above: t.bright_above,
+            flat_below: t.flat_below,
+            occluded_ratio: t.occluded_ratio,
+            blurred_ratio: t.blurred_ratio,
+            cast_above: t.cast_above,
+            frozen_frames: t.frozen_frames,
+            moved_below: t.moved_below,
+            hold: health.hold,
+            ..Self::default()
+        }
+    }
+}
+
 /// What one frame measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Measures {

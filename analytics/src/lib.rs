@@ -32,7 +32,10 @@ mod rules;
 mod sensor_rules;
 mod track;
 
-pub use analysis::{Analysis, CameraAnalysis, Models, Telemetry, Timings, VideoEvent, stage};
+pub use analysis::{
+    Analysis, CameraAnalysis, HEALTH_REPORT_EVERY, HealthReport, Models, Telemetry, Timings,
+    VideoEvent, stage,
+};
 pub use camera::{EventObject, HazardEvent};
 pub use detection::{BBox, Detection};
 pub use error::Error;

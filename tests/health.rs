@@ -1,0 +1,240 @@
+//! Camera health through the whole service: a real `sharpeyes run`, simulated cameras over
+//! real RTSP whose pictures go bad in each of the ways the diagnosis knows, a camera that is
+//! not there at all, and a real mosquitto where a maintenance team subscribes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sharpeyes_ingest::simulator::SceneKind;
+use sharpeyes_testkit::config::{GRID_TOPIC, fire_camera, service};
+use sharpeyes_testkit::http::get_as;
+use sharpeyes_testkit::{Mosquitto, Service, Subscriber, health_schema_errors};
+
+const PREFIX: &str = "se-health";
+const TOKEN: &str = "health-t0ken";
+
+/// Which problem each simulated fault must raise.
+fn expected(scene: SceneKind) -> &'static str {
+    match scene {
+        SceneKind::Dark => "dark",
+        SceneKind::Covered => "occluded",
+        SceneKind::Blurred => "blurred",
+        SceneKind::Frozen => "frozen",
+        SceneKind::Moved => "moved",
+        SceneKind::ColorCast => "color-cast",
+        other => panic!("{other} is not a picture fault"),
+    }
+}
+
+/// Needs `make setup` (ONNX Runtime and the models).
+///
+/// Seven cameras show the street for 8 s (the diagnosis learns each one's baseline), then
+/// six of them turn dark, covered, blurred, frozen, moved and colour-cast; the seventh stays
+/// healthy, and the dark one's light comes back at 22 s. An eighth camera's address has nothing behind it. With `hold = "3s"` and
+/// `offline_after = "10s"`, each fault must be reported once as exactly its own problem, the
+/// dead camera as video-loss, and the healthy one never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem() {
+    let cache = tempfile::tempdir().unwrap();
+    let faults = SceneKind::PICTURE_FAULTS;
+    let mut scenario: Vec<String> = faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f {
+            // The dark camera's light comes back after 14 s.
+            SceneKind::Dark => format!("{f}@8s+14s:cam{}", i + 2),
+            _ => format!("{f}@8s:cam{}", i + 2),
+        })
+        .collect();
+    scenario.push("street@0s:cam1".into());
+    let sim = sharpeyes_ingest::Simulator::start(sharpeyes_ingest::SimulatorConfig {
+        cameras: faults.len() + 1,
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        grain: 4,
+        scenario: scenario
+            .iter()
+            .map(|s| s.parse().expect("a scene"))
+            .collect(),
+        cache_dir: Some(cache.path().to_owned()),
+        ..sharpeyes_ingest::SimulatorConfig::default()
+    })
+    .expect("the simulator starts");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+
+    let broker = Mosquitto::start(false, &[]);
+    let team = Subscriber::connect(
+        broker.port,
+        "maintenance",
+        &format!("{PREFIX}/health/#"),
+        None,
+    )
+    .await;
+    let retained = Subscriber::connect(
+        broker.port,
+        "retained-health",
+        &format!("{PREFIX}/cameras/+/health"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = service(dir.path(), "health-node", broker.port, PREFIX, Some(TOKEN))
+        + "\n[health]\nhold = \"3s\"\noffline_after = \"10s\"\n";
+    for i in 1..=faults.len() + 1 {
+        text += &fire_camera(&format!("cam{i}"), &sim.url(i));
+    }
+    text += &fire_camera("cam-dead", &format!("rtsp://127.0.0.1:{dead}/nothing"));
+    let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "info");
+
+    let fault_cameras: Vec<(String, &str)> = faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("cam{}", i + 2), expected(*f)))
+        .collect();
+    let said = |m: &[sharpeyes_testkit::Message], camera: &str, problem: &str, state: &str| {
+        m.iter().any(|m| {
+            let v = m.json();
+            v["camera"]["id"] == camera && v["problem"] == problem && v["state"] == state
+        })
+    };
+    let started = |m: &[sharpeyes_testkit::Message], camera: &str, problem: &str| {
+        said(m, camera, problem, "started")
+    };
+    team.wait_until(Duration::from_secs(90), |m| {
+        fault_cameras.iter().all(|(c, p)| started(m, c, p))
+            && started(m, "cam-dead", "video-loss")
+            && said(m, "cam2", "dark", "ended")
+    })
+    .await;
+    // A few seconds more, for a wrong problem or a repeat to show itself.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got = team.messages.lock().unwrap().clone();
+    let mut by_id = BTreeMap::new();
+    for m in &got {
+        by_id.insert(
+            m.json()["id"].as_str().unwrap_or_default().to_owned(),
+            m.clone(),
+        );
+    }
+    let cameras = get_as(svc.port(), "/api/cameras", TOKEN);
+    let metrics = String::from_utf8_lossy(&get_as(svc.port(), "/metrics", TOKEN).1).into_owned();
+    let snapshot = by_id.values().find_map(|m| {
+        let v = m.json();
+        v["snapshot"]["url"].as_str().map(str::to_owned)
+    });
+    let jpeg = snapshot.as_deref().map(|url| {
+        let path = &url[url.find("/api/").expect("an API path")..];
+        get_as(svc.port(), path, TOKEN)
+    });
+    let retained_states = retained.messages.lock().unwrap().clone();
+    let (_, log) = svc.stop(Duration::from_secs(30));
+    sim.stop();
+
+    let seen: Vec<String> = by_id
+        .values()
+        .map(|m| {
+            let v = m.json();
+            format!("{} {} {}", v["camera"]["id"], v["problem"], v["state"])
+        })
+        .collect();
+    for (camera, problem) in &fault_cameras {
+        assert!(
+            started(&got, camera, problem),
+            "{camera} did not report {problem}; seen: {seen:?}\nlog:\n{log}"
+        );
+    }
+    assert!(
+        started(&got, "cam-dead", "video-loss"),
+        "no video-loss for the dead camera; seen: {seen:?}"
+    );
+    // Nothing else started: each fault is its own problem, and the healthy camera has none.
+    for m in by_id.values() {
+        let v = m.json();
+        assert!(
+            health_schema_errors(&v).is_empty(),
+            "{:?}: {v}",
+            health_schema_errors(&v)
+        );
+        let camera = v["camera"]["id"].as_str().unwrap();
+        let problem = v["problem"].as_str().unwrap();
+        let fine = fault_cameras
+            .iter()
+            .any(|(c, p)| c == camera && p == &problem)
+            || (camera == "cam-dead" && problem == "video-loss");
+        assert!(fine, "unexpected {problem} on {camera}; seen: {seen:?}");
+        assert_eq!(v["node"], "health-node");
+        assert!(
+            m.topic
+                .starts_with(&format!("{PREFIX}/health/{GRID_TOPIC}/"))
+                && m.topic.ends_with(&format!("/{problem}")),
+            "{}",
+            m.topic
+        );
+    }
+    // Exactly one start per problem (the hold keeps a flickering measure from repeating
+    // it), and one end for the camera whose light came back, with the start's `since`.
+    assert_eq!(
+        by_id.len(),
+        fault_cameras.len() + 2,
+        "one message per change; seen: {seen:?}"
+    );
+    let dark: Vec<serde_json::Value> = by_id
+        .values()
+        .map(|m| m.json())
+        .filter(|v| v["camera"]["id"] == "cam2")
+        .collect();
+    assert_eq!(dark.len(), 2, "{dark:?}");
+    assert_eq!(dark[0]["since"], dark[1]["since"], "{dark:?}");
+    assert_eq!(
+        (&dark[0]["state"], &dark[1]["state"]),
+        (&"started".into(), &"ended".into())
+    );
+    // A picture problem comes with the frame that showed it.
+    let (status, body) = jpeg.expect("a picture problem has a snapshot");
+    assert_eq!(status, 200);
+    assert_eq!(&body[..3], &[0xff, 0xd8, 0xff], "a JPEG");
+
+    let (status, body) = cameras;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let health_of = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["health"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        health_of("cam3")["problems"],
+        serde_json::json!(["occluded"])
+    );
+    assert_eq!(health_of("cam2")["problems"], serde_json::json!([]));
+    assert_eq!(health_of("cam1")["problems"], serde_json::json!([]));
+    assert!(
+        health_of("cam1")["measures"]["brightness"]
+            .as_f64()
+            .unwrap()
+            > 60.0
+    );
+    let ratio = health_of("cam-dead")["online_ratio_24h"].as_f64().unwrap();
+    assert!(ratio < 0.01, "the dead camera was online {ratio}");
+    assert!(
+        metrics.contains("sharpeyes_camera_problem{camera=\"cam3\",problem=\"occluded\"} 1")
+            && metrics.contains("sharpeyes_camera_problem{camera=\"cam2\",problem=\"dark\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        retained_states.iter().any(|m| {
+            let v = m.json();
+            v["camera"] == "cam3" && v["problems"] == serde_json::json!(["occluded"])
+        }),
+        "the covered camera's state is retained"
+    );
+}
