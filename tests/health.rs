@@ -238,3 +238,82 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
         "the covered camera's state is retained"
     );
 }
+
+/// Needs `make setup`.
+///
+/// The hazard scenes are not picture faults: a fire, a person, a crowd or a coffee cup in
+/// front of the street (each showing from 3 s on, for longer than `hold`) must raise no
+/// health problem. This is the diagnosis' false-problem check on the demo's own scenes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hazard_scenes_raise_no_health_problem() {
+    let cache = tempfile::tempdir().unwrap();
+    let scenes = [
+        SceneKind::Street,
+        SceneKind::Fire,
+        SceneKind::Person,
+        SceneKind::Crowd,
+        SceneKind::Coffee,
+    ];
+    let sim = sharpeyes_ingest::Simulator::start(sharpeyes_ingest::SimulatorConfig {
+        cameras: scenes.len(),
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        grain: 4,
+        scenario: scenes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s}@3s:cam{}", i + 1).parse().expect("a scene"))
+            .collect(),
+        cache_dir: Some(cache.path().to_owned()),
+        ..sharpeyes_ingest::SimulatorConfig::default()
+    })
+    .expect("the simulator starts");
+    let broker = Mosquitto::start(false, &[]);
+    let team = Subscriber::connect(
+        broker.port,
+        "maintenance",
+        &format!("{PREFIX}/health/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = service(dir.path(), "health-node", broker.port, PREFIX, Some(TOKEN))
+        + "\n[health]\nhold = \"3s\"\n";
+    for i in 1..=scenes.len() {
+        text += &fire_camera(&format!("cam{i}"), &sim.url(i));
+    }
+    let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "info");
+    // 3 s of street, then 30 s of each scene: ten times the hold.
+    let got = team
+        .wait_until(Duration::from_secs(33), |m| !m.is_empty())
+        .await;
+    let cameras = get_as(svc.port(), "/api/cameras", TOKEN);
+    let (_, log) = svc.stop(Duration::from_secs(30));
+    sim.stop();
+    let seen: Vec<String> = got
+        .iter()
+        .map(|m| {
+            let v = m.json();
+            format!(
+                "{} {} {} {}",
+                v["camera"]["id"], v["problem"], v["state"], v["measures"]
+            )
+        })
+        .collect();
+    assert!(
+        seen.is_empty(),
+        "false problems: {seen:?}\n{}",
+        String::from_utf8_lossy(&cameras.1)
+    );
+    // The diagnosis ran: every camera has measures.
+    let list: serde_json::Value = serde_json::from_slice(&cameras.1).unwrap();
+    for c in list.as_array().unwrap() {
+        assert!(
+            c["health"]["measures"]["sharpness"].as_f64().is_some(),
+            "{c}\n{log}"
+        );
+    }
+}

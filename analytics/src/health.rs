@@ -126,6 +126,9 @@ pub struct Measures {
     pub change: f32,
     /// Correlation of the edge map with the reference, 1 when the same view.
     pub alignment: f32,
+    /// How well the best-kept part of the view still matches the reference (see
+    /// `intact`): high while something stands in front of the camera, low once it turned.
+    pub intact: f32,
     /// No colour at all (an IR camera at night): dark is expected.
     pub grayscale: bool,
 }
@@ -275,9 +278,12 @@ impl Diagnosis {
             f32::MAX
         };
         self.edges = edges(&self.luma, gw, gh);
-        let alignment = match &self.reference {
-            Some(r) => correlation(&self.edges, r),
-            None => 1.0,
+        let (alignment, intact) = match &self.reference {
+            Some(r) => (
+                correlation(&self.edges, r),
+                intact(&self.edges, r, (gw / CELL).max(1)),
+            ),
+            None => (1.0, 1.0),
         };
         Measures {
             brightness,
@@ -286,6 +292,7 @@ impl Diagnosis {
             cast: ((sum_cb / n).powi(2) + (sum_cr / n).powi(2)).sqrt(),
             change,
             alignment,
+            intact,
             grayscale: colourless as f32 > 0.98 * n,
         }
     }
@@ -331,7 +338,7 @@ impl Diagnosis {
         if self.still >= c.frozen_frames {
             seen.push(Problem::Frozen);
         }
-        if exposed && !flat && m.alignment < c.moved_below {
+        if exposed && !flat && m.alignment < c.moved_below && m.intact < INTACT {
             seen.push(Problem::Moved);
         }
         seen
@@ -406,10 +413,14 @@ const ALL: [Problem; 7] = [
     Problem::Moved,
 ];
 
+/// The edge map's cell, in samples of the grayscale copy.
+const CELL: usize = 8;
+/// The edge map is compared with the reference in this many regions a side.
+const REGIONS: usize = 3;
+
 /// Gradient magnitudes on an 8x coarser grid: the scene's structure, indifferent to noise
 /// and small movements.
 fn edges(luma: &[f32], w: usize, h: usize) -> Vec<f32> {
-    const CELL: usize = 8;
     let (cw, ch) = ((w / CELL).max(1), (h / CELL).max(1));
     let mut out = vec![0.0f32; cw * ch];
     for y in 1..h.saturating_sub(1) {
@@ -421,6 +432,46 @@ fn edges(luma: &[f32], w: usize, h: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// A part of the view that still matches the reference this well means the camera has not
+/// moved, however little of the rest matches.
+const INTACT: f32 = 0.8;
+
+/// How well the best-kept part of the view still matches the reference: the edge maps
+/// (`cols` cells a row) are correlated region by region (3x3), and the second best of the
+/// six regions with the most structure in the reference counts. Something in front of the
+/// camera (a crowd, a parked bus) changes some regions and leaves others as they were; a
+/// camera turned away changes them all.
+fn intact(edges: &[f32], reference: &[f32], cols: usize) -> f32 {
+    let rows = edges.len() / cols.max(1);
+    if edges.len() != reference.len() || rows < REGIONS || cols < REGIONS {
+        return correlation(edges, reference);
+    }
+    // (structure in the reference, correlation) per region.
+    let mut regions: Vec<(f32, f32)> = Vec::with_capacity(REGIONS * REGIONS);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for ry in 0..REGIONS {
+        for rx in 0..REGIONS {
+            a.clear();
+            b.clear();
+            for y in ry * rows / REGIONS..(ry + 1) * rows / REGIONS {
+                let row = y * cols;
+                let span = row + rx * cols / REGIONS..row + (rx + 1) * cols / REGIONS;
+                a.extend_from_slice(&edges[span.clone()]);
+                b.extend_from_slice(&reference[span]);
+            }
+            let n = b.len().max(1) as f32;
+            let mean = b.iter().sum::<f32>() / n;
+            let variance = b.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n;
+            regions.push((variance, correlation(&a, &b)));
+        }
+    }
+    regions.sort_by(|x, y| y.0.total_cmp(&x.0));
+    regions.truncate(6);
+    let mut scores: Vec<f32> = regions.into_iter().map(|r| r.1).collect();
+    scores.sort_by(|x, y| y.total_cmp(x));
+    scores[1]
 }
 
 /// Pearson correlation of two equal-length maps; 1 when either is constant and equal.
@@ -566,6 +617,24 @@ mod tests {
             let active = after(&mut d, t, fault);
             assert_eq!(active, [want], "{want:?}");
         }
+    }
+
+    #[test]
+    fn something_in_front_of_most_of_the_view_has_not_moved_the_camera() {
+        // A crowd: a textured block over the lower two thirds, from the first frame on.
+        let crowd = |s: u64| {
+            let mut f = scene(s, 0);
+            let other = scene(s + 1000, 333);
+            let from = (H as usize / 3) * W as usize * 3;
+            f[from..].copy_from_slice(&other[from..]);
+            f
+        };
+        let mut d = Diagnosis::new(config());
+        let t = healthy(&mut d, 0);
+        assert_eq!(after(&mut d, t, crowd), [], "a crowd is not a move");
+        let mut d = Diagnosis::new(config());
+        let t = healthy(&mut d, 0);
+        assert_eq!(after(&mut d, t, |s| scene(s, 333)), [Problem::Moved]);
     }
 
     #[test]
