@@ -20,12 +20,15 @@ use sharpeyes_config::{Camera, Config};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::health_history::{HealthHistory, Tally, hour_of};
 use crate::status::CameraBoard;
 
 /// The problem a camera has when it has not streamed for `offline_after`.
 pub const VIDEO_LOSS: &str = "video-loss";
 /// How often the board is read for video loss.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the seconds counted are added to the history: what a report can miss.
+const FLUSH: Duration = Duration::from_secs(10);
 /// The window of `online_ratio_24h`, in one-minute buckets.
 const WINDOW_MINUTES: usize = 24 * 60;
 
@@ -82,14 +85,21 @@ pub fn start(
     reports: mpsc::UnboundedReceiver<HealthReport>,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let stage = HealthStage {
-        config,
-        alerts,
-        board,
-        metrics,
-        cameras: HashMap::new(),
-    };
-    tokio::spawn(stage.run(reports, stop))
+    tokio::spawn(async move {
+        let history = HealthHistory::open(&config).await;
+        let stage = HealthStage {
+            config,
+            alerts,
+            board,
+            metrics,
+            cameras: HashMap::new(),
+            history,
+            counted: BTreeMap::new(),
+            counted_hour: hour_of(SystemTime::now()),
+            flushed: Instant::now(),
+        };
+        stage.run(reports, stop).await
+    })
 }
 
 /// One camera as the stage knows it.
@@ -109,6 +119,11 @@ struct HealthStage {
     board: CameraBoard,
     metrics: HealthMetrics,
     cameras: HashMap<String, CameraHealth>,
+    history: HealthHistory,
+    /// Seconds counted since the last flush, all in `counted_hour`.
+    counted: BTreeMap<String, Tally>,
+    counted_hour: u64,
+    flushed: Instant,
 }
 
 impl HealthStage {
@@ -121,7 +136,10 @@ impl HealthStage {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = crate::stopped(&mut stop) => return,
+                _ = crate::stopped(&mut stop) => {
+                    self.flush().await;
+                    return;
+                }
                 report = reports.recv() => match report {
                     Some(r) => self.on_report(r).await,
                     None => return,
@@ -189,7 +207,13 @@ impl HealthStage {
         // Cameras no longer here: forget them (their node, if any, reports them now).
         self.cameras
             .retain(|id, _| list.iter().any(|v| v.id == *id));
+        let hour = hour_of(wall);
+        if hour != self.counted_hour {
+            self.flush().await;
+            self.counted_hour = hour;
+        }
         let mut events = Vec::new();
+        let mut seconds = Vec::new();
         for view in &list {
             let Some(camera) = self
                 .config
@@ -205,6 +229,8 @@ impl HealthStage {
             let streaming = view.state == "streaming";
             let entry = self.entry(&camera);
             entry.online.record(wall, streaming, TICK);
+            let usable = streaming && entry.problems.keys().all(|p| p == VIDEO_LOSS);
+            seconds.push((camera.id.clone(), streaming, usable));
             if streaming {
                 entry.not_streaming = None;
                 if let Some(since) = entry.problems.remove(VIDEO_LOSS) {
@@ -224,6 +250,13 @@ impl HealthStage {
                 }
             }
         }
+        let secs = TICK.as_secs();
+        for (camera, streaming, usable) in seconds {
+            let t = self.counted.entry(camera).or_default();
+            t.watched += secs;
+            t.online += if streaming { secs } else { 0 };
+            t.usable += if usable { secs } else { 0 };
+        }
         for id in list.iter().map(|v| v.id.clone()) {
             self.show(&id);
         }
@@ -232,6 +265,19 @@ impl HealthStage {
                 .await;
             self.retain(&camera.id);
         }
+        if self.flushed.elapsed() >= FLUSH {
+            self.flush().await;
+        }
+    }
+
+    /// Adds the seconds counted to the history; kept for the next try when it fails.
+    async fn flush(&mut self) {
+        self.flushed = Instant::now();
+        if let Err(e) = self.history.add(self.counted_hour, &self.counted).await {
+            tracing::warn!("health history: {e}; trying again with the next seconds");
+            return;
+        }
+        self.counted.clear();
     }
 
     /// The frame of a problem start, as a JPEG within the alerts' size cap.

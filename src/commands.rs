@@ -568,3 +568,105 @@ pub fn gb28181_listen(
         ExitCode::SUCCESS
     })
 }
+
+/// `sharpeyes report`: the online and usable rates of every camera over `since`, from the
+/// health history the nodes keep (Redis with `[redis]`, else this node's `data_dir`). A table
+/// per grid, worst grid and worst camera first; or one CSV line per camera.
+pub fn report(file: &Path, since: std::time::Duration, csv: bool) -> ExitCode {
+    let install = Install::discover();
+    let loaded = match Config::load(file, &install.model_dirs()) {
+        Ok(l) => l,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(1);
+        }
+    };
+    let config = loaded.config;
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let from = std::time::SystemTime::now() - since;
+    let tallies = rt.block_on(async {
+        let mut history = sharpeyes::health_history::HealthHistory::open(&config).await;
+        history.read(from).await
+    });
+    let tallies = match tallies {
+        Ok(t) => t,
+        Err(e) => {
+            report_error(&format!("the health history cannot be read: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let report = sharpeyes::health_history::report;
+    let (Some(grids), Some(cameras)) = (
+        report(&config, &tallies, "grid"),
+        report(&config, &tallies, "camera"),
+    ) else {
+        return ExitCode::from(2);
+    };
+    let percent = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    let hours = |s: u64| format!("{:.1}", s as f64 / 3600.0);
+    if csv {
+        println!("grid,camera,name,watched_hours,online_rate,usable_rate");
+        for g in &grids {
+            for c in cameras
+                .iter()
+                .filter(|c| c.grid.as_deref() == Some(g.id.as_str()))
+            {
+                let rate = |r: Option<f64>| r.map_or(String::new(), |r| format!("{r:.4}"));
+                println!(
+                    "{},{},{},{},{},{}",
+                    g.id,
+                    c.id,
+                    csv_field(&c.name),
+                    hours(c.watched_seconds),
+                    rate(c.online_rate),
+                    rate(c.usable_rate)
+                );
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "camera health since {} (to the hour; `-`: not watched)",
+        humantime::format_rfc3339_seconds(from)
+    );
+    for g in &grids {
+        println!(
+            "\n{} {}: {} cameras, online {}, usable {}",
+            g.id,
+            g.name,
+            g.cameras,
+            percent(g.online_rate),
+            percent(g.usable_rate)
+        );
+        println!(
+            "  {:<24} {:>8} {:>8} {:>9}  name",
+            "camera", "online", "usable", "watched h"
+        );
+        for c in cameras
+            .iter()
+            .filter(|c| c.grid.as_deref() == Some(g.id.as_str()))
+        {
+            println!(
+                "  {:<24} {:>8} {:>8} {:>9}  {}",
+                c.id,
+                percent(c.online_rate),
+                percent(c.usable_rate),
+                hours(c.watched_seconds),
+                c.name
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// A CSV field, quoted when it needs to be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -50,6 +51,16 @@ pub struct Api {
     /// The GB/T 28181 platform, when `[gb28181]` is set: a line in `/readyz` while it does not
     /// take alarms.
     pub platform: Option<crate::gb28181::Platform>,
+    /// The history behind `/api/health/report`, and the configuration its cameras and grids
+    /// come from; `None` without `[health]`.
+    pub health_reports: Option<HealthReports>,
+}
+
+/// What `/api/health/report` reads.
+#[derive(Clone)]
+pub struct HealthReports {
+    pub config: Arc<sharpeyes_config::Config>,
+    pub history: Arc<tokio::sync::Mutex<crate::health_history::HealthHistory>>,
 }
 
 /// The operators' page: markup, script and style, no build step. Separate files so that the
@@ -187,6 +198,7 @@ fn router(state: AppState) -> Router {
         .route("/api/cameras/:id", axum::routing::delete(remove_camera))
         .route("/api/reload", post(reload))
         .route("/api/cluster", get(cluster))
+        .route("/api/health/report", get(health_report))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/:id/ack", post(acknowledge))
         .route("/api/events", get(events))
@@ -386,6 +398,64 @@ async fn alerts(State(state): State<AppState>, Query(q): Query<AlertQuery>) -> R
         limit: q.limit,
     };
     json(&service.alerts.recent(&filter))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReportQuery {
+    level: Option<String>,
+    since: Option<String>,
+}
+
+/// Online and usable rates per camera, grid, village, town or county over a window:
+/// `?level=town&since=24h` (the defaults: `grid`, `24h`; to the hour).
+async fn health_report(State(state): State<AppState>, Query(q): Query<ReportQuery>) -> Response {
+    let Some(reports) = state.api.as_ref().and_then(|s| s.health_reports.clone()) else {
+        return no_service();
+    };
+    let level = q.level.as_deref().unwrap_or("grid");
+    let window = match q.since.as_deref().map(humantime::parse_duration) {
+        None => Duration::from_secs(24 * 3600),
+        Some(Ok(d)) if d <= Duration::from_secs(crate::health_history::KEEP_HOURS * 3600) => d,
+        Some(Ok(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "since: the history keeps 32 days; ask for at most 768h\n",
+            )
+                .into_response();
+        }
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("since: {e}; write e.g. 24h, 7d or 30d\n"),
+            )
+                .into_response();
+        }
+    };
+    let since = SystemTime::now() - window;
+    let tallies = match reports.history.lock().await.read(since).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("health report: {e}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the health history cannot be read now; see the log\n",
+            )
+                .into_response();
+        }
+    };
+    match crate::health_history::report(&reports.config, &tallies, level) {
+        Some(rows) => json(&serde_json::json!({
+            "level": level,
+            "since": humantime::format_rfc3339_seconds(since).to_string(),
+            "until": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            "rows": rows,
+        })),
+        None => (
+            StatusCode::BAD_REQUEST,
+            "level: one of camera, grid, village, town, county\n",
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

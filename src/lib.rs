@@ -6,7 +6,8 @@
 //!   fusion may ask of them; [`reload`]: camera changes while running; [`status`]: camera
 //!   state for the API, the metrics and the status topic; [`cluster`]: which of them this
 //!   node runs when it is one of several.
-//! - [`camera_health`]: picture diagnosis and video loss, to maintenance messages.
+//! - [`camera_health`]: picture diagnosis and video loss, to maintenance messages;
+//!   [`health_history`]: the online and usable rates behind the reports.
 //! - [`sensors`]: sensor readings through the rules; [`fusion`]: video events and sensor
 //!   alarms in, alerts out.
 //! - [`http`]: the API and the page; [`metrics`]: Prometheus; [`supervise`]: restarts of
@@ -20,6 +21,7 @@ pub mod cameras;
 pub mod cluster;
 pub mod fusion;
 pub mod gb28181;
+pub mod health_history;
 pub mod http;
 pub mod metrics;
 pub mod reload;

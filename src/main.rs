@@ -79,6 +79,18 @@ enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Online and usable rates of every camera over a window, a table per grid, worst first.
+    Report {
+        /// Configuration file (TOML): its cameras, grids and where the history is kept.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The window, e.g. `24h`, `7d`, `30d` (to the hour; the history keeps 32 days).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// One CSV line per camera instead of the tables.
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +130,7 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
+        Command::Report { config, since, csv } => commands::report(&config, since, csv),
         Command::Demo { r#for } => demo::run(r#for),
         Command::Run {
             config,

@@ -151,6 +151,16 @@ impl Service {
                 .map_err(|e| format!("health metrics: {e}"))
         });
         let health_task = health_task.transpose()?;
+        let health_reports = if config.health.enabled {
+            Some(crate::http::HealthReports {
+                config: config.clone(),
+                history: Arc::new(tokio::sync::Mutex::new(
+                    crate::health_history::HealthHistory::open(&config).await,
+                )),
+            })
+        } else {
+            None
+        };
         let status = StatusSinks {
             board: board.clone(),
             metrics: metrics.clone(),
@@ -217,6 +227,7 @@ impl Service {
             health,
             cluster: view,
             platform,
+            health_reports,
         };
         let access = Access::from_config(&config.http, http)?;
         let http_task = crate::http::serve(

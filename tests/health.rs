@@ -133,8 +133,34 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
         get_as(svc.port(), path, TOKEN)
     });
     let retained_states = retained.messages.lock().unwrap().clone();
+    // The history is flushed every 10 s: wait for one flush after the last change.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (status, body) = get_as(
+        svc.port(),
+        "/api/health/report?level=camera&since=1h",
+        TOKEN,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let by_camera: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = get_as(svc.port(), "/api/health/report?level=town", TOKEN);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let by_town: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (status, _) = get_as(svc.port(), "/api/health/report?level=province", TOKEN);
+    assert_eq!(status, 400, "an unknown level is refused");
     let (_, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args([
+            "report",
+            "--config",
+            "service.toml",
+            "--since",
+            "1h",
+            "--csv",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("sharpeyes report runs");
 
     let seen: Vec<String> = by_id
         .values()
@@ -199,6 +225,49 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
     let (status, body) = jpeg.expect("a picture problem has a snapshot");
     assert_eq!(status, 200);
     assert_eq!(&body[..3], &[0xff, 0xd8, 0xff], "a JPEG");
+
+    // The report: the dead camera was never online; a healthy one was online and usable
+    // for as long as it streamed; the covered one online but not usable since it was covered.
+    let row = |id: &str| {
+        by_camera["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {by_camera}"))
+    };
+    let rate = |id: &str, which: &str| row(id)[which].as_f64().unwrap();
+    assert_eq!(rate("cam-dead", "online_rate"), 0.0, "{by_camera}");
+    assert_eq!(
+        by_camera["rows"][0]["id"], "cam-dead",
+        "worst first: {by_camera}"
+    );
+    assert!(rate("cam1", "online_rate") > 0.8, "{by_camera}");
+    assert_eq!(rate("cam1", "usable_rate"), rate("cam1", "online_rate"));
+    assert!(
+        rate("cam3", "usable_rate") < rate("cam3", "online_rate") - 0.2,
+        "{by_camera}"
+    );
+    let town = &by_town["rows"][0];
+    assert_eq!(town["cameras"], faults.len() + 2, "{by_town}");
+    assert_eq!(town["worst"][0], "cam-dead", "{by_town}");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let csv = String::from_utf8_lossy(&cli.stdout);
+    let dead_line = csv
+        .lines()
+        .find(|l| l.contains(",cam-dead,"))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(dead_line.ends_with(",0.0000,0.0000"), "{csv}");
+    assert_eq!(
+        csv.lines().count(),
+        faults.len() + 3,
+        "a header and a line per camera: {csv}"
+    );
 
     let (status, body) = cameras;
     assert_eq!(status, 200);
@@ -316,4 +385,64 @@ async fn hazard_scenes_raise_no_health_problem() {
             "{c}\n{log}"
         );
     }
+}
+
+/// The hours every node counted add up in Redis, and the file a node without Redis keeps
+/// gives the same sums; hours before the window are left out.
+#[tokio::test]
+async fn the_health_history_sums_every_nodes_seconds_in_redis_and_on_disk() {
+    use sharpeyes::health_history::{HealthHistory, Tally, hour_of};
+    use std::time::SystemTime;
+
+    let redis = sharpeyes_testkit::Redis::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |redis_section: &str| {
+        let text = format!(
+            "[node]\nid = \"h\"\ndata_dir = \"{}\"\n{redis_section}",
+            dir.path().display()
+        );
+        sharpeyes_config::Config::parse(&text, std::path::Path::new("h.toml"), &[])
+            .expect("a valid configuration")
+            .config
+    };
+    let with_redis = parse(&format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"se-hist\"\n",
+        redis.port
+    ));
+    let on_disk = parse("");
+    let now = hour_of(SystemTime::now());
+    let tally = |w, o, u| Tally {
+        watched: w,
+        online: o,
+        usable: u,
+    };
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    for config in [&with_redis, &on_disk] {
+        let mut node_a = HealthHistory::open(config).await;
+        let mut node_b = HealthHistory::open(config).await;
+        let this_hour = BTreeMap::from([("cam1".to_owned(), tally(60, 50, 40))]);
+        node_a.add(now, &this_hour).await.unwrap();
+        // The camera moved to node B within the hour; another camera is B's alone.
+        let more = BTreeMap::from([
+            ("cam1".to_owned(), tally(60, 60, 60)),
+            ("cam2".to_owned(), tally(10, 0, 0)),
+        ]);
+        node_b.add(now, &more).await.unwrap();
+        // Three hours ago: outside a two-hour window.
+        node_b.add(now - 3, &this_hour).await.unwrap();
+        let sums = node_a.read(two_hours_ago).await.unwrap();
+        assert_eq!(
+            sums["cam1"],
+            tally(120, 110, 100),
+            "with Redis: {}",
+            config.redis.is_some()
+        );
+        assert_eq!(sums["cam2"], tally(10, 0, 0));
+        let all = node_a
+            .read(SystemTime::now() - Duration::from_secs(4 * 3600))
+            .await
+            .unwrap();
+        assert_eq!(all["cam1"], tally(180, 160, 140));
+    }
+    assert!(dir.path().join("health-hours.json").exists());
 }
