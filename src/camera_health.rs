@@ -43,6 +43,9 @@ pub struct HealthView {
     pub online_ratio_24h: f64,
     /// The latest frame's measures; none before the first analysed frame.
     pub measures: Option<HealthMeasures>,
+    /// Where the JPEG of the latest problem start is (an API path), while it has problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// The health metrics.
@@ -108,6 +111,8 @@ struct CameraHealth {
     /// Current problems, since when they were first seen.
     problems: BTreeMap<String, SystemTime>,
     measures: Option<Measures>,
+    /// The API path of the JPEG of its latest problem start, while it has problems.
+    snapshot: Option<String>,
     /// Since when the board has shown it not streaming.
     not_streaming: Option<(Instant, SystemTime)>,
     online: OnlineWindow,
@@ -156,6 +161,7 @@ impl HealthStage {
                 camera: camera.clone(),
                 problems: BTreeMap::new(),
                 measures: None,
+                snapshot: None,
                 not_streaming: None,
                 online: OnlineWindow::default(),
             })
@@ -179,20 +185,28 @@ impl HealthStage {
             changed.push((name, change.started, since));
         }
         let camera = report.camera.clone();
-        self.show(&camera.id);
         for (problem, started, since) in changed {
             let snapshot = started.then(|| self.snapshot(&report)).flatten();
-            self.publish(
-                &camera,
-                &problem,
-                started,
-                since,
-                None,
-                Some(report.measures),
-                snapshot,
-            )
-            .await;
+            let shown = self
+                .publish(
+                    &camera,
+                    &problem,
+                    started,
+                    since,
+                    None,
+                    Some(report.measures),
+                    snapshot,
+                )
+                .await;
+            if let Some(entry) = self.cameras.get_mut(&camera.id) {
+                if shown.is_some() {
+                    entry.snapshot = shown;
+                } else if entry.problems.is_empty() {
+                    entry.snapshot = None;
+                }
+            }
         }
+        self.show(&camera.id);
         if !report.changes.is_empty() {
             self.retain(&camera.id);
         }
@@ -298,6 +312,7 @@ impl HealthStage {
         }
     }
 
+    /// Counts, logs and sends one change; returns the API path of its snapshot, if any.
     #[allow(clippy::too_many_arguments)]
     async fn publish(
         &self,
@@ -308,7 +323,7 @@ impl HealthStage {
         reason: Option<String>,
         measures: Option<Measures>,
         snapshot: Option<sharpeyes_alerts::Snapshot>,
-    ) {
+    ) -> Option<String> {
         let state = if started { "started" } else { "ended" };
         self.metrics
             .problem
@@ -333,13 +348,17 @@ impl HealthStage {
             reason,
             measures.map(published),
         );
+        let id = notice.as_ref().ok().map(|n| n.id.clone());
         let result = match notice {
             Ok(n) => self.alerts.submit_health(n, snapshot.as_ref()).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::error!(camera = %camera.id, problem, "health message not sent: {e}");
+            return None;
         }
+        id.filter(|_| snapshot.is_some())
+            .map(|id| format!("/api/alerts/{id}/snapshot"))
     }
 
     /// The camera's current health, retained.
@@ -370,6 +389,7 @@ impl HealthStage {
                 .map(|t| humantime::format_rfc3339_millis(*t).to_string()),
             online_ratio_24h: h.online.ratio(),
             measures: h.measures.map(published),
+            snapshot: h.snapshot.clone(),
         })
     }
 

@@ -2,8 +2,9 @@
 //! by `make setup`) driven over the Chrome DevTools Protocol. Without a token the page shows
 //! nothing and says why; with a viewer's token the camera table shows the camera streaming
 //! and a fire on a simulated camera appears in the live feed with its snapshot; the viewer
-//! may not acknowledge, an operator may, and the alert shows who did; the page reads in
-//! Chinese and English.
+//! may not acknowledge, an operator may, and the alert shows who did; a camera whose lens is
+//! covered shows in the health view with its frame, beside the grid's rates; the page reads
+//! in Chinese and English.
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sharpeyes_testkit::config::{CAMERA, fire_camera, role_token, service};
 use sharpeyes_testkit::http::{get, get_as};
-use sharpeyes_testkit::{Mosquitto, Service, fire_cameras};
+use sharpeyes_testkit::{Mosquitto, Service};
 use tungstenite::WebSocket;
 
 const TOKEN: &str = "browser-test-token";
@@ -152,7 +153,22 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     // The page is open before the fire starts: the alert comes over the live feed.
     // Late enough that a loaded machine has the service, Chromium and the page up before it
     // (at 8 s a clean CI-like run once had the alert already listed).
-    let sim = fire_cameras(&cache, 1, "25s");
+    // A second camera's lens is covered from 5 s on: the health view shows it.
+    let sim = sharpeyes_ingest::Simulator::start(sharpeyes_ingest::SimulatorConfig {
+        cameras: 2,
+        width: 640,
+        height: 360,
+        fps: 10,
+        gop: 10,
+        port: 0,
+        scenario: ["fire@25s:cam1", "covered@5s:cam2"]
+            .iter()
+            .map(|s| s.parse().expect("a scene"))
+            .collect(),
+        cache_dir: Some(cache.path().to_owned()),
+        ..sharpeyes_ingest::SimulatorConfig::default()
+    })
+    .expect("the simulator starts");
     let broker = Mosquitto::start(false, &[]);
     let dir = tempfile::tempdir().unwrap();
     let text = service(
@@ -162,6 +178,8 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         "se-run",
         Some(TOKEN),
     ) + &fire_camera(CAMERA, &sim.url(1))
+        + &fire_camera("cam-covered", &sim.url(2))
+        + "\n[health]\nhold = \"3s\"\n"
         + &role_token(VIEWER, "viewer")
         + &role_token(OPERATOR, "operator");
     let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
@@ -271,11 +289,37 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let listed: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
 
+    // The health view: the covered camera, since when, with the frame that showed it, and
+    // the grid's rates.
+    assert!(
+        page.wait_for(
+            "(() => { const p = document.querySelector('#problems li.problem'); return !!p && p.dataset.id === 'cam-covered' && p.textContent.includes('lens covered'); })()",
+            Duration::from_secs(30)
+        ),
+        "the covered camera is in the health view: {}",
+        page.eval("document.querySelector('#problems').textContent")
+    );
+    assert!(
+        page.wait_for(
+            "(() => { const i = document.querySelector('#problems li.problem img'); return !!i && i.complete && i.naturalWidth > 0; })()",
+            Duration::from_secs(10)
+        ),
+        "the covered camera's frame loads"
+    );
+    assert!(
+        page.wait_for(
+            "[...document.querySelectorAll('#rates td')].some(td => td.textContent.endsWith('%'))",
+            Duration::from_secs(30)
+        ),
+        "the grid's rates are shown: {}",
+        page.eval("document.querySelector('#rates').textContent")
+    );
+
     // And in Chinese.
     page.eval("document.querySelector('#lang').click()");
     assert!(
         page.wait_for(
-            "document.querySelector('h1').textContent === '雪亮工程 · 告警值守' && document.querySelector('#alerts li.alert').textContent.includes('火情') && document.querySelector('#alerts li.alert').textContent.includes('已确认')",
+            "document.querySelector('h1').textContent === '雪亮工程 · 告警值守' && document.querySelector('#alerts li.alert').textContent.includes('火情') && document.querySelector('#alerts li.alert').textContent.includes('已确认') && document.querySelector('#problems').textContent.includes('镜头遮挡')",
             Duration::from_secs(5)
         ),
         "the page reads in Chinese"

@@ -4,12 +4,16 @@ const TEXT = {
         camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
         level: "升级", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
         states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止", unassigned: "未分配", unknown: "未知" },
-        hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" } },
+        hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" },
+        health: "设备完好（近24小时）", count: "摄像机数", online: "在线率", usable: "完好率", since: "自", healthy: "全部摄像机画面正常",
+        problems: { dark: "画面过暗", bright: "画面过亮", occluded: "镜头遮挡", blurred: "画面模糊", "color-cast": "画面偏色", frozen: "画面冻结", moved: "镜头移位", "video-loss": "视频丢失" } },
   en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
         camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
         level: "escalation", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
         states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped", unassigned: "unassigned", unknown: "unknown" },
-        hazards: {} },
+        hazards: {},
+        health: "Camera health (last 24 h)", count: "Cameras", online: "Online", usable: "Usable", since: "since", healthy: "Every camera's picture is fine",
+        problems: { dark: "too dark", bright: "too bright", occluded: "lens covered", blurred: "blurred", "color-cast": "colour cast", frozen: "frozen picture", moved: "camera moved", "video-loss": "video loss" } },
 };
 const params = new URLSearchParams(location.search);
 let lang = params.get("lang") || localStorage.getItem("sharpeyes.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
@@ -70,9 +74,12 @@ async function api(path, options = {}) {
 }
 
 /** Snapshots need the token too, which an img src cannot carry: fetched, then shown. */
-async function showSnapshot(img, id) {
+function showSnapshot(img, id) { return showPicture(img, `/api/alerts/${encodeURIComponent(id)}/snapshot`); }
+
+async function showPicture(img, path) {
+  const id = path;
   if (!snapshots.has(id)) {
-    snapshots.set(id, api(`/api/alerts/${encodeURIComponent(id)}/snapshot`)
+    snapshots.set(id, api(path)
       .then((res) => (res.ok ? res.blob() : Promise.reject(res.status)))
       .then((blob) => URL.createObjectURL(blob))
       .catch(() => { snapshots.delete(id); return null; }));
@@ -124,13 +131,57 @@ async function loadAlerts() {
 async function loadCameras() {
   const res = await api("/api/cameras");
   if (!res.ok) return;
-  const rows = (await res.json()).map((c) => {
+  const list = await res.json();
+  const rows = list.map((c) => {
     const tr = document.createElement("tr");
     tr.dataset.id = c.id;
     tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}${c.node ? ` <small class="node">${esc(c.node)}</small>` : ""}</td><td>${esc(c.reason || "")}</td>`;
     return tr;
   });
   $("#cameras").replaceChildren(...rows);
+  renderProblems(list);
+}
+
+/** Cameras with a problem, longest-standing first, each with the frame that showed it. */
+function renderProblems(list) {
+  const names = t("problems");
+  const ill = list.filter((c) => c.health && c.health.problems.length)
+    .sort((x, y) => (x.health.since < y.health.since ? -1 : 1));
+  if (!ill.length) {
+    const li = document.createElement("li");
+    li.className = "meta";
+    li.textContent = t("healthy");
+    $("#problems").replaceChildren(li);
+    return;
+  }
+  $("#problems").replaceChildren(...ill.map((c) => {
+    const li = document.createElement("li");
+    li.className = "problem";
+    li.dataset.id = c.id;
+    const since = new Date(c.health.since).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB");
+    li.innerHTML = `${c.health.snapshot ? `<img alt="">` : "<div></div>"}<div>
+        <div class="what">${c.health.problems.map((p) => esc(names[p] || p)).join(" · ")}</div>
+        <div class="meta">${esc(c.name)} · ${esc(c.grid)}</div>
+        <div class="meta">${esc(t("since"))} ${esc(since)}</div></div>`;
+    const img = li.querySelector("img");
+    if (img && c.health.snapshot.startsWith("/api/")) showPicture(img, c.health.snapshot);
+    return li;
+  }));
+}
+
+/** Online and usable rates per grid over the last 24 h, worst first. */
+async function loadRates() {
+  const res = await api("/api/health/report?level=grid&since=24h");
+  if (!res.ok) return;
+  const pct = (r) => (r == null ? "-" : `${(r * 100).toFixed(1)}%`);
+  const rows = (await res.json()).rows.map((g) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = g.id;
+    const low = (r) => (r != null && r < 0.9 ? ' class="low"' : "");
+    tr.innerHTML = `<td>${esc(g.name)}</td><td>${esc(g.cameras)}</td><td${low(g.online_rate)}>${pct(g.online_rate)}</td><td${low(g.usable_rate)}>${pct(g.usable_rate)}</td>`;
+    return tr;
+  });
+  $("#rates").replaceChildren(...rows);
 }
 
 function onEvent(name, data) {
@@ -184,9 +235,10 @@ function useToken() {
   connect();
   loadAlerts();
   loadCameras();
+  loadRates();
 }
 
-$("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("sharpeyes.lang", lang); applyLang(); loadCameras(); });
+$("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("sharpeyes.lang", lang); applyLang(); loadCameras(); loadRates(); });
 $("#grid").addEventListener("change", renderAlerts);
 localStorage.removeItem(TOKEN); // kept there by earlier versions: not across sessions any more
 $("#token").value = sessionStorage.getItem(TOKEN) || "";
@@ -197,4 +249,6 @@ applyLang();
 connect();
 loadAlerts();
 loadCameras();
+loadRates();
 setInterval(loadCameras, 3000);
+setInterval(loadRates, 15000);
