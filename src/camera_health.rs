@@ -229,12 +229,7 @@ impl HealthStage {
         let mut events = Vec::new();
         let mut seconds = Vec::new();
         for view in &list {
-            let Some(camera) = self
-                .config
-                .camera(&view.id)
-                .map(|c| Arc::new(c.clone()))
-                .or_else(|| self.cameras.get(&view.id).map(|h| h.camera.clone()))
-            else {
+            let Some(camera) = view.camera.clone() else {
                 continue;
             };
             if !self.config.health.enabled_for(&camera) {

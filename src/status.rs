@@ -46,6 +46,9 @@ pub struct CameraView {
     /// Its problems, online ratio and measures, once `[health]` has seen it here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::camera_health::HealthView>,
+    /// Its configuration, for a camera this node runs (it may have been added over the API).
+    #[serde(skip)]
+    pub(crate) camera: Option<Arc<Camera>>,
 }
 
 impl CameraView {
@@ -62,6 +65,7 @@ impl CameraView {
             since: now_rfc3339(),
             node: None,
             health: None,
+            camera: None,
         }
     }
 }
@@ -93,7 +97,10 @@ impl CameraBoard {
     pub(crate) fn add(&self, camera: &Camera) {
         let mut list = self.lock();
         list.retain(|v| v.id != camera.id);
-        list.push(CameraView::new(camera, "connecting"));
+        list.push(CameraView {
+            camera: Some(Arc::new(camera.clone())),
+            ..CameraView::new(camera, "connecting")
+        });
     }
 
     fn set(&self, id: &str, state: &'static str, reason: Option<&str>) {
