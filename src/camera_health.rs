@@ -292,13 +292,12 @@ impl HealthStage {
     /// The frame of a problem start, as a JPEG within the alerts' size cap.
     fn snapshot(&self, report: &HealthReport) -> Option<sharpeyes_alerts::Snapshot> {
         let f = &report.frame;
-        match sharpeyes_alerts::render(
-            &f.rgb,
-            f.width,
-            f.height,
-            &[],
-            self.config.alerts.snapshot_max_bytes,
-        ) {
+        let max = self.config.alerts.snapshot_max_bytes;
+        let rendered =
+            sharpeyes_ingest::cpu::measure(sharpeyes_ingest::cpu::Stage::Snapshot, || {
+                sharpeyes_alerts::render(&f.rgb, f.width, f.height, &[], max)
+            });
+        match rendered {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(camera = %report.camera.id, "health snapshot: {e}");

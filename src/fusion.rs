@@ -13,6 +13,7 @@
 //! [`Telemetry::guarded`]: a panic in one is counted, and fusion goes on with the next, so one
 //! bad alarm cannot stop every alert.
 
+use sharpeyes_ingest::cpu::{self, Stage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -274,8 +275,10 @@ impl FusionStage {
         boxes: &[[f32; 4]],
     ) -> Option<Snapshot> {
         let max = self.config.alerts.snapshot_max_bytes;
-        sharpeyes_alerts::render(rgb, width, height, boxes, max)
-            .map_err(|e| tracing::error!(camera = %camera, "snapshot not made: {e}"))
-            .ok()
+        cpu::measure(Stage::Snapshot, || {
+            sharpeyes_alerts::render(rgb, width, height, boxes, max)
+        })
+        .map_err(|e| tracing::error!(camera = %camera, "snapshot not made: {e}"))
+        .ok()
     }
 }

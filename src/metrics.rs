@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sharpeyes_alerts::{Alerts, CameraPhase};
 use sharpeyes_analytics::Telemetry;
@@ -42,6 +42,7 @@ pub struct Metrics {
     sensor_readings: IntCounter,
     sensor_rejected: IntCounter,
     mqtt_connected: IntGauge,
+    stage_cpu: CounterVec,
 }
 
 /// A camera's counters, by camera id.
@@ -148,8 +149,17 @@ impl Metrics {
             "1 while the MQTT connection is up.",
         )
         .expect("valid metric");
+        let stage_cpu = CounterVec::new(
+            Opts::new(
+                "sharpeyes_stage_cpu_seconds_total",
+                "Thread CPU time (not wall time) by stage of the per-frame path: receive, decode, scale, motion, health, preprocess, inference, postprocess, snapshot, publish.",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(camera_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(stage_cpu.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(camera_state.clone()),
             Box::new(reconnects.clone()),
             Box::new(model_frames.clone()),
             Box::new(outbox.clone()),
@@ -175,6 +185,7 @@ impl Metrics {
             sensor_readings,
             sensor_rejected,
             mqtt_connected,
+            stage_cpu,
         })
     }
 
@@ -207,6 +218,10 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        for (stage, used) in sharpeyes_ingest::cpu::totals() {
+            let c = self.stage_cpu.with_label_values(&[stage.as_str()]);
+            c.inc_by((used.as_secs_f64() - c.get()).max(0.0));
+        }
         let frames = &self.telemetry.frames;
         for (camera, counters, slot) in &cameras {
             mirror(

@@ -80,6 +80,7 @@ async fn a_flood_of_bad_readings_does_not_hold_back_a_fire_alert() {
         .await;
     let dead_letters = got.iter().filter(|m| m.topic == dead_letter_topic).count();
     let metrics = String::from_utf8_lossy(&get_as(svc.port(), "/metrics", TOKEN).1).into_owned();
+    let process_cpu = process_cpu_seconds(svc.pid());
     let (_, log) = svc.stop(Duration::from_secs(30));
     let fire_at = sim
         .scene_log()
@@ -117,4 +118,56 @@ async fn a_flood_of_bad_readings_does_not_hold_back_a_fire_alert() {
         .find_map(|l| l.strip_prefix("sharpeyes_sensor_readings_rejected_total "))
         .and_then(|v| v.parse::<f64>().ok());
     assert_eq!(rejected, Some(FLOOD as f64), "{metrics}");
+
+    // Where the CPU went: every stage this run went through used some, and together they
+    // used no more than the whole process did.
+    let stage_cpu = |stage: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "sharpeyes_stage_cpu_seconds_total{{stage=\"{stage}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {stage} CPU in {metrics}"))
+    };
+    let stages = [
+        "receive",
+        "decode",
+        "scale",
+        "motion",
+        "health",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "snapshot",
+        "publish",
+    ];
+    for stage in stages {
+        assert!(stage_cpu(stage) > 0.0, "{stage} used no CPU: {metrics}");
+    }
+    let total: f64 = stages.iter().map(|s| stage_cpu(s)).sum();
+    let shown: Vec<String> = stages
+        .iter()
+        .map(|s| format!("{s} {:.3}", stage_cpu(s)))
+        .collect();
+    eprintln!(
+        "stage CPU seconds: {shown:?}; all stages {total:.2} of the process' {process_cpu:.2}"
+    );
+    assert!(
+        total <= process_cpu,
+        "the stages used {total:.2} s, more than the process' {process_cpu:.2} s"
+    );
+}
+
+/// utime + stime of process `pid`, in seconds (Linux `/proc`).
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc is there");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on every Linux we run on.
+    ticks / 100.0
 }

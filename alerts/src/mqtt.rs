@@ -461,7 +461,10 @@ impl Link {
         let mut retained = BTreeMap::new();
         retained.insert(settings.node_status_topic(), settings.node_status("online"));
         let (published, removals) = mpsc::unbounded_channel();
-        let remover = tokio::spawn(remove_published(store.clone(), removals));
+        let remover = tokio::spawn(sharpeyes_ingest::cpu::Measured::new(
+            sharpeyes_ingest::cpu::Stage::Publish,
+            remove_published(store.clone(), removals),
+        ));
         let link = Self {
             eventloop,
             client,

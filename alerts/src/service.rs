@@ -27,6 +27,7 @@ use crate::mqtt::{
 use crate::snapshot::Snapshot;
 use crate::stats::{Stats, guarded, stopped};
 use crate::store::{Ack, AckOutcome, OutboxRecord, StateStore};
+use sharpeyes_ingest::cpu::{Measured, Stage};
 
 /// The longest `by` of an acknowledgement, in characters: a name, not a message.
 pub const MAX_BY: usize = 64;
@@ -235,7 +236,8 @@ impl Alerts {
                 adoption_unsure: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        let link_task = tokio::spawn(link.run(shutdown.clone()));
+        // The link's CPU is the publish stage's: encoding, outbox, MQTT.
+        let link_task = tokio::spawn(Measured::new(Stage::Publish, link.run(shutdown.clone())));
         let escalations = tokio::spawn(alerts.clone().escalate_loop(shutdown.clone()));
         let feed = tokio::spawn(alerts.clone().feed_loop(shutdown.clone()));
         let acks = tokio::spawn(alerts.clone().ack_loop(ack_rx, shutdown));

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use sharpeyes_config::{Camera, Config};
+use sharpeyes_ingest::cpu::{self, Stage};
 use sharpeyes_ingest::{Frame, FrameSlot};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -515,9 +516,11 @@ impl CameraTask {
         };
         let now = Instant::now();
         if let Some(h) = &mut self.health {
-            h.observe(&self.camera, &frame, image, now);
+            cpu::measure(Stage::Health, || {
+                h.observe(&self.camera, &frame, image, now)
+            });
         }
-        let gate = self.analyzer.gate(image, now);
+        let gate = cpu::measure(Stage::Motion, || self.analyzer.gate(image, now));
         if gate == Gate::Skip && !frame.verifying {
             self.gated.inc();
             return;
@@ -562,14 +565,16 @@ impl CameraTask {
             .observe(answer.batch_size as f64);
         let started = Instant::now();
         let frame = &answer.frame;
-        let events = self.analyzer.on_detections(
-            &worker.name,
-            &answer.detections,
-            frame,
-            (frame.width, frame.height),
-            answer.submitted,
-            frame.received_at,
-        );
+        let events = cpu::measure(Stage::Postprocess, || {
+            self.analyzer.on_detections(
+                &worker.name,
+                &answer.detections,
+                frame,
+                (frame.width, frame.height),
+                answer.submitted,
+                frame.received_at,
+            )
+        });
         let postprocess = started.elapsed();
         self.postprocess.observe(postprocess.as_secs_f64());
         let timings = Timings {

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::image::RgbImage;
 use crate::model::Detector;
 use crate::preprocess::Batch;
+use sharpeyes_ingest::cpu::{self, Stage};
 
 /// What the batcher needs of a frame.
 pub trait AsRgb: Send + Sync + 'static {
@@ -215,20 +216,22 @@ fn worker<F: AsRgb, R: Reply<F>, I: Infer>(
 
         batch.clear();
         let preprocess_start = Instant::now();
-        jobs.retain(|j| match batch.push(j.frame.rgb()) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "frame not batched");
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        cpu::measure(Stage::Preprocess, || {
+            jobs.retain(|j| match batch.push(j.frame.rgb()) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "frame not batched");
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            })
         });
         if jobs.is_empty() {
             continue;
         }
         let inference_start = Instant::now();
         let preprocess = inference_start.duration_since(preprocess_start);
-        if let Err(e) = det.detect(&batch, &mut outs) {
+        if let Err(e) = cpu::measure(Stage::Inference, || det.detect(&batch, &mut outs)) {
             tracing::error!(error = %e, frames = jobs.len(), "inference failed; frames dropped");
             stats.errors.fetch_add(jobs.len() as u64, Ordering::Relaxed);
             jobs.clear();

@@ -116,7 +116,7 @@ pub fn spawn(config: SourceConfig, shutdown: watch::Receiver<bool>) -> CameraHan
     };
     let camera = task.config.camera.clone();
     let task = tokio::spawn(tracing::Instrument::instrument(
-        task.run(shutdown),
+        crate::cpu::Measured::new(crate::cpu::Stage::Receive, task.run(shutdown)),
         tracing::info_span!("camera", id = %camera),
     ));
     CameraHandle {

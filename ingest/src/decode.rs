@@ -16,6 +16,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
+use crate::cpu::Stage;
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
 
@@ -207,10 +208,15 @@ impl Decoder {
         // survive h264parse, so they are dropped here by their timestamps.
         let decode_only: Arc<Mutex<VecDeque<u64>>> = Arc::default();
         let d = decode_only.clone();
+        // The streaming thread's CPU clock at the last stage boundary: what it spent up to the
+        // decoder's output is decoding, from there to the appsink scaling and conversion.
+        let mark: Arc<CpuMark> = Arc::default();
+        let (m, sink_mark) = (mark.clone(), mark.clone());
         by_name("dec")?
             .static_pad("src")
             .ok_or_else(|| decode_error(format!("{element} has no src pad")))?
             .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                cpu_mark(&m, Stage::Decode);
                 let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
                     return gst::PadProbeReturn::Ok;
                 };
@@ -230,6 +236,7 @@ impl Decoder {
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
+                    let _scaled = MarkOnDrop(&sink_mark, Stage::Scale);
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let Some(buffer) = sample.buffer() else {
                         return Ok(gst::FlowSuccess::Ok);
@@ -379,6 +386,32 @@ impl Decoder {
 }
 
 /// The decoder could not start or go on; GStreamer's words go to `detail`.
+/// Where a streaming thread's CPU clock stood at the last stage boundary.
+type CpuMark = Mutex<Option<(std::thread::ThreadId, Duration)>>;
+
+/// Counts this thread's CPU since the last mark to `stage`, and marks now. The first mark on
+/// a thread (or after the pipeline moved threads) counts nothing.
+fn cpu_mark(mark: &CpuMark, stage: Stage) {
+    let now = crate::cpu::thread_now();
+    let me = std::thread::current().id();
+    let mut m = mark.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((thread, then)) = *m {
+        if thread == me {
+            crate::cpu::add(stage, now.saturating_sub(then));
+        }
+    }
+    *m = Some((me, now));
+}
+
+/// [`cpu_mark`] when the callback ends, whichever way it returns.
+struct MarkOnDrop<'a>(&'a CpuMark, Stage);
+
+impl Drop for MarkOnDrop<'_> {
+    fn drop(&mut self) {
+        cpu_mark(self.0, self.1);
+    }
+}
+
 fn decode_error(detail: impl std::fmt::Display) -> Error {
     Error::with_detail(ErrorKind::Decode, detail)
 }

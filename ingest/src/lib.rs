@@ -20,6 +20,7 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 mod camera;
+pub mod cpu;
 mod error;
 mod frame;
 mod gst_source;
