@@ -276,7 +276,7 @@ fn cluster(options: &Options, nodes: usize, kills: usize, out: &std::path::Path)
 
 /// Prints the table and summary, and writes them with the plot (and the JSON when `json`).
 fn write_outputs(out: &std::path::Path, run: &e2e::Run, json: bool) {
-    let table = report::table(run);
+    let table = report::table(run) + "\n" + &report::stage_table(run);
     let summary = report::summary(run);
     println!("\n{table}\n{summary}");
     let write = |name: &str, text: &str| {

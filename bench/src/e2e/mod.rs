@@ -286,6 +286,11 @@ pub struct Step {
     pub peak_rss_mib: f64,
     pub latency: Latency,
     pub per_camera: Vec<CameraFigures>,
+    /// Where a camera's CPU goes: % of a core per camera by stage
+    /// (`sharpeyes_stage_cpu_seconds_total`, thread CPU), in the stages' order, then
+    /// `other` (the service's CPU that no stage counted: runtime, HTTP, logging...).
+    #[serde(default)]
+    pub stage_cpu: Vec<(String, f64)>,
 }
 
 /// The whole run.
@@ -582,6 +587,11 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
     );
     step.service_cores = (cpu2 - cpu0) / seconds;
     step.cores_per_camera = step.service_cores / cameras as f64;
+    let counted: f64 = step.stage_cpu.iter().map(|(_, v)| v).sum();
+    step.stage_cpu.push((
+        "other".into(),
+        (step.cores_per_camera * 100.0 - counted).max(0.0),
+    ));
     step.simulator_cores = (me2 - me0) / seconds;
     step.rss_mib = rss;
     step.rss_growth_mib = rss - rss0;
@@ -771,7 +781,23 @@ pub fn judge(
         peak_rss_mib: 0.0,
         latency,
         per_camera,
+        stage_cpu: stage_cpu(w, cameras.len()),
     }
+}
+
+const STAGE_CPU: &str = "sharpeyes_stage_cpu_seconds_total";
+
+/// % of a core per camera by stage over the window, in the stages' order.
+fn stage_cpu(w: &Window, cameras: usize) -> Vec<(String, f64)> {
+    let per = 100.0 / w.seconds.max(f64::MIN_POSITIVE) / cameras.max(1) as f64;
+    sharpeyes_ingest::cpu::Stage::ALL
+        .into_iter()
+        .map(|stage| {
+            let labels = [("stage", stage.as_str())];
+            let used = w.s2.sum(STAGE_CPU, &labels) - w.s0.sum(STAGE_CPU, &labels);
+            (stage.as_str().to_owned(), used.max(0.0) * per)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -68,6 +68,41 @@ pub fn table(run: &Run) -> String {
     out
 }
 
+/// Where a camera's CPU goes: one line per step, % of a core per camera by stage.
+pub fn stage_table(run: &Run) -> String {
+    let mut out = String::new();
+    let Some(names) = run.steps.iter().find(|s| !s.stage_cpu.is_empty()).map(|s| {
+        s.stage_cpu
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+    }) else {
+        return out;
+    };
+    let _ = write!(out, "{:<11} {:>3}", "% of a core", "N");
+    for n in &names {
+        let _ = write!(out, " {:>8}", shorten(n));
+    }
+    let _ = writeln!(out, " {:>8}", "total");
+    for s in run.steps.iter().filter(|s| !s.stage_cpu.is_empty()) {
+        let _ = write!(out, "{:<11} {:>3}", s.pipeline.as_str(), s.cameras);
+        for (_, v) in &s.stage_cpu {
+            let _ = write!(out, " {v:>8.2}");
+        }
+        let _ = writeln!(out, " {:>8.2}", s.cores_per_camera * 100.0);
+    }
+    out
+}
+
+fn shorten(stage: &str) -> &str {
+    match stage {
+        "preprocess" => "preproc",
+        "postprocess" => "postproc",
+        "inference" => "infer",
+        other => other,
+    }
+}
+
 /// The conclusions: capacity, the ratio to the baseline, latency against the target.
 pub fn summary(run: &Run) -> String {
     let mut out = String::new();
@@ -138,9 +173,10 @@ pub fn summary(run: &Run) -> String {
 /// Two panels: CPU per camera (% of a core) and alert latency (s), against N.
 pub fn svg(run: &Run) -> String {
     const W: f64 = 960.0;
-    const H: f64 = 470.0;
+    let stages = run.steps.iter().any(|s| !s.stage_cpu.is_empty());
+    let height: f64 = if stages { 660.0 } else { 470.0 };
     let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{}" y="22" text-anchor="middle" font-size="15">sharpeyes end-to-end: {} cores, {}x{} at {} fps, GOP {}</text>
 "#,
@@ -219,10 +255,13 @@ pub fn svg(run: &Run) -> String {
         &lines_latency,
         Some(("target p99", target)),
     );
+    if stages {
+        stage_bars(&mut out, run, 500.0);
+    }
     out.push_str(&format!(
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">hollow points: N not held (a camera starved or a queue grew)</text>\n</svg>\n",
         W / 2.0,
-        H - 8.0
+        height - 8.0
     ));
     out
 }
@@ -356,6 +395,79 @@ fn panel(
             lx + 24.0,
             lx + 30.0,
             ly + 4.0
+        );
+    }
+}
+
+/// Colours of the stages in the stacked bars, in the stages' order, `other` last.
+const STAGE_COLOURS: [&str; 11] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac", "#d3d3d3",
+];
+
+/// A stacked bar per pipeline, at the largest N each ran: where a camera's CPU goes.
+fn stage_bars(out: &mut String, run: &Run, top: f64) {
+    let bars: Vec<&Step> = [Pipeline::Sharpeyes, Pipeline::FullDecode]
+        .into_iter()
+        .filter_map(|p| {
+            run.steps
+                .iter()
+                .filter(|s| s.pipeline == p && !s.stage_cpu.is_empty())
+                .max_by_key(|s| s.cameras)
+        })
+        .collect();
+    let Some(first) = bars.first() else {
+        return;
+    };
+    let (left, w, h) = (160.0, 640.0, 26.0);
+    let widest = bars
+        .iter()
+        .map(|s| s.stage_cpu.iter().map(|(_, v)| v).sum::<f64>())
+        .fold(f64::MIN_POSITIVE, f64::max);
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">where a camera's CPU goes (% of a core per camera, thread CPU by stage)</text>",
+        left + w / 2.0,
+        top - 12.0
+    );
+    for (i, s) in bars.iter().enumerate() {
+        let y = top + i as f64 * (h + 12.0);
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} N={}</text>",
+            left - 8.0,
+            y + h / 2.0 + 4.0,
+            s.pipeline.as_str(),
+            s.cameras
+        );
+        let mut x = left;
+        for (j, (name, v)) in s.stage_cpu.iter().enumerate() {
+            let width = v / widest * w;
+            let _ = writeln!(
+                out,
+                "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h}\" fill=\"{}\"><title>{name}: {v:.2}%</title></rect>",
+                STAGE_COLOURS[j.min(STAGE_COLOURS.len() - 1)]
+            );
+            x += width;
+        }
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{}\">{:.1}%</text>",
+            x + 6.0,
+            y + h / 2.0 + 4.0,
+            s.cores_per_camera * 100.0
+        );
+    }
+    let legend_y = top + bars.len() as f64 * (h + 12.0) + 8.0;
+    for (j, (name, _)) in first.stage_cpu.iter().enumerate() {
+        let x = left + (j % 6) as f64 * 110.0;
+        let y = legend_y + (j / 6) as f64 * 18.0;
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{name}</text>",
+            STAGE_COLOURS[j.min(STAGE_COLOURS.len() - 1)],
+            x + 16.0,
+            y + 10.0
         );
     }
 }

@@ -262,6 +262,12 @@ fn the_report_names_capacity_and_plots_each_pipeline() {
         s.cameras = n;
         s.cores_per_camera = cpu;
         s.held = held;
+        // % of a core: a fifth receiving, three fifths inference, the rest uncounted.
+        s.stage_cpu = vec![
+            ("receive".into(), cpu * 20.0),
+            ("inference".into(), cpu * 60.0),
+            ("other".into(), cpu * 20.0),
+        ];
         s
     };
     let run = Run {
@@ -301,6 +307,23 @@ fn the_report_names_capacity_and_plots_each_pipeline() {
     );
     let table = report::table(&run);
     assert_eq!(table.lines().count(), 2 + 4);
+    // Where the CPU goes: a line per step, and a stacked bar per pipeline at its largest N.
+    let stages = report::stage_table(&run);
+    assert_eq!(stages.lines().count(), 1 + 4, "{stages}");
+    assert!(stages.lines().next().unwrap().contains("infer"), "{stages}");
+    assert!(
+        stages.contains("sharpeyes     8     0.40     1.20     0.40     2.00"),
+        "{stages}"
+    );
+    assert!(
+        svg.contains("<title>inference: 1.20%</title>"),
+        "sharpeyes at N=8"
+    );
+    assert!(
+        svg.contains("<title>inference: 15.00%</title>"),
+        "full-decode at N=8"
+    );
+    assert!(svg.contains(">full-decode N=8</text>"));
     let json = serde_json::to_string(&run).unwrap();
     assert!(json.contains("\"pipeline\":\"full-decode\""));
     // `--replot` reads it back.
