@@ -49,6 +49,18 @@ pub struct AlertCamera {
     pub unit: Option<String>,
 }
 
+impl AlertCamera {
+    /// The camera as messages name it.
+    pub(crate) fn of(camera: &Camera) -> Self {
+        Self {
+            id: camera.id.clone(),
+            name: camera.name.clone(),
+            kind: camera.kind.as_str().to_owned(),
+            unit: camera.unit.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GridStep {
     pub id: String,
@@ -160,12 +172,7 @@ impl Alert {
             severity: event.severity.as_str().to_owned(),
             confidence: event.confidence.clamp(0.0, 1.0),
             source: Source::Video,
-            camera: Some(AlertCamera {
-                id: camera.id.clone(),
-                name: camera.name.clone(),
-                kind: camera.kind.as_str().to_owned(),
-                unit: camera.unit.clone(),
-            }),
+            camera: Some(AlertCamera::of(camera)),
             grid,
             region_code: camera
                 .device_id
@@ -216,12 +223,7 @@ impl Alert {
             severity: alarm.severity.as_str().to_owned(),
             confidence: SENSOR_CONFIDENCE,
             source: Source::Sensor,
-            camera: camera.map(|c| AlertCamera {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                kind: c.kind.as_str().to_owned(),
-                unit: c.unit.clone(),
-            }),
+            camera: camera.map(AlertCamera::of),
             grid,
             region_code: camera
                 .and_then(|c| c.device_id.as_ref())

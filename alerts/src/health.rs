@@ -72,12 +72,7 @@ impl HealthNotice {
         Ok(HealthNotice {
             schema: HEALTH_SCHEMA.to_owned(),
             id: ulid::Ulid::from_datetime(at).to_string(),
-            camera: AlertCamera {
-                id: camera.id.clone(),
-                name: camera.name.clone(),
-                kind: camera.kind.as_str().to_owned(),
-                unit: camera.unit.clone(),
-            },
+            camera: AlertCamera::of(camera),
             grid,
             region_code: camera
                 .device_id
