@@ -402,27 +402,8 @@ impl Alerts {
             }
         }
         if let Some(snap) = snapshot {
-            if let Err(e) = inner
-                .store
-                .put_snapshot(&alert.id, &snap.jpeg, inner.settings.snapshot_ttl)
-                .await
-            {
-                self.store_error("snapshot", &e);
-            }
-            alert.snapshot = Some(SnapshotRef {
-                url: format!(
-                    "{}/api/alerts/{}/snapshot",
-                    inner.settings.snapshot_base_url, alert.id
-                ),
-                sha256: snap.sha256.clone(),
-                size: snap.jpeg.len(),
-                width: snap.width,
-                height: snap.height,
-                inline_base64: inner
-                    .settings
-                    .inline_snapshots
-                    .then(|| base64::engine::general_purpose::STANDARD.encode(&snap.jpeg)),
-            });
+            let inline = inner.settings.inline_snapshots;
+            alert.snapshot = Some(self.store_snapshot(&alert.id, snap, inline).await);
         }
         if alert.node.is_none() {
             alert.node = Some(self.node().to_owned());
@@ -550,24 +531,7 @@ impl Alerts {
     ) -> Result<bool, Error> {
         let inner = &self.inner;
         if let Some(snap) = snapshot {
-            if let Err(e) = inner
-                .store
-                .put_snapshot(&notice.id, &snap.jpeg, inner.settings.snapshot_ttl)
-                .await
-            {
-                self.store_error("snapshot", &e);
-            }
-            notice.snapshot = Some(SnapshotRef {
-                url: format!(
-                    "{}/api/alerts/{}/snapshot",
-                    inner.settings.snapshot_base_url, notice.id
-                ),
-                sha256: snap.sha256.clone(),
-                size: snap.jpeg.len(),
-                width: snap.width,
-                height: snap.height,
-                inline_base64: None,
-            });
+            notice.snapshot = Some(self.store_snapshot(&notice.id, snap, false).await);
         }
         notice.node = self.node().to_owned();
         let payload = serde_json::to_string(&notice).map_err(|e| {
@@ -748,6 +712,32 @@ impl Alerts {
         self.inner.stats.suppressed.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key = %key, "alert suppressed: within its cooldown");
         Submitted::Suppressed
+    }
+
+    /// Keeps `snap` under message `id` (served at `/api/alerts/{id}/snapshot`) and says where
+    /// it is; `inline`: the JPEG itself too. A store that fails is logged: the reference
+    /// still goes out.
+    async fn store_snapshot(&self, id: &str, snap: &Snapshot, inline: bool) -> SnapshotRef {
+        let inner = &self.inner;
+        if let Err(e) = inner
+            .store
+            .put_snapshot(id, &snap.jpeg, inner.settings.snapshot_ttl)
+            .await
+        {
+            self.store_error("snapshot", &e);
+        }
+        SnapshotRef {
+            url: format!(
+                "{}/api/alerts/{id}/snapshot",
+                inner.settings.snapshot_base_url
+            ),
+            sha256: snap.sha256.clone(),
+            size: snap.jpeg.len(),
+            width: snap.width,
+            height: snap.height,
+            inline_base64: inline
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&snap.jpeg)),
+        }
     }
 
     /// Into the outbox: its key, or `None` when the store failed and the alert can only be
