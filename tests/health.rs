@@ -147,6 +147,23 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
     let by_town: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let (status, _) = get_as(svc.port(), "/api/health/report?level=province", TOKEN);
     assert_eq!(status, 400, "an unknown level is refused");
+    for since in ["soon", "999d", "18446744073709551615s"] {
+        let (status, body) = get_as(
+            svc.port(),
+            &format!("/api/health/report?since={since}"),
+            TOKEN,
+        );
+        assert_eq!(
+            status,
+            400,
+            "since={since}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains(since),
+            "the caller's text is not echoed"
+        );
+    }
     let (_, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
