@@ -286,3 +286,106 @@ fn stopping_frees_the_port_and_a_taken_port_is_a_clear_error() {
     assert_eq!(again.port(), port);
     watch(&again.url(1), None, 2, CONNECT_LIMIT).unwrap();
 }
+
+/// One RTSP exchange over `stream`: sends `request` and reads the response head, skipping
+/// interleaved RTP frames; returns the head and body.
+fn exchange(stream: &mut std::net::TcpStream, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    // Interleaved data ('$', channel, 16-bit length) may arrive before the response.
+    loop {
+        stream.read_exact(&mut byte).unwrap();
+        if byte[0] == b'$' && bytes.is_empty() {
+            let mut header = [0u8; 3];
+            stream.read_exact(&mut header).unwrap();
+            let mut skip = vec![0u8; usize::from(u16::from_be_bytes([header[1], header[2]]))];
+            stream.read_exact(&mut skip).unwrap();
+            continue;
+        }
+        bytes.push(byte[0]);
+        if bytes.ends_with(b"\r\n\r\n") {
+            break;
+        }
+        assert!(bytes.len() < 16_384, "an RTSP response head over 16 KiB");
+    }
+    let head = String::from_utf8_lossy(&bytes).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length:"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Connects, plays `path` over interleaved TCP and reads some of the stream; returns the
+/// socket with data still unread, so that dropping it resets the connection.
+fn play_raw(port: u16, path: &str) -> std::net::TcpStream {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(CONNECT_LIMIT)).unwrap();
+    let url = format!("rtsp://127.0.0.1:{port}{path}");
+    let (head, sdp) = exchange(
+        &mut s,
+        &format!("DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"),
+    );
+    assert!(head.starts_with("RTSP/1.0 200"), "{head}");
+    let control = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=control:"))
+        .filter(|c| *c != "*")
+        .unwrap_or("stream=0")
+        .trim()
+        .to_owned();
+    let (head, _) = exchange(
+        &mut s,
+        &format!(
+            "SETUP {url}/{control} RTSP/1.0\r\nCSeq: 2\r\n\
+             Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
+        ),
+    );
+    assert!(head.starts_with("RTSP/1.0 200"), "{head}");
+    let session = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Session:"))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (head, _) = exchange(
+        &mut s,
+        &format!("PLAY {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {session}\r\n\r\n"),
+    );
+    assert!(head.starts_with("RTSP/1.0 200"), "{head}");
+    let mut some = [0u8; 64];
+    s.read_exact(&mut some).unwrap();
+    s
+}
+
+/// Clients of a shared camera come and go abruptly (a killed node resets its connections)
+/// while another keeps watching, and the simulator is stopped with clients attached: the
+/// server must neither crash (gst-rtsp-server 1.22 aborted in `get_data_seq` when a client
+/// was freed under a stream thread still sending to it) nor stop the other client's stream.
+#[test]
+fn clients_that_vanish_mid_stream_neither_crash_the_server_nor_stop_the_others() {
+    let cache = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let sim = Simulator::start(config(1, &cache)).unwrap();
+        let (port, url) = (sim.port(), sim.url(1));
+        let watcher = std::thread::spawn(move || watch(&url, None, 40, CONNECT_LIMIT));
+        for _ in 0..25 {
+            let a = play_raw(port, "/cam1");
+            let b = play_raw(port, "/cam1");
+            drop(a);
+            std::thread::sleep(Duration::from_millis(5));
+            drop(b);
+        }
+        let watched = watcher.join().unwrap();
+        assert!(watched.is_ok(), "round {round}: {watched:?}");
+        // Stopped while clients are still playing.
+        let _attached: Vec<_> = (0..3).map(|_| play_raw(port, "/cam1")).collect();
+        sim.stop();
+    }
+}

@@ -38,6 +38,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const TEARDOWN_LIMIT: Duration = Duration::from_secs(3);
 const TEARDOWN_POLL: Duration = Duration::from_millis(10);
 
+/// How long a client that closed is kept from being freed (see `serve`).
+const KEEP_CLOSED: Duration = Duration::from_secs(5);
+
 /// Role name given to authenticated clients.
 const ROLE: &str = "viewer";
 
@@ -138,6 +141,23 @@ fn serve(
         server.set_auth(Some(&auth));
     }
 
+    // gst-rtsp-server (1.22) hands a client to the threads of a shared stream without a
+    // reference: a client that leaves while the stream still sends to the others can be
+    // freed under such a thread, which then aborts the process (`get_data_seq: 'data_seq'
+    // should not be NULL`, seen once in CI). Closed clients are kept a while longer.
+    let closed: Arc<Mutex<Vec<(Instant, rtsp::RTSPClient)>>> = Arc::default();
+    {
+        let closed = Arc::clone(&closed);
+        server.connect_client_connected(move |_, client| {
+            let closed = Arc::clone(&closed);
+            client.connect_closed(move |c| {
+                if let Ok(mut list) = closed.lock() {
+                    list.push((Instant::now(), c.clone()));
+                }
+            });
+        });
+    }
+
     let source = match server.attach(Some(context)) {
         Ok(id) => id,
         Err(e) => {
@@ -161,6 +181,9 @@ fn serve(
 
     while !shared.stopping.load(Ordering::SeqCst) {
         context.iteration(true);
+        if let Ok(mut list) = closed.lock() {
+            list.retain(|(at, _)| at.elapsed() < KEEP_CLOSED);
+        }
     }
 
     // Teardown: first the listening socket, so that clients which reconnect as soon as they
@@ -170,6 +193,8 @@ fn serve(
     // clients (they hold the media), then the media pipelines.
     close(source);
     drain(context, TEARDOWN_POLL * 10);
+    // Held until the pipelines are down, for the reason `closed` is (above).
+    let attached = server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Ref));
     server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
     let media: Vec<_> = media
         .lock()
@@ -198,6 +223,10 @@ fn serve(
         .find(|m| m.status() != rtsp::RTSPMediaStatus::Unprepared)
     {
         tracing::warn!(status = ?m.status(), limit_s = TEARDOWN_LIMIT.as_secs(), "a simulator stream did not stop in time");
+    }
+    drop(attached);
+    if let Ok(mut list) = closed.lock() {
+        list.clear();
     }
 }
 
