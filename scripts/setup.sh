@@ -6,6 +6,7 @@
 # Layout it fills (all git-ignored):
 #   .deps/onnxruntime/libonnxruntime.so.1   ONNX Runtime, found by the binary without env vars
 #   models/*.onnx                          detectors, copied from ../shared/models when present
+#   models/*_int8.onnx                     their INT8 versions (scripts/quantize.py)
 #   .deps/venv/                            Python tools the tests use (tools-requirements.txt)
 set -euo pipefail
 
@@ -109,4 +110,33 @@ if [ ! -x "$venv/bin/kubernetes-validate" ] || ! cmp -s "$reqs" "$venv/requireme
 else
   say "Python tools present"
 fi
+# --- INT8 models ------------------------------------------------------------------------
+# Each YOLOv8 float model gets a statically quantized sibling, NAME_int8.onnx, chosen with
+# `precision = "int8"`. Redone when the float model, the script or the tools change.
+# Calibration also uses the simulator's scene pictures, rendered by the Rust code that
+# draws them (a dev build of sharpeyes-ingest, which the tests build anyway).
+scenes=""
+for name in fire_smoke_yolov8 person_fall_yolov8s; do
+  float="$root/models/$name.onnx"
+  int8="$root/models/${name}_int8.onnx"
+  [ -s "$float" ] || continue
+  stamp="$(cat "$float" "$root/scripts/quantize.py" "$reqs" "$root"/fixtures/images/*.png \
+    "$root/ingest/src/simulator/scene.rs" | sha256sum | cut -d' ' -f1)"
+  if [ -s "$int8" ] && [ "$(cat "$int8.stamp" 2>/dev/null)" = "$stamp" ]; then
+    continue
+  fi
+  if [ -z "$scenes" ]; then
+    scenes="$(mktemp -d)"
+    trap 'rm -rf "$scenes" "${tmp:-}"' EXIT
+    say "rendering the simulator's scenes for calibration"
+    (cd "$root" && cargo run --locked --quiet -p sharpeyes-ingest --example scene_pictures -- "$scenes")
+  fi
+  say "quantizing models/$name.onnx to INT8 (scripts/quantize.py)"
+  rm -f "$int8" "$int8.stamp"
+  "$venv/bin/python" "$root/scripts/quantize.py" "$float" "$int8.tmp" "$root/fixtures/images" "$scenes" 2>&1 \
+    | grep -v -i "warning\|please consider pre-processing" || true
+  [ -s "$int8.tmp" ] || { echo "setup: quantizing $name failed" >&2; exit 1; }
+  mv "$int8.tmp" "$int8"
+  echo "$stamp" > "$int8.stamp"
+done
 say "done"

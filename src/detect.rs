@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use sharpeyes_analytics::stages::RgbImage;
 use sharpeyes_analytics::{Detector, NmsConfig, Runtime};
-use sharpeyes_config::{Config, Install, Model, ModelLayout};
+use sharpeyes_config::{Config, Install, Model, ModelLayout, Precision};
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -18,6 +18,10 @@ pub struct DetectArgs {
     /// Input side in pixels (default: the model's configured size, else 640).
     #[arg(long)]
     size: Option<u32>,
+    /// `float` or `int8` (the quantized sibling `make setup` makes). Default: what the demo
+    /// config runs for its models, the file as given otherwise.
+    #[arg(long, value_parser = ["float", "int8"])]
+    precision: Option<String>,
     /// Output layout when the model is given as a file.
     #[arg(long, value_parser = ["yolov8", "ssd"], default_value = "yolov8")]
     layout: String,
@@ -111,6 +115,34 @@ pub fn run(args: DetectArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// `model` switched to the file of `precision` (`float`, `int8`), if one is asked for.
+fn with_precision(mut model: Model, precision: Option<&str>) -> Result<Model, String> {
+    let Some(precision) = precision else {
+        return Ok(model);
+    };
+    let stem = model
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let float = stem.strip_suffix("_int8").unwrap_or(&stem);
+    let (file, precision_is) = match precision {
+        "int8" => (format!("{float}_int8.onnx"), Precision::Int8),
+        _ => (format!("{float}.onnx"), Precision::Float),
+    };
+    let path = model.path.with_file_name(file);
+    if !path.is_file() {
+        return Err(format!(
+            "no {precision} version of model `{}`: {} does not exist; `make setup` makes the int8 versions of the yolov8 models in models/",
+            model.name,
+            path.display()
+        ));
+    }
+    model.path = path;
+    model.precision = precision_is;
+    Ok(model)
+}
+
 fn round(v: f32, digits: i32) -> f32 {
     let f = 10f32.powi(digits);
     (v * f).round() / f
@@ -129,7 +161,7 @@ fn resolve_model(args: &DetectArgs, install: &Install) -> Result<Model, String> 
     {
         m.input_size = args.size.unwrap_or(m.input_size);
         m.max_batch = 1;
-        return Ok(m);
+        return with_precision(m, args.precision.as_deref());
     }
     let given = PathBuf::from(&args.model);
     let path = [
@@ -150,18 +182,22 @@ fn resolve_model(args: &DetectArgs, install: &Install) -> Result<Model, String> 
     } else {
         ModelLayout::Yolov8
     };
-    Ok(Model {
-        name: path
-            .file_stem()
-            .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned()),
-        path,
-        layout,
-        input_size: args
-            .size
-            .unwrap_or(if layout == ModelLayout::Ssd { 300 } else { 640 }),
-        classes: Vec::new(),
-        threads: 2,
-        max_batch: 1,
-        max_wait: std::time::Duration::ZERO,
-    })
+    with_precision(
+        Model {
+            name: path
+                .file_stem()
+                .map_or_else(|| args.model.clone(), |s| s.to_string_lossy().into_owned()),
+            path,
+            layout,
+            input_size: args
+                .size
+                .unwrap_or(if layout == ModelLayout::Ssd { 300 } else { 640 }),
+            precision: Precision::Float,
+            classes: Vec::new(),
+            threads: 2,
+            max_batch: 1,
+            max_wait: std::time::Duration::ZERO,
+        },
+        args.precision.as_deref(),
+    )
 }

@@ -209,6 +209,8 @@ fn detect_prints_one_json_line_per_image() {
         "detect",
         "--model",
         "fire_smoke",
+        "--precision",
+        "float",
         "fixtures/images/synthetic_fire.png",
         "fixtures/images/coffee.png",
     ]);
@@ -239,6 +241,39 @@ fn detect_prints_one_json_line_per_image() {
         lines[1]["detections"].as_array().unwrap().len(),
         0,
         "coffee has no fire"
+    );
+
+    // The demo's own choice, INT8, finds the same fire; a missing version is named.
+    let out = sharpeyes(&[
+        "detect",
+        "--model",
+        "fire_smoke",
+        "fixtures/images/synthetic_fire.png",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let fire = &line["detections"][0];
+    assert_eq!(fire["class"], "fire", "{line}");
+    assert!(
+        (fire["score"].as_f64().unwrap() - 0.805).abs() < 0.05,
+        "{fire}"
+    );
+    let out = sharpeyes(&[
+        "detect",
+        "--model",
+        "ssdlite_person.onnx",
+        "--layout",
+        "ssd",
+        "--precision",
+        "int8",
+        "fixtures/images/camera.png",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("ssdlite_person_int8.onnx") && stderr.contains("make setup"),
+        "{stderr}"
     );
 }
 

@@ -14,7 +14,12 @@ use sharpeyes_testkit::schema_errors;
 
 fn demo() -> Config {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["fire_smoke_yolov8.onnx", "person_fall_yolov8s.onnx"] {
+    for f in [
+        "fire_smoke_yolov8.onnx",
+        "fire_smoke_yolov8_int8.onnx",
+        "person_fall_yolov8s.onnx",
+        "person_fall_yolov8s_int8.onnx",
+    ] {
         std::fs::write(dir.path().join(f), b"").unwrap();
     }
     Config::parse(

@@ -32,7 +32,9 @@ pub use schema::{CameraHealth, Health, HealthThresholds, NightHours};
 
 pub use diag::Problems;
 pub use install::Install;
-pub use schema::{Camera, Hazard, Http, Model, ModelLayout, Redis, Sampling, Sensor, Severity};
+pub use schema::{
+    Camera, Hazard, Http, Model, ModelLayout, Precision, Redis, Sampling, Sensor, Severity,
+};
 pub use secret::{Secret, SecretError, SecretUrl, redact_url};
 pub use summary::Summary;
 

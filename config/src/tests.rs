@@ -11,7 +11,9 @@ fn model_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in [
         "fire_smoke_yolov8.onnx",
+        "fire_smoke_yolov8_int8.onnx",
         "person_fall_yolov8s.onnx",
+        "person_fall_yolov8s_int8.onnx",
         "ssdlite_person.onnx",
     ] {
         std::fs::write(dir.path().join(f), b"").unwrap();
@@ -521,6 +523,62 @@ fn model_paths_resolve_beside_the_config_then_in_the_models_dir() {
         c.models[0].path,
         models.path().join("fire_smoke_yolov8.onnx")
     );
+}
+
+#[test]
+fn int8_precision_picks_the_quantized_sibling_or_says_how_to_make_it() {
+    let int8 = BASE.replace(
+        "layout = \"yolov8\"",
+        "layout = \"yolov8\"\nprecision = \"int8\"",
+    );
+    let models = tempfile::tempdir().unwrap();
+    for f in ["fire_smoke_yolov8.onnx", "ssdlite_person.onnx"] {
+        std::fs::write(models.path().join(f), b"").unwrap();
+    }
+    let dirs = [models.path().to_owned()];
+
+    // No sibling yet: refused at the field, naming the file and `make setup`.
+    let problems = Config::parse(&int8, Path::new("elsewhere/site.toml"), &dirs).unwrap_err();
+    let p = problems.errors().next().unwrap();
+    assert_eq!(p.path.to_string(), "models[0].precision");
+    assert!(
+        p.message.contains("fire_smoke_yolov8_int8.onnx"),
+        "{}",
+        p.message
+    );
+    assert!(p.hint.as_deref().unwrap().contains("make setup"), "{p:?}");
+
+    std::fs::write(models.path().join("fire_smoke_yolov8_int8.onnx"), b"").unwrap();
+    let c = Config::parse(&int8, Path::new("elsewhere/site.toml"), &dirs)
+        .unwrap()
+        .config;
+    assert_eq!(c.models[0].precision, Precision::Int8);
+    assert_eq!(
+        c.models[0].path,
+        models.path().join("fire_smoke_yolov8_int8.onnx")
+    );
+    // The default stays the float file.
+    let c = Config::parse(BASE, Path::new("elsewhere/site.toml"), &dirs)
+        .unwrap()
+        .config;
+    assert_eq!(
+        c.models[0].path,
+        models.path().join("fire_smoke_yolov8.onnx")
+    );
+
+    // Only yolov8 models have an INT8 version; an unknown precision names the field.
+    let ssd = int8
+        .replace("fire_smoke_yolov8.onnx", "ssdlite_person.onnx")
+        .replace("layout = \"yolov8\"", "layout = \"ssd\"");
+    let (path, message, hint) = first_error(&ssd);
+    assert_eq!(path, "models[0].precision");
+    assert!(message.contains("ssd"), "{message}");
+    assert!(hint.contains("float"), "{hint}");
+    let e = errors(&BASE.replace(
+        "layout = \"yolov8\"",
+        "layout = \"yolov8\"\nprecision = \"fp4\"",
+    ));
+    assert_eq!(e[0].1, "models[0].precision", "{e:?}");
 }
 
 #[test]

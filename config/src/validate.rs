@@ -11,7 +11,8 @@ use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
     AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Gb28181, Grid,
-    GridLevel, Hazard, Health, Ingest, Model, ModelLayout, Motion, Readings, Sensor, Zone,
+    GridLevel, Hazard, Health, Ingest, Model, ModelLayout, Motion, Precision, Readings, Sensor,
+    Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -636,6 +637,11 @@ impl Validator {
         for (i, m) in &mut section.items {
             let path = FieldPath::item("models", *i);
             match find_model(&m.path, lookup) {
+                Ok(found) if m.precision == Precision::Int8 => {
+                    if let Some(int8) = self.int8_sibling(m, &found, &path) {
+                        m.path = int8;
+                    }
+                }
                 Ok(found) => m.path = found,
                 Err(searched) => self.error(
                     path.key("path"),
@@ -684,6 +690,37 @@ impl Validator {
             }
         }
         section
+    }
+
+    /// The INT8 version of a found float model: `NAME_int8.onnx` beside it.
+    fn int8_sibling(&mut self, m: &Model, found: &Path, path: &FieldPath) -> Option<PathBuf> {
+        if m.layout != ModelLayout::Yolov8 {
+            self.error(
+                path.key("precision"),
+                format!(
+                    "model `{}`: precision = \"int8\" is made for yolov8 models, this one is {}",
+                    m.name,
+                    m.layout.as_str()
+                ),
+                "use precision = \"float\" (the default)",
+            );
+            return None;
+        }
+        let stem = found.file_stem()?.to_string_lossy();
+        let int8 = found.with_file_name(format!("{stem}_int8.onnx"));
+        if int8.is_file() {
+            return Some(int8);
+        }
+        self.error(
+            path.key("precision"),
+            format!(
+                "model `{}`: precision = \"int8\" but {} does not exist",
+                m.name,
+                int8.display()
+            ),
+            "`make setup` quantizes the yolov8 models in models/ (scripts/quantize.py); run it, or quantize yours the same way, or set precision = \"float\"",
+        );
+        None
     }
 
     fn hazards(

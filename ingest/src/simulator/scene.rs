@@ -93,6 +93,12 @@ impl SceneKind {
     }
 
     /// The lower-case name used in `--scenario` entries and logs.
+    /// The scene's still picture at `width` x `height`, as its clips start: what a
+    /// detector sees of it, e.g. to compare two versions of a model on every scene.
+    pub fn picture(self, width: u32, height: u32) -> Result<RgbImage, String> {
+        compose(self, width, height)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SceneKind::Street => "street",

@@ -1,0 +1,176 @@
+//! The INT8 detectors that `make setup` makes find what the float ones find: on the
+//! reference cases of the models' documentation and on every scene of the simulator, every
+//! detection a hazard rule of the demo could count has a partner of its class in the other model's
+//! answer, with a score within 0.05 and a box within 8 pixels at a 640 input.
+//!
+//! Needs `make setup` (ONNX Runtime, the models and their INT8 versions); fails, rather
+//! than skips, without it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sharpeyes_analytics::stages::RgbImage;
+use sharpeyes_analytics::{Detection, Detector, NmsConfig, Runtime};
+use sharpeyes_config::{Config, Install, Model, ModelLayout, Precision};
+use sharpeyes_ingest::simulator::SceneKind;
+
+const SCORE_TOLERANCE: f32 = 0.05;
+/// In pixels of a 640 input; scaled to each image's own pixels.
+const BOX_TOLERANCE_AT_640: f32 = 8.0;
+
+fn install() -> Install {
+    let i = Install::discover();
+    assert!(
+        i.onnxruntime.is_some() && i.model_dir.is_some(),
+        "ONNX Runtime or models missing: run `make setup` ({i:?})"
+    );
+    i
+}
+
+/// Per class name of the model named `model` in `config/demo.toml`, the lowest
+/// `min_confidence` of the hazard rules that count it: weaker detections never raise an
+/// alert (and near the detector's own 0.25 floor they come and go with any change).
+fn hazard_floors(model: &str) -> BTreeMap<String, f32> {
+    let install = install();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let config = Config::load(&demo, &install.model_dirs())
+        .expect("config/demo.toml loads")
+        .config;
+    let mut floors = BTreeMap::new();
+    for h in config.hazards.iter().filter(|h| h.model == model) {
+        for class in &h.classes {
+            let floor = floors.entry(class.clone()).or_insert(h.min_confidence);
+            *floor = floor.min(h.min_confidence);
+        }
+    }
+    assert!(!floors.is_empty(), "no demo hazard counts model `{model}`");
+    floors
+}
+
+fn load(file: &str, size: u32) -> Detector {
+    let install = install();
+    let path = install.model_dir.unwrap().join(file);
+    assert!(
+        path.is_file(),
+        "{} missing: run `make setup`",
+        path.display()
+    );
+    let runtime = Runtime::load(&install.onnxruntime.unwrap()).expect("ONNX Runtime loads");
+    let spec = Model {
+        name: file.trim_end_matches(".onnx").into(),
+        path,
+        layout: ModelLayout::Yolov8,
+        input_size: size,
+        precision: Precision::Float,
+        classes: Vec::new(),
+        threads: 2,
+        max_batch: 4,
+        max_wait: std::time::Duration::from_millis(50),
+    };
+    Detector::load(runtime, &spec, NmsConfig::default()).expect("the model loads")
+}
+
+/// The fixture images and a 1080p picture of every simulator scene, by name.
+fn images() -> Vec<(String, image::RgbImage)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
+    let mut out: Vec<(String, image::RgbImage)> = [
+        "astronaut.png",
+        "camera.png",
+        "coffee.png",
+        "synthetic_fire.png",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), image::open(dir.join(n)).unwrap().to_rgb8()))
+    .collect();
+    for kind in SceneKind::ALL {
+        out.push((
+            format!("scene {}", kind.name()),
+            kind.picture(1920, 1080).unwrap(),
+        ));
+    }
+    out
+}
+
+fn detect(detector: &mut Detector, image: &image::RgbImage) -> Vec<Detection> {
+    let mut batch = detector.new_batch();
+    batch
+        .push(RgbImage::new(image.width(), image.height(), image.as_raw()).unwrap())
+        .unwrap();
+    let mut out = vec![Vec::new()];
+    detector.detect(&batch, &mut out).expect("inference runs");
+    out.pop().unwrap()
+}
+
+fn shown(ds: &[Detection], classes: &[String]) -> Vec<String> {
+    ds.iter()
+        .map(|d| {
+            format!(
+                "{} {:.3} [{:.0},{:.0},{:.0},{:.0}]",
+                classes[d.class], d.score, d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2
+            )
+        })
+        .collect()
+}
+
+/// Compares the float and INT8 versions of `stem` at `size` on every image; returns the
+/// number of detections compared, so a run that found nothing anywhere cannot pass.
+fn same_detections(stem: &str, demo_model: &str, size: u32) -> usize {
+    let floors = hazard_floors(demo_model);
+    let mut float = load(&format!("{stem}.onnx"), size);
+    let mut int8 = load(&format!("{stem}_int8.onnx"), size);
+    assert_eq!(float.classes(), int8.classes());
+    let classes = float.classes().to_vec();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for (name, image) in images() {
+        let f = detect(&mut float, &image);
+        let q = detect(&mut int8, &image);
+        let what = format!(
+            "{stem} @{size} on {name}: float {:?}, int8 {:?}",
+            shown(&f, &classes),
+            shown(&q, &classes)
+        );
+        let tolerance = BOX_TOLERANCE_AT_640 * image.width().max(image.height()) as f32 / 640.0;
+        // Every detection a hazard rule could count, either way round, has a partner of
+        // its class in the other model's answer (which may itself be just under the floor).
+        let partnered = |d: &Detection, others: &[Detection]| {
+            others.iter().any(|e| {
+                e.class == d.class
+                    && (e.score - d.score).abs() <= SCORE_TOLERANCE
+                    && [
+                        (e.bbox.x1, d.bbox.x1),
+                        (e.bbox.y1, d.bbox.y1),
+                        (e.bbox.x2, d.bbox.x2),
+                        (e.bbox.y2, d.bbox.y2),
+                    ]
+                    .iter()
+                    .all(|(a, b)| (a - b).abs() <= tolerance)
+            })
+        };
+        for (mine, others) in [(&f, &q), (&q, &f)] {
+            let counted = mine
+                .iter()
+                .filter(|d| floors.get(&classes[d.class]).is_some_and(|f| d.score >= *f));
+            for d in counted {
+                if partnered(d, others) {
+                    compared += 1;
+                } else {
+                    failures.push(what.clone());
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    compared
+}
+
+#[test]
+fn int8_fire_smoke_finds_what_the_float_model_finds_at_320_and_640() {
+    assert!(same_detections("fire_smoke_yolov8", "fire_smoke", 320) >= 4);
+    assert!(same_detections("fire_smoke_yolov8", "fire_smoke", 640) >= 4);
+}
+
+#[test]
+fn int8_person_finds_what_the_float_model_finds_at_640() {
+    assert!(same_detections("person_fall_yolov8s", "person", 640) >= 6);
+}
