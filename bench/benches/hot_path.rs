@@ -17,7 +17,7 @@ use sharpeyes_analytics::{BBox, Detector, EventObject, HazardEvent, NmsConfig, R
 use sharpeyes_bench::{
     baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
 };
-use sharpeyes_config::{Config, Install, Model, ModelLayout, Severity};
+use sharpeyes_config::{Config, Install, Model, ModelLayout, Precision, Severity};
 use sharpeyes_testkit::config::{FIRE, GRIDS, with};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -212,6 +212,12 @@ fn alert_out(c: &mut Criterion) {
     });
 }
 
+/// The detectors as float and as INT8 (`precision = "int8"`), at both input sizes.
+const MODELS: [(&str, &str); 2] = [
+    ("fire_smoke", "fire_smoke_yolov8"),
+    ("person", "person_fall_yolov8s"),
+];
+
 fn inference(c: &mut Criterion) {
     let install = Install::discover();
     let (Some(lib), Some(models)) = (install.onnxruntime, install.model_dir) else {
@@ -220,34 +226,43 @@ fn inference(c: &mut Criterion) {
     let runtime = Runtime::load(&lib).expect("ONNX Runtime loads");
     let frame = frame_1080p();
     let img = RgbImage::new(1920, 1080, &frame).unwrap();
-    let mut g = c.benchmark_group("inference_fire_smoke");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
-    for size in [320, 640] {
-        for n in [1, 4, 8] {
-            let spec = Model {
-                name: "fire_smoke".into(),
-                path: models.join("fire_smoke_yolov8.onnx"),
-                layout: ModelLayout::Yolov8,
-                input_size: size,
-                classes: Vec::new(),
-                threads: 2,
-                max_batch: n,
-                max_wait: Duration::ZERO,
-            };
-            let mut det = Detector::load(runtime, &spec, NmsConfig::default()).unwrap();
-            let mut batch = det.new_batch();
-            for _ in 0..n {
-                batch.push(img).unwrap();
+    for (name, stem) in MODELS {
+        let mut g = c.benchmark_group(format!("inference_{name}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+        for size in [320, 640] {
+            for n in [1, 4] {
+                for (precision, file) in [
+                    (Precision::Float, format!("{stem}.onnx")),
+                    (Precision::Int8, format!("{stem}_int8.onnx")),
+                ] {
+                    let spec = Model {
+                        name: name.into(),
+                        path: models.join(file),
+                        layout: ModelLayout::Yolov8,
+                        input_size: size,
+                        precision,
+                        classes: Vec::new(),
+                        threads: 1,
+                        max_batch: n,
+                        max_wait: Duration::ZERO,
+                    };
+                    let mut det = Detector::load(runtime, &spec, NmsConfig::default())
+                        .unwrap_or_else(|e| panic!("{e}: run `make setup`"));
+                    let mut batch = det.new_batch();
+                    for _ in 0..n {
+                        batch.push(img).unwrap();
+                    }
+                    let mut out = vec![Vec::new(); n];
+                    g.bench_function(format!("{size}_batch{n}_{}", precision.as_str()), |b| {
+                        b.iter(|| det.detect(&batch, &mut out).unwrap())
+                    });
+                }
             }
-            let mut out = vec![Vec::new(); n];
-            g.bench_function(format!("{size}_batch{n}"), |b| {
-                b.iter(|| det.detect(&batch, &mut out).unwrap())
-            });
         }
+        g.finish();
     }
-    g.finish();
 }
 
 fn summary() {
@@ -324,24 +339,37 @@ fn summary() {
             "once per alert"
         )
     );
-    for size in [320, 640] {
-        let one = m("inference_fire_smoke", &format!("{size}_batch1"));
-        for n in [1, 4, 8] {
-            let t = m("inference_fire_smoke", &format!("{size}_batch{n}"));
-            let per_frame = t.map(|t| t / n as f64);
-            let scaling = match (one, per_frame) {
-                (Some(o), Some(p)) => format!("{:.2}x batch-1 cost per frame", p / o),
-                _ => String::new(),
-            };
-            println!(
-                "{}",
-                summary_line(
-                    &format!("inference fire_smoke {size}, batch {n}, per frame"),
-                    per_frame,
-                    None,
-                    &scaling
-                )
-            );
+    for (name, _) in MODELS {
+        let group = format!("inference_{name}");
+        for size in [320, 640] {
+            let one = m(&group, &format!("{size}_batch1_float"));
+            for n in [1, 4] {
+                let per_frame =
+                    |p: &str| m(&group, &format!("{size}_batch{n}_{p}")).map(|t| t / n as f64);
+                let (float, int8) = (per_frame("float"), per_frame("int8"));
+                let scaling = match (one, float) {
+                    (Some(o), Some(p)) => format!("{:.2}x batch-1 cost per frame", p / o),
+                    _ => String::new(),
+                };
+                println!(
+                    "{}",
+                    summary_line(
+                        &format!("inference {name} {size}, batch {n}, per frame, float"),
+                        float,
+                        None,
+                        &scaling
+                    )
+                );
+                println!(
+                    "{}",
+                    summary_line(
+                        &format!("inference {name} {size}, batch {n}, per frame, int8"),
+                        int8,
+                        float,
+                        "the float model is the baseline"
+                    )
+                );
+            }
         }
     }
 }

@@ -47,6 +47,9 @@ struct Args {
     /// ONNX Runtime threads per inference worker.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// The detector's precision in both pipelines: `int8` (what the demo runs) or `float`.
+    #[arg(long, default_value = "int8", value_parser = ["int8", "float"])]
+    precision: String,
     /// The motion gate in front of inference.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     motion: bool,
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         max_batch: a.max_batch,
         max_wait: Duration::from_millis(a.max_wait_ms),
         threads: a.threads,
+        precision: a.precision,
         motion: a.motion,
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,

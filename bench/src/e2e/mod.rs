@@ -78,6 +78,9 @@ pub struct Options {
     #[serde(with = "secs")]
     pub max_wait: Duration,
     pub threads: usize,
+    /// The detector's `precision` (`int8` or `float`), the same in both pipelines: a
+    /// full-decode system runs the same model (Frigate's CPU default is a quantized one).
+    pub precision: String,
     pub motion: bool,
     /// `retina` or `gstreamer`.
     pub backend: String,
@@ -107,6 +110,7 @@ impl Options {
             max_batch: 4,
             max_wait: Duration::from_millis(50),
             threads: 1,
+            precision: "int8".into(),
             motion: true,
             backend: "retina".into(),
             stop_at_first_miss: true,
@@ -436,6 +440,7 @@ fn tuned_fire(options: &Options, cooldown: &str) -> String {
     for (key, value) in [
         ("input_size", options.input_size.to_string()),
         ("threads", options.threads.to_string()),
+        ("precision", format!("\"{}\"", options.precision)),
         ("max_batch", options.max_batch.to_string()),
         (
             "max_wait",

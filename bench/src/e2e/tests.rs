@@ -211,6 +211,7 @@ fn the_config_has_every_camera_with_the_pipelines_sampling() {
     // It is a valid configuration, with the detector tuned as the options say.
     let models = tempfile::tempdir().unwrap();
     std::fs::write(models.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
+    std::fs::write(models.path().join("fire_smoke_yolov8_int8.onnx"), b"").unwrap();
     let config = sharpeyes_config::Config::parse(
         &text,
         std::path::Path::new("bench.toml"),
@@ -227,6 +228,12 @@ fn the_config_has_every_camera_with_the_pipelines_sampling() {
             model.max_wait
         ),
         (o.input_size, o.threads, o.max_batch, o.max_wait)
+    );
+    assert_eq!(o.precision, "int8");
+    assert_eq!(model.precision, sharpeyes_config::Precision::Int8);
+    assert_eq!(
+        model.path,
+        models.path().join("fire_smoke_yolov8_int8.onnx")
     );
     assert_eq!(config.cameras.len(), 3);
     assert_eq!(config.http.listen.port(), 0, "the service picks its port");
