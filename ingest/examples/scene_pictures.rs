@@ -3,6 +3,8 @@
 //!
 //!     cargo run -p sharpeyes-ingest --example scene_pictures -- DIR
 
+#![allow(clippy::print_stderr)] // a command-line tool's errors are its output
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
