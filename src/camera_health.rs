@@ -218,9 +218,18 @@ impl HealthStage {
         let wall = SystemTime::now();
         let offline_after = self.config.health.offline_after;
         let list = self.board.list();
-        // Cameras no longer here: forget them (their node, if any, reports them now).
-        self.cameras
-            .retain(|id, _| list.iter().any(|v| v.id == *id));
+        // Cameras no longer here: forget them (their node, if any, reports them now), with
+        // their problem gauges, or a removed camera stays "occluded" in /metrics for good.
+        let gone: Vec<String> = self
+            .cameras
+            .keys()
+            .filter(|id| !list.iter().any(|v| v.id == **id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.cameras.remove(&id);
+            crate::metrics::forget(&self.metrics.problem, &id);
+        }
         let hour = hour_of(wall);
         if hour != self.counted_hour {
             self.flush().await;

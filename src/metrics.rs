@@ -293,7 +293,7 @@ impl Metrics {
 }
 
 /// Removes the series of `vec` whose `camera` label is `camera`, whatever its other labels.
-fn forget<T: prometheus::core::MetricVecBuilder>(
+pub(crate) fn forget<T: prometheus::core::MetricVecBuilder>(
     vec: &prometheus::core::MetricVec<T>,
     camera: &str,
 ) {

@@ -164,6 +164,23 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
             "the caller's text is not echoed"
         );
     }
+    // A camera removed over the API takes its problems out of /metrics with it.
+    let (status, body) =
+        sharpeyes_testkit::http::delete(svc.port(), "/api/cameras/cam3", Some(TOKEN));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics =
+            String::from_utf8_lossy(&get_as(svc.port(), "/metrics", TOKEN).1).into_owned();
+        if !metrics.contains("sharpeyes_camera_problem{camera=\"cam3\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cam3 is still in /metrics 10 s after its removal:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (_, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
