@@ -120,17 +120,12 @@ fn with_precision(mut model: Model, precision: Option<&str>) -> Result<Model, St
     let Some(precision) = precision else {
         return Ok(model);
     };
-    let stem = model
-        .path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let float = stem.strip_suffix("_int8").unwrap_or(&stem);
-    let (file, precision_is) = match precision {
-        "int8" => (format!("{float}_int8.onnx"), Precision::Int8),
-        _ => (format!("{float}.onnx"), Precision::Float),
+    let wanted = match precision {
+        "int8" => Precision::Int8,
+        _ => Precision::Float,
     };
-    let path = model.path.with_file_name(file);
+    let float = model.precision.float_of(&model.path);
+    let path = wanted.file_for(&float);
     if !path.is_file() {
         return Err(format!(
             "no {precision} version of model `{}`: {} does not exist; `make setup` makes the int8 versions of the yolov8 models in models/",
@@ -139,7 +134,7 @@ fn with_precision(mut model: Model, precision: Option<&str>) -> Result<Model, St
         ));
     }
     model.path = path;
-    model.precision = precision_is;
+    model.precision = wanted;
     Ok(model)
 }
 

@@ -2,7 +2,7 @@
 //! for the TOML keys; defaults are named functions so they are documented in one place.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -498,6 +498,30 @@ impl Precision {
         match self {
             Self::Float => "float",
             Self::Int8 => "int8",
+        }
+    }
+
+    /// The file of this precision for the float model `float`: itself, or the sibling
+    /// `NAME_int8.onnx` that `make setup` writes beside it.
+    pub fn file_for(self, float: &Path) -> PathBuf {
+        match self {
+            Self::Float => float.to_owned(),
+            Self::Int8 => {
+                let stem = float.file_stem().unwrap_or_default().to_string_lossy();
+                float.with_file_name(format!("{stem}_int8.onnx"))
+            }
+        }
+    }
+
+    /// The float model that `file`, a model file of this precision, was made from.
+    pub fn float_of(self, file: &Path) -> PathBuf {
+        match self {
+            Self::Float => file.to_owned(),
+            Self::Int8 => {
+                let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+                let float = stem.strip_suffix("_int8").unwrap_or(&stem);
+                file.with_file_name(format!("{float}.onnx"))
+            }
         }
     }
 }

@@ -706,8 +706,7 @@ impl Validator {
             );
             return None;
         }
-        let stem = found.file_stem()?.to_string_lossy();
-        let int8 = found.with_file_name(format!("{stem}_int8.onnx"));
+        let int8 = Precision::Int8.file_for(found);
         if int8.is_file() {
             return Some(int8);
         }
