@@ -220,16 +220,14 @@ impl HealthStage {
         let list = self.board.list();
         // Cameras no longer here: forget them (their node, if any, reports them now), with
         // their problem gauges, or a removed camera stays "occluded" in /metrics for good.
-        let gone: Vec<String> = self
-            .cameras
-            .keys()
-            .filter(|id| !list.iter().any(|v| v.id == **id))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.cameras.remove(&id);
-            crate::metrics::forget(&self.metrics.problem, &id);
-        }
+        let problem = &self.metrics.problem;
+        self.cameras.retain(|id, _| {
+            let here = list.iter().any(|v| v.id == *id);
+            if !here {
+                crate::metrics::forget(problem, id);
+            }
+            here
+        });
         let hour = hour_of(wall);
         if hour != self.counted_hour {
             self.flush().await;
