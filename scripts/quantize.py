@@ -115,8 +115,6 @@ def sensitive(model, stem):
     for n in model.graph.node:
         if "first" in kinds and n.name.startswith("/model.0/"):
             out.append(n.name)
-        if "head" in kinds and re.match(r"/model\.22/", n.name):
-            out.append(n.name)
         if "last" in kinds and re.match(r"/model\.\d+/cv[23]\.\d/cv[23]\.\d\.2/", n.name):
             out.append(n.name)
     return out

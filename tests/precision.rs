@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use sharpeyes_analytics::stages::RgbImage;
 use sharpeyes_analytics::{Detection, Detector, NmsConfig, Runtime};
@@ -70,25 +71,29 @@ fn load(file: &str, size: u32) -> Detector {
     Detector::load(runtime, &spec, NmsConfig::default()).expect("the model loads")
 }
 
-/// The fixture images and a 1080p picture of every simulator scene, by name.
-fn images() -> Vec<(String, image::RgbImage)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
-    let mut out: Vec<(String, image::RgbImage)> = [
-        "astronaut.png",
-        "camera.png",
-        "coffee.png",
-        "synthetic_fire.png",
-    ]
-    .iter()
-    .map(|n| (n.to_string(), image::open(dir.join(n)).unwrap().to_rgb8()))
-    .collect();
-    for kind in SceneKind::ALL {
-        out.push((
-            format!("scene {}", kind.name()),
-            kind.picture(1920, 1080).unwrap(),
-        ));
-    }
-    out
+/// The fixture images and a 1080p picture of every simulator scene, by name; drawn once
+/// for all the comparisons.
+fn images() -> &'static [(String, image::RgbImage)] {
+    static IMAGES: OnceLock<Vec<(String, image::RgbImage)>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images");
+        let mut out: Vec<(String, image::RgbImage)> = [
+            "astronaut.png",
+            "camera.png",
+            "coffee.png",
+            "synthetic_fire.png",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), image::open(dir.join(n)).unwrap().to_rgb8()))
+        .collect();
+        for kind in SceneKind::ALL {
+            out.push((
+                format!("scene {}", kind.name()),
+                kind.picture(1920, 1080).unwrap(),
+            ));
+        }
+        out
+    })
 }
 
 fn detect(detector: &mut Detector, image: &image::RgbImage) -> Vec<Detection> {
@@ -123,8 +128,8 @@ fn same_detections(stem: &str, demo_model: &str, size: u32) -> usize {
     let mut compared = 0;
     let mut failures = Vec::new();
     for (name, image) in images() {
-        let f = detect(&mut float, &image);
-        let q = detect(&mut int8, &image);
+        let f = detect(&mut float, image);
+        let q = detect(&mut int8, image);
         let what = format!(
             "{stem} @{size} on {name}: float {:?}, int8 {:?}",
             shown(&f, &classes),
