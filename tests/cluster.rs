@@ -264,12 +264,7 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
             reading.to_string().as_bytes(),
         )
         .await;
-    let floods = |m: &[sharpeyes_testkit::Message]| -> Vec<Value> {
-        m.iter()
-            .filter(|m| m.topic.ends_with("/flood"))
-            .map(|m| m.json())
-            .collect()
-    };
+    let floods = |m: &[sharpeyes_testkit::Message]| -> Vec<Value> { alerts(m, "flood") };
     let got = centre
         .wait_until(Duration::from_secs(20), |m| !floods(m).is_empty())
         .await;
@@ -280,16 +275,7 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     assert!(flood[0]["snapshot"]["url"].is_string(), "{:?}", flood[0]);
 
     // Every camera's fire is alerted, by whichever node runs it.
-    let fires = |m: &[sharpeyes_testkit::Message]| -> BTreeMap<String, usize> {
-        let mut count = BTreeMap::new();
-        for m in m {
-            if m.topic.ends_with("/fire") {
-                let camera = m.json()["camera"]["id"].as_str().unwrap().to_owned();
-                *count.entry(camera).or_insert(0) += 1;
-            }
-        }
-        count
-    };
+    let fires = fires_by_camera;
     let got = centre
         .wait_until(Duration::from_secs(90), |m| fires(m).len() == CAMERAS)
         .await;
@@ -719,11 +705,25 @@ async fn cameras_changed_over_one_nodes_api_change_on_every_node() {
     drop(sim);
 }
 
-/// Fire alerts per camera among `messages`.
+/// The `hazard` alerts among `messages`, once per alert id, as a subscriber keeps them:
+/// delivery is at least once, and a copy (a node killed between the broker's PUBACK and the
+/// outbox removal, a QoS 1 resend) carries the same id. A second alert is a new id.
+fn alerts(messages: &[sharpeyes_testkit::Message], hazard: &str) -> Vec<Value> {
+    let suffix = format!("/{hazard}");
+    let mut seen = std::collections::BTreeSet::new();
+    messages
+        .iter()
+        .filter(|m| m.topic.ends_with(&suffix))
+        .map(|m| m.json())
+        .filter(|alert| seen.insert(alert["id"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// Fire alerts (distinct ids) per camera among `messages`.
 fn fires_by_camera(messages: &[sharpeyes_testkit::Message]) -> BTreeMap<String, usize> {
     let mut count = BTreeMap::new();
-    for m in messages.iter().filter(|m| m.topic.ends_with("/fire")) {
-        let camera = m.json()["camera"]["id"].as_str().unwrap_or("?").to_owned();
+    for alert in alerts(messages, "fire") {
+        let camera = alert["camera"]["id"].as_str().unwrap_or("?").to_owned();
         *count.entry(camera).or_insert(0) += 1;
     }
     count
