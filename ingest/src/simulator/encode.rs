@@ -23,12 +23,15 @@ const BITRATE_1080P_KBPS: u64 = 4000;
 /// Floor for tiny test sizes, in kbit/s, so keyframes stay legible.
 const MIN_BITRATE_KBPS: u64 = 200;
 
+/// x264's quality (CRF) for constant-quality clips: a camera's "higher" picture quality.
+const CONSTANT_QUALITY: u32 = 23;
+
 /// x264 preset: `veryfast` keeps the one-off encode short while staying far better looking
 /// than `ultrafast` (which drops CABAC and deblocking) at the same bit rate.
 const X264_PRESET: &str = "veryfast";
 
 /// Bumped whenever drawing or encoding changes, so stale cache files are not reused.
-const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v3";
+const CACHE_FORMAT: &str = "sharpeyes-sim-clip-v4";
 
 /// How long encoding one clip may take before it is called stuck, in seconds.
 const ENCODE_TIMEOUT_S: u64 = 300;
@@ -57,11 +60,23 @@ pub(crate) struct ClipSpec {
     pub gop: u32,
     /// Sensor noise, grey levels either way.
     pub grain: u8,
+    /// Whether the street's car drives by (in scenes that show the street).
+    pub traffic: bool,
+    /// Constant quality (VBR) instead of a fixed bit rate.
+    pub constant_quality: bool,
 }
 
 impl ClipSpec {
     fn frames(&self) -> u32 {
         self.gop * CLIP_GOPS
+    }
+
+    /// Frames encoded before the clip and dropped: x264's first GOP is not like the ones
+    /// after it (at a fixed bit rate its keyframe is a tenth the size of the next, at
+    /// constant quality a fifth smaller), and a looping clip must look like one long
+    /// stream: a camera that has been running.
+    fn warmup(&self) -> u32 {
+        self.gop
     }
 
     fn bitrate_kbps(&self) -> u32 {
@@ -119,13 +134,17 @@ fn encode(
         "appsrc name=src format=time block=true max-bytes={max_bytes} \
            caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 \
          ! videoconvert ! video/x-raw,format=I420 \
-         ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 bitrate={bitrate} option-string=scenecut=0 \
+         ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 {rate} option-string=scenecut=0 \
          ! video/x-h264,profile=high \
          ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=sink sync=false",
         max_bytes = u64::from(width) * u64::from(height) * 3 * 4,
-        bitrate = spec.bitrate_kbps(),
+        rate = if spec.constant_quality {
+            format!("pass=qual quantizer={CONSTANT_QUALITY}")
+        } else {
+            format!("bitrate={}", spec.bitrate_kbps())
+        },
     );
     let pipeline = gst::parse::launch(&launch)
         .map_err(|e| format!("cannot build the encoder pipeline ({e}); are gstreamer1.0-plugins-ugly (x264enc) and -bad (h264parse) installed? see scripts/setup.sh"))?
@@ -167,6 +186,12 @@ fn encode(
             "encoding the {scene} scene: the clip does not start with a keyframe"
         ));
     }
+    aus.drain(..(spec.warmup() as usize).min(aus.len()));
+    if aus.first().is_none_or(|a| !a.keyframe) {
+        return Err(format!(
+            "encoding the {scene} scene: the clip does not start with a keyframe after the warm-up GOP"
+        ));
+    }
     aus.truncate(spec.frames() as usize);
     if scene == SceneKind::Frozen {
         // A stuck encoder repeats itself exactly: every GOP the first, byte for byte.
@@ -198,12 +223,12 @@ fn run_encoder(
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| "the encoder pipeline does not start".to_string())?;
-    let frames = spec.frames();
+    let frames = spec.frames() + spec.warmup();
     let frame_duration = gst::ClockTime::SECOND / u64::from(spec.fps);
     let mut noise = Grain::new(scene.grain(spec.grain));
     for n in 0..frames {
         let mut frame = still.clone();
-        if scene.shows_traffic() {
+        if spec.traffic && scene.shows_traffic() {
             let (x, y, w, h) = scene::mover(n, frames, spec.width, spec.height);
             scene::fill(&mut frame, x, y, w, h, [200, 30, 30]);
         }
@@ -292,12 +317,20 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         fps,
         gop,
         grain,
+        traffic,
+        constant_quality,
     } = spec;
-    let grain = if grain > 0 {
+    let mut grain = if grain > 0 {
         format!("-grain{grain}")
     } else {
         String::new()
     };
+    if !traffic {
+        grain.push_str("-still");
+    }
+    if constant_quality {
+        grain.push_str(&format!("-crf{CONSTANT_QUALITY}"));
+    }
     format!(
         "{scene}-{width}x{height}-{fps}fps-gop{gop}{grain}-{}kbps-{hash:016x}.h264au",
         spec.bitrate_kbps()
@@ -366,6 +399,8 @@ mod tests {
         fps: 10,
         gop: 5,
         grain: 0,
+        traffic: true,
+        constant_quality: false,
     };
 
     #[test]

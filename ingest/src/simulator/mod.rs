@@ -70,6 +70,14 @@ pub struct SimulatorConfig {
     /// frames are mostly noise, and noise is most of what decoding them costs: benchmarks
     /// set this so that full-rate decoding costs what it does on a real camera.
     pub grain: u8,
+    /// A car drives along the street in every scene that shows it (`true`, the default):
+    /// something always moves. `false`: only sensor noise moves, as on a patrol camera most
+    /// of its day, and a scene changes only where the scenario switches it.
+    pub traffic: bool,
+    /// Encode at constant quality (VBR, as many cameras' main streams are), so that frame
+    /// sizes follow what changes in the picture; `false` (the default): a fixed bit rate
+    /// (4 Mbit/s at 1080p), where they do not.
+    pub constant_quality: bool,
     /// TCP port on 127.0.0.1; 0 picks a free one (see [`Simulator::port`]).
     pub port: u16,
     /// Hazard scenes and when each camera shows them.
@@ -94,6 +102,8 @@ impl Default for SimulatorConfig {
             credentials: None,
             cache_dir: None,
             grain: 0,
+            traffic: true,
+            constant_quality: false,
         }
     }
 }
@@ -116,6 +126,8 @@ impl SimulatorConfig {
             fps: self.fps,
             gop: self.gop,
             grain: self.grain,
+            traffic: self.traffic,
+            constant_quality: self.constant_quality,
         }
     }
 
