@@ -259,6 +259,7 @@ impl Cameras {
         let handle = start_camera(
             camera,
             prepared.input_side(),
+            prepared.skip_quiet(),
             Timeouts::default(),
             stop_rx.clone(),
         )

@@ -236,6 +236,11 @@ impl Metrics {
             );
             mirror(
                 frames,
+                &[camera, "quiet"],
+                counters.quiet.load(Ordering::Relaxed),
+            );
+            mirror(
+                frames,
                 &[camera, "corrupt"],
                 counters.corrupt.load(Ordering::Relaxed),
             );

@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::health::{Change, Diagnosis, HealthConfig, Measures};
 use crate::image::RgbImage;
 use crate::model::{Detector, Runtime};
-use crate::motion::Gate;
+use crate::motion::{Gate, GateReason};
 use crate::postprocess::NmsConfig;
 
 /// A frame waiting for inference is dropped once this old: late detections are worth less
@@ -108,7 +108,7 @@ impl Telemetry {
         let frames = IntCounterVec::new(
             Opts::new(
                 "sharpeyes_frames_total",
-                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), decode_only (decoded as a reference for later frames, not handed on), corrupt (lost to malformed, missing or reordered packets, or skipped after them until the next keyframe), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
+                "Frames per camera by outcome: received (access units), skipped (by sampling, never decoded), quiet (keyframes not decoded: their bitstream showed no change since the last one decoded), decode_only (decoded as a reference for later frames, not handed on), corrupt (lost to malformed, missing or reordered packets, or skipped after them until the next keyframe), decoded (handed on as RGB), dropped (replaced before analysis), gated (no motion), analysed.",
             ),
             &["camera", "outcome"],
         )
@@ -257,9 +257,17 @@ pub struct CameraAnalysis {
     /// Indices into the workers.
     models: Vec<usize>,
     input_side: u32,
+    skip_quiet: Option<std::time::Duration>,
 }
 
 impl CameraAnalysis {
+    /// Whether the camera may leave keyframes whose bitstream shows no change undecoded, and
+    /// how often it must decode one anyway (`[motion]`). Its task asks for every keyframe
+    /// while it needs them ([`FrameSlot::set_attention`]).
+    pub fn skip_quiet(&self) -> Option<std::time::Duration> {
+        self.skip_quiet
+    }
+
     /// The longer side the camera's frames should be decoded to: its largest model input.
     pub fn input_side(&self) -> u32 {
         self.input_side
@@ -386,6 +394,7 @@ impl Analysis {
             analyzer,
             models,
             input_side,
+            skip_quiet: self.config.motion.skip_quiet(),
         })
     }
 
@@ -430,6 +439,7 @@ impl Analysis {
             models: camera.models,
             workers: self.workers.clone(),
             health,
+            moving: false,
             frames,
             reply: Some(tx),
             answers,
@@ -465,6 +475,9 @@ struct CameraTask {
     answers: mpsc::UnboundedReceiver<(usize, Detections<Frame>)>,
     events: mpsc::Sender<VideoEvent>,
     health: Option<HealthWatch>,
+    /// The last frame moved (or was the first): the next keyframe is wanted whatever its
+    /// bitstream says, since a steady stream of change can look like a still one in bytes.
+    moving: bool,
     telemetry: Telemetry,
     // This camera's series, looked up once rather than per frame.
     gated: IntCounter,
@@ -521,6 +534,8 @@ impl CameraTask {
             });
         }
         let gate = cpu::measure(Stage::Motion, || self.analyzer.gate(image, now));
+        self.moving = matches!(gate, Gate::Analyse(GateReason::Motion | GateReason::First));
+        self.ask_attention(now);
         if gate == Gate::Skip && !frame.verifying {
             self.gated.inc();
             return;
@@ -539,12 +554,24 @@ impl CameraTask {
         }
     }
 
+    /// Asks the camera for every keyframe while this camera waits on the next one: a hazard
+    /// half-confirmed, a moving picture, a health problem not yet confirmed or cleared.
+    fn ask_attention(&self, now: Instant) {
+        let unsettled = self
+            .health
+            .as_ref()
+            .is_some_and(|h| h.diagnosis.unsettled());
+        self.frames
+            .set_attention(self.moving || unsettled || self.analyzer.pending(now));
+    }
+
     /// The events one model's answer confirms, sent on to fusion.
     async fn on_answer(&mut self, model: usize, answer: Detections<Frame>) {
         let telemetry = self.telemetry.clone();
         let events = telemetry
             .guarded("analysis", || self.events_of(model, answer))
             .unwrap_or_default();
+        self.ask_attention(Instant::now());
         for event in events {
             if self.events.send(event).await.is_err() {
                 tracing::error!("the alert side is gone: a confirmed hazard is dropped");

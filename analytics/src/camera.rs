@@ -130,11 +130,15 @@ impl CameraAnalyzer {
     /// Whether to run inference on `frame`: when it moved, when the scene has been still
     /// too long, or while a hazard waits for its confirming frames.
     pub fn gate(&mut self, frame: RgbImage<'_>, now: Instant) -> Gate {
-        let pending = self
-            .models
-            .iter()
-            .any(|m| m.rules.iter().any(|r| r.pending(now)));
+        let pending = self.pending(now);
         self.gate.check_pending(frame, now, pending)
+    }
+
+    /// Whether a hazard waits for its confirming frames (or an object its dwell time).
+    pub fn pending(&self, now: Instant) -> bool {
+        self.models
+            .iter()
+            .any(|m| m.rules.iter().any(|r| r.pending(now)))
     }
 
     pub fn gate_counts(&self) -> crate::motion::GateCounts {

@@ -191,6 +191,12 @@ impl Diagnosis {
         self.config.night = night;
     }
 
+    /// Whether a problem waits for `hold` to start or end, or the picture has begun to look
+    /// frozen: until it settles, every keyframe is wanted.
+    pub fn unsettled(&self) -> bool {
+        !self.pending.is_empty() || self.still > 0
+    }
+
     /// The problems that count now, since when.
     pub fn active(&self) -> &BTreeMap<Problem, Instant> {
         &self.active

@@ -73,6 +73,7 @@ async fn measure(port: u16, cameras: usize, sampling: Sampling, seconds: u64) ->
                 url: url::Url::parse(&url).unwrap(),
                 udp: false,
                 sampling,
+                skip_quiet: None,
                 detect_side: 640,
                 hardware_decoding: false,
                 timeouts: Timeouts::default(),

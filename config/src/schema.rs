@@ -856,6 +856,14 @@ pub struct Motion {
     /// A static scene is still analysed this often: smoke grows too slowly to trip the gate.
     #[serde(default = "default_forced_interval", with = "humantime_serde")]
     pub forced_interval: Duration,
+    /// With keyframe sampling (retina cameras): do not even decode a keyframe when the
+    /// sizes of the frames before it say nothing changed since the last one decoded
+    /// (compressed-domain motion). One is still decoded every `forced_interval`, and every
+    /// one while a hazard waits for confirmation, the picture moves or a health problem is
+    /// being confirmed. Off by default: on a camera encoding at a fixed bit rate, sizes do
+    /// not show a change, which then waits for the forced interval.
+    #[serde(default)]
+    pub skip_quiet_keyframes: bool,
 }
 
 impl Default for Motion {
@@ -863,7 +871,16 @@ impl Default for Motion {
         Self {
             enabled: true,
             forced_interval: default_forced_interval(),
+            skip_quiet_keyframes: false,
         }
+    }
+}
+
+impl Motion {
+    /// How often a camera must decode a keyframe when it skips quiet ones; `None`: it
+    /// decodes every keyframe it samples.
+    pub fn skip_quiet(&self) -> Option<Duration> {
+        (self.enabled && self.skip_quiet_keyframes).then_some(self.forced_interval)
     }
 }
 

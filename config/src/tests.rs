@@ -648,6 +648,17 @@ forced_interval = "30s"
     assert_eq!(c.fusion.verify_for, std::time::Duration::from_secs(120));
     assert!(c.motion.enabled);
     assert_eq!(c.motion.forced_interval, std::time::Duration::from_secs(30));
+    // Quiet keyframes are decoded unless asked; skipped ones still come every 30 s.
+    assert_eq!(c.motion.skip_quiet(), None);
+    let skipping = sensors.replace(
+        "forced_interval = \"30s\"",
+        "forced_interval = \"30s\"\nskip_quiet_keyframes = true",
+    );
+    let c = parse(&format!("{BASE}{skipping}")).unwrap().config;
+    assert_eq!(
+        c.motion.skip_quiet(),
+        Some(std::time::Duration::from_secs(30))
+    );
 
     let bad = sensors
         .replace(

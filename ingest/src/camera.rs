@@ -24,6 +24,7 @@ use url::Url;
 use crate::decode::{Codec, DecodeCounters, Decoder, output_size};
 use crate::error::{Error, ErrorKind, sanitised_codecs};
 use crate::frame::FrameSlot;
+use crate::quiet::QuietGops;
 
 /// Limits of one camera's connection, with the defaults documented on each.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +57,9 @@ pub struct SourceConfig {
     pub url: Url,
     pub udp: bool,
     pub sampling: Sampling,
+    /// With keyframe sampling: skip keyframes whose bitstream says nothing changed since the
+    /// last one decoded, decoding one at least this often (`[motion] forced_interval`).
+    pub skip_quiet: Option<Duration>,
     /// Longer side of decoded frames: the largest model input the camera feeds.
     pub detect_side: u32,
     pub hardware_decoding: bool,
@@ -86,6 +90,9 @@ pub struct CameraCounters {
     pub received: AtomicU64,
     /// Access units skipped by sampling, never decoded.
     pub skipped: AtomicU64,
+    /// Keyframes not decoded because nothing changed since the last one decoded
+    /// ([`SourceConfig::skip_quiet`]).
+    pub quiet: AtomicU64,
     /// Access units lost to malformed, missing or reordered packets, and those skipped after
     /// them until the next keyframe (what they refer to is gone).
     pub corrupt: AtomicU64,
@@ -264,6 +271,10 @@ impl Camera {
         let mut last_frame = Instant::now();
         let mut corrupt_log = Quiet::default();
         let mut sampler = Sampler::new(cfg.sampling);
+        let mut quiet = cfg
+            .skip_quiet
+            .filter(|_| cfg.sampling == Sampling::Keyframes)
+            .map(QuietGops::new);
         // Verify mode as of the last keyframe: switching mid-GOP would decode frames whose
         // references were skipped.
         let mut full_rate = false;
@@ -364,6 +375,15 @@ impl Camera {
             } else {
                 sampler.take(keyframe, frame.is_disposable(), Instant::now())
             };
+            if let Some(q) = quiet.as_mut().filter(|_| !full_rate) {
+                let size = frame.data().len();
+                if !keyframe {
+                    q.delta(size);
+                } else if !q.keyframe(size, Instant::now(), self.frames.attention_asked()) {
+                    self.counters.quiet.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             let pushed = match (take, decoder.as_mut()) {
                 (Take::Skip, _) => {
                     self.counters.skipped.fetch_add(1, Ordering::Relaxed);
@@ -378,6 +398,9 @@ impl Camera {
                 tracing::warn!(error = %e, detail = e.detail().unwrap_or(""), "decoder error; resuming at the next keyframe");
                 decoder = None;
                 need_keyframe = true;
+                if let Some(q) = quiet.as_mut() {
+                    q.forget();
+                }
             }
         }
     }

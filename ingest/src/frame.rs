@@ -34,6 +34,8 @@ pub struct FrameSlot {
     dropped: AtomicU64,
     /// Verify mode as asked for; the camera task reads it at each keyframe.
     verify: AtomicBool,
+    /// Analytics wants every keyframe for now; the camera task reads it at each keyframe.
+    attention: AtomicBool,
 }
 
 impl FrameSlot {
@@ -78,6 +80,18 @@ impl FrameSlot {
     /// Whether verify mode is asked for.
     pub fn verify_asked(&self) -> bool {
         self.verify.load(Ordering::Relaxed)
+    }
+
+    /// Asks the camera to decode every keyframe, even those its bitstream says show nothing
+    /// new (see `skip_quiet_keyframes`), while on: analytics sets it while a hazard waits
+    /// for its confirming frames, the picture moves, or a health problem is being confirmed.
+    pub fn set_attention(&self, on: bool) {
+        self.attention.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether analytics asks for every keyframe.
+    pub fn attention_asked(&self) -> bool {
+        self.attention.load(Ordering::Relaxed)
     }
 
     /// Waits for the next frame.

@@ -25,6 +25,7 @@ mod error;
 mod frame;
 mod gst_source;
 mod probe;
+mod quiet;
 mod sensors;
 pub mod simulator;
 mod start;

@@ -13,11 +13,13 @@ use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
 
 /// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
 /// uses `rtspsrc`, anything else retina. Frames are decoded with their longer side at most
-/// `detect_side`. Fails only when the URL's secrets (or its named `credentials`) cannot be
+/// `detect_side`; with `skip_quiet`, keyframes whose bitstream shows no change are not
+/// decoded, but one at least that often (retina only). Fails only when the URL's secrets (or its named `credentials`) cannot be
 /// expanded.
 pub fn start_camera(
     camera: &Camera,
     detect_side: u32,
+    skip_quiet: Option<std::time::Duration>,
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
 ) -> Result<CameraHandle, Error> {
@@ -53,6 +55,7 @@ pub fn start_camera(
                 url,
                 udp,
                 sampling: camera.sampling,
+                skip_quiet,
                 detect_side,
                 hardware_decoding: true,
                 timeouts,

@@ -22,6 +22,7 @@ fn config(port: u16) -> SourceConfig {
         url: url::Url::parse(&format!("rtsp://127.0.0.1:{port}/cam")).unwrap(),
         udp: false,
         sampling: Sampling::Keyframes,
+        skip_quiet: None,
         detect_side: 320,
         hardware_decoding: false,
         timeouts: Timeouts {

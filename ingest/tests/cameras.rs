@@ -35,6 +35,7 @@ fn camera(url: &str, sampling: Sampling) -> SourceConfig {
         url: url::Url::parse(url).unwrap(),
         udp: false,
         sampling,
+        skip_quiet: None,
         detect_side: 160,
         hardware_decoding: false,
         timeouts: Timeouts {
@@ -354,6 +355,7 @@ async fn a_configured_camera_starts_on_the_backend_it_names() {
         let err = sharpeyes_ingest::start_camera(
             &config.cameras[0],
             160,
+            None,
             Timeouts::default(),
             shutdown.clone(),
         )
@@ -363,9 +365,14 @@ async fn a_configured_camera_starts_on_the_backend_it_names() {
             "{backend}: a missing secret is an error"
         );
         std::fs::write(&pw, "s3cret\n").unwrap();
-        let cam =
-            sharpeyes_ingest::start_camera(&config.cameras[0], 160, Timeouts::default(), shutdown)
-                .unwrap();
+        let cam = sharpeyes_ingest::start_camera(
+            &config.cameras[0],
+            160,
+            None,
+            Timeouts::default(),
+            shutdown,
+        )
+        .unwrap();
         let got = frames(&cam, 1).await;
         assert_eq!(got.len(), 1, "{backend}: no frame");
         assert_eq!((got[0].width, got[0].height), (160, 120), "{backend}");

@@ -44,6 +44,7 @@ fn camera(name: &str, url: &str, udp: bool, sampling: Sampling) -> SourceConfig 
         url: url::Url::parse(url).unwrap(),
         udp,
         sampling,
+        skip_quiet: None,
         detect_side: 160,
         hardware_decoding: false,
         timeouts: Timeouts {
