@@ -40,7 +40,7 @@ pub use camera::{EventObject, HazardEvent};
 pub use detection::{BBox, Detection};
 pub use error::Error;
 pub use fusion::Fusion;
-pub use model::{Detector, Runtime};
+pub use model::{Detector, Runtime, SessionTuning};
 pub use postprocess::NmsConfig;
 pub use sensor_rules::{SensorAlarm, SensorEvent, SensorRules};
 /// What a caught panic said: shared by every task that catches panics.

@@ -62,6 +62,30 @@ impl Runtime {
     }
 }
 
+/// ONNX Runtime session settings beyond the model's own (`threads`). The default is what
+/// the service runs, chosen by the `hot_path` bench's `session_settings` group.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTuning {
+    /// Graph optimisation level, 0 (none) to 3 (everything ONNX Runtime has, layout
+    /// changes to NCHWc included).
+    pub optimization: u8,
+    /// Subnormal floats as zero in the session's threads.
+    pub flush_to_zero: bool,
+    /// Worker threads spin while waiting for work: lower latency with `threads` > 1, CPU
+    /// burnt while idle.
+    pub spinning: bool,
+}
+
+impl Default for SessionTuning {
+    fn default() -> Self {
+        Self {
+            optimization: 3,
+            flush_to_zero: false,
+            spinning: false,
+        }
+    }
+}
+
 /// Where the outputs are found, by layout.
 enum Outputs {
     /// `[batch, 4 + classes, anchors]`.
@@ -99,6 +123,17 @@ impl fmt::Debug for Detector {
 impl Detector {
     /// Opens and checks a model; see the module docs.
     pub fn load(runtime: &Runtime, spec: &Model, nms: NmsConfig) -> Result<Self, Error> {
+        Self::load_tuned(runtime, spec, nms, SessionTuning::default())
+    }
+
+    /// [`Self::load`] with ONNX Runtime session settings other than the service's, for
+    /// measuring them (the `hot_path` bench).
+    pub fn load_tuned(
+        runtime: &Runtime,
+        spec: &Model,
+        nms: NmsConfig,
+        tuning: SessionTuning,
+    ) -> Result<Self, Error> {
         let fail = |reason: String| Error::Model {
             model: spec.name.clone(),
             path: spec.path.clone(),
@@ -111,11 +146,26 @@ impl Detector {
         }
         let session = Session::builder(&runtime.env)
             .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(Into::into)
+                b.with_optimization_level(match tuning.optimization {
+                    0 => GraphOptimizationLevel::Disable,
+                    1 => GraphOptimizationLevel::Level1,
+                    2 => GraphOptimizationLevel::Level2,
+                    _ => GraphOptimizationLevel::Level3,
+                })
+                .map_err(Into::into)
             })
             .and_then(|b| b.with_intra_threads(spec.threads).map_err(Into::into))
-            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_op_spinning(tuning.spinning)
+                    .map_err(Into::into)
+            })
+            .and_then(|b| {
+                if tuning.flush_to_zero {
+                    b.with_flush_to_zero().map_err(Into::into)
+                } else {
+                    Ok(b)
+                }
+            })
             .and_then(|mut b| b.commit_from_file(&spec.path))
             .map_err(|e| fail(format!("not a loadable ONNX model: {e}")))?;
 

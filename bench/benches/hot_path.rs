@@ -13,7 +13,9 @@ use sharpeyes_alerts::{Alert, FrameSize};
 use sharpeyes_analytics::stages::{
     AnalysisSettings, Batch, CameraAnalyzer, Decoder, RgbImage, placement,
 };
-use sharpeyes_analytics::{BBox, Detector, EventObject, HazardEvent, NmsConfig, Runtime};
+use sharpeyes_analytics::{
+    BBox, Detector, EventObject, HazardEvent, NmsConfig, Runtime, SessionTuning,
+};
 use sharpeyes_bench::{
     baseline_preprocess, frame_1080p, mean_seconds, summary_line, yolov8_output_640,
 };
@@ -265,6 +267,120 @@ fn inference(c: &mut Criterion) {
     }
 }
 
+/// ONNX Runtime's session settings against the service's (#20), for the models as the
+/// service runs them. Each setting twice: the CPU time of the whole process per inference
+/// (ONNX Runtime's pool threads included, and their spinning), which is what caps the
+/// cameras a machine holds, and the wall time, which is latency.
+fn session_settings(c: &mut Criterion) {
+    let install = Install::discover();
+    let (Some(lib), Some(models)) = (install.onnxruntime, install.model_dir) else {
+        panic!("ONNX Runtime or models missing: run `make setup`");
+    };
+    let runtime = Runtime::load(&lib).expect("ONNX Runtime loads");
+    let frame = frame_1080p();
+    let img = RgbImage::new(1920, 1080, &frame).unwrap();
+    for (group, stem, size, precision) in SESSION_CASES {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        for (setting, threads, tuning) in session_variants() {
+            let spec = Model {
+                name: group.into(),
+                path: precision.file_for(&models.join(format!("{stem}.onnx"))),
+                layout: ModelLayout::Yolov8,
+                input_size: size,
+                precision,
+                classes: Vec::new(),
+                threads,
+                max_batch: 1,
+                max_wait: Duration::ZERO,
+            };
+            let mut det = Detector::load_tuned(runtime, &spec, NmsConfig::default(), tuning)
+                .unwrap_or_else(|e| panic!("{e}: run `make setup`"));
+            let mut batch = det.new_batch();
+            batch.push(img).unwrap();
+            let mut out = vec![Vec::new(); 1];
+            g.bench_function(format!("{setting}_cpu"), |b| {
+                b.iter_custom(|iters| {
+                    let start = cpu_time::ProcessTime::now();
+                    for _ in 0..iters {
+                        det.detect(&batch, &mut out).unwrap();
+                    }
+                    start.elapsed()
+                })
+            });
+            g.bench_function(format!("{setting}_wall"), |b| {
+                b.iter(|| det.detect(&batch, &mut out).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
+/// The models as the service runs them: (group, file stem, input side, precision).
+const SESSION_CASES: [(&str, &str, u32, Precision); 3] = [
+    (
+        "session_fire_smoke_320_int8",
+        "fire_smoke_yolov8",
+        320,
+        Precision::Int8,
+    ),
+    (
+        "session_fire_smoke_320_float",
+        "fire_smoke_yolov8",
+        320,
+        Precision::Float,
+    ),
+    (
+        "session_person_640_int8",
+        "person_fall_yolov8s",
+        640,
+        Precision::Int8,
+    ),
+];
+
+/// (name, `threads`, settings); the first is the service's.
+fn session_variants() -> [(&'static str, usize, SessionTuning); 6] {
+    let service = SessionTuning::default();
+    [
+        ("service", 1, service),
+        (
+            "optimisation_1",
+            1,
+            SessionTuning {
+                optimization: 1,
+                ..service
+            },
+        ),
+        (
+            "optimisation_2",
+            1,
+            SessionTuning {
+                optimization: 2,
+                ..service
+            },
+        ),
+        (
+            "flush_to_zero",
+            1,
+            SessionTuning {
+                flush_to_zero: true,
+                ..service
+            },
+        ),
+        ("threads_2", 2, service),
+        (
+            "threads_2_spinning",
+            2,
+            SessionTuning {
+                spinning: true,
+                ..service
+            },
+        ),
+    ]
+}
+
 fn summary() {
     let m = mean_seconds;
     println!("\n=== hot path summary (this machine, this run) ===");
@@ -372,6 +488,23 @@ fn summary() {
             }
         }
     }
+    for (group, ..) in SESSION_CASES {
+        let case = group.trim_start_matches("session_");
+        let (cpu, wall) = (m(group, "service_cpu"), m(group, "service_wall"));
+        for (setting, ..) in session_variants() {
+            for (kind, base) in [("cpu", cpu), ("wall", wall)] {
+                println!(
+                    "{}",
+                    summary_line(
+                        &format!("{case} {setting}, {kind}"),
+                        m(group, &format!("{setting}_{kind}")),
+                        base,
+                        "the service's settings are the baseline"
+                    )
+                );
+            }
+        }
+    }
 }
 
 criterion_group!(
@@ -381,7 +514,8 @@ criterion_group!(
     postprocess,
     per_frame,
     alert_out,
-    inference
+    inference,
+    session_settings
 );
 
 fn main() {
