@@ -220,12 +220,17 @@ const MODELS: [(&str, &str); 2] = [
     ("person", "person_fall_yolov8s"),
 ];
 
-fn inference(c: &mut Criterion) {
+/// ONNX Runtime and the models' directory, as `make setup` left them.
+fn runtime_and_models() -> (&'static Runtime, std::path::PathBuf) {
     let install = Install::discover();
     let (Some(lib), Some(models)) = (install.onnxruntime, install.model_dir) else {
         panic!("ONNX Runtime or models missing: run `make setup`");
     };
-    let runtime = Runtime::load(&lib).expect("ONNX Runtime loads");
+    (Runtime::load(&lib).expect("ONNX Runtime loads"), models)
+}
+
+fn inference(c: &mut Criterion) {
+    let (runtime, models) = runtime_and_models();
     let frame = frame_1080p();
     let img = RgbImage::new(1920, 1080, &frame).unwrap();
     for (name, stem) in MODELS {
@@ -272,11 +277,7 @@ fn inference(c: &mut Criterion) {
 /// (ONNX Runtime's pool threads included, and their spinning), which is what caps the
 /// cameras a machine holds, and the wall time, which is latency.
 fn session_settings(c: &mut Criterion) {
-    let install = Install::discover();
-    let (Some(lib), Some(models)) = (install.onnxruntime, install.model_dir) else {
-        panic!("ONNX Runtime or models missing: run `make setup`");
-    };
-    let runtime = Runtime::load(&lib).expect("ONNX Runtime loads");
+    let (runtime, models) = runtime_and_models();
     let frame = frame_1080p();
     let img = RgbImage::new(1920, 1080, &frame).unwrap();
     for (group, stem, size, precision) in SESSION_CASES {

@@ -116,6 +116,17 @@ mod tests {
     /// A still scene: noise of 9-12 kB a delta frame, keyframes of about 200 kB.
     const NOISE: [usize; 4] = [9_000, 12_000, 10_500, 11_000];
 
+    /// A gate that has learned the still scene: its first keyframe at `start`, then four
+    /// GOPs of noise, the last 8 s in (decoded at 6 s, skipped at 8 s).
+    fn learned(forced: Duration, start: Instant) -> QuietGops {
+        let mut q = QuietGops::new(forced);
+        q.keyframe(200_000, start, false);
+        for i in 1..=4 {
+            gop(&mut q, start, 2 * i, &NOISE, 200_000);
+        }
+        q
+    }
+
     #[test]
     fn a_still_scene_is_decoded_at_the_forced_interval_only_once_learned() {
         let start = Instant::now();
@@ -136,11 +147,7 @@ mod tests {
     #[test]
     fn a_loud_gop_or_a_changed_keyframe_is_decoded_at_once() {
         let start = Instant::now();
-        let mut q = QuietGops::new(Duration::from_secs(10));
-        q.keyframe(200_000, start, false);
-        for i in 1..=4 {
-            gop(&mut q, start, 2 * i, &NOISE, 200_000);
-        }
+        let mut q = learned(Duration::from_secs(10), start);
         assert!(!gop(&mut q, start, 10 - 1, &NOISE, 200_000), "quiet");
         // A car crossing: a few delta frames twice the noise.
         assert!(gop(&mut q, start, 11, &[9_000, 9_000, 25_000], 200_000));
@@ -156,11 +163,7 @@ mod tests {
     #[test]
     fn a_loud_gop_between_skipped_keyframes_still_counts() {
         let start = Instant::now();
-        let mut q = QuietGops::new(Duration::from_secs(60));
-        q.keyframe(200_000, start, false);
-        for i in 1..=4 {
-            gop(&mut q, start, 2 * i, &NOISE, 200_000);
-        }
+        let mut q = learned(Duration::from_secs(60), start);
         assert!(!gop(&mut q, start, 10, &NOISE, 200_000));
         assert!(gop(&mut q, start, 12, &[40_000], 200_000), "loud");
         assert!(!gop(&mut q, start, 14, &NOISE, 200_000));
@@ -169,11 +172,7 @@ mod tests {
     #[test]
     fn attention_decodes_every_keyframe() {
         let start = Instant::now();
-        let mut q = QuietGops::new(Duration::from_secs(10));
-        q.keyframe(200_000, start, false);
-        for i in 1..=4 {
-            gop(&mut q, start, 2 * i, &NOISE, 200_000);
-        }
+        let mut q = learned(Duration::from_secs(10), start);
         for _ in 0..GOP - 1 {
             q.delta(10_000);
         }
@@ -183,11 +182,7 @@ mod tests {
     #[test]
     fn two_keyframes_in_a_row_or_a_forgotten_keyframe_are_decoded() {
         let start = Instant::now();
-        let mut q = QuietGops::new(Duration::from_secs(10));
-        q.keyframe(200_000, start, false);
-        for i in 1..=4 {
-            gop(&mut q, start, 2 * i, &NOISE, 200_000);
-        }
+        let mut q = learned(Duration::from_secs(10), start);
         assert!(q.keyframe(200_000, start + Duration::from_secs(9), false));
         assert!(!gop(&mut q, start, 9, &NOISE, 200_000));
         q.forget();
