@@ -229,6 +229,28 @@ fn runtime_and_models() -> (&'static Runtime, std::path::PathBuf) {
     (Runtime::load(&lib).expect("ONNX Runtime loads"), models)
 }
 
+/// `models/{stem}.onnx` (or its INT8 sibling) as a `[[models]]` entry with these settings.
+fn yolov8_model(
+    models: &std::path::Path,
+    stem: &str,
+    size: u32,
+    precision: Precision,
+    threads: usize,
+    max_batch: usize,
+) -> Model {
+    Model {
+        name: stem.into(),
+        path: precision.file_for(&models.join(format!("{stem}.onnx"))),
+        layout: ModelLayout::Yolov8,
+        input_size: size,
+        precision,
+        classes: Vec::new(),
+        threads,
+        max_batch,
+        max_wait: Duration::ZERO,
+    }
+}
+
 fn inference(c: &mut Criterion) {
     let (runtime, models) = runtime_and_models();
     let frame = frame_1080p();
@@ -240,21 +262,8 @@ fn inference(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(4));
         for size in [320, 640] {
             for n in [1, 4] {
-                for (precision, file) in [
-                    (Precision::Float, format!("{stem}.onnx")),
-                    (Precision::Int8, format!("{stem}_int8.onnx")),
-                ] {
-                    let spec = Model {
-                        name: name.into(),
-                        path: models.join(file),
-                        layout: ModelLayout::Yolov8,
-                        input_size: size,
-                        precision,
-                        classes: Vec::new(),
-                        threads: 1,
-                        max_batch: n,
-                        max_wait: Duration::ZERO,
-                    };
+                for precision in [Precision::Float, Precision::Int8] {
+                    let spec = yolov8_model(&models, stem, size, precision, 1, n);
                     let mut det = Detector::load(runtime, &spec, NmsConfig::default())
                         .unwrap_or_else(|e| panic!("{e}: run `make setup`"));
                     let mut batch = det.new_batch();
@@ -286,17 +295,7 @@ fn session_settings(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3));
         for (setting, threads, tuning) in session_variants() {
-            let spec = Model {
-                name: group.into(),
-                path: precision.file_for(&models.join(format!("{stem}.onnx"))),
-                layout: ModelLayout::Yolov8,
-                input_size: size,
-                precision,
-                classes: Vec::new(),
-                threads,
-                max_batch: 1,
-                max_wait: Duration::ZERO,
-            };
+            let spec = yolov8_model(&models, stem, size, precision, threads, 1);
             let mut det = Detector::load_tuned(runtime, &spec, NmsConfig::default(), tuning)
                 .unwrap_or_else(|e| panic!("{e}: run `make setup`"));
             let mut batch = det.new_batch();

@@ -14,8 +14,8 @@ use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
 /// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
 /// uses `rtspsrc`, anything else retina. Frames are decoded with their longer side at most
 /// `detect_side`; with `skip_quiet`, keyframes whose bitstream shows no change are not
-/// decoded, but one at least that often (retina only). Fails only when the URL's secrets (or its named `credentials`) cannot be
-/// expanded.
+/// decoded, but one at least that often (retina only). Fails only when the URL's secrets
+/// (or its named `credentials`) cannot be expanded.
 pub fn start_camera(
     camera: &Camera,
     detect_side: u32,

@@ -179,14 +179,10 @@ fn encode(
             .lock()
             .map_err(|_| "encoder output lock poisoned")?,
     );
-    // The clip must start on a keyframe to loop and to be switched to; x264 always opens
-    // with an IDR, so anything else is a broken encoder, not bad input.
-    if aus.first().is_none_or(|a| !a.keyframe) {
-        return Err(format!(
-            "encoding the {scene} scene: the clip does not start with a keyframe"
-        ));
-    }
     aus.drain(..(spec.warmup() as usize).min(aus.len()));
+    // The clip must start on a keyframe to loop and to be switched to; x264 puts an IDR
+    // every `gop` frames (scene cuts off), so after the warm-up GOP anything else is a
+    // broken encoder, not bad input.
     if aus.first().is_none_or(|a| !a.keyframe) {
         return Err(format!(
             "encoding the {scene} scene: the clip does not start with a keyframe after the warm-up GOP"
@@ -320,19 +316,19 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         traffic,
         constant_quality,
     } = spec;
-    let mut grain = if grain > 0 {
+    let mut options = if grain > 0 {
         format!("-grain{grain}")
     } else {
         String::new()
     };
     if !traffic {
-        grain.push_str("-still");
+        options.push_str("-still");
     }
     if constant_quality {
-        grain.push_str(&format!("-crf{CONSTANT_QUALITY}"));
+        options.push_str(&format!("-crf{CONSTANT_QUALITY}"));
     }
     format!(
-        "{scene}-{width}x{height}-{fps}fps-gop{gop}{grain}-{}kbps-{hash:016x}.h264au",
+        "{scene}-{width}x{height}-{fps}fps-gop{gop}{options}-{}kbps-{hash:016x}.h264au",
         spec.bitrate_kbps()
     )
 }
@@ -478,6 +474,7 @@ mod tests {
         assert!(grainy > 3 * clean, "clean {clean} B, grainy {grainy} B");
     }
 }
+
 #[cfg(test)]
 mod quiet_sizes {
     use super::*;
