@@ -659,6 +659,20 @@ forced_interval = "30s"
         c.motion.skip_quiet(),
         Some(std::time::Duration::from_secs(30))
     );
+    // A string where a switch belongs is named with its line, not taken as "on".
+    let errs = errors(&format!(
+        "{BASE}{}",
+        skipping.replace(
+            "skip_quiet_keyframes = true",
+            "skip_quiet_keyframes = \"yes\""
+        )
+    ));
+    assert!(
+        errs.iter().any(|(line, path, msg)| *line > 0
+            && path == "motion.skip_quiet_keyframes"
+            && msg.contains("expected a boolean")),
+        "{errs:?}"
+    );
 
     let bad = sensors
         .replace(
