@@ -673,12 +673,7 @@ impl Link {
                     format!("{}/acks/+/+", self.settings.prefix),
                 ];
                 filters.extend(self.inbound.iter().flat_map(|i| i.filters.iter().cloned()));
-                let subscribe = filters
-                    .iter()
-                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if let Err(e) = self.client.try_subscribe_many(subscribe) {
-                    tracing::error!(topics = ?filters, "cannot subscribe: {e}");
-                }
+                self.subscribe_first(&filters);
                 if ack.session_present {
                     // rumqttc re-sends what is in flight now: its wait for a PUBACK starts again.
                     let now = Instant::now();
@@ -752,6 +747,30 @@ impl Link {
             }
             _ => {}
         }
+    }
+
+    /// Puts the SUBSCRIBE ahead of every PUBLISH of this connection. The broker handles one
+    /// connection's packets in order, so a centre that acknowledges an alert the moment it
+    /// arrives finds the subscription in place; through the client's channel the SUBSCRIBE
+    /// went after the publishes rumqttc holds, and the broker dropped such an acknowledgement.
+    fn subscribe_first(&mut self, filters: &[String]) {
+        let (valid, invalid): (Vec<&String>, Vec<&String>) =
+            filters.iter().partition(|f| rumqttc::valid_filter(f));
+        if !invalid.is_empty() {
+            // A broker disconnects a client for an invalid filter: leave it out.
+            tracing::error!(topics = ?invalid, "cannot subscribe: not valid MQTT filters");
+        }
+        if valid.is_empty() {
+            return;
+        }
+        let subscribe = rumqttc::Subscribe::new_many(
+            valid
+                .into_iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+        );
+        self.eventloop
+            .pending
+            .push_front(Request::Subscribe(subscribe));
     }
 
     /// The connection failed: everything in flight waits for the next connection. Returns how

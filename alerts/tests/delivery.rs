@@ -231,6 +231,64 @@ async fn alerts_arrive_on_their_grid_topic_with_status_and_snapshot() {
     );
 }
 
+/// A centre acknowledges as soon as an alert arrives. The broker drops an acknowledgement that
+/// no subscription takes, so on every connection the service's SUBSCRIBE must reach the broker
+/// before its first PUBLISH (CI once lost an acknowledgement this way, and it escalated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_to_acknowledgements_before_it_publishes_on_every_connection() {
+    logs();
+    let mut broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-order",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let mut ids = vec![
+        submit(&svc.alerts, &config, "fire", None).await,
+        submit(&svc.alerts, &config, "fire", None).await,
+    ];
+    let arrived = |ids: &[String], m: &[Message]| {
+        let got = alert_ids(m);
+        ids.iter().all(|id| got.contains_key(id))
+    };
+    sub.wait_until(Duration::from_secs(10), |m| arrived(&ids, m))
+        .await;
+    // A broker that restarts without persistence forgets the service's subscriptions; the
+    // alerts submitted meanwhile wait, and go out on the new connection.
+    broker.stop();
+    ids.push(submit(&svc.alerts, &config, "fire", None).await);
+    ids.push(submit(&svc.alerts, &config, "fire", None).await);
+    broker.start_again();
+    let got = sub
+        .wait_until(Duration::from_secs(20), |m| arrived(&ids, m))
+        .await;
+    assert!(arrived(&ids, &got), "every alert arrives: {ids:?}");
+    svc.shutdown().await;
+
+    let log = broker.log();
+    let mut connections = 0;
+    let mut subscribed = false;
+    for line in log.lines() {
+        if line.contains("New client connected") && line.contains(" as sharpeyes-test-node ") {
+            connections += 1;
+            subscribed = false;
+        } else if line.contains("Received SUBSCRIBE from sharpeyes-test-node") {
+            subscribed = true;
+        } else if line.contains("Received PUBLISH from sharpeyes-test-node") {
+            assert!(
+                subscribed,
+                "connection {connections}: a PUBLISH before the SUBSCRIBE: {line}"
+            );
+        }
+    }
+    assert!(connections >= 2, "the service connected twice:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooldown_holds_back_repeats_per_camera_hazard_and_zone_in_redis() {
     logs();
