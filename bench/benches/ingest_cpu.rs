@@ -2,27 +2,22 @@
 //! 1080p25 cameras (with sensor noise, 4 Mbit/s), side by side in one run (DESIGN.md target:
 //! keyframes at most 1/10).
 //!
-//! The simulator runs in a child process (this bench started again with
-//! `SHARPEYES_BENCH_ROLE=simulator`), so the CPU measured here is ingest's alone: RTSP
-//! receive, depacketising, sampling, decoding and scaling to the detection size.
+//! The simulator runs in a child process ([`SimulatorProcess`]), so the CPU measured here is
+//! ingest's alone: RTSP receive, depacketising, sampling, decoding and scaling to the
+//! detection size.
 //!
 //! `SHARPEYES_BENCH_CAMERAS` (default 4) and `SHARPEYES_BENCH_SECONDS` (default 20) size it.
 
 #![allow(clippy::print_stdout)] // the figures are the bench's output
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sharpeyes_bench::simulator_process::{GOP, SimulatorProcess};
 use sharpeyes_config::Sampling;
 use sharpeyes_ingest::backends::{SourceConfig, spawn};
-use sharpeyes_ingest::{CameraState, Simulator, SimulatorConfig, Timeouts};
+use sharpeyes_ingest::{CameraState, Timeouts};
 use tokio::sync::watch;
-
-const ROLE: &str = "SHARPEYES_BENCH_ROLE";
-const GOP: u32 = 50;
-const FPS: u32 = 25;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,27 +29,6 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// User + system CPU seconds of this process so far (all threads).
 fn cpu_seconds() -> f64 {
     sharpeyes_bench::e2e::procs::cpu_seconds("self").expect("/proc/self/stat")
-}
-
-fn run_simulator(cameras: usize) {
-    let config = SimulatorConfig {
-        cameras,
-        width: 1920,
-        height: 1080,
-        fps: FPS,
-        gop: GOP,
-        // Noise like a real camera's: each stream carries its 4 Mbit/s, and delta frames
-        // cost what they do on real cameras to receive and decode.
-        grain: 6,
-        port: 0,
-        ..SimulatorConfig::default()
-    };
-    let sim = Simulator::start(config).expect("simulator starts");
-    println!("port {}", sim.port());
-    // Serve until the parent closes our stdin.
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    sim.stop();
 }
 
 struct Measured {
@@ -129,29 +103,16 @@ async fn measure(port: u16, cameras: usize, sampling: Sampling, seconds: u64) ->
 }
 
 fn main() {
-    let cameras = env_or("SHARPEYES_BENCH_CAMERAS", 4) as usize;
-    if std::env::var_os(ROLE).is_some() {
-        return run_simulator(cameras);
+    if SimulatorProcess::serve_if_child() {
+        return;
     }
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and `cargo test --benches` ask what is here
     }
+    let cameras = env_or("SHARPEYES_BENCH_CAMERAS", 4) as usize;
     let seconds = env_or("SHARPEYES_BENCH_SECONDS", 20);
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE, "simulator")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the simulator process starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("port ")
-        .and_then(|p| p.parse().ok())
-        .expect("the simulator's port");
+    let sim = SimulatorProcess::start(cameras, None);
+    let port = sim.port;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,8 +124,7 @@ fn main() {
     );
     let key = runtime.block_on(measure(port, cameras, Sampling::Keyframes, seconds));
     let all = runtime.block_on(measure(port, cameras, Sampling::All, seconds));
-    drop(child.stdin.take());
-    let _ = child.wait();
+    drop(sim);
 
     for (name, m) in [("keyframes", &key), ("all", &all)] {
         println!(

@@ -8,6 +8,7 @@
 #![forbid(clippy::print_stderr)]
 
 pub mod e2e;
+pub mod simulator_process;
 
 use std::path::{Path, PathBuf};
 

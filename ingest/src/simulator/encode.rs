@@ -21,7 +21,15 @@ pub(crate) const CLIP_GOPS: u32 = 2;
 /// Bit rate at 1920x1080, in kbit/s; other sizes scale with their pixel count.
 const BITRATE_1080P_KBPS: u64 = 4000;
 /// Floor for tiny test sizes, in kbit/s, so keyframes stay legible.
-const MIN_BITRATE_KBPS: u64 = 200;
+pub(crate) const MIN_BITRATE_KBPS: u32 = 200;
+/// What a camera's main stream goes up to (and x264's `bitrate` property allows).
+pub(crate) const MAX_BITRATE_KBPS: u32 = 50_000;
+
+/// The bit rate when none is configured: 4 Mbit/s at 1080p, scaled by the pixel count.
+pub(crate) fn default_bitrate_kbps(width: u32, height: u32) -> u32 {
+    let pixels = u64::from(width) * u64::from(height);
+    (BITRATE_1080P_KBPS * pixels / (1920 * 1080)).max(u64::from(MIN_BITRATE_KBPS)) as u32
+}
 
 /// x264's quality (CRF) for constant-quality clips: a camera's "higher" picture quality.
 const CONSTANT_QUALITY: u32 = 23;
@@ -64,6 +72,8 @@ pub(crate) struct ClipSpec {
     pub traffic: bool,
     /// Constant quality (VBR) instead of a fixed bit rate.
     pub constant_quality: bool,
+    /// The fixed bit rate, kbit/s (unused at constant quality).
+    pub bitrate_kbps: u32,
 }
 
 impl ClipSpec {
@@ -77,11 +87,6 @@ impl ClipSpec {
     /// stream: a camera that has been running.
     fn warmup(&self) -> u32 {
         self.gop
-    }
-
-    fn bitrate_kbps(&self) -> u32 {
-        let pixels = u64::from(self.width) * u64::from(self.height);
-        (BITRATE_1080P_KBPS * pixels / (1920 * 1080)).max(MIN_BITRATE_KBPS) as u32
     }
 }
 
@@ -143,7 +148,7 @@ fn encode(
         rate = if spec.constant_quality {
             format!("pass=qual quantizer={CONSTANT_QUALITY}")
         } else {
-            format!("bitrate={}", spec.bitrate_kbps())
+            format!("bitrate={}", spec.bitrate_kbps)
         },
     );
     let pipeline = gst::parse::launch(&launch)
@@ -315,6 +320,7 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         grain,
         traffic,
         constant_quality,
+        bitrate_kbps,
     } = spec;
     let mut options = if grain > 0 {
         format!("-grain{grain}")
@@ -328,8 +334,7 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         options.push_str(&format!("-crf{CONSTANT_QUALITY}"));
     }
     format!(
-        "{scene}-{width}x{height}-{fps}fps-gop{gop}{options}-{}kbps-{hash:016x}.h264au",
-        spec.bitrate_kbps()
+        "{scene}-{width}x{height}-{fps}fps-gop{gop}{options}-{bitrate_kbps}kbps-{hash:016x}.h264au"
     )
 }
 
@@ -397,6 +402,7 @@ mod tests {
         grain: 0,
         traffic: true,
         constant_quality: false,
+        bitrate_kbps: MIN_BITRATE_KBPS,
     };
 
     #[test]
@@ -473,6 +479,31 @@ mod tests {
         let grainy = delta_bytes(ClipSpec { grain: 6, ..SMALL });
         assert!(grainy > 3 * clean, "clean {clean} B, grainy {grainy} B");
     }
+
+    /// Benches compare receiving at 4 and 8 Mbit/s: a noisy camera fills the rate it is set to.
+    #[test]
+    fn a_noisy_stream_carries_the_bit_rate_it_is_set_to() {
+        gst::init().unwrap();
+        let spec = |bitrate_kbps| ClipSpec {
+            width: 320,
+            height: 240,
+            grain: 6,
+            bitrate_kbps,
+            ..SMALL
+        };
+        let still = scene::compose(SceneKind::Street, 320, 240).unwrap();
+        let bytes = |spec: ClipSpec| -> usize {
+            let aus = encode(&still, SceneKind::Street, spec).unwrap();
+            aus.iter().map(|a| a.buffer.size()).sum()
+        };
+        let low = bytes(spec(300));
+        let high = bytes(spec(600));
+        let ratio = high as f64 / low as f64;
+        assert!(
+            (1.5..=2.5).contains(&ratio),
+            "300 kbit/s: {low} B, 600 kbit/s: {high} B"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -516,6 +547,7 @@ mod quiet_sizes {
             grain: 0,
             traffic,
             constant_quality: true,
+            bitrate_kbps: default_bitrate_kbps(1280, 720),
         };
         let still = scene::compose(SceneKind::Street, 1280, 720).unwrap();
         let quiet = encode(&still, SceneKind::Street, spec(false)).unwrap();

@@ -32,7 +32,7 @@ pub use scene::SceneKind;
 pub use schedule::{ScenarioError, ScheduledScene};
 pub use sensors::{ScheduledAlarm, SensorSimulator};
 
-use encode::{Clip, ClipSpec};
+use encode::{Clip, ClipSpec, MAX_BITRATE_KBPS, MIN_BITRATE_KBPS, default_bitrate_kbps};
 
 /// Most cameras one simulator serves; far above what one machine can stream anyway.
 pub const MAX_CAMERAS: usize = 1000;
@@ -78,6 +78,9 @@ pub struct SimulatorConfig {
     /// sizes follow what changes in the picture; `false` (the default): a fixed bit rate
     /// (4 Mbit/s at 1080p), where they do not.
     pub constant_quality: bool,
+    /// The fixed bit rate in kbit/s, when not `constant_quality`; `None`: 4 Mbit/s at 1080p,
+    /// scaled by the pixel count (benches set 8000 for a camera's "high" setting).
+    pub bitrate_kbps: Option<u32>,
     /// TCP port on 127.0.0.1; 0 picks a free one (see [`Simulator::port`]).
     pub port: u16,
     /// Hazard scenes and when each camera shows them.
@@ -104,6 +107,7 @@ impl Default for SimulatorConfig {
             grain: 0,
             traffic: true,
             constant_quality: false,
+            bitrate_kbps: None,
         }
     }
 }
@@ -128,6 +132,9 @@ impl SimulatorConfig {
             grain: self.grain,
             traffic: self.traffic,
             constant_quality: self.constant_quality,
+            bitrate_kbps: self
+                .bitrate_kbps
+                .unwrap_or_else(|| default_bitrate_kbps(self.width, self.height)),
         }
     }
 
@@ -155,6 +162,13 @@ impl SimulatorConfig {
                 self.gop,
                 self.fps * MAX_GOP_S,
                 self.fps
+            ));
+        }
+        if let Some(kbps) = self.bitrate_kbps
+            && !(MIN_BITRATE_KBPS..=MAX_BITRATE_KBPS).contains(&kbps)
+        {
+            return bad(format!(
+                "bitrate_kbps = {kbps}: must be {MIN_BITRATE_KBPS} to {MAX_BITRATE_KBPS} kbit/s"
             ));
         }
         if self.grain > MAX_GRAIN {
@@ -457,6 +471,13 @@ mod tests {
                 ..Default::default()
             },
             "gop = 0 frames",
+        );
+        check(
+            SimulatorConfig {
+                bitrate_kbps: Some(90_000),
+                ..Default::default()
+            },
+            "bitrate_kbps = 90000: must be 200 to 50000 kbit/s",
         );
         check(
             SimulatorConfig {
