@@ -187,6 +187,7 @@ fn resolve_model(args: &DetectArgs, install: &Install) -> Result<Model, String> 
             input_size: args
                 .size
                 .unwrap_or(if layout == ModelLayout::Ssd { 300 } else { 640 }),
+            input_height: None,
             precision: Precision::Float,
             classes: Vec::new(),
             threads: 2,

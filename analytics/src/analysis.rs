@@ -278,7 +278,8 @@ impl CameraAnalysis {
 struct ModelWorker {
     name: String,
     classes: Vec<String>,
-    input_size: u32,
+    /// The longer side of its input: frames are decoded at least this wide.
+    input_side: u32,
     batcher: Batcher<Frame, ToCamera>,
 }
 
@@ -343,7 +344,10 @@ impl Analysis {
                 ModelWorker {
                     name: detector.name().to_owned(),
                     classes: detector.classes().to_vec(),
-                    input_size: detector.input_size(),
+                    input_side: {
+                        let shape = detector.input_shape();
+                        shape.width.max(shape.height)
+                    },
                     batcher: Batcher::start(vec![detector], batcher_config),
                 }
             })
@@ -386,7 +390,7 @@ impl Analysis {
             .collect();
         let input_side = models
             .iter()
-            .map(|&i| self.workers[i].input_size)
+            .map(|&i| self.workers[i].input_side)
             .max()
             .unwrap_or(640);
         Ok(CameraAnalysis {

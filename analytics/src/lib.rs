@@ -56,7 +56,9 @@ pub mod stages {
     pub use crate::image::{BadImage, RgbImage};
     pub use crate::motion::{Gate, GateCounts, GateReason, MotionConfig, MotionGate};
     pub use crate::postprocess::Decoder;
-    pub use crate::preprocess::{Batch, LETTERBOX_PAD, Placement, PushError, placement};
+    pub use crate::preprocess::{
+        Batch, InputShape, LETTERBOX_PAD, Placement, PushError, placement,
+    };
     pub use crate::rules::{HazardRule, RuleHit};
     pub use crate::track::{Track, Tracker, TrackerConfig};
 }

@@ -21,7 +21,7 @@ use sharpeyes_config::{Model, ModelLayout};
 use crate::detection::Detection;
 use crate::error::Error;
 use crate::postprocess::{Decoder, NmsConfig};
-use crate::preprocess::Batch;
+use crate::preprocess::{Batch, InputShape};
 
 /// Output names of TF object-detection (SSD) graphs.
 const SSD_OUTPUTS: [&str; 4] = [
@@ -99,7 +99,7 @@ pub struct Detector {
     name: String,
     path: PathBuf,
     layout: ModelLayout,
-    size: u32,
+    shape: InputShape,
     classes: Vec<String>,
     /// `Some(n)` when the model's batch axis is fixed: batches run in chunks of `n`.
     fixed_batch: Option<usize>,
@@ -114,7 +114,7 @@ impl fmt::Debug for Detector {
         f.debug_struct("Detector")
             .field("name", &self.name)
             .field("layout", &self.layout)
-            .field("size", &self.size)
+            .field("shape", &self.shape)
             .field("classes", &self.classes)
             .finish_non_exhaustive()
     }
@@ -179,7 +179,10 @@ impl Detector {
             name: spec.name.clone(),
             path: spec.path.clone(),
             layout: spec.layout,
-            size: spec.input_size,
+            shape: {
+                let (width, height) = spec.input_shape();
+                InputShape { width, height }
+            },
             classes,
             fixed_batch,
             max_batch,
@@ -198,8 +201,8 @@ impl Detector {
         &self.classes
     }
 
-    pub fn input_size(&self) -> u32 {
-        self.size
+    pub fn input_shape(&self) -> InputShape {
+        self.shape
     }
 
     pub fn layout(&self) -> ModelLayout {
@@ -208,7 +211,7 @@ impl Detector {
 
     /// A batch sized for this model.
     pub fn new_batch(&self) -> Batch {
-        Batch::new(self.layout, self.size, self.max_batch)
+        Batch::new(self.layout, self.shape, self.max_batch)
     }
 
     /// Runs inference on every frame of `batch`; `out[i]` gets frame `i`'s detections
@@ -242,18 +245,18 @@ impl Detector {
         len: usize,
         out: &mut [Vec<Detection>],
     ) -> Result<(), String> {
-        let s = self.size as usize;
-        let per = 3 * s * s;
+        let (w, h) = (self.shape.width as usize, self.shape.height as usize);
+        let per = 3 * w * h;
         let err = |e: ort::Error| format!("inference failed: {e}");
         let outputs = match self.layout {
             ModelLayout::Yolov8 => {
                 let data = &batch.planar()[start * per..(start + len) * per];
-                let input = TensorRef::from_array_view(([len, 3, s, s], data)).map_err(err)?;
+                let input = TensorRef::from_array_view(([len, 3, h, w], data)).map_err(err)?;
                 self.session.run(ort::inputs![input]).map_err(err)?
             }
             ModelLayout::Ssd => {
                 let data = &batch.packed()[start * per..(start + len) * per];
-                let input = TensorRef::from_array_view(([len, s, s, 3], data)).map_err(err)?;
+                let input = TensorRef::from_array_view(([len, h, w, 3], data)).map_err(err)?;
                 self.session.run(ort::inputs![input]).map_err(err)?
             }
         };
@@ -307,15 +310,19 @@ fn check_yolov8(session: &Session, spec: &Model) -> Result<(Option<usize>, Outpu
             session.inputs().len()
         ));
     };
-    let size = i64::from(spec.input_size);
+    let (width, height) = spec.input_shape();
     match tensor(input.dtype()) {
         Some((TensorElementType::Float32, dims)) if dims.len() == 4 && dims[1] == 3 => {
-            for (axis, &d) in [(2, &dims[2]), (3, &dims[3])] {
-                if d > 0 && d != size {
+            let height_key = match spec.input_height {
+                Some(_) => "input_height",
+                None => "input_size",
+            };
+            for (axis, key, want) in [(2, height_key, height), (3, "input_size", width)] {
+                let d = dims[axis];
+                if d > 0 && d != i64::from(want) {
                     return Err(format!(
-                        "input `{}` is fixed at {d} on axis {axis}, but input_size = {}; set input_size = {d}",
+                        "input `{}` is fixed at {d} on axis {axis}, but {key} = {want}; set {key} = {d}",
                         input.name(),
-                        spec.input_size
                     ));
                 }
             }

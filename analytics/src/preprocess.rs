@@ -18,6 +18,30 @@ pub const LETTERBOX_PAD: u8 = 114;
 /// YOLOv8 models were trained and validated with.
 const RESIZE: ResizeAlg = ResizeAlg::Interpolation(FilterType::Bilinear);
 
+/// A model's input size in pixels. Square unless the config sets `input_height`: a
+/// rectangle that fits the cameras' aspect leaves no bars for inference to pay for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputShape {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl InputShape {
+    fn pixels(self) -> usize {
+        self.width as usize * self.height as usize
+    }
+}
+
+/// A square input of this side.
+impl From<u32> for InputShape {
+    fn from(side: u32) -> Self {
+        Self {
+            width: side,
+            height: side,
+        }
+    }
+}
+
 /// How a frame was placed in the model input: input pixel = frame pixel * scale + pad.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Placement {
@@ -42,28 +66,34 @@ impl Placement {
     }
 }
 
-/// Where a frame goes in a square input of side `size`: keep the aspect ratio (letterbox,
-/// centred, as Ultralytics does) or stretch to fill (SSD).
-pub fn placement(layout: ModelLayout, size: u32, width: u32, height: u32) -> Placement {
-    let s = size as f32;
+/// Where a frame goes in an input of `shape`: keep the aspect ratio (letterbox, centred, as
+/// Ultralytics does) or stretch to fill (SSD).
+pub fn placement(
+    layout: ModelLayout,
+    shape: impl Into<InputShape>,
+    width: u32,
+    height: u32,
+) -> Placement {
+    let shape = shape.into();
+    let (sw, sh) = (shape.width as f32, shape.height as f32);
     let (fw, fh) = (width as f32, height as f32);
     match layout {
         ModelLayout::Yolov8 => {
             // Boxes map back with the exact ratio, not the rounded resized size.
-            let scale = (s / fw).min(s / fh);
-            let (nw, nh) = resized_size(size, width, height);
+            let scale = (sw / fw).min(sh / fh);
+            let (nw, nh) = resized_size(shape, width, height);
             Placement {
                 scale_x: scale,
                 scale_y: scale,
-                pad_x: ((size - nw) / 2) as f32,
-                pad_y: ((size - nh) / 2) as f32,
+                pad_x: ((shape.width - nw) / 2) as f32,
+                pad_y: ((shape.height - nh) / 2) as f32,
                 frame_width: width,
                 frame_height: height,
             }
         }
         ModelLayout::Ssd => Placement {
-            scale_x: s / fw,
-            scale_y: s / fh,
+            scale_x: sw / fw,
+            scale_y: sh / fh,
             pad_x: 0.0,
             pad_y: 0.0,
             frame_width: width,
@@ -72,11 +102,12 @@ pub fn placement(layout: ModelLayout, size: u32, width: u32, height: u32) -> Pla
     }
 }
 
-/// The letterboxed content size: the longer side fills `size`.
-fn resized_size(size: u32, width: u32, height: u32) -> (u32, u32) {
-    let scale = (size as f64 / width as f64).min(size as f64 / height as f64);
-    let nw = ((width as f64 * scale).round() as u32).clamp(1, size);
-    let nh = ((height as f64 * scale).round() as u32).clamp(1, size);
+/// The letterboxed content size: the frame as large as fits in `shape`.
+fn resized_size(shape: InputShape, width: u32, height: u32) -> (u32, u32) {
+    let (sw, sh) = (f64::from(shape.width), f64::from(shape.height));
+    let scale = (sw / f64::from(width)).min(sh / f64::from(height));
+    let nw = ((f64::from(width) * scale).round() as u32).clamp(1, shape.width);
+    let nh = ((f64::from(height) * scale).round() as u32).clamp(1, shape.height);
     (nw, nh)
 }
 
@@ -101,7 +132,7 @@ impl std::error::Error for PushError {}
 /// A model input tensor being filled, frame by frame.
 pub struct Batch {
     layout: ModelLayout,
-    size: u32,
+    shape: InputShape,
     capacity: usize,
     /// yolov8: f32 NCHW, RGB 0..1. Empty for ssd.
     planar: Vec<f32>,
@@ -114,19 +145,17 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(layout: ModelLayout, size: u32, capacity: usize) -> Self {
-        let side = size as usize;
+    pub fn new(layout: ModelLayout, shape: impl Into<InputShape>, capacity: usize) -> Self {
+        let shape = shape.into();
+        let pixels = shape.pixels();
         let capacity = capacity.max(1);
         let (planar, packed) = match layout {
-            ModelLayout::Yolov8 => (
-                vec![0.0; capacity * 3 * side * side],
-                vec![0; side * side * 3],
-            ),
-            ModelLayout::Ssd => (Vec::new(), vec![0; capacity * side * side * 3]),
+            ModelLayout::Yolov8 => (vec![0.0; capacity * 3 * pixels], vec![0; pixels * 3]),
+            ModelLayout::Ssd => (Vec::new(), vec![0; capacity * pixels * 3]),
         };
         Self {
             layout,
-            size,
+            shape,
             capacity,
             planar,
             packed,
@@ -148,8 +177,8 @@ impl Batch {
         self.capacity
     }
 
-    pub fn size(&self) -> u32 {
-        self.size
+    pub fn shape(&self) -> InputShape {
+        self.shape
     }
 
     pub fn layout(&self) -> ModelLayout {
@@ -167,13 +196,13 @@ impl Batch {
 
     /// The filled part of the f32 NCHW tensor (yolov8).
     pub fn planar(&self) -> &[f32] {
-        let per = 3 * (self.size as usize).pow(2);
+        let per = 3 * self.shape.pixels();
         &self.planar[..self.len() * per]
     }
 
     /// The filled part of the u8 NHWC tensor (ssd).
     pub fn packed(&self) -> &[u8] {
-        let per = 3 * (self.size as usize).pow(2);
+        let per = 3 * self.shape.pixels();
         &self.packed[..self.len() * per]
     }
 
@@ -185,7 +214,7 @@ impl Batch {
                 capacity: self.capacity,
             });
         }
-        let placement = placement(self.layout, self.size, frame.width, frame.height);
+        let placement = placement(self.layout, self.shape, frame.width, frame.height);
         match self.layout {
             ModelLayout::Yolov8 => self.letterbox(frame, slot)?,
             ModelLayout::Ssd => self.stretch(frame, slot)?,
@@ -195,12 +224,12 @@ impl Batch {
     }
 
     fn letterbox(&mut self, frame: RgbImage<'_>, slot: usize) -> Result<(), PushError> {
-        let side = self.size as usize;
-        let (nw, nh) = resized_size(self.size, frame.width, frame.height);
+        let (width, height) = (self.shape.width as usize, self.shape.height as usize);
+        let (nw, nh) = resized_size(self.shape, frame.width, frame.height);
         let packed = &mut self.packed[..nw as usize * nh as usize * 3];
         resize_into(&mut self.resizer, frame, nw, nh, packed)?;
 
-        let plane = side * side;
+        let plane = width * height;
         let tensor = &mut self.planar[slot * 3 * plane..(slot + 1) * 3 * plane];
         // The grey bars only change with the content size: refill them only then. With a
         // camera's frames all one size, each frame writes its content area and nothing else.
@@ -210,9 +239,9 @@ impl Batch {
         }
         let (r, rest) = tensor.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
-        let (pad_x, pad_y) = ((side - nw as usize) / 2, (side - nh as usize) / 2);
+        let (pad_x, pad_y) = ((width - nw as usize) / 2, (height - nh as usize) / 2);
         for (y, row) in packed.chunks_exact(nw as usize * 3).enumerate() {
-            let start = (y + pad_y) * side + pad_x;
+            let start = (y + pad_y) * width + pad_x;
             let end = start + nw as usize;
             spread_row(
                 row,
@@ -225,9 +254,10 @@ impl Batch {
     }
 
     fn stretch(&mut self, frame: RgbImage<'_>, slot: usize) -> Result<(), PushError> {
-        let per = 3 * (self.size as usize).pow(2);
+        let per = 3 * self.shape.pixels();
         let dst = &mut self.packed[slot * per..(slot + 1) * per];
-        resize_into(&mut self.resizer, frame, self.size, self.size, dst)
+        let InputShape { width, height } = self.shape;
+        resize_into(&mut self.resizer, frame, width, height, dst)
     }
 }
 
@@ -296,6 +326,45 @@ mod tests {
         let p = batch.placements()[0];
         assert_eq!((p.pad_x, p.pad_y), (0.0, 140.0));
         assert!((p.scale_x - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    /// 16:9 into 320x192: the same 320x180 content as in a 320x320 square, with 6 rows of
+    /// bars above and below in place of 70, and boxes map back the same way.
+    #[test]
+    fn a_rectangular_input_holds_the_same_content_with_thin_bars() {
+        let data = solid(1920, 1080, [0, 0, 255]);
+        let shape = InputShape {
+            width: 320,
+            height: 192,
+        };
+        let mut batch = Batch::new(ModelLayout::Yolov8, shape, 1);
+        batch
+            .push(RgbImage::new(1920, 1080, &data).unwrap())
+            .unwrap();
+        let t = batch.planar();
+        assert_eq!(t.len(), 3 * 320 * 192);
+        let blue = |x: usize, y: usize| t[2 * 320 * 192 + y * 320 + x];
+        let pad = 114.0 / 255.0;
+        assert_eq!(
+            (blue(0, 5), blue(0, 6), blue(319, 185), blue(319, 186)),
+            (pad, 1.0, 1.0, pad)
+        );
+        let rect = batch.placements()[0];
+        let square = placement(ModelLayout::Yolov8, 320, 1920, 1080);
+        assert_eq!((rect.pad_x, rect.pad_y, square.pad_y), (0.0, 6.0, 70.0));
+        assert_eq!(rect.scale_x, square.scale_x);
+        let in_rect = BBox {
+            x1: 100.0,
+            y1: 56.0,
+            x2: 160.0,
+            y2: 126.0,
+        };
+        let in_square = BBox {
+            y1: 120.0,
+            y2: 190.0,
+            ..in_rect
+        };
+        assert_eq!(rect.to_frame(in_rect), square.to_frame(in_square));
     }
 
     #[test]

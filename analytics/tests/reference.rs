@@ -33,6 +33,7 @@ fn spec(file: &str, layout: ModelLayout, size: u32, classes: &[&str]) -> Model {
         path: install().model_dir.unwrap().join(file),
         layout,
         input_size: size,
+        input_height: None,
         precision: sharpeyes_config::Precision::Float,
         classes: classes.iter().map(|c| c.to_string()).collect(),
         threads: 2,

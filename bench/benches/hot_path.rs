@@ -243,6 +243,7 @@ fn yolov8_model(
         path: precision.file_for(&models.join(format!("{stem}.onnx"))),
         layout: ModelLayout::Yolov8,
         input_size: size,
+        input_height: None,
         precision,
         classes: Vec::new(),
         threads,
@@ -260,10 +261,20 @@ fn inference(c: &mut Criterion) {
         g.sample_size(10)
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4));
-        for size in [320, 640] {
-            for n in [1, 4] {
+        // Square inputs, and (batch 1) the rectangles that fit 16:9 with no bars.
+        let shapes = [
+            (320, None, 4),
+            (320, Some(192), 1),
+            (640, None, 4),
+            (640, Some(384), 1),
+        ];
+        for (size, height, max_n) in shapes {
+            for n in [1, 4].into_iter().filter(|&n| n <= max_n) {
                 for precision in [Precision::Float, Precision::Int8] {
-                    let spec = yolov8_model(&models, stem, size, precision, 1, n);
+                    let spec = Model {
+                        input_height: height,
+                        ..yolov8_model(&models, stem, size, precision, 1, n)
+                    };
                     let mut det = Detector::load(runtime, &spec, NmsConfig::default())
                         .unwrap_or_else(|e| panic!("{e}: run `make setup`"));
                     let mut batch = det.new_batch();
@@ -271,7 +282,11 @@ fn inference(c: &mut Criterion) {
                         batch.push(img).unwrap();
                     }
                     let mut out = vec![Vec::new(); n];
-                    g.bench_function(format!("{size}_batch{n}_{}", precision.as_str()), |b| {
+                    let shape = match height {
+                        Some(h) => format!("{size}x{h}"),
+                        None => size.to_string(),
+                    };
+                    g.bench_function(format!("{shape}_batch{n}_{}", precision.as_str()), |b| {
                         b.iter(|| det.detect(&batch, &mut out).unwrap())
                     });
                 }
@@ -483,6 +498,19 @@ fn summary() {
                         int8,
                         float,
                         "the float model is the baseline"
+                    )
+                );
+            }
+        }
+        for (size, height) in [(320, 192), (640, 384)] {
+            for precision in ["float", "int8"] {
+                println!(
+                    "{}",
+                    summary_line(
+                        &format!("inference {name} {size}x{height} (16:9, no bars), {precision}"),
+                        m(&group, &format!("{size}x{height}_batch1_{precision}")),
+                        m(&group, &format!("{size}_batch1_{precision}")),
+                        "the square input is the baseline"
                     )
                 );
             }

@@ -62,8 +62,8 @@ impl fmt::Display for Summary<'_> {
                 "  {:<14} {} {}x{}, batch <= {}, {} thread(s), classes: {classes}  ({})",
                 m.name,
                 m.layout.as_str(),
-                m.input_size,
-                m.input_size,
+                m.input_shape().0,
+                m.input_shape().1,
                 m.max_batch,
                 m.threads,
                 m.path.display()

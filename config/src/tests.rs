@@ -933,3 +933,30 @@ fn health_limits_default_are_overridden_per_camera_and_checked() {
         "{message} / {hint}"
     );
 }
+
+#[test]
+fn a_rectangular_input_fits_16_9_cameras_and_a_bad_height_is_named() {
+    let c = parse(BASE).unwrap().config;
+    assert_eq!(c.model("fire_smoke").unwrap().input_shape(), (320, 320));
+    let rect = BASE.replace("input_size = 320", "input_size = 320\ninput_height = 192");
+    let c = parse(&rect).unwrap().config;
+    assert_eq!(c.model("fire_smoke").unwrap().input_shape(), (320, 192));
+    for (height, says) in [
+        (
+            "200",
+            "input_height 200 is not a multiple of 32 in 32..=320",
+        ),
+        (
+            "352",
+            "input_height 352 is not a multiple of 32 in 32..=320",
+        ),
+    ] {
+        let errs = errors(&rect.replace("input_height = 192", &format!("input_height = {height}")));
+        assert!(
+            errs.iter().any(|(line, path, msg)| *line == 17
+                && path == "models[0].input_height"
+                && msg.contains(says)),
+            "{height}: {errs:?}"
+        );
+    }
+}

@@ -664,6 +664,28 @@ impl Validator {
                     "yolov8 models take sides that are multiples of 32, e.g. 320 or 640",
                 );
             }
+            if let Some(h) = m.input_height {
+                if m.layout != ModelLayout::Yolov8 {
+                    self.error(
+                        path.key("input_height"),
+                        format!(
+                            "model `{}`: input_height is for yolov8 models; {} models take a square input",
+                            m.name,
+                            m.layout.as_str()
+                        ),
+                        "remove input_height",
+                    );
+                } else if h % 32 != 0 || !(32..=m.input_size).contains(&h) {
+                    self.error(
+                        path.key("input_height"),
+                        format!(
+                            "model `{}`: input_height {h} is not a multiple of 32 in 32..={}",
+                            m.name, m.input_size
+                        ),
+                        "192 with input_size 320, or 384 with 640, fits 16:9 cameras",
+                    );
+                }
+            }
             if !(1..=64).contains(&m.threads) {
                 self.error(
                     path.key("threads"),

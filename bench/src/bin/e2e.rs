@@ -39,6 +39,9 @@ struct Args {
     /// Detector input side (the fire detector; a multiple of 32).
     #[arg(long, default_value_t = 320)]
     input_size: u32,
+    /// Detector input height when not square: 192 with 320 fits 16:9 with no bars.
+    #[arg(long)]
+    input_height: Option<u32>,
     #[arg(long, default_value_t = 4)]
     max_batch: usize,
     /// Milliseconds a batch waits to fill.
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         sampling: a.sampling,
         baseline_fps: a.baseline_fps,
         input_size: a.input_size,
+        input_height: a.input_height,
         max_batch: a.max_batch,
         max_wait: Duration::from_millis(a.max_wait_ms),
         threads: a.threads,

@@ -74,6 +74,9 @@ pub struct Options {
     /// Frames a second the full-decode baseline sends to detection (Frigate's `detect.fps`).
     pub baseline_fps: f64,
     pub input_size: u32,
+    /// The input's height when not square (`input_height`), in both pipelines.
+    #[serde(default)]
+    pub input_height: Option<u32>,
     pub max_batch: usize,
     #[serde(with = "secs")]
     pub max_wait: Duration,
@@ -107,6 +110,7 @@ impl Options {
             sampling: Sampling::Keyframes,
             baseline_fps: 5.0,
             input_size: 320,
+            input_height: None,
             max_batch: 4,
             max_wait: Duration::from_millis(50),
             threads: 1,
@@ -438,7 +442,13 @@ enabled = {motion}
 fn tuned_fire(options: &Options, cooldown: &str) -> String {
     let mut fire = FIRE.to_owned();
     for (key, value) in [
-        ("input_size", options.input_size.to_string()),
+        (
+            "input_size",
+            match options.input_height {
+                Some(h) => format!("{}\ninput_height = {h}", options.input_size),
+                None => options.input_size.to_string(),
+            },
+        ),
         ("threads", options.threads.to_string()),
         ("precision", format!("\"{}\"", options.precision)),
         ("max_batch", options.max_batch.to_string()),
