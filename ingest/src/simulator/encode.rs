@@ -74,6 +74,8 @@ pub(crate) struct ClipSpec {
     pub constant_quality: bool,
     /// The fixed bit rate, kbit/s (unused at constant quality).
     pub bitrate_kbps: u32,
+    /// The same bytes on every run (x264 on one thread).
+    pub deterministic: bool,
 }
 
 impl ClipSpec {
@@ -135,16 +137,19 @@ fn encode(
         gop,
         ..
     } = spec;
+    // `threads=1` when asked: with its own threads x264 makes different bytes on every
+    // run, and tests on decoded keyframes saw different pictures each time.
     let launch = format!(
         "appsrc name=src format=time block=true max-bytes={max_bytes} \
            caps=video/x-raw,format=RGB,width={width},height={height},framerate={fps}/1 \
          ! videoconvert ! video/x-raw,format=I420 \
-         ! x264enc speed-preset={X264_PRESET} tune=zerolatency key-int-max={gop} bframes=0 {rate} option-string=scenecut=0 \
+         ! x264enc speed-preset={X264_PRESET} tune=zerolatency {threads} key-int-max={gop} bframes=0 {rate} option-string=scenecut=0 \
          ! video/x-h264,profile=high \
          ! h264parse config-interval=-1 \
          ! video/x-h264,stream-format=byte-stream,alignment=au \
          ! appsink name=sink sync=false",
         max_bytes = u64::from(width) * u64::from(height) * 3 * 4,
+        threads = if spec.deterministic { "threads=1" } else { "" },
         rate = if spec.constant_quality {
             format!("pass=qual quantizer={CONSTANT_QUALITY}")
         } else {
@@ -321,6 +326,7 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
         traffic,
         constant_quality,
         bitrate_kbps,
+        deterministic,
     } = spec;
     let mut options = if grain > 0 {
         format!("-grain{grain}")
@@ -332,6 +338,9 @@ fn cache_name(scene: SceneKind, spec: ClipSpec, still: &[u8]) -> String {
     }
     if constant_quality {
         options.push_str(&format!("-crf{CONSTANT_QUALITY}"));
+    }
+    if deterministic {
+        options.push_str("-det");
     }
     format!(
         "{scene}-{width}x{height}-{fps}fps-gop{gop}{options}-{bitrate_kbps}kbps-{hash:016x}.h264au"
@@ -403,6 +412,7 @@ mod tests {
         traffic: true,
         constant_quality: false,
         bitrate_kbps: MIN_BITRATE_KBPS,
+        deterministic: false,
     };
 
     #[test]
@@ -480,6 +490,34 @@ mod tests {
         assert!(grainy > 3 * clean, "clean {clean} B, grainy {grainy} B");
     }
 
+    /// A deterministic clip is the same bytes on every run: tests compare models on decoded
+    /// keyframes and need the same pictures each time (x264's threads made each run's clip
+    /// differ, and a detection near a tolerance came and went with them).
+    #[test]
+    fn a_clip_is_the_same_bytes_every_time_it_is_encoded() {
+        gst::init().unwrap();
+        let spec = ClipSpec {
+            width: 1920,
+            height: 1080,
+            fps: 25,
+            gop: 10,
+            grain: 6,
+            bitrate_kbps: 4000,
+            deterministic: true,
+            ..SMALL
+        };
+        let still = scene::compose(SceneKind::Fire, 1920, 1080).unwrap();
+        let bytes = |aus: Vec<AccessUnit>| -> Vec<Vec<u8>> {
+            aus.iter()
+                .map(|a| a.buffer.map_readable().unwrap().as_slice().to_vec())
+                .collect()
+        };
+        let first = bytes(encode(&still, SceneKind::Fire, spec).unwrap());
+        let second = bytes(encode(&still, SceneKind::Fire, spec).unwrap());
+        let differ = first.iter().zip(&second).filter(|(a, b)| a != b).count();
+        assert_eq!((differ, first.len()), (0, second.len()));
+    }
+
     /// Benches compare receiving at 4 and 8 Mbit/s: a noisy camera fills the rate it is set to.
     #[test]
     fn a_noisy_stream_carries_the_bit_rate_it_is_set_to() {
@@ -548,6 +586,7 @@ mod quiet_sizes {
             traffic,
             constant_quality: true,
             bitrate_kbps: default_bitrate_kbps(1280, 720),
+            deterministic: false,
         };
         let still = scene::compose(SceneKind::Street, 1280, 720).unwrap();
         let quiet = encode(&still, SceneKind::Street, spec(false)).unwrap();

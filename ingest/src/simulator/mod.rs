@@ -81,6 +81,9 @@ pub struct SimulatorConfig {
     /// The fixed bit rate in kbit/s, when not `constant_quality`; `None`: 4 Mbit/s at 1080p,
     /// scaled by the pixel count (benches set 8000 for a camera's "high" setting).
     pub bitrate_kbps: Option<u32>,
+    /// Encode on one thread, so that every run streams the same bytes (x264's threads make
+    /// each encode differ): for tests that compare what models see on decoded pictures.
+    pub deterministic: bool,
     /// TCP port on 127.0.0.1; 0 picks a free one (see [`Simulator::port`]).
     pub port: u16,
     /// Hazard scenes and when each camera shows them.
@@ -108,6 +111,7 @@ impl Default for SimulatorConfig {
             traffic: true,
             constant_quality: false,
             bitrate_kbps: None,
+            deterministic: false,
         }
     }
 }
@@ -135,6 +139,7 @@ impl SimulatorConfig {
             bitrate_kbps: self
                 .bitrate_kbps
                 .unwrap_or_else(|| default_bitrate_kbps(self.width, self.height)),
+            deterministic: self.deterministic,
         }
     }
 
