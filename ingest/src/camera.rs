@@ -368,6 +368,7 @@ impl Camera {
                 full_rate = self.frames.verify_asked();
                 if let Some(d) = decoder.as_mut() {
                     d.set_verifying(full_rate);
+                    d.set_intra_only(cfg.sampling == Sampling::Keyframes && !full_rate);
                 }
             }
             let take = if full_rate {

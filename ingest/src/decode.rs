@@ -1,10 +1,13 @@
-//! Access units in, RGB frames at the detection size out, through a GStreamer pipeline:
-//! `appsrc ! parse ! decoder ! videoscale ! caps ! videoconvert ! RGB ! appsink`.
+//! Access units in, RGB frames at the detection size out.
 //!
-//! Scaling happens before colour conversion (cheaper: fewer pixels to convert), straight to
-//! the size analytics needs. A hardware decoder is used when one is present and starts;
-//! otherwise `avdec_*` with one thread (many cameras share the cores; a thread per camera
-//! per core would only add contention).
+//! Three ways, first that starts wins: a hardware decoder through GStreamer when one is
+//! present (and the camera allows it); libavcodec directly ([`crate::libav`]), which can
+//! skip the loop filter on keyframes nothing refers to; GStreamer's `avdec_*` in
+//! `appsrc ! parse ! decoder ! videoscale ! caps ! videoconvert ! RGB ! appsink`.
+//! Software decoders run one thread per camera (many cameras share the cores; a thread per
+//! camera per core would only add contention), and scale straight to the size analytics needs.
+//! `SHARPEYES_DECODER=gstreamer` skips libavcodec (for comparison, or a library that
+//! misbehaves).
 
 use std::collections::VecDeque;
 use std::str::FromStr;
@@ -100,8 +103,197 @@ pub struct DecodeCounters {
     pub errors: AtomicU64,
 }
 
-/// One camera's decoding pipeline. Dropping it stops the pipeline.
+/// The software decoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Software {
+    /// libavcodec called directly (the default).
+    Libav,
+    /// GStreamer's `avdec_*` in a pipeline.
+    Gstreamer,
+}
+
+/// One camera's decoder. Dropping it stops it.
 pub struct Decoder {
+    inner: Inner,
+    counters: Arc<DecodeCounters>,
+    /// Frames pushed from now on are marked [`Frame::verifying`].
+    verifying: bool,
+    /// Keyframes pushed from now on are the only units decoded (see [`Decoder::set_intra_only`]).
+    intra_only: bool,
+}
+
+enum Inner {
+    Gst(GstDecoder),
+    Libav(crate::libav::Decoder),
+}
+
+/// The decoder libavcodec's absence or refusal sent to GStreamer, said once per process.
+fn libav_unavailable(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::info!(
+            reason = why,
+            "decoding through GStreamer's avdec, not libavcodec directly"
+        );
+    });
+}
+
+/// Whether `SHARPEYES_DECODER=gstreamer` asks to leave libavcodec alone.
+fn libav_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::env::var("SHARPEYES_DECODER").map_or(true, |v| !v.eq_ignore_ascii_case("gstreamer"))
+    })
+}
+
+impl Decoder {
+    /// Starts a decoder for `codec` scaling to `out_size` RGB; each frame goes to `on_frame`
+    /// (on the decoder's thread). `hardware: false` forces software.
+    pub fn new(
+        camera: Arc<str>,
+        codec: Codec,
+        out_size: (u32, u32),
+        hardware: bool,
+        counters: Arc<DecodeCounters>,
+        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let software = if libav_wanted() {
+            Software::Libav
+        } else {
+            Software::Gstreamer
+        };
+        Self::start(
+            camera, codec, out_size, hardware, software, counters, on_frame,
+        )
+    }
+
+    /// A software decoder of the kind asked for: for benchmarks and tests that compare them.
+    /// Falls back to GStreamer's when libavcodec is not there.
+    pub fn software(
+        camera: Arc<str>,
+        codec: Codec,
+        out_size: (u32, u32),
+        software: Software,
+        counters: Arc<DecodeCounters>,
+        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        Self::start(camera, codec, out_size, false, software, counters, on_frame)
+    }
+
+    fn start(
+        camera: Arc<str>,
+        codec: Codec,
+        out_size: (u32, u32),
+        hardware: bool,
+        software: Software,
+        counters: Arc<DecodeCounters>,
+        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+    ) -> Result<Self, Error> {
+        let on_frame: Arc<dyn Fn(Frame) + Send + Sync> = Arc::new(on_frame);
+        let inner = |inner| Self {
+            inner,
+            counters: counters.clone(),
+            verifying: false,
+            intra_only: false,
+        };
+        let start_gst = |elements: fn(&str) -> bool| {
+            GstDecoder::new(
+                camera.clone(),
+                codec,
+                out_size,
+                elements,
+                counters.clone(),
+                on_frame.clone(),
+            )
+        };
+        if hardware && let Ok(d) = start_gst(|e| !e.starts_with("avdec")) {
+            return Ok(inner(Inner::Gst(d)));
+        }
+        if software == Software::Libav {
+            match crate::libav::Decoder::new(
+                camera.clone(),
+                codec,
+                out_size,
+                counters.clone(),
+                on_frame.clone(),
+            ) {
+                Ok(d) => return Ok(inner(Inner::Libav(d))),
+                Err(e) => libav_unavailable(&e),
+            }
+        }
+        start_gst(|e| e.starts_with("avdec")).map(|d| inner(Inner::Gst(d)))
+    }
+
+    /// Marks the frames pushed from now on as decoded in verify mode.
+    pub fn set_verifying(&mut self, on: bool) {
+        self.verifying = on;
+    }
+
+    /// From now on only keyframes are pushed, each on its own (keyframe sampling): nothing
+    /// refers to them, so libavcodec skips their loop filter and hands each frame on before
+    /// the next unit arrives, where a stream with B-frames would have it held back.
+    pub fn set_intra_only(&mut self, on: bool) {
+        self.intra_only = on;
+    }
+
+    /// The decoder in use (`libavcodec h264`, `avdec_h264`, `nvh264dec`...).
+    pub fn element(&self) -> &str {
+        match &self.inner {
+            Inner::Gst(d) => &d.element,
+            Inner::Libav(d) => d.name(),
+        }
+    }
+
+    /// Queues one access unit. An error from the decoder (a corrupt bitstream it could not
+    /// get past, or a decoder that cannot keep up) comes back here; the caller builds a new
+    /// decoder and resumes at a keyframe.
+    pub fn push(
+        &mut self,
+        access_unit: Vec<u8>,
+        received_at: SystemTime,
+        keyframe: bool,
+    ) -> Result<(), Error> {
+        self.push_flagged(access_unit, Some(received_at), keyframe)
+    }
+
+    /// Queues one access unit that later frames refer to but nobody wants to see: it is
+    /// decoded, then dropped before scaling and conversion. `fps` sampling decodes the
+    /// frames between its samples this way.
+    pub fn push_decode_only(&mut self, access_unit: Vec<u8>, keyframe: bool) -> Result<(), Error> {
+        self.push_flagged(access_unit, None, keyframe)
+    }
+
+    fn push_flagged(
+        &mut self,
+        access_unit: Vec<u8>,
+        received_at: Option<SystemTime>,
+        keyframe: bool,
+    ) -> Result<(), Error> {
+        if received_at.is_none() {
+            self.counters.decode_only.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.pushed.fetch_add(1, Ordering::Relaxed);
+        let verifying = self.verifying;
+        match &mut self.inner {
+            Inner::Gst(d) => d.push_flagged(access_unit, received_at, keyframe, verifying),
+            Inner::Libav(d) => {
+                let wanted = received_at.map(|received_at| crate::libav::Wanted {
+                    received_at,
+                    keyframe,
+                    verifying,
+                });
+                d.push(access_unit, wanted, keyframe && self.intra_only)
+                    .map_err(|e| {
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        decode_error(format!("{}: {e}", d.name()))
+                    })
+            }
+        }
+    }
+}
+
+/// One camera's GStreamer decoding pipeline. Dropping it stops the pipeline.
+struct GstDecoder {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     element: String,
@@ -110,8 +302,6 @@ pub struct Decoder {
     decode_only: Arc<Mutex<VecDeque<u64>>>,
     counters: Arc<DecodeCounters>,
     next_pts: u64,
-    /// Frames pushed from now on are marked [`Frame::verifying`].
-    verifying: bool,
 }
 
 /// A unit pushed to be handed on, waiting for its frame: what the frame will carry.
@@ -128,25 +318,20 @@ struct Pending {
 /// would leak out and cost the scaling they exist to avoid.
 const PENDING: usize = 1024;
 
-impl Decoder {
-    /// Builds and starts a pipeline decoding `codec` at `in_size` to `out_size` RGB; each
-    /// frame goes to `on_frame` (on a GStreamer thread). `hardware: false` forces software.
-    pub fn new(
+impl GstDecoder {
+    /// Builds and starts a pipeline decoding `codec` to `out_size` RGB with the first of
+    /// `elements` that starts; each frame goes to `on_frame` (on a GStreamer thread).
+    fn new(
         camera: Arc<str>,
         codec: Codec,
         out_size: (u32, u32),
-        hardware: bool,
+        elements: fn(&str) -> bool,
         counters: Arc<DecodeCounters>,
-        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+        on_frame: Arc<dyn Fn(Frame) + Send + Sync>,
     ) -> Result<Self, Error> {
         init()?;
-        let on_frame = Arc::new(on_frame);
         let mut last = decode_error("no decoder found");
-        for element in codec
-            .decoders()
-            .iter()
-            .filter(|d| hardware || d.starts_with("avdec"))
-        {
+        for element in codec.decoders().iter().filter(|d| elements(d)) {
             if gst::ElementFactory::find(element).is_none() {
                 continue;
             }
@@ -294,44 +479,16 @@ impl Decoder {
             decode_only,
             counters,
             next_pts: 0,
-            verifying: false,
         })
     }
 
-    /// Marks the frames pushed from now on as decoded in verify mode.
-    pub fn set_verifying(&mut self, on: bool) {
-        self.verifying = on;
-    }
-
-    /// The decoder element in use (`avdec_h264`, `nvh264dec`...).
-    pub fn element(&self) -> &str {
-        &self.element
-    }
-
-    /// Queues one access unit. An error from the pipeline (a corrupt bitstream it could not
-    /// get past) comes back here; the caller builds a new decoder and resumes at a keyframe.
-    pub fn push(
-        &mut self,
-        access_unit: Vec<u8>,
-        received_at: SystemTime,
-        keyframe: bool,
-    ) -> Result<(), Error> {
-        self.push_flagged(access_unit, Some(received_at), keyframe)
-    }
-
-    /// Queues one access unit that later frames refer to but nobody wants to see: it is
-    /// decoded, then dropped by the decoder before scaling and conversion (GStreamer's
-    /// `DECODE_ONLY`). `fps` sampling decodes the frames between its samples this way.
-    pub fn push_decode_only(&mut self, access_unit: Vec<u8>, keyframe: bool) -> Result<(), Error> {
-        self.push_flagged(access_unit, None, keyframe)
-    }
-
-    /// `received_at: None` marks the unit decode-only.
+    /// `received_at: None` marks the unit decode-only (GStreamer's `DECODE_ONLY`).
     fn push_flagged(
         &mut self,
         access_unit: Vec<u8>,
         received_at: Option<SystemTime>,
         keyframe: bool,
+        verifying: bool,
     ) -> Result<(), Error> {
         if let Some(msg) = self
             .pipeline
@@ -359,7 +516,7 @@ impl Decoder {
                     pts: self.next_pts,
                     received_at,
                     keyframe,
-                    verifying: self.verifying,
+                    verifying,
                 });
             }
             None => {
@@ -369,7 +526,6 @@ impl Decoder {
                     d.pop_front();
                 }
                 d.push_back(self.next_pts);
-                self.counters.decode_only.fetch_add(1, Ordering::Relaxed);
             }
         }
         let mut buffer = gst::Buffer::from_mut_slice(access_unit);
@@ -377,7 +533,6 @@ impl Decoder {
             b.set_pts(gst::ClockTime::from_nseconds(self.next_pts));
             b.set_flags(flags);
         }
-        self.counters.pushed.fetch_add(1, Ordering::Relaxed);
         self.appsrc
             .push_buffer(buffer)
             .map(|_| ())
@@ -416,7 +571,7 @@ fn decode_error(detail: impl std::fmt::Display) -> Error {
     Error::with_detail(ErrorKind::Decode, detail)
 }
 
-impl Drop for Decoder {
+impl Drop for GstDecoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }

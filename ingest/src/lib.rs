@@ -31,6 +31,7 @@ pub mod simulator;
 mod start;
 
 pub mod decode;
+mod libav;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, Timeouts};
 pub use error::{Error, ErrorKind, panic_message};

@@ -144,6 +144,9 @@ pub async fn probe(url: &Url, connect: Duration, watch: Duration) -> Result<Prob
                     },
                 )
                 .ok();
+                if let Some(d) = decoder.as_mut() {
+                    d.set_intra_only(true); // one keyframe, wanted now
+                }
             }
             if let Some(d) = decoder.as_mut() {
                 let _ = d.push(frame.into_data(), SystemTime::now(), true);
