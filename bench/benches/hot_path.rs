@@ -72,6 +72,48 @@ fn health(c: &mut Criterion) {
     g.finish();
 }
 
+/// Decoding one noisy 1080p keyframe (the simulator's street at 4 Mbit/s) to 320x180 RGB,
+/// as keyframe sampling does: libavcodec directly, skipping the loop filter, against
+/// GStreamer's avdec pipeline. Each iteration pushes a keyframe and waits for its frame.
+fn keyframe_decode(c: &mut Criterion) {
+    use sharpeyes_ingest::decode::{Codec, Decoder as FrameDecoder, Software};
+    use sharpeyes_ingest::simulator::SceneKind;
+    let keyframes: Vec<Vec<u8>> = sharpeyes_bench::simulator_process::noisy_1080p(1, None)
+        .access_units(SceneKind::Street)
+        .expect("the simulator's street clip")
+        .into_iter()
+        .filter_map(|(au, key)| key.then_some(au))
+        .collect();
+    let mut g = c.benchmark_group("keyframe_1080p_to_320");
+    for (name, software) in [
+        ("libavcodec", Software::Libav),
+        ("gstreamer", Software::Gstreamer),
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut d = FrameDecoder::software(
+            "bench".into(),
+            Codec::H264,
+            (320, 180),
+            software,
+            Arc::default(),
+            move |f| {
+                let _ = tx.send(f.rgb.len());
+            },
+        )
+        .expect("a software decoder");
+        d.set_intra_only(true);
+        let mut next = keyframes.iter().cycle();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let au = next.next().expect("a keyframe").clone();
+                d.push(au, SystemTime::now(), true).expect("pushed");
+                black_box(rx.recv_timeout(Duration::from_secs(10)).expect("a frame"))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn postprocess(c: &mut Criterion) {
     let output = yolov8_output_640();
     let p = placement(ModelLayout::Yolov8, 640, 1920, 1080);
@@ -416,6 +458,15 @@ fn summary() {
             )
         );
     }
+    println!(
+        "{}",
+        summary_line(
+            "decode a noisy 1080p keyframe -> 320x180 RGB",
+            m("keyframe_1080p_to_320", "libavcodec"),
+            m("keyframe_1080p_to_320", "gstreamer"),
+            "libavcodec, no loop filter; baseline: GStreamer avdec"
+        )
+    );
     let diagnosis = m("health_640x360", "diagnosis");
     let gate = m("health_640x360", "motion_gate");
     println!(
@@ -539,6 +590,7 @@ criterion_group!(
     benches,
     preprocess,
     health,
+    keyframe_decode,
     postprocess,
     per_frame,
     alert_out,

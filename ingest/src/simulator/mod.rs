@@ -319,6 +319,33 @@ impl fmt::Debug for Simulator {
     }
 }
 
+impl SimulatorConfig {
+    /// The access units (Annex B, with whether each is a keyframe) a camera showing `scene`
+    /// sends, from the same cache [`Simulator::start`] uses: for benchmarks of what comes
+    /// after the network, such as decoding.
+    pub fn access_units(&self, scene: SceneKind) -> Result<Vec<(Vec<u8>, bool)>, SimError> {
+        self.validate()?;
+        gst::init()
+            .map_err(|e| SimError::GStreamer(format!("GStreamer does not initialise: {e}")))?;
+        let clip = encode::load_or_encode(scene, self.clip_spec(), Some(&self.clip_cache_dir()))
+            .map_err(|reason| SimError::Encode { scene, reason })?;
+        Ok(clip
+            .aus
+            .iter()
+            .filter_map(|au| {
+                let map = au.buffer.map_readable().ok()?;
+                Some((map.to_vec(), au.keyframe))
+            })
+            .collect())
+    }
+
+    fn clip_cache_dir(&self) -> std::path::PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("sharpeyes-sim-clips"))
+    }
+}
+
 impl Simulator {
     /// Encodes the scenes (or loads them from the cache), starts the RTSP server on its own
     /// thread and returns once it listens. Blocks for the encoding: about a second or more
@@ -335,10 +362,7 @@ impl Simulator {
             }
         }
 
-        let cache_dir = config
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("sharpeyes-sim-clips"));
+        let cache_dir = config.clip_cache_dir();
         let mut scenes: Vec<SceneKind> = config.scenario.iter().map(|s| s.scene).collect();
         scenes.push(SceneKind::Street);
         scenes.sort();
