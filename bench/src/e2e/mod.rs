@@ -301,6 +301,49 @@ pub struct Step {
     pub stage_cpu: Vec<(String, f64)>,
 }
 
+impl Step {
+    /// A step that ended before its figures were read: not held, for `reason`.
+    pub fn unmeasured(
+        options: &Options,
+        pipeline: Pipeline,
+        cameras: usize,
+        reason: String,
+    ) -> Step {
+        Step {
+            pipeline,
+            cameras,
+            sampling: sampling_name(options.sampling_of(pipeline)),
+            seconds: 0.0,
+            held: false,
+            reasons: vec![format!("not measured: {reason}")],
+            received: 0.0,
+            decoded: 0.0,
+            handed_on: 0.0,
+            analysed: 0.0,
+            dropped: 0.0,
+            min_handed_on: 0.0,
+            inferred: 0.0,
+            batch_mean: 0.0,
+            batch_fill: 0.0,
+            queue_wait_ms: [0.0; 2],
+            service_cores: 0.0,
+            cores_per_camera: 0.0,
+            simulator_cores: 0.0,
+            rss_mib: 0.0,
+            rss_growth_mib: 0.0,
+            peak_rss_mib: 0.0,
+            latency: Latency::default(),
+            per_camera: Vec::new(),
+            stage_cpu: Vec::new(),
+        }
+    }
+
+    /// Whether the step's window was measured at all (see [`Step::unmeasured`]).
+    pub fn measured(&self) -> bool {
+        self.seconds > 0.0
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
@@ -360,7 +403,10 @@ pub fn run(options: &Options, mut progress: impl FnMut(&Step)) -> Result<Run, St
     let mut steps = Vec::new();
     for &pipeline in &options.pipelines {
         for &n in &options.cameras {
-            let step = run_step(options, pipeline, n)?;
+            // A step that could not be measured (an overloaded service that stops answering
+            // `/metrics`) did not hold; the run goes on to its table.
+            let step = run_step(options, pipeline, n)
+                .unwrap_or_else(|e| Step::unmeasured(options, pipeline, n, e));
             progress(&step);
             let held = step.held;
             steps.push(step);
@@ -470,11 +516,19 @@ fn sleep_until(t: Instant) {
     }
 }
 
+/// One `/metrics` scrape; a service too busy to answer within the read timeout gets two
+/// more tries before the step gives up on it.
 fn scrape(port: u16) -> Result<Scrape, String> {
-    match procs::http_get(port, "/metrics")? {
-        (200, body) => Ok(Scrape::parse(&body)),
-        (status, _) => Err(format!("GET /metrics answered {status}")),
+    let mut last = String::new();
+    for _ in 0..3 {
+        match procs::http_get(port, "/metrics") {
+            Ok((200, body)) => return Ok(Scrape::parse(&body)),
+            Ok((status, _)) => last = format!("GET /metrics answered {status}"),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
+    Err(last)
 }
 
 /// Runs one pipeline with `cameras` cameras and measures it.

@@ -136,7 +136,7 @@ pub fn summary(run: &Run) -> String {
     let common = run
         .steps
         .iter()
-        .filter(|s| s.pipeline == Pipeline::FullDecode && s.held)
+        .filter(|s| s.pipeline == Pipeline::FullDecode && s.held && s.measured())
         .filter_map(|b| Some((b, run.step(Pipeline::Sharpeyes, b.cameras)?)))
         .max_by_key(|(b, _)| b.cameras);
     if let Some((b, a)) = common {
@@ -191,7 +191,7 @@ pub fn svg(run: &Run) -> String {
     let series = |p: Pipeline, f: &dyn Fn(&Step) -> Option<f64>| -> Vec<(f64, f64, bool)> {
         run.steps
             .iter()
-            .filter(|s| s.pipeline == p)
+            .filter(|s| s.pipeline == p && s.measured())
             .filter_map(|s| Some((s.cameras as f64, f(s)?, s.held)))
             .collect()
     };

@@ -340,3 +340,42 @@ fn the_report_names_capacity_and_plots_each_pipeline() {
     assert_eq!(back.options.measure, run.options.measure);
     assert_eq!(report::svg(&back), svg);
 }
+
+/// A step whose service stopped answering (overloaded) is a step not held, in the table
+/// with its reason, and not a point on the plot: the run still ends with its report.
+#[test]
+fn an_unmeasured_step_is_not_held_and_not_plotted() {
+    let w = window(KEYFRAME_CAMERA, &[("inferred", 0.4)], STEADY_WAIT);
+    let mut held = judge(
+        &options(),
+        Pipeline::FullDecode,
+        &cams(),
+        &w,
+        Latency::from_samples(vec![0.5], 0),
+    );
+    (held.cameras, held.held) = (8, true);
+    let lost = Step::unmeasured(
+        &options(),
+        Pipeline::FullDecode,
+        16,
+        "GET 127.0.0.1:1/metrics: timed out".into(),
+    );
+    assert!(!lost.held && !lost.measured());
+    let run = Run {
+        machine: Machine {
+            cores: 2,
+            cpu: "test".into(),
+        },
+        options: options(),
+        steps: vec![held, lost],
+    };
+    assert_eq!(run.capacity(Pipeline::FullDecode), Some(8));
+    let table = report::table(&run);
+    assert!(table.contains("NO: not measured: GET"), "{table}");
+    let svg = report::svg(&run);
+    assert_eq!(
+        svg.matches("fill=\"white\" stroke=").count(),
+        0,
+        "no hollow point for the unmeasured step"
+    );
+}
