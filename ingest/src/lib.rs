@@ -5,8 +5,8 @@
 //! dropped and counted; the network reader never waits).
 //!
 //! Per camera: receive with retina (TCP interleaved by default), sample *before* decoding
-//! (`keyframes` by default: decoding is the dominant CPU cost), decode with GStreamer, hand
-//! off. [`start_camera`] is the entry point; the [`CameraHandle`] it returns carries the
+//! (`keyframes` by default: decoding is the dominant CPU cost), decode (libavcodec, else
+//! GStreamer), hand off. [`start_camera`] is the entry point; the [`CameraHandle`] it returns carries the
 //! camera's state, its counters and its [`FrameSlot`], which is also what others hold of the
 //! camera: its latest frame (for snapshots) and verify mode ([`FrameSlot::set_verify`]:
 //! every frame, whatever the sampling, while a sensor it covers is in alarm). Why a camera
