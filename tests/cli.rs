@@ -58,6 +58,38 @@ fn check_config_summarises_the_example_county() {
     }
 }
 
+/// `[gb28181]` in `check-config`: where it registers, and the region and kind each 20-digit
+/// id names, read by the GB/T 28181 decoder; never the password.
+#[test]
+fn check_config_names_the_region_of_the_gb28181_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let county = std::fs::read_to_string("config/example-county.toml").unwrap();
+    let path = dir.path().join("county.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{county}\n[gb28181]\nserver_id = \"32132200002000000001\"\nserver_domain = \"3213220000\"\nserver = \"udp://127.0.0.1:5060\"\ndevice_id = \"32132200001180000001\"\npassword = \"Gb-Secret-77\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sharpeyes(&["check-config", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for expected in [
+        "gb28181: registers with udp://127.0.0.1:5060 as device",
+        "platform 32132200002000000001: 江苏省 320000, county 321322",
+        "device   32132200001180000001: 江苏省 320000, county 321322",
+        "central signalling server (200)",
+        "NVR (118)",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("Gb-Secret-77"), "{stdout}");
+}
+
 #[test]
 fn check_config_lists_every_problem_with_its_line_and_fails() {
     let out = sharpeyes(&["check-config", "config/testdata/broken.toml"]);

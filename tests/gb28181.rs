@@ -84,6 +84,14 @@ async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
     let seen = platform
         .wait_until(Duration::from_secs(5), |s| !s.responses.is_empty())
         .await;
+    // The alarm's 200 OK came back long ago; the counter follows within its 5 s refresh.
+    let delivered = "sharpeyes_gb28181_alarms_total{outcome=\"delivered\"} 1";
+    let mut later = String::new();
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until && !later.contains(delivered) {
+        later = String::from_utf8_lossy(&get(http, "/metrics").1).into_owned();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (exit, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
 
@@ -145,6 +153,7 @@ async fn a_fire_reaches_the_county_platform_as_an_alarm_beside_mqtt() {
         metrics.contains("sharpeyes_gb28181_registered 1"),
         "{metrics}"
     );
+    assert!(later.contains(delivered), "{later}");
     assert_eq!(readyz.0, 200, "{}", String::from_utf8_lossy(&readyz.1));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(!log.contains("platform-pw"), "the password in the log");
@@ -363,10 +372,15 @@ async fn an_alarm_the_platform_never_answered_outlives_a_restart() {
     let first = got
         .first()
         .map(|m| m.json()["id"].as_str().unwrap().to_owned());
+    // Alerts flow on MQTT, but the platform never answered: not ready, and it says why.
+    let readyz = get(svc.port(), "/readyz");
     let (exit, log) = svc.stop(Duration::from_secs(30));
     let first = first.unwrap_or_else(|| panic!("no fire alert; log:\n{log}"));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(platform.seen().alarms.is_empty());
+    let why = String::from_utf8_lossy(&readyz.1);
+    assert_eq!(readyz.0, 503, "{why}");
+    assert!(why.contains("GB/T 28181 platform"), "{why}");
 
     platform.start_again().await;
     let svc = Service::start_with(bin, &path, dir.path(), "info", &[]);

@@ -183,6 +183,82 @@ async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
     assert!(third.contains("东元超市门口 3"));
 }
 
+/// DeviceInfo and DeviceStatus, as WVP asks them after a registration: answered with the
+/// query's SN, the device's id, its channel count and its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_info_and_status_queries_are_answered_with_their_sn() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    let channels: Vec<Channel> = (1..=3)
+        .map(|i| Channel {
+            id: format!("321322000013200000{i:02}"),
+            name: format!("camera {i}"),
+            civil_code: "321322".into(),
+            online: true,
+            location: None,
+        })
+        .collect();
+    upstream.set_channels(move || channels.clone());
+    wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    platform.query("DeviceInfo", 7, DEVICE).await;
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| !s.responses.is_empty())
+        .await;
+    let info = seen.responses.first().expect("a DeviceInfo response");
+    assert_eq!(element(info, "CmdType").as_deref(), Some("DeviceInfo"));
+    assert_eq!(element(info, "SN").as_deref(), Some("7"));
+    assert_eq!(element(info, "DeviceID").as_deref(), Some(DEVICE));
+    assert_eq!(element(info, "Result").as_deref(), Some("OK"));
+    assert_eq!(element(info, "Channel").as_deref(), Some("3"));
+
+    platform.query("DeviceStatus", 8, DEVICE).await;
+    let seen = platform
+        .wait_until(Duration::from_secs(5), |s| s.responses.len() >= 2)
+        .await;
+    let status = seen.responses.get(1).expect("a DeviceStatus response");
+    assert_eq!(element(status, "CmdType").as_deref(), Some("DeviceStatus"));
+    assert_eq!(element(status, "SN").as_deref(), Some("8"));
+    assert_eq!(element(status, "DeviceID").as_deref(), Some(DEVICE));
+    assert_eq!(element(status, "Online").as_deref(), Some("ONLINE"));
+    assert_eq!(element(status, "Status").as_deref(), Some("OK"));
+
+    // A query for something the device does not know gets no answer, not a guess.
+    platform.query("RecordInfo", 9, DEVICE).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(platform.seen().responses.len(), 2);
+}
+
+/// A registration is renewed before it runs out: at 80% of the time the platform granted
+/// (5 s at the least), through the Digest challenge again, staying registered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_is_renewed_before_it_expires() {
+    let platform = SipPlatform::start(REALM, PASSWORD).await;
+    let mut short = settings(&platform, PASSWORD);
+    short.expires = Duration::from_secs(7);
+    let upstream = Upstream::start(short).await.unwrap();
+    let first = platform
+        .wait_until(Duration::from_secs(10), |s| s.registered >= 1)
+        .await;
+    assert_eq!(first.registered, 1);
+    let granted = std::time::Instant::now();
+    let renewed = platform
+        .wait_until(Duration::from_secs(10), |s| s.registered >= 2)
+        .await;
+    let after = granted.elapsed();
+    assert!(renewed.registered >= 2, "no renewal within 10 s");
+    assert!(
+        after < Duration::from_secs(7),
+        "renewed {after:?} after registering, past the 7 s granted"
+    );
+    assert_eq!(renewed.refused, 0);
+    assert_eq!(upstream.state(), State::Registered);
+}
+
 /// The platform away for 30 s: the alarm raised meanwhile arrives once it is back, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
@@ -206,6 +282,48 @@ async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
     assert!(seen.alarms[0].description.starts_with("fire 7"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(platform.seen().alarms.len(), 1, "the alarm arrived twice");
+}
+
+/// Three keepalives unanswered (WVP marks a device offline after three): the device takes
+/// itself offline and registers again as soon as the platform answers, without waiting for
+/// its 3600 s registration to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_unanswered_keepalives_take_the_device_offline_until_it_registers_again() {
+    let mut platform = SipPlatform::start(REALM, PASSWORD).await;
+    let upstream = Upstream::start(settings(&platform, PASSWORD))
+        .await
+        .unwrap();
+    wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    let registrations = platform.seen().registered;
+    platform.stop();
+    // A keepalive's transaction gives up after 64 T1 (32 s); one a second goes out.
+    let state = wait_state(&upstream, Duration::from_secs(45), |s| {
+        *s == State::Unreachable
+    })
+    .await;
+    assert_eq!(state, State::Unreachable);
+    let missed = upstream
+        .stats()
+        .keepalives_missed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(missed >= 3, "{missed} keepalives missed");
+    platform.start_again().await;
+    let seen = platform
+        .wait_until(Duration::from_secs(20), |s| s.registered > registrations)
+        .await;
+    assert!(
+        seen.registered > registrations,
+        "registered {} times, {registrations} before the outage",
+        seen.registered
+    );
+    let state = wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    assert_eq!(state, State::Registered);
 }
 
 /// Someone else on the network: a forged Catalog query and junk get no answer (no peer's
