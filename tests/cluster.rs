@@ -238,6 +238,22 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The same in each node's metrics: three live members, and its own camera count.
+    for (node, id) in [(&a, "node-a"), (&b, "node-b"), (&c, "node-c")] {
+        let own = format!(
+            "sharpeyes_cluster_cameras{{node=\"{id}\"}} {}\n",
+            on(&owners, id).len()
+        );
+        eventually(
+            Duration::from_secs(10),
+            &format!("{id}'s metrics: 3 members and {own:?}"),
+            || {
+                let text =
+                    String::from_utf8_lossy(&get_as(node.port(), "/metrics", TOKEN).1).into_owned();
+                text.contains("\nsharpeyes_cluster_nodes 3\n") && text.contains(&own)
+            },
+        );
+    }
     let (_, body) = get_as(a.port(), "/api/cameras", TOKEN);
     let listed: BTreeMap<String, Vec<String>> = serde_json::from_slice::<Value>(&body)
         .unwrap()
