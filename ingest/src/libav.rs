@@ -4,7 +4,7 @@
 //! Why: decoding one 1080p keyframe every GOP is the largest part of a camera's CPU
 //! (README, "Where the CPU goes"). A keyframe that nothing refers to needs no in-loop
 //! deblocking (its picture is scaled down six times for the detector), and libavcodec can
-//! skip it (`skip_loop_filter`), which `avdec_h264` does not expose: 0.88x the decode CPU
+//! skip it (`skip_loop_filter`), which `avdec_h264` does not expose: 0.89x the decode CPU
 //! on the simulator's noisy 1080p keyframes. Draining after each such keyframe also hands it
 //! on at once where a stream with B-frames would make the decoder hold it back by its
 //! reorder depth (two keyframes, seconds, on a B-frame camera).
@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -68,8 +68,6 @@ const SWS_CS_SMPTE240M: c_int = 7;
 const SWS_CS_BT2020: c_int = 9;
 /// `yuvj420p`, `yuvj422p`, `yuvj444p`: full-range formats whatever the range field says.
 const FULL_RANGE_FORMATS: [c_int; 3] = [12, 13, 14];
-const AVERROR_EAGAIN: c_int = -11;
-const AVERROR_EOF: c_int = -0x2046_4F45;
 
 /// Access units waiting for the decoder thread. Past this the camera starts over at the next
 /// keyframe rather than queueing without bound behind a decoder that cannot keep up.
@@ -269,8 +267,6 @@ struct Unit {
 pub(crate) struct Decoder {
     units: Option<SyncSender<Unit>>,
     thread: Option<JoinHandle<()>>,
-    /// The decoder thread's reason for ending, when it did.
-    failed: Arc<Mutex<Option<String>>>,
     next_pts: i64,
     name: &'static str,
 }
@@ -291,20 +287,13 @@ impl Decoder {
             Codec::H265 => "libavcodec hevc",
         };
         let (tx, rx) = sync_channel(QUEUE);
-        let failed: Arc<Mutex<Option<String>>> = Arc::default();
-        let f = failed.clone();
         let thread = std::thread::Builder::new()
             .name(format!("decode {camera}"))
-            .spawn(move || {
-                if let Err(e) = run(session, rx, camera, out, &counters, &*on_frame) {
-                    *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                }
-            })
+            .spawn(move || run(session, rx, camera, out, &counters, &*on_frame))
             .map_err(|e| format!("starting the decoder thread: {e}"))?;
         Ok(Self {
             units: Some(tx),
             thread: Some(thread),
-            failed,
             next_pts: 0,
             name,
         })
@@ -314,17 +303,15 @@ impl Decoder {
         self.name
     }
 
-    /// Queues one access unit; an error means the decoder is gone or cannot keep up, and
-    /// the caller starts a new one at the next keyframe.
+    /// Queues one access unit; an error means the decoder thread is gone (it panicked) or
+    /// cannot keep up, and the caller starts a new one at the next keyframe. A unit the
+    /// decoder rejects is counted in `errors` on its thread, as GStreamer's avdec skips it.
     pub(crate) fn push(
         &mut self,
         data: Vec<u8>,
         wanted: Option<Wanted>,
         intra_only: bool,
     ) -> Result<(), String> {
-        if let Some(e) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Err(e);
-        }
         self.next_pts += 1;
         let unit = Unit {
             data,
@@ -357,7 +344,7 @@ fn run(
     (w, h): (u32, u32),
     counters: &DecodeCounters,
     on_frame: &(dyn Fn(Frame) + Send + Sync),
-) -> Result<(), String> {
+) {
     let mut wanted: VecDeque<(i64, Wanted)> = VecDeque::new();
     while let Ok(unit) = units.recv() {
         let start = cpu::thread_now();
@@ -383,10 +370,10 @@ fn run(
                 continue; // decode-only, or a frame nobody asked for
             };
             wanted.pop_front();
+            // Scaling and `on_frame` (analytics' hand-off, a slot put) count as `scale`, as
+            // the GStreamer path counts its appsink callback.
             let scale_start = cpu::thread_now();
-            let rgb = session.scale();
-            scaling += cpu::thread_now().saturating_sub(scale_start);
-            match rgb {
+            match session.scale() {
                 Some(rgb) => {
                     counters.decoded.fetch_add(1, Ordering::Relaxed);
                     on_frame(Frame {
@@ -403,17 +390,15 @@ fn run(
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            scaling += cpu::thread_now().saturating_sub(scale_start);
         }
         if unit.intra_only {
             session.flush();
         }
-        // `on_frame` is analytics' hand-off (a slot put): counted with scaling, as the
-        // GStreamer path counts its appsink callback.
         let total = cpu::thread_now().saturating_sub(start);
         cpu::add(Stage::Scale, scaling);
         cpu::add(Stage::Decode, total.saturating_sub(scaling));
     }
-    Ok(())
 }
 
 /// An open codec context with its packet, frame and scaler.
@@ -530,11 +515,9 @@ impl Session {
         // the offset shared by FFmpeg 4.x-6.x.
         unsafe {
             (self.api.frame_unref)(self.frame);
-            match (self.api.receive_frame)(self.ctx, self.frame) {
-                0 => Some(field(self.frame, FRAME_PTS)),
-                AVERROR_EAGAIN | AVERROR_EOF => None,
-                _ => None,
-            }
+            // Anything but 0 (EAGAIN: wants more input; EOF: drained; an error) is no frame.
+            ((self.api.receive_frame)(self.ctx, self.frame) == 0)
+                .then(|| field(self.frame, FRAME_PTS))
         }
     }
 
