@@ -42,6 +42,17 @@ async fn wait_state(upstream: &Upstream, limit: Duration, want: impl Fn(&State) 
     }
 }
 
+/// The device started against `platform` with the right password, once it has registered.
+async fn registered_device(platform: &SipPlatform) -> Upstream {
+    let upstream = Upstream::start(settings(platform, PASSWORD)).await.unwrap();
+    let state = wait_state(&upstream, Duration::from_secs(10), |s| {
+        *s == State::Registered
+    })
+    .await;
+    assert_eq!(state, State::Registered);
+    upstream
+}
+
 fn fire(n: usize) -> Alarm {
     Alarm {
         alert_id: format!("alert-{n}"),
@@ -132,9 +143,6 @@ async fn a_wrong_password_is_refused_with_the_realm_named_and_the_password_not()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
     let platform = SipPlatform::start(REALM, PASSWORD).await;
-    let upstream = Upstream::start(settings(&platform, PASSWORD))
-        .await
-        .unwrap();
     let channels: Vec<Channel> = (1..=10)
         .map(|i| Channel {
             id: format!("321322000013200000{i:02}"),
@@ -145,11 +153,8 @@ async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
         })
         .collect();
     let listed = channels.clone();
+    let upstream = registered_device(&platform).await;
     upstream.set_channels(move || listed.clone());
-    wait_state(&upstream, Duration::from_secs(10), |s| {
-        *s == State::Registered
-    })
-    .await;
     platform.query("Catalog", 42, DEVICE).await;
     let seen = platform
         .wait_until(Duration::from_secs(5), |s| s.responses.len() >= 3)
@@ -188,9 +193,6 @@ async fn a_catalog_longer_than_one_message_comes_in_pages_that_add_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_info_and_status_queries_are_answered_with_their_sn() {
     let platform = SipPlatform::start(REALM, PASSWORD).await;
-    let upstream = Upstream::start(settings(&platform, PASSWORD))
-        .await
-        .unwrap();
     let channels: Vec<Channel> = (1..=3)
         .map(|i| Channel {
             id: format!("321322000013200000{i:02}"),
@@ -200,11 +202,8 @@ async fn device_info_and_status_queries_are_answered_with_their_sn() {
             location: None,
         })
         .collect();
+    let upstream = registered_device(&platform).await;
     upstream.set_channels(move || channels.clone());
-    wait_state(&upstream, Duration::from_secs(10), |s| {
-        *s == State::Registered
-    })
-    .await;
     platform.query("DeviceInfo", 7, DEVICE).await;
     let seen = platform
         .wait_until(Duration::from_secs(5), |s| !s.responses.is_empty())
@@ -263,13 +262,7 @@ async fn a_registration_is_renewed_before_it_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
     let mut platform = SipPlatform::start(REALM, PASSWORD).await;
-    let upstream = Upstream::start(settings(&platform, PASSWORD))
-        .await
-        .unwrap();
-    wait_state(&upstream, Duration::from_secs(10), |s| {
-        *s == State::Registered
-    })
-    .await;
+    let upstream = registered_device(&platform).await;
     platform.stop();
     assert!(upstream.send(fire(7)));
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -290,13 +283,7 @@ async fn an_alarm_raised_while_the_platform_is_away_arrives_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_unanswered_keepalives_take_the_device_offline_until_it_registers_again() {
     let mut platform = SipPlatform::start(REALM, PASSWORD).await;
-    let upstream = Upstream::start(settings(&platform, PASSWORD))
-        .await
-        .unwrap();
-    wait_state(&upstream, Duration::from_secs(10), |s| {
-        *s == State::Registered
-    })
-    .await;
+    let upstream = registered_device(&platform).await;
     let registrations = platform.seen().registered;
     platform.stop();
     // A keepalive's transaction gives up after 64 T1 (32 s); one a second goes out.
