@@ -281,3 +281,35 @@ fn a_corrupt_access_unit_with(software: Software) {
         got.len()
     );
 }
+
+/// What a hostile or broken camera could hand the decoder: an empty unit (to libavcodec an
+/// empty packet means end of stream), a truncated keyframe and bytes that are no H.264 at
+/// all. None of them stops decoding: the whole clip after them still comes out in full.
+#[test]
+fn empty_truncated_and_garbage_units_do_not_stop_the_stream_after_them() {
+    let clip = encode(20, 10);
+    for software in BOTH {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let mut d = decoder(software, frames.clone(), Arc::default());
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 37 % 251) as u8).collect();
+        let truncated = clip[0].0[..clip[0].0.len() / 3].to_vec();
+        for (unit, key) in [(Vec::new(), false), (truncated, true), (garbage, false)] {
+            if d.push(unit, SystemTime::now(), key).is_err() {
+                d = decoder(software, frames.clone(), Arc::default());
+            }
+        }
+        wait_settled(&frames);
+        let before = frames.lock().unwrap().len();
+        for (au, key) in &clip {
+            if d.push(au.clone(), SystemTime::now(), *key).is_err() {
+                d = decoder(software, frames.clone(), Arc::default());
+            }
+        }
+        wait_for(&frames, before + 20);
+        assert_eq!(
+            frames.lock().unwrap().len() - before,
+            20,
+            "{software:?}: every frame of the clip after the bad units"
+        );
+    }
+}
