@@ -2,7 +2,8 @@
 //!
 //! Alerts arrive on their grid topic and validate against the schema; the cooldown holds back
 //! repeats; stopping the broker mid-burst or killing the publishing process loses nothing;
-//! unacknowledged alerts climb to the county and acknowledged ones stay put; a broker silent
+//! unacknowledged alerts climb to the county and acknowledged ones stay put, once per level and
+//! once per ack with three nodes on one Redis; a broker silent
 //! for long costs one reconnect, not a storm; no credential shows in any message or log line.
 
 mod support;
@@ -691,6 +692,103 @@ async fn unacknowledged_alert_climbs_to_the_county_acknowledged_one_stays() {
     assert_eq!(stats.acknowledged, 1);
     assert_eq!(stats.escalated, 3);
     svc.shutdown().await;
+}
+
+/// Three nodes on one Redis, each subscribed to the acknowledgements and each running its
+/// escalation timer: an alert nobody acknowledges climbs one level at a time with one message
+/// per level (each due escalation is taken by one node), and an acknowledgement every node
+/// hears is recorded once and keeps its alert where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_escalate_an_alert_once_per_level_and_record_an_ack_once() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(
+        broker.port,
+        "centre-3n",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let config = config();
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let mut nodes = Vec::new();
+    for node in ["n1", "n2", "n3"] {
+        let store: Arc<dyn StateStore> = Arc::new(
+            RedisStore::connect(&RedisConfig::new(url.clone(), "escalation-3n"), node)
+                .await
+                .unwrap(),
+        );
+        let mqtt = MqttSettings::plain("127.0.0.1", broker.port, PREFIX, node);
+        nodes.push((
+            Running::start(config.clone(), store.clone(), mqtt).await,
+            store,
+        ));
+    }
+
+    // Raised on different nodes, so that the escalations are not all one node's.
+    let acked = submit(&nodes[0].0.alerts, &config, "fallen-person", Some("a")).await;
+    let ignored = submit(&nodes[1].0.alerts, &config, "fallen-person", Some("b")).await;
+    sub.wait_until(Duration::from_secs(5), |m| {
+        alert_ids(m).contains_key(&acked)
+    })
+    .await;
+    sub.publish(
+        &format!("{PREFIX}/acks/{acked}"),
+        serde_json::json!({ "by": "网格员李四" })
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+
+    // 1 s per level: grid -> village -> town -> county, then a second more for any repeat.
+    let county = format!("{PREFIX}/alerts/321322/-/-/-/fallen-person");
+    sub.wait_until(Duration::from_secs(10), |m| {
+        m.iter().any(|m| m.topic == county)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = sub.snapshot();
+    let levels = |id: &str| -> Vec<u64> {
+        got.iter()
+            .filter(|m| m.json()["id"] == id)
+            .map(|m| m.json()["escalation_level"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        levels(&ignored),
+        [0, 1, 2, 3],
+        "one message per level across three nodes"
+    );
+    assert_eq!(
+        levels(&acked),
+        [0],
+        "the acknowledged alert is not escalated"
+    );
+    let sum = |f: fn(&sharpeyes_alerts::AlertStats) -> u64| -> u64 {
+        nodes.iter().map(|(n, _)| f(&n.alerts.stats())).sum()
+    };
+    assert_eq!(
+        sum(|s| s.acknowledged),
+        1,
+        "acknowledgements recorded by the three nodes"
+    );
+    assert_eq!(
+        sum(|s| s.escalated),
+        3,
+        "escalations published by the three nodes"
+    );
+    for (_, store) in &nodes {
+        let ack = store
+            .acknowledgement(&acked)
+            .await
+            .unwrap()
+            .expect("ack recorded");
+        assert_eq!(ack.by.as_deref(), Some("网格员李四"));
+    }
+    for (node, _) in nodes {
+        node.shutdown().await;
+    }
 }
 
 /// Escalations outlive a restart of a node on the disk spool: an alert nobody acknowledged
