@@ -209,7 +209,7 @@ impl ClusterMetrics {
             )?,
             lost: IntCounter::new(
                 "sharpeyes_lease_lost_total",
-                "Leases found taken by another node (this node was cut off past the lease).",
+                "Leases this node held but found expired or taken by another node at a renewal (it was cut off or frozen past the lease); each such camera is stopped here.",
             )?,
             cut_off: IntCounter::new(
                 "sharpeyes_cluster_steps_failed_total",

@@ -4,7 +4,8 @@
 //! across the moves; every node lists every node's alerts and cameras; the alerts a node
 //! killed during a broker outage left unsent go out from a survivor; cameras changed over
 //! one node's API change on every node; a Redis restart mid-run loses neither leases nor
-//! cooldowns.
+//! cooldowns; fires that start after a kill are alerted by the survivors; a node frozen past
+//! its leases counts them lost and stops them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -586,6 +587,183 @@ async fn a_dead_nodes_unsent_alerts_are_published_by_a_survivor() {
         log.contains("publishing alerts that nodes gone from the cluster left unsent"),
         "{log}"
     );
+    drop(sim);
+}
+
+/// A counter or gauge `name` (no labels) in a node's `/metrics`.
+fn metric(http: u16, name: &str) -> f64 {
+    let (status, body) = get_as(http, "/metrics", TOKEN);
+    assert_eq!(status, 200);
+    let prefix = format!("{name} ");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// The fires of a killed node's cameras that start after the kill, while its leases are still
+/// running out and nobody watches those cameras, are alerted by the survivors that take them
+/// over; the other cameras' fires by the nodes that ran them all along.
+///
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fires_that_start_after_a_kill_are_alerted_by_the_survivors() {
+    /// Simulator time of the kill: the nodes settle well before it (within 30 s elsewhere).
+    const KILL_AT: Duration = Duration::from_secs(40);
+    let cache = tempfile::tempdir().unwrap();
+    let begun = Instant::now();
+    // Every camera's fire starts a second after the kill: within the dead node's leases.
+    let sim = fire_cameras(&cache, CAMERAS, "41s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-after",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Service> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .zip(&dirs)
+        .map(|(id, dir)| {
+            let path = dir.path().join("service.toml");
+            let text = node_config(dir.path(), broker.port, redis.port, &sim);
+            std::fs::write(&path, text).unwrap();
+            Service::start_with(bin, &path, dir.path(), "info", &["--node-id", id])
+        })
+        .collect();
+    let all: Vec<&Service> = nodes.iter().collect();
+    eventually(Duration::from_secs(30), "three members", || {
+        all.iter().all(|n| view(n.port()).2 == 3)
+    });
+    let (_, owners) = settle(&all, Duration::from_secs(30));
+    let busiest = ["node-a", "node-b", "node-c"]
+        .into_iter()
+        .enumerate()
+        .max_by_key(|(_, id)| on(&owners, id).len())
+        .map(|(i, _)| i)
+        .unwrap();
+    let dead = format!("node-{}", ["a", "b", "c"][busiest]);
+    let orphans = on(&owners, &dead);
+    assert!(!orphans.is_empty(), "{owners:?}");
+    let settled = begun.elapsed();
+    assert!(
+        settled < KILL_AT,
+        "the nodes took {settled:?} to settle; the kill is due at {KILL_AT:?} and the fires a second later"
+    );
+    tokio::time::sleep(KILL_AT - settled).await;
+    assert!(
+        fires_by_camera(&centre.snapshot()).is_empty(),
+        "a fire was alerted before any burned"
+    );
+    nodes[busiest].signal("KILL");
+    let killed = Instant::now();
+
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| {
+            fires_by_camera(m).len() == CAMERAS
+        })
+        .await;
+    let fires = alerts(&got, "fire");
+    let by: BTreeMap<String, String> = fires
+        .iter()
+        .map(|a| {
+            let camera = a["camera"]["id"].as_str().unwrap_or_default().to_owned();
+            (camera, a["node"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        by.len(),
+        CAMERAS,
+        "fires alerted after {dead} was killed: {by:?}; it ran {orphans:?}"
+    );
+    for (camera, node) in &by {
+        if orphans.contains(camera) {
+            assert_ne!(node, &dead, "{camera}'s fire came from the dead node");
+        } else {
+            assert_eq!(
+                node, &owners[camera][0],
+                "{camera} moved between live nodes"
+            );
+        }
+    }
+    // The fires did start after the kill: what the test claims to show.
+    let log = sim.scene_log();
+    for camera in 1..=CAMERAS {
+        let lit = log
+            .iter()
+            .find(|c| c.camera == camera && c.scene == sharpeyes_ingest::simulator::SceneKind::Fire)
+            .unwrap_or_else(|| panic!("cam{camera} never sent its fire: {log:?}"));
+        assert!(
+            lit.instant > killed,
+            "cam{camera}'s fire began before the kill"
+        );
+    }
+    for (i, node) in nodes.into_iter().enumerate() {
+        if i != busiest {
+            let (exit, log) = node.stop(Duration::from_secs(30));
+            assert!(exit.is_some_and(|e| e.success()), "{log}");
+        }
+    }
+    drop(sim);
+}
+
+/// A node paused past its leases (a stalled VM, a debugger, SIGSTOP) finds on waking that
+/// another node has taken its cameras: it counts each in `sharpeyes_lease_lost_total` and
+/// stops it at its first step, and the hash then hands them back to it.
+///
+/// Needs `make setup` (ONNX Runtime and the fire model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_leases_counts_them_lost_and_stops_them() {
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, CAMERAS, "600s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |i: usize, id: &str| {
+        let path = dirs[i].path().join("service.toml");
+        let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
+        std::fs::write(&path, text).unwrap();
+        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a");
+    let b = start(1, "node-b");
+    eventually(Duration::from_secs(30), "two members", || {
+        [&a, &b].iter().all(|n| view(n.port()).2 == 2)
+    });
+    let (_, owners) = settle(&[&a, &b], Duration::from_secs(30));
+    let paused = on(&owners, "node-a");
+    assert!(!paused.is_empty(), "{owners:?}");
+    assert_eq!(metric(a.port(), "sharpeyes_lease_lost_total"), 0.0);
+
+    // a is frozen: its leases run out (3 s) and b takes its cameras.
+    a.signal("STOP");
+    let (_, taken) = settle(&[&b], Duration::from_secs(15));
+    assert_eq!(on(&taken, "node-b").len(), CAMERAS, "{taken:?}");
+
+    // a wakes with leases it still thinks it holds: its first step finds them b's.
+    a.signal("CONT");
+    eventually(
+        Duration::from_secs(5),
+        "node-a counts its leases lost",
+        || metric(a.port(), "sharpeyes_lease_lost_total") == paused.len() as f64,
+    );
+    // Then the hash gives a its share again, by the usual handover: never two at once.
+    let (_, back) = settle(&[&a, &b], Duration::from_secs(20));
+    assert_eq!(back, owners, "the cameras are not back where they were");
+    assert_eq!(
+        metric(a.port(), "sharpeyes_lease_lost_total"),
+        paused.len() as f64,
+        "lost once each"
+    );
+    for node in [a, b] {
+        let (exit, log) = node.stop(Duration::from_secs(30));
+        assert!(exit.is_some_and(|e| e.success()), "{log}");
+    }
     drop(sim);
 }
 
