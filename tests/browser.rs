@@ -288,6 +288,17 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let (_, body) = get_as(http, "/api/alerts", TOKEN);
     let listed: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
+    // The new token reloaded the list while the operator clicked; that reply can come after
+    // the acknowledgement's (a loaded clean run once lost the ack, likely so). Its stale copy
+    // must not undo it.
+    page.eval(
+        "(() => { const [, e] = [...alerts][0]; addAlert({ ...e, ack: null }); renderAlerts(); })()",
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#alerts li.alert.acked') !== null"),
+        true,
+        "a list fetched before the acknowledgement undid it on the page"
+    );
 
     // The health view: the covered camera, since when, with the frame that showed it, and
     // the grid's rates.

@@ -98,6 +98,10 @@ function renderAlerts() {
 }
 
 function addAlert(entry) {
+  // An acknowledgement is never taken back: a list fetched before it (a new token reloads
+  // the list while the operator clicks) may answer after it, and must not undo it.
+  const known = alerts.get(entry.alert.id);
+  if (known && known.ack && !entry.ack) entry.ack = known.ack;
   alerts.set(entry.alert.id, entry);
   for (const g of entry.alert.grid.path) {
     if (!grids.has(g.id)) {
