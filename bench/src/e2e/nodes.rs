@@ -29,6 +29,101 @@ const TARGET_S: f64 = 20.0;
 const SETTLE: Duration = Duration::from_secs(120);
 /// How long a killed node's cameras get to stream elsewhere before they count as lost.
 const TAKEOVER: Duration = Duration::from_secs(60);
+/// How long the settled cluster is watched for what each part costs.
+const STEADY: Duration = Duration::from_secs(30);
+
+/// The settled cluster over [`STEADY`], every camera streaming and nothing moving: what the
+/// nodes cost together, and what the one shared part, Redis, costs per camera. Redis is
+/// where a cluster of many machines bends first, so its share per camera says how far
+/// it scales.
+#[derive(Debug, Clone, Serialize)]
+pub struct Steady {
+    pub seconds: f64,
+    /// CPU of all the nodes together, in cores.
+    pub nodes_cores: f64,
+    /// CPU of redis-server, in cores.
+    pub redis_cores: f64,
+    /// Commands Redis processed a second (the harness' own two INFO calls included).
+    pub redis_commands_per_s: f64,
+    /// By command (`evalsha`, `set`, ...): calls a second and Redis' microseconds a second
+    /// in it, the busiest first.
+    pub redis_by_command: Vec<(String, f64, f64)>,
+}
+
+/// What Redis' `INFO` says: CPU seconds, commands processed, and calls and microseconds by
+/// command (`cmdstat_get:calls=3,usec=12,...`).
+struct RedisInfo {
+    cpu: f64,
+    commands: f64,
+    by_command: BTreeMap<String, (f64, f64)>,
+}
+
+/// Redis' counters so far, from `INFO all`.
+fn redis_counters(port: u16) -> Result<RedisInfo, String> {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "all"])
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<f64, String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .ok_or_else(|| format!("Redis INFO has no {name}"))
+    };
+    let by_command = text
+        .lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let stat = |key: &str| -> Option<f64> {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            };
+            Some((name.to_owned(), (stat("calls")?, stat("usec")?)))
+        })
+        .collect();
+    Ok(RedisInfo {
+        cpu: field("used_cpu_user")? + field("used_cpu_sys")?,
+        commands: field("total_commands_processed")?,
+        by_command,
+    })
+}
+
+/// Watches the settled cluster for [`STEADY`].
+fn steady(nodes: &[Node], redis: u16) -> Result<Steady, String> {
+    let cpu = || -> f64 {
+        nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref())
+            .filter_map(|p| procs::cpu_seconds(&p.pid().to_string()))
+            .sum()
+    };
+    let (nodes0, redis0, started) = (cpu(), redis_counters(redis)?, Instant::now());
+    std::thread::sleep(STEADY);
+    let (nodes1, redis1) = (cpu(), redis_counters(redis)?);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut by_command: Vec<(String, f64, f64)> = redis1
+        .by_command
+        .iter()
+        .map(|(name, (calls, usec))| {
+            let (calls0, usec0) = redis0.by_command.get(name).copied().unwrap_or_default();
+            (
+                name.clone(),
+                (calls - calls0) / seconds,
+                (usec - usec0) / seconds,
+            )
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect();
+    by_command.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(Steady {
+        seconds,
+        nodes_cores: (nodes1 - nodes0) / seconds,
+        redis_cores: (redis1.cpu - redis0.cpu) / seconds,
+        redis_commands_per_s: (redis1.commands - redis0.commands) / seconds,
+        redis_by_command: by_command,
+    })
+}
 
 /// One kill.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +149,7 @@ pub struct Nodes {
     pub settle_s: f64,
     /// Cameras per node once settled, by node.
     pub shares: BTreeMap<String, usize>,
+    pub steady: Steady,
     pub kills: Vec<Kill>,
 }
 
@@ -233,6 +329,7 @@ pub fn run(
         .iter()
         .map(|n| (n.id.clone(), n.streaming().len()))
         .collect();
+    let steady = steady(&cluster, redis.port)?;
 
     let mut done = Vec::new();
     for round in 1..=kills {
@@ -274,6 +371,7 @@ pub fn run(
         gop_s: f64::from(options.gop) / f64::from(options.fps.max(1)),
         settle_s,
         shares,
+        steady,
         kills: done,
     })
 }
@@ -285,6 +383,27 @@ pub fn report(run: &Nodes) -> String {
         "cluster: {} cameras on {} nodes, lease {LEASE_S} s, GOP {:.1} s; settled in {:.1} s, shares {:?}\n\n",
         run.cameras, run.nodes, run.gop_s, run.settle_s, run.shares
     );
+    let st = &run.steady;
+    let per_camera = |v: f64| v / run.cameras.max(1) as f64;
+    out += &format!(
+        "settled, {:.0} s: the nodes {:.2} cores ({:.2}% of a core per camera); Redis {:.4} cores ({:.4}% per camera), {:.0} commands/s ({:.2} per camera)\n\n",
+        st.seconds,
+        st.nodes_cores,
+        per_camera(st.nodes_cores) * 100.0,
+        st.redis_cores,
+        per_camera(st.redis_cores) * 100.0,
+        st.redis_commands_per_s,
+        per_camera(st.redis_commands_per_s),
+    );
+    if !st.redis_by_command.is_empty() {
+        let busiest: Vec<String> = st
+            .redis_by_command
+            .iter()
+            .take(6)
+            .map(|(name, calls, usec)| format!("{name} {calls:.1}/s {usec:.0} us/s"))
+            .collect();
+        out += &format!("Redis by command: {}\n\n", busiest.join(", "));
+    }
     out += "| kill | node | cameras | handoff p50 | max | lost | settled again |\n|---|---|---|---|---|---|---|\n";
     let mut all = Vec::new();
     for k in &run.kills {
