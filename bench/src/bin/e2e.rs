@@ -39,7 +39,8 @@ struct Args {
     /// Detector input side (the fire detector; a multiple of 32).
     #[arg(long, default_value_t = 320)]
     input_size: u32,
-    /// Detector input height when not square: 192 with 320 fits 16:9 with no bars.
+    /// Detector input height. Default: the 16:9 fit with no bars, as the demo runs (192 with
+    /// 320, 384 with 640); `--input-size` again for a square input.
     #[arg(long)]
     input_height: Option<u32>,
     #[arg(long, default_value_t = 4)]
@@ -144,7 +145,10 @@ fn main() -> ExitCode {
         sampling: a.sampling,
         baseline_fps: a.baseline_fps,
         input_size: a.input_size,
-        input_height: a.input_height,
+        input_height: Some(
+            a.input_height
+                .unwrap_or((a.input_size * 9 / 16).div_ceil(32) * 32),
+        ),
         max_batch: a.max_batch,
         max_wait: Duration::from_millis(a.max_wait_ms),
         threads: a.threads,
