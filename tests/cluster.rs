@@ -5,7 +5,8 @@
 //! killed during a broker outage left unsent go out from a survivor; cameras changed over
 //! one node's API change on every node; a Redis restart mid-run loses neither leases nor
 //! cooldowns; fires that start after a kill are alerted by the survivors; a node frozen past
-//! its leases counts them lost and stops them.
+//! its leases counts them lost and stops them; a joining node takes only its share; a node
+//! cut off from Redis stops its cameras before another takes them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -425,40 +426,44 @@ async fn nodes_share_the_cameras_and_take_over_from_a_dead_or_stopping_node() {
     drop(sim);
 }
 
+/// A node whose Redis goes silent stops its cameras before their leases could expire, a
+/// node that still reaches Redis takes them once they have, and the first takes its share
+/// back when Redis answers again: at no poll does a camera run on both.
+///
 /// Needs `make setup` (ONNX Runtime and the fire model).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_redis_stops_its_cameras_before_their_leases_expire() {
     let cache = tempfile::tempdir().unwrap();
-    let sim = fire_cameras(&cache, 3, "600s");
+    let sim = fire_cameras(&cache, CAMERAS, "600s");
     let broker = Mosquitto::start(false, &[]);
     let redis = Redis::start(None);
     let proxy = FaultProxy::start(redis.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("service.toml");
-    let text: String = node_config(dir.path(), broker.port, proxy.port, &sim)
-        .split("\n[[cameras]]")
-        .take(4)
-        .collect::<Vec<_>>()
-        .join("\n[[cameras]]");
-    std::fs::write(&path, text).unwrap();
     let bin = env!("CARGO_BIN_EXE_sharpeyes");
-    let node = Service::start_with(bin, &path, dir.path(), "info", &["--node-id", "node-solo"]);
-    let runs = |n: usize| view(node.port()).1.len() == n;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !runs(3) {
-        assert!(Instant::now() < deadline, "{:?}", view(node.port()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // node-a reaches Redis through the proxy, node-b directly.
+    let start = |i: usize, id: &str, redis: u16| {
+        let path = dirs[i].path().join("service.toml");
+        let text = node_config(dirs[i].path(), broker.port, redis, &sim);
+        std::fs::write(&path, text).unwrap();
+        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+    };
+    let a = start(0, "node-a", proxy.port);
+    let b = start(1, "node-b", redis.port);
+    eventually(Duration::from_secs(30), "two members", || {
+        [&a, &b].iter().all(|n| view(n.port()).2 == 2)
+    });
+    let (_, owners) = settle(&[&a, &b], Duration::from_secs(30));
+    assert!(!on(&owners, "node-a").is_empty(), "{owners:?}");
 
-    // Redis goes silent (packets held, not refused): the node cannot renew, and must stop
-    // every camera before its leases (3 s) could expire and another node take them.
+    // Redis goes silent for a (packets held, not refused): it cannot renew, and must stop
+    // every camera before its leases (3 s) could expire and b take them.
     let cut = Instant::now();
     proxy.set(Fault::Blackhole);
-    while !runs(0) {
+    while !view(a.port()).1.is_empty() {
         assert!(
             cut.elapsed() < Duration::from_secs(10),
             "still running {:?}",
-            view(node.port())
+            view(a.port())
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -468,29 +473,35 @@ async fn a_node_cut_off_from_redis_stops_its_cameras_before_their_leases_expire(
         stopped_after < Duration::from_secs(3),
         "stopped {stopped_after:?} after Redis went silent: later than the 3 s lease"
     );
-    let (status, body) = sharpeyes_testkit::http::get(node.port(), "/readyz");
+    let (status, body) = sharpeyes_testkit::http::get(a.port(), "/readyz");
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("the cluster's Redis does not answer"),
         "{body}"
     );
+    // b takes them once a's leases have expired (renewed every second, so 2 to 3 s after
+    // the cut); never while a still ran them.
+    let asked = cut.elapsed();
+    let (first, taken) = settle(&[&a, &b], Duration::from_secs(15));
+    assert_eq!(on(&taken, "node-b").len(), CAMERAS, "{taken:?}");
+    assert!(
+        asked + first > Duration::from_millis(1500),
+        "b had every camera {:?} after the cut, before a's leases could expire",
+        asked + first
+    );
 
-    // Redis answers again: the node takes its cameras back.
+    // Redis answers a again: it takes its share back by the usual handover.
     proxy.set(Fault::None);
     proxy.cut();
-    let back = Instant::now();
-    while !runs(3) {
-        assert!(
-            back.elapsed() < Duration::from_secs(20),
-            "not back: {:?}",
-            view(node.port())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (exit, log) = node.stop(Duration::from_secs(30));
+    let (_, back) = settle(&[&a, &b], Duration::from_secs(30));
+    assert_eq!(back, owners, "the cameras are not back where they were");
+    let (exit, log) = a.stop(Duration::from_secs(30));
     assert!(exit.is_some_and(|e| e.success()), "{log}");
     assert!(log.contains("cut off from Redis for too long"), "{log}");
+    let (exit, log) = b.stop(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{log}");
+    drop(sim);
 }
 
 /// The alert ids waiting in `node`'s outbox stream in Redis, oldest first.
@@ -713,7 +724,8 @@ async fn fires_that_start_after_a_kill_are_alerted_by_the_survivors() {
 
 /// A node paused past its leases (a stalled VM, a debugger, SIGSTOP) finds on waking that
 /// another node has taken its cameras: it counts each in `sharpeyes_lease_lost_total` and
-/// stops it at its first step, and the hash then hands them back to it.
+/// stops it at its first step, and the hash then hands them back to it. A third node that
+/// joins then takes only its share.
 ///
 /// Needs `make setup` (ONNX Runtime and the fire model).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -723,7 +735,7 @@ async fn a_node_paused_past_its_leases_counts_them_lost_and_stops_them() {
     let broker = Mosquitto::start(false, &[]);
     let redis = Redis::start(None);
     let bin = env!("CARGO_BIN_EXE_sharpeyes");
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let start = |i: usize, id: &str| {
         let path = dirs[i].path().join("service.toml");
         let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
@@ -760,7 +772,24 @@ async fn a_node_paused_past_its_leases_counts_them_lost_and_stops_them() {
         paused.len() as f64,
         "lost once each"
     );
-    for node in [a, b] {
+
+    // A third node joins: it takes only its share, and nothing moves between a and b.
+    let c = start(2, "node-c");
+    eventually(Duration::from_secs(30), "three members", || {
+        [&a, &b, &c].iter().all(|n| view(n.port()).2 == 3)
+    });
+    let (_, joined) = settle(&[&a, &b, &c], Duration::from_secs(30));
+    assert!(!on(&joined, "node-c").is_empty(), "{joined:?}");
+    for (camera, now) in &joined {
+        if now != &owners[camera] {
+            assert_eq!(
+                now,
+                &["node-c".to_owned()],
+                "{camera} moved between a and b"
+            );
+        }
+    }
+    for node in [a, b, c] {
         let (exit, log) = node.stop(Duration::from_secs(30));
         assert!(exit.is_some_and(|e| e.success()), "{log}");
     }
