@@ -23,6 +23,8 @@ fn two_cameras_through_the_real_service_both_pipelines() {
         sampling: Sampling::Keyframes,
         baseline_fps: 2.0,
         clip_cache: Some(cache.path().to_owned()),
+        // As `--service-cpus 0` runs it: under taskset, which must still start and measure it.
+        service_cpus: Some("0".into()),
         ..Options::new(PathBuf::from(env!("CARGO_BIN_EXE_sharpeyes")))
     };
     let run = e2e::run(&options, |_| {}).unwrap();

@@ -74,6 +74,11 @@ struct Args {
     /// Keep going after the first N a pipeline does not hold.
     #[arg(long)]
     all_steps: bool,
+    /// Run the service on these CPUs only (`taskset -c`, e.g. `0`) and the load generator
+    /// (this harness, the simulator, the broker) on the others, so that sending the
+    /// cameras' streams does not take the service's CPU.
+    #[arg(long)]
+    service_cpus: Option<String>,
     /// The `sharpeyes` binary under test.
     #[arg(long, default_value_os_t = default_binary())]
     binary: PathBuf,
@@ -157,8 +162,18 @@ fn main() -> ExitCode {
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,
         clip_cache: Some(target_dir().join("sim-clips")),
+        service_cpus: a.service_cpus.clone(),
         ..Options::new(a.binary)
     };
+    if let Some(cpus) = &options.service_cpus {
+        match e2e::procs::keep_off(cpus) {
+            Ok(rest) => println!("e2e: the service on CPUs {cpus}, the load generator on {rest}"),
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(minutes) = a.soak_minutes {
         return soak(&options, minutes, &a.out);
     }

@@ -91,6 +91,10 @@ pub struct Options {
     pub stop_at_first_miss: bool,
     /// Where the simulator keeps its encoded clips between runs.
     pub clip_cache: Option<PathBuf>,
+    /// The CPUs the service may run on (a `taskset -c` list), when the load generator (this
+    /// harness, its simulator and broker) is to have the others to itself.
+    #[serde(default)]
+    pub service_cpus: Option<String>,
 }
 
 impl Options {
@@ -119,6 +123,7 @@ impl Options {
             backend: "retina".into(),
             stop_at_first_miss: true,
             clip_cache: None,
+            service_cpus: None,
         }
     }
 
@@ -354,12 +359,15 @@ pub struct Run {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
+    /// The cores the service may use: the machine's, or those of `--service-cpus`.
     pub cores: usize,
     pub cpu: String,
 }
 
 impl Machine {
-    pub fn this() -> Machine {
+    /// This machine, as the service sees it: on `service_cpus` (a `taskset -c` list) when
+    /// given.
+    pub fn this(service_cpus: Option<&str>) -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -368,10 +376,11 @@ impl Machine {
                     .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
             })
             .unwrap_or_else(|| "unknown".into());
-        Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-        }
+        let cores = match service_cpus {
+            Some(list) => list.split(',').count(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Machine { cores, cpu }
     }
 }
 
@@ -416,7 +425,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&Step)) -> Result<Run, St
         }
     }
     Ok(Run {
-        machine: Machine::this(),
+        machine: Machine::this(options.service_cpus.as_deref()),
         options: options.clone(),
         steps,
     })
@@ -567,7 +576,12 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
     )
     .map_err(|e| format!("{}: {e}", config.display()))?;
     let log = dir.path().join("service.log");
-    let (mut service, http) = procs::start_service(&options.binary, &config, &log)?;
+    let (mut service, http) = procs::start_service(
+        &options.binary,
+        &config,
+        &log,
+        options.service_cpus.as_deref(),
+    )?;
     let pid = service.pid().to_string();
     let me = std::process::id().to_string();
     let service_log = || {

@@ -168,6 +168,7 @@ impl Node {
             &self.config,
             &self.log,
             &[("SHARPEYES_NODE_ID", &self.id)],
+            None,
         )?;
         (self.process, self.http) = (Some(process), http);
         Ok(())

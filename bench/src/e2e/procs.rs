@@ -33,10 +33,55 @@ impl Drop for Process {
 /// How long the service may take to listen (models load first).
 const START_LIMIT: Duration = Duration::from_secs(60);
 
-/// `sharpeyes run --config CONFIG`, logging warnings to `log`; returns it with the port its
-/// API took (its `--ready-file` says, once it listens).
-pub fn start_service(binary: &Path, config: &Path, log: &Path) -> Result<(Process, u16), String> {
-    start_service_as(binary, config, log, &[])
+/// `sharpeyes run --config CONFIG`, logging warnings to `log`, on `cpus` (a `taskset -c`
+/// list) when given; returns it with the port its API took (its `--ready-file` says, once
+/// it listens).
+pub fn start_service(
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+    cpus: Option<&str>,
+) -> Result<(Process, u16), String> {
+    start_service_as(binary, config, log, &[], cpus)
+}
+
+/// Keeps this process (every thread it has and starts) off the CPUs the service runs on:
+/// the simulator and the broker then load only the others. Returns the CPUs it kept.
+pub fn keep_off(service_cpus: &str) -> Result<String, String> {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rest = other_cpus(service_cpus, all)?;
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &rest, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("taskset (util-linux) does not run: {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset could not move the harness to CPUs {rest}"));
+    }
+    Ok(rest)
+}
+
+/// Of CPUs `0..all`, those not in `service_cpus` (single CPU numbers, `0` or `0,1`), as a
+/// `taskset -c` list.
+fn other_cpus(service_cpus: &str, all: usize) -> Result<String, String> {
+    let taken: Vec<usize> = service_cpus
+        .split(',')
+        .map(|c| c.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("--service-cpus {service_cpus}: a list of CPU numbers, as 0 or 0,1")
+        })?;
+    let rest: Vec<String> = (0..all)
+        .filter(|c| !taken.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if rest.is_empty() || taken.iter().any(|&c| c >= all) {
+        return Err(format!(
+            "--service-cpus {service_cpus}: this machine has CPUs 0 to {}; leave at least one to the load generator",
+            all.saturating_sub(1)
+        ));
+    }
+    Ok(rest.join(","))
 }
 
 /// [`start_service`] with environment variables set (`SHARPEYES_NODE_ID` for a cluster's
@@ -46,12 +91,21 @@ pub fn start_service_as(
     config: &Path,
     log: &Path,
     env: &[(&str, &str)],
+    cpus: Option<&str>,
 ) -> Result<(Process, u16), String> {
     let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let ready = config.with_extension("ready.json");
     // A node started again must not read its last run's port.
     let _ = std::fs::remove_file(&ready);
-    let child = Command::new(binary)
+    let mut command = match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", list]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         .arg("run")
         .arg("--config")
         .arg(config)
@@ -146,4 +200,24 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("GET {path}: no status in `{head}`"))?;
     Ok((status, body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_cpus;
+
+    #[test]
+    fn the_load_generator_gets_the_cpus_the_service_does_not() {
+        assert_eq!(other_cpus("0", 2).unwrap(), "1");
+        assert_eq!(other_cpus("1, 3", 4).unwrap(), "0,2");
+        let none_left = other_cpus("0,1", 2).unwrap_err();
+        assert!(none_left.contains("leave at least one"), "{none_left}");
+        let past_the_end = other_cpus("2", 2).unwrap_err();
+        assert!(past_the_end.contains("CPUs 0 to 1"), "{past_the_end}");
+        let not_numbers = other_cpus("0-1", 4).unwrap_err();
+        assert!(
+            not_numbers.contains("a list of CPU numbers"),
+            "{not_numbers}"
+        );
+    }
 }

@@ -124,7 +124,12 @@ pub fn run(
     let text = config(options, cameras, dir.path(), broker.port, redis.port, &sim);
     std::fs::write(&config_path, &text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let log = dir.path().join("service.log");
-    let (mut service, http) = procs::start_service(&options.binary, &config_path, &log)?;
+    let (mut service, http) = procs::start_service(
+        &options.binary,
+        &config_path,
+        &log,
+        options.service_cpus.as_deref(),
+    )?;
     let pid = service.pid().to_string();
     let started = Instant::now();
     let at = |secs: u64| started + Duration::from_secs(secs);
