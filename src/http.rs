@@ -16,7 +16,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sharpeyes_alerts::{AlertFilter, Alerts, StateStore};
+use sharpeyes_alerts::{AckRequest, AlertFilter, Alerts, StateStore};
 
 use crate::access::Access;
 use crate::cameras::Applied;
@@ -458,11 +458,6 @@ async fn health_report(State(state): State<AppState>, Query(q): Query<ReportQuer
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct AckBody {
-    by: Option<String>,
-}
-
 async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -478,21 +473,23 @@ async fn acknowledge(
         )
             .into_response();
     }
-    let body: AckBody = if body.is_empty() {
-        AckBody::default()
+    let body: AckRequest = if body.is_empty() {
+        AckRequest::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
             Err(e) => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    format!("the body is not {{\"by\": \"name\"}}: {e}\n"),
+                    format!(
+                        "the body is not {{\"by\": \"name\", \"verdict\": \"confirmed\" | \"false-alarm\" | \"handled\", \"note\": \"...\"}} (each optional): {e}\n"
+                    ),
                 )
                     .into_response();
             }
         }
     };
-    match service.alerts.acknowledge(&id, body.by, None).await {
+    match service.alerts.acknowledge(&id, body, None).await {
         Ok(Some(ack)) => json(&ack),
         Ok(None) => (StatusCode::NOT_FOUND, format!("no alert {id}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),

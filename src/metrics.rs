@@ -39,6 +39,7 @@ pub struct Metrics {
     alerts: IntCounterVec,
     alerts_refused: IntCounterVec,
     time_to_ack: Histogram,
+    verdicts: IntCounterVec,
     sensor_readings: IntCounter,
     sensor_rejected: IntCounter,
     mqtt_connected: IntGauge,
@@ -134,6 +135,14 @@ impl Metrics {
             .buckets(vec![10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]),
         )
         .expect("valid metric");
+        let verdicts = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_alert_verdicts_total",
+                "Operators' verdicts on alerts (confirmed, false-alarm, handled), by the alert's hazard and camera: a camera's false alarms over its verdicts is its false-alarm rate.",
+            ),
+            &["hazard", "camera", "verdict"],
+        )
+        .expect("valid metric");
         let sensor_readings = IntCounter::new(
             "sharpeyes_sensor_readings_total",
             "Sensor readings accepted.",
@@ -166,6 +175,7 @@ impl Metrics {
             Box::new(alerts.clone()),
             Box::new(alerts_refused.clone()),
             Box::new(time_to_ack.clone()),
+            Box::new(verdicts.clone()),
             Box::new(sensor_readings.clone()),
             Box::new(sensor_rejected.clone()),
             Box::new(mqtt_connected.clone()),
@@ -182,6 +192,7 @@ impl Metrics {
             alerts,
             alerts_refused,
             time_to_ack,
+            verdicts,
             sensor_readings,
             sensor_rejected,
             mqtt_connected,
@@ -284,6 +295,9 @@ impl Metrics {
             }
             for t in alerts.take_ack_times() {
                 self.time_to_ack.observe(t.as_secs_f64());
+            }
+            for ((hazard, camera, verdict), n) in alerts.verdict_counts() {
+                mirror(&self.verdicts, &[&hazard, &camera, &verdict], n);
             }
         }
         if let Some(sensors) = &sources.sensors {

@@ -299,6 +299,23 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         true,
         "a list fetched before the acknowledgement undid it on the page"
     );
+    // The operator judges it a false alarm: the page shows the verdict, and the API has it
+    // with who acknowledged first.
+    page.eval(
+        "document.querySelector('#alerts li.alert button.verdict[data-verdict=\"false-alarm\"]').click()",
+    );
+    assert!(
+        page.wait_for(
+            "(() => { const d = document.querySelector('#alerts li.alert .verdict-done'); return !!d && d.dataset.verdict === 'false-alarm' && d.textContent.includes('false alarm'); })()",
+            Duration::from_secs(10)
+        ),
+        "the verdict shows on the alert: {}",
+        page.eval("document.querySelector('#alerts li.alert').textContent")
+    );
+    let (_, body) = get_as(http, "/api/alerts", TOKEN);
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed[0]["ack"]["verdict"], "false-alarm", "{listed}");
+    assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
 
     // The health view: the covered camera, since when, with the frame that showed it, and
     // the grid's rates.

@@ -48,6 +48,16 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let ack_path = format!("/api/alerts/{id}/ack");
     let ack_without_token = post(http, &ack_path, None, "").0;
     let ack = post(http, &ack_path, Some(TOKEN), r#"{"by": "网格员张三"}"#);
+    // Then the operator's verdict, with a note; a verdict that is none of the three is
+    // refused and changes nothing.
+    let bad_verdict = post(http, &ack_path, Some(TOKEN), r#"{"verdict": "sunset"}"#);
+    let judged = post(
+        http,
+        &ack_path,
+        Some(TOKEN),
+        r#"{"verdict": "false-alarm", "note": "夕阳照在玻璃上"}"#,
+    );
+    let verdict_metrics = String::from_utf8_lossy(&get_as(http, "/metrics", TOKEN).1).into_owned();
     let unauthenticated = get(http, "/api/alerts").0;
     let listed = get_as(http, "/api/alerts?hazard=fire&grid=321322-001-003", TOKEN);
     let cameras = get_as(http, "/api/cameras", TOKEN);
@@ -91,6 +101,25 @@ async fn a_fire_on_a_live_camera_arrives_as_an_alert_and_sigterm_stops_cleanly()
     let listed: serde_json::Value = serde_json::from_slice(&listed.1).unwrap();
     assert_eq!(listed[0]["alert"]["id"], id.as_str(), "{listed}");
     assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
+    assert_eq!(bad_verdict.0, 400);
+    let why = String::from_utf8_lossy(&bad_verdict.1);
+    assert!(
+        why.contains("`confirmed`, `false-alarm`, `handled`"),
+        "{why}"
+    );
+    assert_eq!(judged.0, 200, "{}", String::from_utf8_lossy(&judged.1));
+    let judged: serde_json::Value = serde_json::from_slice(&judged.1).unwrap();
+    assert_eq!(judged["verdict"], "false-alarm", "{judged}");
+    assert_eq!(judged["note"], "夕阳照在玻璃上", "{judged}");
+    assert_eq!(
+        judged["by"], "网格员张三",
+        "who acknowledged first stays: {judged}"
+    );
+    assert_eq!(listed[0]["ack"]["verdict"], "false-alarm", "{listed}");
+    let counted = format!(
+        "sharpeyes_alert_verdicts_total{{camera=\"{CAMERA}\",hazard=\"fire\",verdict=\"false-alarm\"}} 1\n"
+    );
+    assert!(verdict_metrics.contains(&counted), "{verdict_metrics}");
     let cameras: serde_json::Value = serde_json::from_slice(&cameras.1).unwrap();
     assert_eq!(cameras[0]["id"], CAMERA);
     assert_eq!(cameras[0]["state"], "streaming", "{cameras}");

@@ -33,9 +33,12 @@ pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 /// A Redis connection that reconnects by itself: see [`RedisStore::connection`].
 pub use redis::aio::ConnectionManager as RedisConnection;
-pub use service::{AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
+pub use service::{AckRequest, AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};
-pub use store::{Ack, AckOutcome, FallbackStore, MemoryStore, RedisStore, StateStore, open_store};
+pub use store::{
+    Ack, AckOutcome, FallbackStore, MAX_NOTE, MemoryStore, RedisStore, StateStore, Verdict,
+    open_store,
+};
 
 /// The parts of a `sharpeyes.alert/1` message, and what the state stores keep.
 pub mod message {

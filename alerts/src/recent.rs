@@ -80,8 +80,8 @@ impl Recent {
         Some(event)
     }
 
-    /// Notes `ack` on its alert unless it was noted already; returns the event the live feed
-    /// got, if any.
+    /// Notes `ack` on its alert unless it was noted already (a later verdict replaces the
+    /// one noted); returns the event the live feed got, if any.
     pub(crate) fn acknowledged(&self, ack: &Ack) -> Option<FeedEvent> {
         {
             let mut list = self.alerts.lock().ok()?;
@@ -89,7 +89,11 @@ impl Recent {
                 .iter_mut()
                 .filter(|(_, e)| e.alert.id == ack.alert_id)
                 .peekable();
-            if entries.peek().is_some_and(|(_, e)| e.ack.is_some()) {
+            if entries.peek().is_some_and(|(_, e)| {
+                e.ack
+                    .as_ref()
+                    .is_some_and(|known| known.verdict == ack.verdict && known.note == ack.note)
+            }) {
                 return None;
             }
             for (_, e) in entries {
@@ -117,6 +121,17 @@ impl Recent {
                 self.acknowledged(&ack);
             }
         }
+    }
+
+    /// The hazard and camera id (`-` for a sensor's own alert) of a listed alert.
+    pub(crate) fn subject(&self, alert_id: &str) -> Option<(String, String)> {
+        let list = self.alerts.lock().ok()?;
+        list.iter()
+            .find(|(_, e)| e.alert.id == alert_id)
+            .map(|(_, e)| {
+                let camera = e.alert.camera.as_ref().map_or("-", |c| c.id.as_str());
+                (e.alert.hazard.clone(), camera.to_owned())
+            })
     }
 
     /// Newest first.

@@ -26,13 +26,66 @@ use crate::mqtt::{
 };
 use crate::snapshot::Snapshot;
 use crate::stats::{Stats, guarded, stopped};
-use crate::store::{Ack, AckOutcome, OutboxRecord, StateStore};
+use crate::store::{Ack, AckOutcome, MAX_NOTE, OutboxRecord, StateStore, Verdict};
 use sharpeyes_ingest::cpu::{Measured, Stage};
 
 /// The longest `by` of an acknowledgement, in characters: a name, not a message.
 pub const MAX_BY: usize = 64;
-/// The largest acknowledgement message taken: `{"by": ...}` fits many times over.
+/// The largest acknowledgement message taken: `{"by": ..., "note": ...}` fits many times
+/// over.
 const MAX_ACK_BYTES: usize = 4096;
+
+/// What an acknowledgement says (`{"by": "...", "verdict": "...", "note": "..."}`, every
+/// field optional), over MQTT or the API, before [`Alerts::acknowledge`] checks it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+pub struct AckRequest {
+    pub by: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub note: Option<String>,
+}
+
+impl AckRequest {
+    /// An MQTT acknowledgement's payload: empty or any JSON is a plain acknowledgement
+    /// (`by` when it is a string, as before verdicts); a `verdict` must be one of
+    /// [`Verdict::ALL`] and a `note` a string, or the whole message is refused (the error
+    /// names the field, never repeats the value).
+    pub fn from_payload(payload: &[u8]) -> Result<AckRequest, String> {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return Ok(AckRequest::default());
+        };
+        let text = |field: &str| v.get(field).and_then(|f| f.as_str()).map(str::to_owned);
+        let verdict = match v.get("verdict") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(given) => Some(serde_json::from_value::<Verdict>(given.clone()).map_err(
+                |_| {
+                    let names: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("`verdict` is not one of {}", names.join(", "))
+                },
+            )?),
+        };
+        if v.get("note")
+            .is_some_and(|n| !n.is_string() && !n.is_null())
+        {
+            return Err("`note` is not a string".into());
+        }
+        Ok(AckRequest {
+            by: text("by"),
+            verdict,
+            note: text("note"),
+        })
+    }
+}
+
+/// `text` without control characters, at most `max` characters; `None` when blank.
+fn plain_text(text: Option<String>, max: usize) -> Option<String> {
+    text.map(|t| {
+        t.chars()
+            .filter(|c| !c.is_control())
+            .take(max)
+            .collect::<String>()
+    })
+    .filter(|t| !t.trim().is_empty())
+}
 
 /// How often the shared feed is read for other nodes' alerts and acknowledgements.
 const FEED_POLL: Duration = Duration::from_millis(500);
@@ -551,13 +604,14 @@ impl Alerts {
 
     /// Records an acknowledgement of `alert_id` (from MQTT or the HTTP API): no further
     /// escalation. Returns the acknowledgement (the first one, when it was acknowledged
-    /// before); `None` when no such alert was issued here, or `grid` (the acknowledging
-    /// centre's, from its topic) does not contain the alert's, and then nothing is stored.
-    /// `by` is kept to [`MAX_BY`] characters, without control characters.
+    /// before, with the verdict of this one when it carries one); `None` when no such alert
+    /// was issued here, or `grid` (the acknowledging centre's, from its topic) does not
+    /// contain the alert's, and then nothing is stored. `by` is kept to [`MAX_BY`]
+    /// characters and `note` to [`MAX_NOTE`], without control characters.
     pub async fn acknowledge(
         &self,
         alert_id: &str,
-        by: Option<String>,
+        request: AckRequest,
         grid: Option<String>,
     ) -> Result<Option<Ack>, Error> {
         let Ok(ulid) = ulid::Ulid::from_string(alert_id) else {
@@ -565,14 +619,7 @@ impl Alerts {
         };
         let now = SystemTime::now();
         let detected = ulid.datetime();
-        let by = by
-            .map(|b| {
-                b.chars()
-                    .filter(|c| !c.is_control())
-                    .take(MAX_BY)
-                    .collect::<String>()
-            })
-            .filter(|b| !b.trim().is_empty());
+        let by = plain_text(request.by, MAX_BY);
         let ack = Ack {
             alert_id: ulid.to_string(),
             by,
@@ -581,6 +628,11 @@ impl Alerts {
                 .duration_since(detected)
                 .map_or(0, |d| d.as_millis() as u64),
             grid,
+            verdict: request.verdict,
+            // A note belongs to a verdict.
+            note: request
+                .verdict
+                .and_then(|_| plain_text(request.note, MAX_NOTE)),
         };
         let outcome = self.inner.store.acknowledge(&ack).await.map_err(|e| {
             Error::store(format!(
@@ -610,14 +662,51 @@ impl Alerts {
                     times.push(Duration::from_millis(ack.time_to_ack_ms));
                 }
             }
-            tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
+            tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), verdict = ack.verdict.map_or("-", |v| v.as_str()), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
+            self.count_verdict(&ack);
             if let Some(event) = self.inner.recent.acknowledged(&ack) {
                 self.share(&event).await;
             }
             Ok(Some(ack))
+        } else if outcome == AckOutcome::Judged {
+            let Some(judged) = self.inner.store.acknowledgement(alert_id).await? else {
+                return Ok(None);
+            };
+            tracing::info!(alert = %judged.alert_id, verdict = judged.verdict.map_or("-", |v| v.as_str()), "verdict recorded on an acknowledged alert");
+            self.count_verdict(&judged);
+            if let Some(event) = self.inner.recent.acknowledged(&judged) {
+                self.share(&event).await;
+            }
+            Ok(Some(judged))
         } else {
             self.inner.store.acknowledgement(alert_id).await
         }
+    }
+
+    /// Counts `ack`'s verdict by the alert's hazard and camera (`unknown` once the alert has
+    /// left the recent list).
+    fn count_verdict(&self, ack: &Ack) {
+        let Some(verdict) = ack.verdict else { return };
+        let (hazard, camera) = self
+            .inner
+            .recent
+            .subject(&ack.alert_id)
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        if let Ok(mut counts) = self.inner.stats.verdicts.lock() {
+            *counts
+                .entry((hazard, camera, verdict.as_str().to_owned()))
+                .or_default() += 1;
+        }
+    }
+
+    /// Verdicts given on this node so far, by (hazard, camera, verdict).
+    pub fn verdict_counts(&self) -> Vec<((String, String, String), u64)> {
+        self.inner
+            .stats
+            .verdicts
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     fn node(&self) -> &str {
@@ -858,13 +947,20 @@ impl Alerts {
                 );
                 continue;
             }
-            let by = serde_json::from_slice::<serde_json::Value>(&ack.payload)
-                .ok()
-                .and_then(|v| v.get("by")?.as_str().map(str::to_owned));
+            let request = match AckRequest::from_payload(&ack.payload) {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::warn!(
+                        topic = %format!("{}/acks/{}", self.inner.prefix, ack.alert_id),
+                        "acknowledgement ignored: {why}"
+                    );
+                    continue;
+                }
+            };
             let outcome = guarded(
                 &self.inner.stats,
                 "acknowledgement",
-                self.acknowledge(&ack.alert_id, by, ack.grid),
+                self.acknowledge(&ack.alert_id, request, ack.grid),
             )
             .await;
             let Some(outcome) = outcome else { continue };

@@ -35,6 +35,8 @@ pub(crate) struct Stats {
     pub by_kind: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
     /// Times to acknowledge not yet taken by [`Alerts::take_ack_times`].
     pub ack_times: std::sync::Mutex<Vec<Duration>>,
+    /// Verdicts given here, by (hazard, camera, verdict).
+    pub verdicts: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
 }
 
 /// Runs `work` (one escalation, one acknowledgement): a panic in it is logged with `what`,

@@ -34,6 +34,35 @@ pub struct OutboxRecord {
     pub payload: String,
 }
 
+/// An operator's judgement of an alert, given with its acknowledgement or after it: what
+/// tells a county how often a camera's alerts are real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A real hazard.
+    Confirmed,
+    /// Nothing there (a sunset on glass, steam).
+    FalseAlarm,
+    /// Real, and dealt with (the fire brigade came).
+    Handled,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Confirmed, Verdict::FalseAlarm, Verdict::Handled];
+
+    /// As in messages and the `verdict` label: `confirmed`, `false-alarm`, `handled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Confirmed => "confirmed",
+            Verdict::FalseAlarm => "false-alarm",
+            Verdict::Handled => "handled",
+        }
+    }
+}
+
+/// The longest `note` of a verdict, in characters: a remark, not a report.
+pub const MAX_NOTE: usize = 200;
+
 /// An operator's acknowledgement of an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
@@ -49,6 +78,13 @@ pub struct Ack {
     /// centre's account (`pattern write {prefix}/acks/%u/#`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grid: Option<String>,
+    /// The operator's judgement: with the first acknowledgement, or a later one that
+    /// replaces it (first "confirmed", then "handled").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// A few words with the verdict, at most [`MAX_NOTE`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What became of an acknowledgement.
@@ -56,8 +92,11 @@ pub struct Ack {
 pub enum AckOutcome {
     /// Recorded: the first for an alert this system issued.
     First,
-    /// The alert was acknowledged before; nothing changed.
+    /// The alert was acknowledged before; nothing changed (no verdict now, or the same).
     Again,
+    /// The alert was acknowledged before, and this acknowledgement's verdict (and note)
+    /// replaced the recorded ones; who acknowledged first, and when, stay.
+    Judged,
     /// No alert of that id was issued here (or it is older than acknowledgements are kept):
     /// nothing is stored.
     Unknown,

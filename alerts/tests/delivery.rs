@@ -733,9 +733,10 @@ async fn three_nodes_escalate_an_alert_once_per_level_and_record_an_ack_once() {
         alert_ids(m).contains_key(&acked)
     })
     .await;
+    // With a verdict, which every node hears too: recorded and counted once.
     sub.publish(
         &format!("{PREFIX}/acks/{acked}"),
-        serde_json::json!({ "by": "网格员李四" })
+        serde_json::json!({ "by": "网格员李四", "verdict": "confirmed" })
             .to_string()
             .as_bytes(),
     )
@@ -786,9 +787,128 @@ async fn three_nodes_escalate_an_alert_once_per_level_and_record_an_ack_once() {
             .expect("ack recorded");
         assert_eq!(ack.by.as_deref(), Some("网格员李四"));
     }
+    let verdicts = || -> u64 {
+        nodes
+            .iter()
+            .flat_map(|(n, _)| n.alerts.verdict_counts())
+            .map(|(_, count)| count)
+            .sum()
+    };
+    assert_eq!(
+        verdicts(),
+        1,
+        "a verdict every node heard, counted by the three"
+    );
+    // A later verdict, heard by all three, replaces it once.
+    sub.publish(
+        &format!("{PREFIX}/acks/{acked}"),
+        br#"{"verdict": "handled"}"#,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while verdicts() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(verdicts(), 2, "two verdicts, each counted once");
     for (node, _) in nodes {
         node.shutdown().await;
     }
+}
+
+/// An operator's verdict over MQTT: it rides the acknowledgement, a later one replaces it
+/// (who acknowledged first, and when, stay), one that is none of the three or whose note is
+/// not text is ignored whole, and a plain acknowledgement after it changes nothing. Each
+/// verdict is counted by the alert's hazard and camera. The same in Redis (a script) and in
+/// memory.
+async fn verdicts_ride_acknowledgements(store: Arc<dyn StateStore>, client: &str) {
+    let broker = Mosquitto::start(false, &[]);
+    let sub = Subscriber::connect(broker.port, client, &format!("{PREFIX}/alerts/#"), None).await;
+    let config = config();
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let id = submit(&svc.alerts, &config, "fire", None).await;
+    sub.wait_until(Duration::from_secs(5), |m| alert_ids(m).contains_key(&id))
+        .await;
+    let topic = format!("{PREFIX}/acks/{id}");
+    let said = |store: Arc<dyn StateStore>, id: String| async move {
+        store.acknowledgement(&id).await.unwrap()
+    };
+    let until = |want: &'static str| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let ack = said(store.clone(), id.clone()).await;
+                if ack.as_ref().and_then(|a| a.verdict).map(|v| v.as_str()) == Some(want) {
+                    return ack.unwrap();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "verdict {want} not recorded: {ack:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let first = serde_json::json!({ "by": "网格员张三", "verdict": "confirmed", "note": "明火\u{7}，已通知" });
+    sub.publish(&topic, first.to_string().as_bytes()).await;
+    let ack = until("confirmed").await;
+    assert_eq!(ack.by.as_deref(), Some("网格员张三"));
+    assert_eq!(
+        ack.note.as_deref(),
+        Some("明火，已通知"),
+        "control characters dropped"
+    );
+
+    // Neither of these changes anything; the third does.
+    sub.publish(&topic, br#"{"verdict": "sunset"}"#).await;
+    sub.publish(&topic, br#"{"verdict": "handled", "note": 5}"#)
+        .await;
+    sub.publish(
+        &topic,
+        r#"{"verdict": "handled", "note": "消防已到场"}"#.as_bytes(),
+    )
+    .await;
+    let later = until("handled").await;
+    assert_eq!(later.by.as_deref(), Some("网格员张三"), "{later:?}");
+    assert_eq!(later.at, ack.at, "{later:?}");
+    assert_eq!(later.note.as_deref(), Some("消防已到场"));
+    sub.publish(&topic, b"{}").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(said(store.clone(), id.clone()).await, Some(later.clone()));
+
+    let counts = svc.alerts.verdict_counts();
+    let camera = "32132200531320000001".to_owned();
+    assert_eq!(
+        counts,
+        [
+            (("fire".into(), camera.clone(), "confirmed".into()), 1),
+            (("fire".into(), camera, "handled".into()), 1),
+        ],
+        "verdicts by hazard, camera and verdict"
+    );
+    assert_eq!(svc.alerts.stats().acknowledged, 1);
+    svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_ride_acknowledgements_in_redis() {
+    logs();
+    let redis = Redis::start(None);
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&RedisConfig::new(url, "verdict-test"), "n1")
+            .await
+            .unwrap(),
+    );
+    verdicts_ride_acknowledgements(store, "centre-verdict-redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_ride_acknowledgements_in_memory() {
+    logs();
+    verdicts_ride_acknowledgements(Arc::new(MemoryStore::new()), "centre-verdict-memory").await;
 }
 
 /// Escalations outlive a restart of a node on the disk spool: an alert nobody acknowledged

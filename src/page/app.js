@@ -2,14 +2,14 @@
 const TEXT = {
   zh: { title: "雪亮工程 · 告警值守", grid: "网格", all: "全部", operator: "值守员", token: "令牌", alerts: "实时告警", cameras: "摄像机状态",
         camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
-        level: "升级", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
+        level: "升级", verdict: "研判", verdicts: { confirmed: "属实", "false-alarm": "误报", handled: "已处置" }, unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
         states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止", unassigned: "未分配", unknown: "未知" },
         hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" },
         health: "设备完好（近24小时）", count: "摄像机数", online: "在线率", usable: "完好率", since: "自", healthy: "全部摄像机画面正常",
         problems: { dark: "画面过暗", bright: "画面过亮", occluded: "镜头遮挡", blurred: "画面模糊", "color-cast": "画面偏色", frozen: "画面冻结", moved: "镜头移位", "video-loss": "视频丢失" } },
   en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
         camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
-        level: "escalation", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
+        level: "escalation", verdict: "verdict", verdicts: { confirmed: "real", "false-alarm": "false alarm", handled: "handled" }, unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
         states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped", unassigned: "unassigned", unknown: "unknown" },
         hazards: {},
         health: "Camera health (last 24 h)", count: "Cameras", online: "Online", usable: "Usable", since: "since", healthy: "Every camera's picture is fine",
@@ -47,14 +47,21 @@ function renderAlert(entry) {
   const ack = entry.ack
     ? `<span class="done">${esc(t("acked"))}${entry.ack.by ? " · " + esc(t("by")) + " " + esc(entry.ack.by) : ""}</span>`
     : `<button class="ack" type="button">${esc(t("ack"))}</button>`;
+  // The operator's judgement: with the acknowledgement, or changed after it.
+  const judged = entry.ack && entry.ack.verdict
+    ? `<div class="verdict-done" data-verdict="${esc(entry.ack.verdict)}">${esc(t("verdict"))}: ${esc(t("verdicts")[entry.ack.verdict] || entry.ack.verdict)}${entry.ack.note ? " · " + esc(entry.ack.note) : ""}</div>`
+    : "";
+  const verdicts = Object.entries(t("verdicts")).map(([v, name]) =>
+    `<button class="verdict" type="button" data-verdict="${esc(v)}">${esc(name)}</button>`).join("");
   li.innerHTML = `${img}<div>
       <div class="what">${esc(hazardName(a.hazard))} <span class="tag">${esc(a.severity)}</span><span class="tag ${esc(a.source)}">${esc(t("source")[a.source] || a.source)}</span>${a.escalation_level ? `<span class="tag">${esc(t("level"))} ${a.escalation_level}</span>` : ""}</div>
       <div class="meta">${esc(a.camera ? a.camera.name : "")} · ${esc(where)}</div>
       <div class="meta">${esc(new Date(a.detected_at).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB"))} · ${Math.round(a.confidence * 100)}%</div>
       ${evidence ? `<div class="meta">${evidence}</div>` : ""}
-    </div><div>${ack}</div>`;
+    </div><div>${ack}${judged}<div class="verdicts">${verdicts}</div></div>`;
   const button = li.querySelector("button.ack");
   if (button) button.addEventListener("click", () => acknowledge(a.id));
+  li.querySelectorAll("button.verdict").forEach((b) => b.addEventListener("click", () => acknowledge(a.id, b.dataset.verdict)));
   const picture = li.querySelector("img");
   if (picture) showSnapshot(picture, a.id);
   return li;
@@ -101,7 +108,7 @@ function addAlert(entry) {
   // An acknowledgement is never taken back: a list fetched before it (a new token reloads
   // the list while the operator clicks) may answer after it, and must not undo it.
   const known = alerts.get(entry.alert.id);
-  if (known && known.ack && !entry.ack) entry.ack = known.ack;
+  if (known && known.ack && (!entry.ack || (known.ack.verdict && !entry.ack.verdict))) entry.ack = known.ack;
   alerts.set(entry.alert.id, entry);
   for (const g of entry.alert.grid.path) {
     if (!grids.has(g.id)) {
@@ -114,10 +121,11 @@ function addAlert(entry) {
   }
 }
 
-async function acknowledge(id) {
+/** Acknowledges alert `id`, with a verdict (`confirmed`, `false-alarm`, `handled`) when given. */
+async function acknowledge(id, verdict) {
   const by = $("#operator").value || null;
   const res = await api(`/api/alerts/${encodeURIComponent(id)}/ack`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(verdict ? { by, verdict } : { by }),
   });
   if (res.ok) { onAck(await res.json()); }
 }

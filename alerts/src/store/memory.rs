@@ -283,8 +283,14 @@ impl StateStore for MemoryStore {
             if ack.grid.as_deref().is_some_and(|g| !grid_within(grid, g)) {
                 return Ok(AckOutcome::OutsideGrid);
             }
-            if state.acks.contains_key(&ack.alert_id) {
-                return Ok(AckOutcome::Again);
+            if let Some((known, _)) = state.acks.get_mut(&ack.alert_id) {
+                if ack.verdict.is_none() || (known.verdict == ack.verdict && known.note == ack.note)
+                {
+                    return Ok(AckOutcome::Again);
+                }
+                known.verdict = ack.verdict;
+                known.note = ack.note.clone();
+                return Ok(AckOutcome::Judged);
             }
             state
                 .acks

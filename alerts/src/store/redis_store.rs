@@ -167,9 +167,10 @@ impl RedisStore {
 }
 
 /// KEYS: issued (holding the alert's grid), ack. ARGV: the acknowledgement's JSON, its TTL,
-/// the acknowledging centre's grid or "". Returns 1 when recorded, 0 when already
-/// acknowledged, -1 when the alert was not issued here, -2 when its grid is not within the
-/// centre's.
+/// the acknowledging centre's grid or "", its verdict or "", its note or "". Returns 1 when
+/// recorded, 2 when acknowledged before and the verdict and note replaced, 0 when
+/// acknowledged before with no verdict now or the same one, -1 when the alert was not
+/// issued here, -2 when its grid is not within the centre's.
 const ACKNOWLEDGE: &str = r#"
 local grid = redis.call('GET', KEYS[1])
 if not grid then return -1 end
@@ -177,7 +178,17 @@ local within = ARGV[3]
 if within ~= '' and grid ~= within and string.sub(grid, 1, #within + 1) ~= within .. '-' then
   return -2
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local known = redis.call('GET', KEYS[2])
+if known then
+  if ARGV[4] == '' then return 0 end
+  local ack = cjson.decode(known)
+  -- The same verdict again (every node hears each acknowledgement): nothing changes.
+  if ack['verdict'] == ARGV[4] and (ack['note'] or '') == ARGV[5] then return 0 end
+  ack['verdict'] = ARGV[4]
+  if ARGV[5] == '' then ack['note'] = nil else ack['note'] = ARGV[5] end
+  redis.call('SET', KEYS[2], cjson.encode(ack), 'KEEPTTL')
+  return 2
+end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 "#;
@@ -530,10 +541,13 @@ impl StateStore for RedisStore {
                 .arg(self.key(&["ack", &ack.alert_id]))
                 .arg(json)
                 .arg(ACK_TTL.as_secs())
-                .arg(ack.grid.as_deref().unwrap_or(""));
+                .arg(ack.grid.as_deref().unwrap_or(""))
+                .arg(ack.verdict.map_or("", |v| v.as_str()))
+                .arg(ack.note.as_deref().unwrap_or(""));
             let outcome: i64 = self.query("EVAL acknowledge", &cmd).await?;
             Ok(match outcome {
                 1 => AckOutcome::First,
+                2 => AckOutcome::Judged,
                 0 => AckOutcome::Again,
                 -2 => AckOutcome::OutsideGrid,
                 _ => AckOutcome::Unknown,
