@@ -316,6 +316,23 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     let listed: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(listed[0]["ack"]["verdict"], "false-alarm", "{listed}");
     assert_eq!(listed[0]["ack"]["by"], "网格员张三", "{listed}");
+    // The camera's false-alarm rate: one of its one judged alert.
+    let rate = format!(
+        "document.querySelector('#cameras tr[data-id=\"{CAMERA}\"] td.false-alarms').textContent"
+    );
+    assert!(
+        page.wait_for(
+            &format!("{rate} === '1 / 1 (100%)'"),
+            Duration::from_secs(10)
+        ),
+        "the camera's false-alarm rate: {}",
+        page.eval(&rate)
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#cameras tr[data-id=\"cam-covered\"] td.false-alarms').textContent"),
+        "-",
+        "no verdict on the other camera"
+    );
 
     // The health view: the covered camera, since when, with the frame that showed it, and
     // the grid's rates.
