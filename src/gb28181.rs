@@ -489,7 +489,7 @@ impl Relay {
                             self.relay(upstream, f.pending, &recent.alert).await;
                         }
                     }
-                    Ok(FeedEvent::Ack(_)) => {}
+                    Ok(FeedEvent::Ack(_) | FeedEvent::Dispatched { .. }) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::error!(missed = n, "gb28181: alerts went by faster than the platform relay read them; those are not sent to the platform");
                     }

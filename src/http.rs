@@ -508,6 +508,7 @@ async fn events(State(state): State<AppState>) -> Response {
                 let name = match &event {
                     sharpeyes_alerts::FeedEvent::Alert(_) => "alert",
                     sharpeyes_alerts::FeedEvent::Ack(_) => "ack",
+                    sharpeyes_alerts::FeedEvent::Dispatched { .. } => "dispatched",
                 };
                 let data = serde_json::to_string(&event).unwrap_or_default();
                 Event::default().event(name).data(data)

@@ -181,7 +181,8 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         + &fire_camera("cam-covered", &sim.url(2))
         + "\n[health]\nhold = \"3s\"\n"
         + &role_token(VIEWER, "viewer")
-        + &role_token(OPERATOR, "operator");
+        + &role_token(OPERATOR, "operator")
+        + "\n[[dispatch]]\nname = \"fire-brigade\"\nhazards = [\"fire\"]\ntopic = \"se-run/dispatch/fire-brigade\"\non = \"every\"\n";
     let service = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
     let http = service.port();
     let started = Instant::now();
@@ -253,6 +254,14 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     assert!(
         text.as_str().unwrap().contains("fire") && text.as_str().unwrap().contains("东元超市门口"),
         "{text}"
+    );
+    assert!(
+        page.wait_for(
+            "(() => { const d = document.querySelector('#alerts li.alert .dispatched'); return !!d && d.textContent.includes('sent to fire-brigade'); })()",
+            Duration::from_secs(10)
+        ),
+        "where the alert went: {}",
+        page.eval("document.querySelector('#alerts li.alert').textContent")
     );
     assert!(
         page.wait_for(

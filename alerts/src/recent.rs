@@ -21,6 +21,9 @@ pub(crate) const KEEP: usize = 1000;
 pub struct RecentAlert {
     pub alert: Alert,
     pub ack: Option<Ack>,
+    /// The departments (`[[dispatch]]` names) it was sent on to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dispatched: Vec<String>,
 }
 
 /// What the live feed carries.
@@ -29,6 +32,11 @@ pub struct RecentAlert {
 pub enum FeedEvent {
     Alert(Box<RecentAlert>),
     Ack(Ack),
+    /// An alert sent on to departments.
+    Dispatched {
+        alert_id: String,
+        to: Vec<String>,
+    },
 }
 
 /// Which recent alerts to list.
@@ -64,7 +72,11 @@ impl Recent {
         }
         let detected =
             ulid::Ulid::from_string(&alert.id).map_or_else(|_| SystemTime::now(), |u| u.datetime());
-        let entry = RecentAlert { alert, ack: None };
+        let entry = RecentAlert {
+            alert,
+            ack: None,
+            dispatched: Vec::new(),
+        };
         {
             let mut list = self.alerts.lock().ok()?;
             if list.iter().any(|(_, e)| e.alert.id == entry.alert.id) {
@@ -110,17 +122,60 @@ impl Recent {
     pub(crate) fn take(&self, event: FeedEvent) {
         match event {
             FeedEvent::Alert(entry) => {
-                let RecentAlert { alert, ack } = *entry;
+                let RecentAlert {
+                    alert,
+                    ack,
+                    dispatched,
+                } = *entry;
                 let id = alert.id.clone();
                 self.push(alert);
                 if let Some(ack) = ack.filter(|a| a.alert_id == id) {
                     self.acknowledged(&ack);
                 }
+                if !dispatched.is_empty() {
+                    self.dispatched(&id, &dispatched);
+                }
             }
             FeedEvent::Ack(ack) => {
                 self.acknowledged(&ack);
             }
+            FeedEvent::Dispatched { alert_id, to } => {
+                self.dispatched(&alert_id, &to);
+            }
         }
+    }
+
+    /// Notes that `alert_id` went to departments `to`, unless noted already; returns the
+    /// event the live feed got, if any.
+    pub(crate) fn dispatched(&self, alert_id: &str, to: &[String]) -> Option<FeedEvent> {
+        let mut added = Vec::new();
+        {
+            let mut list = self.alerts.lock().ok()?;
+            let (_, entry) = list.iter_mut().find(|(_, e)| e.alert.id == alert_id)?;
+            for name in to {
+                if !entry.dispatched.contains(name) {
+                    entry.dispatched.push(name.clone());
+                    added.push(name.clone());
+                }
+            }
+        }
+        if added.is_empty() {
+            return None;
+        }
+        let event = FeedEvent::Dispatched {
+            alert_id: alert_id.to_owned(),
+            to: added,
+        };
+        let _ = self.feed.send(event.clone());
+        Some(event)
+    }
+
+    /// A listed alert, as it was raised.
+    pub(crate) fn alert(&self, alert_id: &str) -> Option<Alert> {
+        let list = self.alerts.lock().ok()?;
+        list.iter()
+            .find(|(_, e)| e.alert.id == alert_id)
+            .map(|(_, e)| e.alert.clone())
     }
 
     /// The hazard and camera id (`-` for a sensor's own alert) of a listed alert.

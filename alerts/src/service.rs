@@ -27,6 +27,7 @@ use crate::mqtt::{
 use crate::snapshot::Snapshot;
 use crate::stats::{Stats, guarded, stopped};
 use crate::store::{Ack, AckOutcome, MAX_NOTE, OutboxRecord, StateStore, Verdict};
+use sharpeyes_config::DispatchOn;
 use sharpeyes_ingest::cpu::{Measured, Stage};
 
 /// The longest `by` of an acknowledgement, in characters: a name, not a message.
@@ -510,6 +511,7 @@ impl Alerts {
             self.share(&event).await;
         }
         tracing::info!(alert = %alert.id, hazard = %alert.hazard, severity = %alert.severity, camera = alert.camera.as_ref().map_or("-", |c| c.id.as_str()), grid = %alert.grid.id, bytes = json.len(), "alert queued");
+        self.dispatch(&alert, DispatchOn::Every).await;
         Ok(Submitted::Queued {
             id: alert.id,
             topic,
@@ -667,6 +669,7 @@ impl Alerts {
             if let Some(event) = self.inner.recent.acknowledged(&ack) {
                 self.share(&event).await;
             }
+            self.dispatch_confirmed(&ack).await;
             Ok(Some(ack))
         } else if outcome == AckOutcome::Judged {
             let Some(judged) = self.inner.store.acknowledgement(alert_id).await? else {
@@ -677,9 +680,55 @@ impl Alerts {
             if let Some(event) = self.inner.recent.acknowledged(&judged) {
                 self.share(&event).await;
             }
+            self.dispatch_confirmed(&judged).await;
             Ok(Some(judged))
         } else {
             self.inner.store.acknowledgement(alert_id).await
+        }
+    }
+
+    /// Sends the alert `ack` confirmed on to the departments that take it when confirmed.
+    /// Recorded once in the cluster (the store's first or changed verdict), so sent once.
+    async fn dispatch_confirmed(&self, ack: &Ack) {
+        if ack.verdict != Some(Verdict::Confirmed) {
+            return;
+        }
+        let Some(alert) = self.inner.recent.alert(&ack.alert_id) else {
+            if !self.inner.config.dispatch.is_empty() {
+                tracing::warn!(alert = %ack.alert_id, "a confirmed alert is no longer in the recent list: not dispatched");
+            }
+            return;
+        };
+        self.dispatch(&alert, DispatchOn::Confirmed).await;
+    }
+
+    /// Republishes `alert` (same id, same JSON) to each `[[dispatch]]` department that takes
+    /// its hazard in its grid `when`, through the outbox like any alert.
+    async fn dispatch(&self, alert: &Alert, when: DispatchOn) {
+        let inner = &self.inner;
+        let own = format!("{}/alerts", inner.prefix);
+        let mut to = Vec::new();
+        for d in inner.config.dispatch.iter().filter(|d| {
+            d.on == when
+                && d.hazards.contains(&alert.hazard)
+                && d.grid
+                    .as_ref()
+                    .is_none_or(|g| crate::store::grid_within(&alert.grid.id, g))
+        }) {
+            let mut copy = alert.clone();
+            let Ok(mut record) = self.record(&mut copy) else {
+                continue;
+            };
+            let levels = record.topic.strip_prefix(&own).unwrap_or_default();
+            record.topic = format!("{}{levels}", d.topic);
+            let durable = self.enqueue(record).await;
+            tracing::info!(alert = %alert.id, department = %d.name, durable, "alert dispatched");
+            to.push(d.name.clone());
+        }
+        if !to.is_empty() {
+            if let Some(event) = inner.recent.dispatched(&alert.id, &to) {
+                self.share(&event).await;
+            }
         }
     }
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use sharpeyes_alerts::message::{OutboxRecord, StoreFuture};
 use sharpeyes_alerts::{
-    AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore, StateStore,
-    Submitted, render,
+    AckRequest, AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore,
+    StateStore, Submitted, render,
 };
 use sharpeyes_config::{Config, Redis as RedisConfig, SecretUrl};
 use sharpeyes_testkit::{
@@ -909,6 +909,167 @@ async fn verdicts_ride_acknowledgements_in_redis() {
 async fn verdicts_ride_acknowledgements_in_memory() {
     logs();
     verdicts_ride_acknowledgements(Arc::new(MemoryStore::new()), "centre-verdict-memory").await;
+}
+
+/// Departments take over the hazards they deal with: the fire brigade gets every fire as it
+/// is raised, the health centre a fallen person only once an operator confirms it, and a
+/// department of another town nothing from this one. Each gets the alert itself (same id,
+/// same JSON) on its own topic, through the outbox, and the list says where it went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_receive_exactly_the_hazards_they_take() {
+    logs();
+    let broker = Mosquitto::start(false, &[]);
+    let departments = Subscriber::connect(broker.port, "departments", "sy/dispatch/#", None).await;
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-dispatch",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.onnx"), b"").unwrap();
+    let text = format!(
+        "{CONFIG}{}",
+        r#"
+[[grids]]
+id = "321322-002"
+name = "章集街道"
+centre = "章集中心"
+
+[[dispatch]]
+name = "fire-brigade"
+hazards = ["fire"]
+topic = "sy/dispatch/fire-brigade"
+on = "every"
+
+[[dispatch]]
+name = "health-centre"
+hazards = ["fallen-person"]
+grid = "321322-001"
+topic = "sy/dispatch/health"
+
+[[dispatch]]
+name = "zhangji"
+hazards = ["fire", "smoke", "fallen-person"]
+grid = "321322-002"
+topic = "sy/dispatch/zhangji"
+on = "every"
+"#
+    );
+    let config = Arc::new(
+        Config::parse(&text, Path::new("test.toml"), &[dir.path().to_owned()])
+            .unwrap_or_else(|p| panic!("{p}"))
+            .config,
+    );
+    let svc = Running::start(
+        config.clone(),
+        Arc::new(MemoryStore::new()),
+        plain(broker.port),
+    )
+    .await;
+
+    let fire = submit(&svc.alerts, &config, "fire", None).await;
+    let smoke = submit(&svc.alerts, &config, "smoke", None).await;
+    let fallen = submit(&svc.alerts, &config, "fallen-person", None).await;
+    centre
+        .wait_until(Duration::from_secs(5), |m| {
+            alert_ids(m).contains_key(&fallen)
+        })
+        .await;
+    // Raised, not yet confirmed: only the fire has gone on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = departments.snapshot();
+    let ids: Vec<String> = got
+        .iter()
+        .map(|m| m.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        std::slice::from_ref(&fire),
+        "before any verdict: {got:?}"
+    );
+
+    // A verdict other than confirmed sends nothing; confirmed sends it once.
+    svc.alerts
+        .acknowledge(
+            &smoke,
+            AckRequest {
+                verdict: Some(sharpeyes_alerts::Verdict::Confirmed),
+                ..AckRequest::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    svc.alerts
+        .acknowledge(
+            &fallen,
+            AckRequest {
+                verdict: Some(sharpeyes_alerts::Verdict::FalseAlarm),
+                ..AckRequest::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    svc.alerts
+        .acknowledge(
+            &fallen,
+            AckRequest {
+                verdict: Some(sharpeyes_alerts::Verdict::Confirmed),
+                ..AckRequest::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    departments
+        .wait_until(Duration::from_secs(5), |m| m.len() >= 2)
+        .await;
+    // Anything more would come within this.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = departments.snapshot();
+    let grid = "321322/321322-001/321322-001-003/321322-001-003-07";
+    let said: Vec<(String, String)> = got
+        .iter()
+        .map(|m| (m.topic.clone(), m.json()["id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (
+                format!("sy/dispatch/fire-brigade/{grid}/fire"),
+                fire.clone()
+            ),
+            (
+                format!("sy/dispatch/health/{grid}/fallen-person"),
+                fallen.clone()
+            ),
+        ],
+        "exactly the hazards each department takes"
+    );
+    // The same alert as the centre got, not a new one.
+    let original = centre
+        .snapshot()
+        .into_iter()
+        .find(|m| m.json()["id"] == fire.as_str())
+        .unwrap();
+    assert_eq!(got[0].json(), original.json());
+    assert!(schema_errors(&got[1].json()).is_empty());
+
+    let went = |id: &str| -> Vec<String> {
+        svc.alerts
+            .recent(&sharpeyes_alerts::AlertFilter::default())
+            .into_iter()
+            .find(|e| e.alert.id == id)
+            .map(|e| e.dispatched)
+            .unwrap_or_default()
+    };
+    assert_eq!(went(&fire), ["fire-brigade"]);
+    assert_eq!(went(&fallen), ["health-centre"]);
+    assert!(went(&smoke).is_empty());
+    svc.shutdown().await;
 }
 
 /// Escalations outlive a restart of a node on the disk spool: an alert nobody acknowledged

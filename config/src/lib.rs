@@ -33,7 +33,8 @@ pub use schema::{CameraHealth, Health, HealthThresholds, NightHours};
 pub use diag::Problems;
 pub use install::Install;
 pub use schema::{
-    Camera, Hazard, Http, Model, ModelLayout, Precision, Redis, Sampling, Sensor, Severity,
+    Camera, Dispatch, DispatchOn, Hazard, Http, Model, ModelLayout, Precision, Redis, Sampling,
+    Sensor, Severity,
 };
 pub use secret::{Secret, SecretError, SecretUrl, redact_url};
 pub use summary::Summary;
@@ -70,6 +71,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// `[gb28181]`: the county platform this node registers with; absent: none.
     pub gb28181: Option<Gb28181>,
+    /// `[[dispatch]]`: departments that take hazards over.
+    pub dispatch: Vec<Dispatch>,
 }
 
 /// A configuration that passed, with the warnings it raised.

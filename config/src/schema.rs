@@ -700,6 +700,38 @@ pub struct Position {
     pub lon: f64,
 }
 
+/// `[[dispatch]]`: a department that deals with some hazards (fire to the fire brigade,
+/// flood to water affairs): their alerts are republished to it, with the same id, under its
+/// own topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dispatch {
+    /// Shown on the page and in logs, e.g. `fire-brigade` or `县消防救援大队`.
+    pub name: String,
+    /// The hazards it takes.
+    pub hazards: Vec<String>,
+    /// Only alerts in this grid or below it; absent: every grid.
+    #[serde(default)]
+    pub grid: Option<String>,
+    /// The topic the department subscribes under (e.g. `sy/dispatch/fire-brigade`): an alert
+    /// goes to `{topic}/{grid path}/{hazard}`, as on the alert topic.
+    pub topic: String,
+    #[serde(default)]
+    pub on: DispatchOn,
+}
+
+/// When an alert is dispatched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DispatchOn {
+    /// When an operator's verdict says it is real (`confirmed`): the department is not
+    /// sent false alarms.
+    #[default]
+    Confirmed,
+    /// As soon as it is raised.
+    Every,
+}
+
 /// `[[sensors]]`: a smoke detector, thermometer, gas or water-level gauge in a grid.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -960,3 +960,54 @@ fn a_rectangular_input_fits_16_9_cameras_and_a_bad_height_is_named() {
         );
     }
 }
+
+#[test]
+fn departments_take_known_hazards_under_a_topic_of_their_own() {
+    let department = |body: &str| format!("{BASE}\n[[dispatch]]\n{body}\n");
+    let good = department(
+        "name = \"fire-brigade\"\nhazards = [\"fire\"]\ngrid = \"321322-001\"\ntopic = \"sy/dispatch/fire-brigade\"",
+    );
+    let c = parse(&good).unwrap().config;
+    assert_eq!(c.dispatch.len(), 1);
+    assert_eq!(
+        c.dispatch[0].on,
+        crate::DispatchOn::Confirmed,
+        "the default"
+    );
+    assert_eq!(c.dispatch[0].grid.as_deref(), Some("321322-001"));
+
+    let e = errors(&department(
+        "name = \"fire-brigade\"\nhazards = [\"fir\"]\ngrid = \"321399\"\ntopic = \"sy/dispatch/#\"\non = \"sometimes\"",
+    ));
+    let said: Vec<(&str, &str)> = e.iter().map(|(_, p, m)| (p.as_str(), m.as_str())).collect();
+    assert!(
+        said.iter().any(|(p, _)| *p == "dispatch[0].on"),
+        "an unknown `on`: {e:?}"
+    );
+    let e = errors(&department(
+        "name = \"fire-brigade\"\nhazards = [\"fir\"]\ngrid = \"321399\"\ntopic = \"sy/dispatch/#\"",
+    ));
+    let paths: Vec<&str> = e.iter().map(|(_, p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "dispatch[0].hazards[0]",
+            "dispatch[0].grid",
+            "dispatch[0].topic"
+        ],
+        "{e:?}"
+    );
+    assert!(e[0].2.contains("unknown hazard `fir`"), "{e:?}");
+    assert!(e[2].2.contains("not a plain topic"), "{e:?}");
+    // Under the service's own acknowledgements a dispatched alert would acknowledge itself.
+    let (path, message, hint) = first_error(&department(
+        "name = \"fire-brigade\"\nhazards = [\"fire\"]\ntopic = \"sharpeyes/acks/fire\"",
+    ));
+    assert_eq!(path, "dispatch[0].topic");
+    assert!(message.contains("under `sharpeyes/acks`"), "{message}");
+    assert!(hint.contains("sharpeyes/dispatch/fire-brigade"), "{hint}");
+    let (path, _, _) = first_error(&department(
+        "name = \"fire-brigade\"\nhazards = [\"fire\"]\ntopic = \"sy//fire\"",
+    ));
+    assert_eq!(path, "dispatch[0].topic");
+}

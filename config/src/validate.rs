@@ -10,9 +10,9 @@ use crate::Config;
 use crate::diag::{FieldPath, Level, Problem, closest};
 use crate::gbt28181::{DeviceCategory, DeviceId};
 use crate::schema::{
-    AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Fusion, Gb28181, Grid,
-    GridLevel, Hazard, Health, Ingest, Model, ModelLayout, Motion, Precision, Readings, Sensor,
-    Zone,
+    AlertOptions, Backend, Camera, CameraKind, Cluster, Credential, Dispatch, Fusion, Gb28181,
+    Grid, GridLevel, Hazard, Health, Ingest, Model, ModelLayout, Motion, Precision, Readings,
+    Sensor, Zone,
 };
 use crate::secret::SecretUrl;
 use crate::source::{Source, string_field};
@@ -36,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "cluster",
     "gb28181",
     "health",
+    "dispatch",
 ];
 
 /// The longest id: ids become MQTT topic levels and Redis keys, whose lengths have limits,
@@ -152,6 +153,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");
     let cameras: Section<Camera> = v.array(src, "cameras", "id");
     let sensors: Section<Sensor> = v.array(src, "sensors", "id");
+    let dispatch: Section<Dispatch> = v.array(src, "dispatch", "name");
     let credentials: BTreeMap<String, Credential> = v.table(src, "credentials").unwrap_or_default();
     for name in credentials.keys() {
         v.topic_safe(
@@ -166,6 +168,10 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
     let hazards = v.hazards(hazards, &models);
     let cameras = v.cameras(cameras, &grids, &hazards, &credentials, &health);
     let sensors = v.sensors(sensors, &grids, &cameras, &hazards);
+    let prefix = mqtt
+        .as_ref()
+        .map_or("sharpeyes", |m: &crate::schema::Mqtt| m.prefix.as_str());
+    let dispatch = v.dispatch(dispatch, &grids, &hazards, prefix);
 
     let mut config = Config {
         node,
@@ -186,6 +192,7 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         credentials,
         cluster,
         gb28181,
+        dispatch: dispatch.items.into_iter().map(|(_, d)| d).collect(),
     };
     v.endpoints(&mut config);
     (config, v.problems)
@@ -1182,6 +1189,85 @@ impl Validator {
                     path.key("topic"),
                     format!("sensor topic `{t}` must be a plain topic"),
                     "wildcards are not allowed: one topic per sensor",
+                );
+            }
+        }
+        section
+    }
+
+    fn dispatch(
+        &mut self,
+        section: Section<Dispatch>,
+        grids: &Section<Grid>,
+        hazards: &Section<Hazard>,
+        prefix: &str,
+    ) -> Section<Dispatch> {
+        self.unique(&section, "dispatch", "name", |d| &d.name);
+        let hazard_names = hazards.ids(|h| &h.name);
+        let grid_ids = grids.ids(|g| &g.id);
+        // A department's topic must not be one the service itself reads or means something
+        // else on: under `{prefix}/acks` a dispatched alert would acknowledge itself.
+        let reserved: Vec<String> = ["acks", "alerts", "sensors", "status", "cameras", "health"]
+            .iter()
+            .map(|l| format!("{prefix}/{l}"))
+            .collect();
+        for (i, d) in &section.items {
+            let path = FieldPath::item("dispatch", *i);
+            self.bounded(path.key("name"), "the name", &d.name);
+            if d.name.trim().is_empty() {
+                self.error(
+                    path.key("name"),
+                    "a department without a name",
+                    "e.g. name = \"fire-brigade\"",
+                );
+            }
+            if d.hazards.is_empty() {
+                self.error(
+                    path.key("hazards"),
+                    format!("department `{}` takes no hazard", d.name),
+                    "list [[hazards]] names, e.g. hazards = [\"fire\", \"smoke\"]",
+                );
+            }
+            for (j, h) in d.hazards.iter().enumerate() {
+                if !hazard_names.contains(h) {
+                    let names: Vec<&str> = hazard_names.iter().map(String::as_str).collect();
+                    self.error(
+                        path.key("hazards").index(j),
+                        format!("department `{}` takes unknown hazard `{h}`", d.name),
+                        hint_from(h, &names, "hazards"),
+                    );
+                }
+            }
+            if let Some(g) = d.grid.as_ref().filter(|g| !grid_ids.contains(*g)) {
+                let names: Vec<&str> = grid_ids.iter().map(String::as_str).collect();
+                self.error(
+                    path.key("grid"),
+                    format!("department `{}` covers unknown grid `{g}`", d.name),
+                    hint_from(g, &names, "grids"),
+                );
+            }
+            let t = &d.topic;
+            let plain = !t.is_empty()
+                && t.len() <= MAX_NAME_BYTES
+                && !t.contains(['+', '#', '\0'])
+                && t.split('/').all(|level| !level.is_empty());
+            if !plain {
+                self.error(
+                    path.key("topic"),
+                    format!("department `{}`: `{t}` is not a plain topic", d.name),
+                    "levels of letters, digits, - and _ between single slashes, no wildcards, e.g. sy/dispatch/fire-brigade",
+                );
+            } else if let Some(r) = reserved
+                .iter()
+                .find(|r| t == *r || t.starts_with(&format!("{r}/")))
+            {
+                self.error(
+                    path.key("topic"),
+                    format!(
+                        "department `{}`: `{t}` is under `{r}`, which sharpeyes uses itself",
+                        d.name
+                    ),
+                    format!("use a topic of its own, e.g. {prefix}/dispatch/{}", d.name),
                 );
             }
         }
