@@ -991,39 +991,19 @@ on = "every"
     );
 
     // A verdict other than confirmed sends nothing; confirmed sends it once.
-    svc.alerts
-        .acknowledge(
-            &smoke,
-            AckRequest {
-                verdict: Some(sharpeyes_alerts::Verdict::Confirmed),
+    let judge = |id: String, verdict: sharpeyes_alerts::Verdict| {
+        let alerts = svc.alerts.clone();
+        async move {
+            let request = AckRequest {
+                verdict: Some(verdict),
                 ..AckRequest::default()
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    svc.alerts
-        .acknowledge(
-            &fallen,
-            AckRequest {
-                verdict: Some(sharpeyes_alerts::Verdict::FalseAlarm),
-                ..AckRequest::default()
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    svc.alerts
-        .acknowledge(
-            &fallen,
-            AckRequest {
-                verdict: Some(sharpeyes_alerts::Verdict::Confirmed),
-                ..AckRequest::default()
-            },
-            None,
-        )
-        .await
-        .unwrap();
+            };
+            alerts.acknowledge(&id, request, None).await.unwrap()
+        }
+    };
+    judge(smoke.clone(), sharpeyes_alerts::Verdict::Confirmed).await;
+    judge(fallen.clone(), sharpeyes_alerts::Verdict::FalseAlarm).await;
+    judge(fallen.clone(), sharpeyes_alerts::Verdict::Confirmed).await;
     departments
         .wait_until(Duration::from_secs(5), |m| m.len() >= 2)
         .await;
