@@ -155,6 +155,9 @@ fn resolve_model(args: &DetectArgs, install: &Install) -> Result<Model, String> 
         demo.and_then(|l| l.config.models.into_iter().find(|m| m.name == args.model))
     {
         m.input_size = args.size.unwrap_or(m.input_size);
+        // Stills come in any shape and the models' reference detections (MODELS.md) are at
+        // a square input: a still runs square, whatever the demo's 16:9 cameras use.
+        m.input_height = None;
         m.max_batch = 1;
         return with_precision(m, args.precision.as_deref());
     }
