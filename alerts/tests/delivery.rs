@@ -81,6 +81,16 @@ fn plain(port: u16) -> MqttSettings {
     MqttSettings::plain("127.0.0.1", port, PREFIX, "test-node")
 }
 
+/// A store on the test redis-server on `port`, its keys under `prefix`, as node `node`.
+async fn redis_store(port: u16, prefix: &str, node: &str) -> Arc<dyn StateStore> {
+    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    Arc::new(
+        RedisStore::connect(&RedisConfig::new(url, prefix), node)
+            .await
+            .unwrap(),
+    )
+}
+
 async fn submit(alerts: &Alerts, config: &Config, hazard: &str, zone: Option<&str>) -> String {
     match alerts
         .submit(alert(config, hazard, zone), None)
@@ -298,12 +308,7 @@ async fn cooldown_holds_back_repeats_per_camera_hazard_and_zone_in_redis() {
     let sub =
         Subscriber::connect(broker.port, "centre-2", &format!("{PREFIX}/alerts/#"), None).await;
     let config = config();
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&RedisConfig::new(url, "cooldown-test"), "n1")
-            .await
-            .unwrap(),
-    );
+    let store = redis_store(redis.port, "cooldown-test", "n1").await;
     let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
 
     let first = submit(&svc.alerts, &config, "smoke", Some("door")).await;
@@ -611,12 +616,7 @@ async fn unacknowledged_alert_climbs_to_the_county_acknowledged_one_stays() {
         Subscriber::connect(broker.port, "centre-5", &format!("{PREFIX}/alerts/#"), None).await;
     let config = config();
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&RedisConfig::new(url, "escalation-test"), "n1")
-            .await
-            .unwrap(),
-    );
+    let store = redis_store(redis.port, "escalation-test", "n1").await;
     let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
 
     let acked = submit(&svc.alerts, &config, "fallen-person", Some("a")).await;
@@ -711,14 +711,9 @@ async fn three_nodes_escalate_an_alert_once_per_level_and_record_an_ack_once() {
     .await;
     let config = config();
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     let mut nodes = Vec::new();
     for node in ["n1", "n2", "n3"] {
-        let store: Arc<dyn StateStore> = Arc::new(
-            RedisStore::connect(&RedisConfig::new(url.clone(), "escalation-3n"), node)
-                .await
-                .unwrap(),
-        );
+        let store = redis_store(redis.port, "escalation-3n", node).await;
         let mqtt = MqttSettings::plain("127.0.0.1", broker.port, PREFIX, node);
         nodes.push((
             Running::start(config.clone(), store.clone(), mqtt).await,
@@ -896,12 +891,7 @@ async fn verdicts_ride_acknowledgements(store: Arc<dyn StateStore>, client: &str
 async fn verdicts_ride_acknowledgements_in_redis() {
     logs();
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&RedisConfig::new(url, "verdict-test"), "n1")
-            .await
-            .unwrap(),
-    );
+    let store = redis_store(redis.port, "verdict-test", "n1").await;
     verdicts_ride_acknowledgements(store, "centre-verdict-redis").await;
 }
 
@@ -1203,14 +1193,7 @@ async fn publisher_child() {
     let p: serde_json::Value = serde_json::from_str(&params).unwrap();
     let config = config();
     let store: Arc<dyn StateStore> = match p["redis_port"].as_u64() {
-        Some(port) => {
-            let url = SecretUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-            Arc::new(
-                RedisStore::connect(&RedisConfig::new(url, "kill-test"), "n1")
-                    .await
-                    .unwrap(),
-            )
-        }
+        Some(port) => redis_store(u16::try_from(port).unwrap(), "kill-test", "n1").await,
         None => Arc::new(MemoryStore::with_spool(Path::new(p["spool"].as_str().unwrap())).unwrap()),
     };
     let svc = Running::start(
@@ -1507,14 +1490,9 @@ async fn only_a_centre_of_the_alerts_grid_can_acknowledge_it() {
     ];
     let broker = Mosquitto::start_with_acl(&users, &acl);
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
     let stores: [Arc<dyn StateStore>; 2] = [
         Arc::new(MemoryStore::new()),
-        Arc::new(
-            RedisStore::connect(&RedisConfig::new(url, "acl-test"), "n1")
-                .await
-                .unwrap(),
-        ),
+        redis_store(redis.port, "acl-test", "n1").await,
     ];
     let config = config();
     let topic = format!("{PREFIX}/alerts/#");
@@ -1910,12 +1888,7 @@ async fn a_process_dying_before_its_alert_is_durable_does_not_suppress_the_next(
     .await;
     let config = config();
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    let redis_store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&RedisConfig::new(url, "crash-window"), "n1")
-            .await
-            .unwrap(),
-    );
+    let redis_store = redis_store(redis.port, "crash-window", "n1").await;
 
     // The first life: the outbox write never finishes, and the process "dies" there.
     let mut dying = Faulty::new(redis_store.clone());
@@ -1971,12 +1944,7 @@ async fn concurrent_repeats_raise_one_alert_and_leave_no_other_outbox_entry() {
     .await;
     let config = config();
     let redis = Redis::start(None);
-    let url = SecretUrl::parse(&format!("redis://127.0.0.1:{}/0", redis.port)).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(
-        RedisStore::connect(&RedisConfig::new(url, "repeats"), "n1")
-            .await
-            .unwrap(),
-    );
+    let store = redis_store(redis.port, "repeats", "n1").await;
     let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
     let attempts = (0..8).map(|_| svc.alerts.submit(alert(&config, "smoke", None), None));
     let results = futures_util::future::join_all(attempts).await;
