@@ -51,6 +51,14 @@ fn node_config(dir: &Path, broker: u16, redis: u16, sim: &sharpeyes_ingest::Simu
 
 const SENSOR: &str = "water-shuhe-01";
 
+/// `sharpeyes run` as node `id` of configuration `text`, written with its data to `dir`.
+fn start_node(dir: &Path, text: &str, id: &str) -> Service {
+    let path = dir.join("service.toml");
+    std::fs::write(&path, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_sharpeyes");
+    Service::start_with(bin, &path, dir, "info", &["--node-id", id])
+}
+
 /// `GET /api/cluster` of a node: (its id, the cameras it runs, the members it sees).
 fn view(http: u16) -> (String, Vec<String>, usize) {
     let (status, body) = get_as(http, "/api/cluster", TOKEN);
@@ -438,14 +446,14 @@ async fn a_node_cut_off_from_redis_stops_its_cameras_before_their_leases_expire(
     let broker = Mosquitto::start(false, &[]);
     let redis = Redis::start(None);
     let proxy = FaultProxy::start(redis.port).await;
-    let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     // node-a reaches Redis through the proxy, node-b directly.
     let start = |i: usize, id: &str, redis: u16| {
-        let path = dirs[i].path().join("service.toml");
-        let text = node_config(dirs[i].path(), broker.port, redis, &sim);
-        std::fs::write(&path, text).unwrap();
-        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+        start_node(
+            dirs[i].path(),
+            &node_config(dirs[i].path(), broker.port, redis, &sim),
+            id,
+        )
     };
     let a = start(0, "node-a", proxy.port);
     let b = start(1, "node-b", redis.port);
@@ -540,13 +548,10 @@ async fn a_dead_nodes_unsent_alerts_are_published_by_a_survivor() {
     )
     .await;
     broker.stop();
-    let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let start = |i: usize, id: &str| {
-        let path = dirs[i].path().join("service.toml");
         let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
-        std::fs::write(&path, text).unwrap();
-        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+        start_node(dirs[i].path(), &text, id)
     };
     let a = start(0, "node-a");
     let b = start(1, "node-b");
@@ -634,16 +639,13 @@ async fn fires_that_start_after_a_kill_are_alerted_by_the_survivors() {
         None,
     )
     .await;
-    let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Service> = ["node-a", "node-b", "node-c"]
         .iter()
         .zip(&dirs)
         .map(|(id, dir)| {
-            let path = dir.path().join("service.toml");
             let text = node_config(dir.path(), broker.port, redis.port, &sim);
-            std::fs::write(&path, text).unwrap();
-            Service::start_with(bin, &path, dir.path(), "info", &["--node-id", id])
+            start_node(dir.path(), &text, id)
         })
         .collect();
     let all: Vec<&Service> = nodes.iter().collect();
@@ -734,13 +736,10 @@ async fn a_node_paused_past_its_leases_counts_them_lost_and_stops_them() {
     let sim = fire_cameras(&cache, CAMERAS, "600s");
     let broker = Mosquitto::start(false, &[]);
     let redis = Redis::start(None);
-    let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let start = |i: usize, id: &str| {
-        let path = dirs[i].path().join("service.toml");
         let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
-        std::fs::write(&path, text).unwrap();
-        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+        start_node(dirs[i].path(), &text, id)
     };
     let a = start(0, "node-a");
     let b = start(1, "node-b");
@@ -972,7 +971,6 @@ async fn a_redis_restart_mid_run_keeps_the_leases_and_cooldowns() {
         None,
     )
     .await;
-    let bin = env!("CARGO_BIN_EXE_sharpeyes");
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let start = |i: usize, id: &str| {
         let text: String = node_config(dirs[i].path(), broker.port, redis.port, &sim)
@@ -980,9 +978,7 @@ async fn a_redis_restart_mid_run_keeps_the_leases_and_cooldowns() {
             .take(5)
             .collect::<Vec<_>>()
             .join("\n[[cameras]]");
-        let path = dirs[i].path().join("service.toml");
-        std::fs::write(&path, text).unwrap();
-        Service::start_with(bin, &path, dirs[i].path(), "info", &["--node-id", id])
+        start_node(dirs[i].path(), &text, id)
     };
     let a = start(0, "node-a");
     let b = start(1, "node-b");
