@@ -178,17 +178,6 @@ impl Recent {
             .map(|(_, e)| e.alert.clone())
     }
 
-    /// The hazard and camera id (`-` for a sensor's own alert) of a listed alert.
-    pub(crate) fn subject(&self, alert_id: &str) -> Option<(String, String)> {
-        let list = self.alerts.lock().ok()?;
-        list.iter()
-            .find(|(_, e)| e.alert.id == alert_id)
-            .map(|(_, e)| {
-                let camera = e.alert.camera.as_ref().map_or("-", |c| c.id.as_str());
-                (e.alert.hazard.clone(), camera.to_owned())
-            })
-    }
-
     /// Newest first.
     pub(crate) fn list(&self, filter: &AlertFilter) -> Vec<RecentAlert> {
         let Ok(list) = self.alerts.lock() else {

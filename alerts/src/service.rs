@@ -652,39 +652,38 @@ impl Alerts {
         if outcome == AckOutcome::Unknown {
             return Ok(None);
         }
-        if outcome == AckOutcome::First {
-            let stats = &self.inner.stats;
-            stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-            stats
-                .time_to_ack_ms_total
-                .fetch_add(ack.time_to_ack_ms, Ordering::Relaxed);
-            if let Ok(mut times) = stats.ack_times.lock() {
-                // Bounded: a scraper that never comes does not grow it.
-                if times.len() < 10_000 {
-                    times.push(Duration::from_millis(ack.time_to_ack_ms));
+        let recorded = match outcome {
+            AckOutcome::First => {
+                let stats = &self.inner.stats;
+                stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .time_to_ack_ms_total
+                    .fetch_add(ack.time_to_ack_ms, Ordering::Relaxed);
+                if let Ok(mut times) = stats.ack_times.lock() {
+                    // Bounded: a scraper that never comes does not grow it.
+                    if times.len() < 10_000 {
+                        times.push(Duration::from_millis(ack.time_to_ack_ms));
+                    }
                 }
+                tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), verdict = ack.verdict.map_or("-", |v| v.as_str()), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
+                ack
             }
-            tracing::info!(alert = %ack.alert_id, by = ack.by.as_deref().unwrap_or("-"), verdict = ack.verdict.map_or("-", |v| v.as_str()), time_to_ack_ms = ack.time_to_ack_ms, "alert acknowledged");
-            self.count_verdict(&ack);
-            if let Some(event) = self.inner.recent.acknowledged(&ack) {
-                self.share(&event).await;
+            AckOutcome::Judged => {
+                // The first acknowledgement with this one's verdict, as the store now has it.
+                let Some(judged) = self.inner.store.acknowledgement(alert_id).await? else {
+                    return Ok(None);
+                };
+                tracing::info!(alert = %judged.alert_id, verdict = judged.verdict.map_or("-", |v| v.as_str()), "verdict recorded on an acknowledged alert");
+                judged
             }
-            self.dispatch_confirmed(&ack).await;
-            Ok(Some(ack))
-        } else if outcome == AckOutcome::Judged {
-            let Some(judged) = self.inner.store.acknowledgement(alert_id).await? else {
-                return Ok(None);
-            };
-            tracing::info!(alert = %judged.alert_id, verdict = judged.verdict.map_or("-", |v| v.as_str()), "verdict recorded on an acknowledged alert");
-            self.count_verdict(&judged);
-            if let Some(event) = self.inner.recent.acknowledged(&judged) {
-                self.share(&event).await;
-            }
-            self.dispatch_confirmed(&judged).await;
-            Ok(Some(judged))
-        } else {
-            self.inner.store.acknowledgement(alert_id).await
+            _ => return self.inner.store.acknowledgement(alert_id).await,
+        };
+        self.count_verdict(&recorded);
+        if let Some(event) = self.inner.recent.acknowledged(&recorded) {
+            self.share(&event).await;
         }
+        self.dispatch_confirmed(&recorded).await;
+        Ok(Some(recorded))
     }
 
     /// Sends the alert `ack` confirmed on to the departments that take it when confirmed.
@@ -706,29 +705,39 @@ impl Alerts {
     /// its hazard in its grid `when`, through the outbox like any alert.
     async fn dispatch(&self, alert: &Alert, when: DispatchOn) {
         let inner = &self.inner;
+        let departments: Vec<&sharpeyes_config::Dispatch> = inner
+            .config
+            .dispatch
+            .iter()
+            .filter(|d| {
+                d.on == when
+                    && d.hazards.contains(&alert.hazard)
+                    && d.grid
+                        .as_ref()
+                        .is_none_or(|g| crate::store::grid_within(&alert.grid.id, g))
+            })
+            .collect();
+        if departments.is_empty() {
+            return;
+        }
+        // Encoded once, as on the alert topic; each department gets it under its own topic.
+        let Ok(record) = self.record(&mut alert.clone()) else {
+            return;
+        };
         let own = format!("{}/alerts", inner.prefix);
+        let levels = record.topic.strip_prefix(&own).unwrap_or_default();
         let mut to = Vec::new();
-        for d in inner.config.dispatch.iter().filter(|d| {
-            d.on == when
-                && d.hazards.contains(&alert.hazard)
-                && d.grid
-                    .as_ref()
-                    .is_none_or(|g| crate::store::grid_within(&alert.grid.id, g))
-        }) {
-            let mut copy = alert.clone();
-            let Ok(mut record) = self.record(&mut copy) else {
-                continue;
+        for d in departments {
+            let copy = OutboxRecord {
+                topic: format!("{}{levels}", d.topic),
+                ..record.clone()
             };
-            let levels = record.topic.strip_prefix(&own).unwrap_or_default();
-            record.topic = format!("{}{levels}", d.topic);
-            let durable = self.enqueue(record).await;
+            let durable = self.enqueue(copy).await;
             tracing::info!(alert = %alert.id, department = %d.name, durable, "alert dispatched");
             to.push(d.name.clone());
         }
-        if !to.is_empty() {
-            if let Some(event) = inner.recent.dispatched(&alert.id, &to) {
-                self.share(&event).await;
-            }
+        if let Some(event) = inner.recent.dispatched(&alert.id, &to) {
+            self.share(&event).await;
         }
     }
 
@@ -736,11 +745,13 @@ impl Alerts {
     /// left the recent list).
     fn count_verdict(&self, ack: &Ack) {
         let Some(verdict) = ack.verdict else { return };
-        let (hazard, camera) = self
-            .inner
-            .recent
-            .subject(&ack.alert_id)
-            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let (hazard, camera) = match self.inner.recent.alert(&ack.alert_id) {
+            Some(a) => {
+                let camera = a.camera.map_or_else(|| "-".to_owned(), |c| c.id);
+                (a.hazard, camera)
+            }
+            None => ("unknown".into(), "unknown".into()),
+        };
         if let Ok(mut counts) = self.inner.stats.verdicts.lock() {
             *counts
                 .entry((hazard, camera, verdict.as_str().to_owned()))
