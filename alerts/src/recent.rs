@@ -101,11 +101,10 @@ impl Recent {
                 .iter_mut()
                 .filter(|(_, e)| e.alert.id == ack.alert_id)
                 .peekable();
-            if entries.peek().is_some_and(|(_, e)| {
-                e.ack
-                    .as_ref()
-                    .is_some_and(|known| known.verdict == ack.verdict && known.note == ack.note)
-            }) {
+            if entries
+                .peek()
+                .is_some_and(|(_, e)| e.ack.as_ref().is_some_and(|known| known.judges_alike(ack)))
+            {
                 return None;
             }
             for (_, e) in entries {

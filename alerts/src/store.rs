@@ -87,6 +87,14 @@ pub struct Ack {
     pub note: Option<String>,
 }
 
+impl Ack {
+    /// Whether `other` judges the alert as this one does (the same verdict and note): a
+    /// repeat that changes nothing, as when every node hears the same acknowledgement.
+    pub(crate) fn judges_alike(&self, other: &Ack) -> bool {
+        self.verdict == other.verdict && self.note == other.note
+    }
+}
+
 /// What became of an acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {

@@ -284,8 +284,7 @@ impl StateStore for MemoryStore {
                 return Ok(AckOutcome::OutsideGrid);
             }
             if let Some((known, _)) = state.acks.get_mut(&ack.alert_id) {
-                if ack.verdict.is_none() || (known.verdict == ack.verdict && known.note == ack.note)
-                {
+                if ack.verdict.is_none() || known.judges_alike(ack) {
                     return Ok(AckOutcome::Again);
                 }
                 known.verdict = ack.verdict;
