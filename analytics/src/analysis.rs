@@ -312,6 +312,7 @@ pub struct Analysis {
     telemetry: Telemetry,
     events: mpsc::Sender<VideoEvent>,
     health: Option<mpsc::UnboundedSender<HealthReport>>,
+    mutes: crate::Mutes,
 }
 
 impl Analysis {
@@ -359,7 +360,13 @@ impl Analysis {
             telemetry,
             events,
             health: None,
+            mutes: crate::Mutes::default(),
         }
+    }
+
+    /// Where to set the regions operators muted: every camera follows them.
+    pub fn mutes(&self) -> crate::Mutes {
+        self.mutes.clone()
     }
 
     /// Each model's counters (inferred, refused, stale, errors), by model name.
@@ -373,7 +380,7 @@ impl Analysis {
     /// Builds `camera`'s analysis state. Fails when a hazard it watches cannot be watched:
     /// its model is not loaded (models load at start-up only), or the camera lacks a zone.
     pub fn prepare(&self, camera: &Camera) -> Result<CameraAnalysis, Error> {
-        let analyzer = CameraAnalyzer::new(
+        let mut analyzer = CameraAnalyzer::new(
             &self.config,
             camera,
             |model| {
@@ -384,6 +391,7 @@ impl Analysis {
             },
             self.settings,
         )?;
+        analyzer.follow_mutes(self.mutes.follow());
         let models: Vec<usize> = analyzer
             .models()
             .filter_map(|m| self.workers.iter().position(|w| w.name == m))

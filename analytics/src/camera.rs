@@ -18,6 +18,7 @@ use crate::detection::{BBox, Detection};
 use crate::error::Error;
 use crate::image::RgbImage;
 use crate::motion::{Gate, MotionConfig, MotionGate};
+use crate::mute::MutedRegions;
 use crate::rules::HazardRule;
 use crate::track::{Tracker, TrackerConfig};
 
@@ -79,6 +80,8 @@ pub struct CameraAnalyzer {
     grid: String,
     gate: MotionGate,
     models: Vec<ModelWatch>,
+    /// The service's muted regions, when it has any to give.
+    mutes: Option<tokio::sync::watch::Receiver<Arc<MutedRegions>>>,
 }
 
 impl CameraAnalyzer {
@@ -115,7 +118,26 @@ impl CameraAnalyzer {
             grid: camera.grid().to_owned(),
             gate: MotionGate::new(settings.motion),
             models,
+            mutes: None,
         })
+    }
+
+    /// Follows the muted regions of `mutes`: those set now apply at once, later changes
+    /// from the next detections on.
+    pub(crate) fn follow_mutes(
+        &mut self,
+        mut mutes: tokio::sync::watch::Receiver<Arc<MutedRegions>>,
+    ) {
+        let regions = mutes.borrow_and_update().clone();
+        self.set_mutes(&regions);
+        self.mutes = Some(mutes);
+    }
+
+    /// Gives each rule the regions muted for its hazard on this camera.
+    pub fn set_mutes(&mut self, regions: &MutedRegions) {
+        for rule in self.models.iter_mut().flat_map(|m| m.rules.iter_mut()) {
+            rule.set_muted(regions.of(&self.camera, &rule.hazard().name));
+        }
     }
 
     pub fn camera(&self) -> &str {
@@ -155,6 +177,12 @@ impl CameraAnalyzer {
         now: Instant,
         detected_at: SystemTime,
     ) -> Vec<HazardEvent<F>> {
+        let changed = (self.mutes.as_mut())
+            .filter(|m| m.has_changed().unwrap_or(false))
+            .map(|m| m.borrow_and_update().clone());
+        if let Some(regions) = changed {
+            self.set_mutes(&regions);
+        }
         let Some(watch) = self.models.iter_mut().find(|m| m.model == model) else {
             return Vec::new();
         };

@@ -26,6 +26,7 @@ pub mod health;
 mod image;
 mod model;
 mod motion;
+mod mute;
 mod postprocess;
 mod preprocess;
 mod rules;
@@ -41,6 +42,7 @@ pub use detection::{BBox, Detection};
 pub use error::Error;
 pub use fusion::Fusion;
 pub use model::{Detector, Runtime, SessionTuning};
+pub use mute::{MutedRegions, Mutes, Polygon};
 pub use postprocess::NmsConfig;
 pub use sensor_rules::{SensorAlarm, SensorEvent, SensorRules};
 /// What a caught panic said: shared by every task that catches panics.

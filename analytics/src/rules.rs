@@ -35,6 +35,9 @@ pub struct HazardRule {
     classes: Vec<usize>,
     include: Vec<Zone>,
     exclude: Vec<Zone>,
+    /// Regions operators muted for this hazard on this camera after false alarms
+    /// (normalised polygons): they act as exclude zones.
+    muted: Vec<crate::Polygon>,
     /// The last n frame results, a ring written at `next`.
     window: Vec<bool>,
     next: usize,
@@ -98,6 +101,7 @@ impl HazardRule {
             classes,
             include,
             exclude: find(&hazard.exclude_zones),
+            muted: Vec::new(),
             window: vec![false; n as usize],
             next: 0,
             positives: 0,
@@ -109,6 +113,12 @@ impl HazardRule {
 
     pub fn hazard(&self) -> &Hazard {
         &self.hazard
+    }
+
+    /// Replaces the muted regions: objects standing in one count no more than in an exclude
+    /// zone, from the next frame on.
+    pub fn set_muted(&mut self, regions: Vec<crate::Polygon>) {
+        self.muted = regions;
     }
 
     /// A positive frame is in the window but no alert has gone out for it yet, or an
@@ -177,7 +187,9 @@ impl HazardRule {
             (f64::from(t.bbox.y2) / f64::from(frame_height)).clamp(0.0, MAX_ANCHOR),
         ];
         let contains = |z: &Zone| point_in_polygon(anchor, &z.polygon);
-        if self.exclude.iter().any(contains) {
+        if self.exclude.iter().any(contains)
+            || self.muted.iter().any(|m| point_in_polygon(anchor, m))
+        {
             return Match::No;
         }
         let zone = if self.include.is_empty() {
@@ -350,6 +362,34 @@ mod tests {
         let hit = rule.evaluate(&inside, W, H, at(t0, 1)).unwrap();
         assert_eq!(hit.zone.as_deref(), Some("bank"));
         assert_eq!(ids(&hit), [2]);
+    }
+
+    #[test]
+    fn a_muted_region_suppresses_there_only_and_unmuting_restores_it() {
+        let mut h = hazard();
+        h.cooldown = Duration::ZERO;
+        let mut rule = HazardRule::new(&h, &classes(), &[]).unwrap();
+        let t0 = Instant::now();
+        // The false alarm stood in the bottom half's left quarter.
+        let left_quarter = vec![[0.0, 0.5], [0.25, 0.5], [0.25, 1.0], [0.0, 1.0]];
+        rule.set_muted(vec![left_quarter.clone()]);
+        let muted = [person(1, 100.0, 800.0, t0)];
+        let elsewhere = [person(2, 600.0, 800.0, t0)];
+        assert!(rule.evaluate(&muted, W, H, t0).is_none(), "muted");
+        let hit = rule.evaluate(&elsewhere, W, H, at(t0, 1)).unwrap();
+        assert_eq!(
+            ids(&hit),
+            [2],
+            "the same hazard elsewhere on the camera alerts"
+        );
+        // Both at once: only the one outside the region is in the alert.
+        let both = [muted[0], elsewhere[0]];
+        let hit = rule.evaluate(&both, W, H, at(t0, 2)).unwrap();
+        assert_eq!(ids(&hit), [2]);
+
+        rule.set_muted(Vec::new());
+        let hit = rule.evaluate(&muted, W, H, at(t0, 3));
+        assert!(hit.is_some(), "unmuted, the region alerts again");
     }
 
     #[test]
