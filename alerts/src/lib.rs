@@ -19,6 +19,7 @@ mod broker;
 mod error;
 mod health;
 mod mqtt;
+mod mute;
 mod recent;
 mod service;
 mod snapshot;
@@ -30,13 +31,14 @@ pub use broker::EmbeddedBroker;
 pub use error::{Error, ErrorKind};
 pub use health::{HEALTH_JSON_SCHEMA, HEALTH_SCHEMA, HealthMeasures, HealthNotice};
 pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
+pub use mute::{MAX_MUTES_PER_CAMERA, MuteRefused};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 /// A Redis connection that reconnects by itself: see [`RedisStore::connection`].
 pub use redis::aio::ConnectionManager as RedisConnection;
 pub use service::{AckRequest, AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};
 pub use store::{
-    Ack, AckOutcome, FallbackStore, MAX_NOTE, MemoryStore, RedisStore, StateStore, Verdict,
+    Ack, AckOutcome, FallbackStore, MAX_NOTE, MemoryStore, Mute, RedisStore, StateStore, Verdict,
     open_store,
 };
 

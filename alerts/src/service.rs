@@ -78,7 +78,7 @@ impl AckRequest {
 }
 
 /// `text` without control characters, at most `max` characters; `None` when blank.
-fn plain_text(text: Option<String>, max: usize) -> Option<String> {
+pub(crate) fn plain_text(text: Option<String>, max: usize) -> Option<String> {
     text.map(|t| {
         t.chars()
             .filter(|c| !c.is_control())
@@ -416,6 +416,11 @@ impl Alerts {
             topic: format!("{}/sensors/{sensor}/status", self.inner.prefix),
             payload: payload.to_string(),
         });
+    }
+
+    /// An alert of the recent list, as published.
+    pub(crate) fn recent_alert(&self, alert_id: &str) -> Option<Alert> {
+        self.inner.recent.alert(alert_id)
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {

@@ -113,6 +113,24 @@ pub enum AckOutcome {
     OutsideGrid,
 }
 
+/// A region of one camera where one hazard is not alerted: an operator's answer to a false
+/// alarm there (a sunset on the same window every evening). Shared by the cluster with Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mute {
+    /// A ULID.
+    pub id: String,
+    pub camera: String,
+    pub hazard: String,
+    /// A polygon in normalised frame coordinates (x right, y down, 0..=1).
+    pub region: Vec<[f64; 2]>,
+    /// The false alarm it was made from.
+    pub alert_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
 /// Whether grid `inner` is `outer` or below it: grid ids are dashed paths
 /// (`321322-001-003` is under `321322-001`).
 pub fn grid_within(inner: &str, outer: &str) -> bool {
@@ -201,6 +219,16 @@ pub trait StateStore: Send + Sync {
     ) -> StoreFuture<'a, ()>;
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Adds or replaces (by id) a muted region. Kept until removed, across restarts. With
+    /// Redis, only in Redis: a mute the other nodes would not see fails instead.
+    fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()>;
+
+    /// Removes a muted region: `false` when none has that id.
+    fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Every muted region, by id.
+    fn mutes(&self) -> StoreFuture<'_, Vec<Mute>>;
 }
 
 /// Events the shared feed keeps: as many alerts as a node's list shows, with their

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sharpeyes_alerts::message::{OutboxRecord, StoreFuture};
 use sharpeyes_alerts::{
-    AckRequest, AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, RedisStore,
+    AckRequest, AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, Mute, RedisStore,
     StateStore, Submitted, render,
 };
 use sharpeyes_config::{Config, Redis as RedisConfig, SecretUrl};
@@ -1874,6 +1874,15 @@ impl StateStore for Faulty {
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         self.inner.snapshot(alert_id)
     }
+    fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
+        self.inner.put_mute(mute)
+    }
+    fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.remove_mute(id)
+    }
+    fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
+        self.inner.mutes()
+    }
 }
 
 /// A process that dies after the cooldown check and before its alert is in the outbox sent
@@ -2157,4 +2166,98 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
         .expect("refused");
     assert!(err.to_string().contains("[redis] ca_file"), "{err}");
     assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+}
+
+/// A false alarm's region is muted once, only after a false-alarm verdict, and every node
+/// sharing Redis sees it and its removal; on the embedded store it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_alarm_mutes_its_region_for_every_node_and_a_restart() {
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let config = config();
+    let a = Running::start(
+        config.clone(),
+        redis_store(redis.port, "mute", "node-a").await,
+        plain(broker.port),
+    )
+    .await;
+    let b_store = redis_store(redis.port, "mute", "node-b").await;
+
+    let id = submit(&a.alerts, &config, "fire", None).await;
+    let refused = a.alerts.mute(&id, None).await.unwrap_err();
+    assert!(
+        matches!(refused, sharpeyes_alerts::MuteRefused::Conflict(_)),
+        "not judged yet: {refused}"
+    );
+    assert!(refused.to_string().contains("`false-alarm`"), "{refused}");
+    let unknown = a.alerts.mute("01JD0000000000000000000000", None).await;
+    assert!(matches!(
+        unknown,
+        Err(sharpeyes_alerts::MuteRefused::UnknownAlert(_))
+    ));
+
+    let request = AckRequest {
+        verdict: Some(sharpeyes_alerts::Verdict::FalseAlarm),
+        ..AckRequest::default()
+    };
+    a.alerts.acknowledge(&id, request, None).await.unwrap();
+    let mute = a
+        .alerts
+        .mute(&id, Some("值班员\u{7}李四".into()))
+        .await
+        .unwrap();
+    assert_eq!(mute.camera, CAMERA);
+    assert_eq!(mute.hazard, "fire");
+    assert_eq!(
+        mute.by.as_deref(),
+        Some("值班员李四"),
+        "control characters stripped"
+    );
+    // The box 10..110 x 20..220 of a 640x480 frame, a quarter wider each way.
+    let [x1, y1] = mute.region[0];
+    let [x2, y2] = mute.region[2];
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(
+        near(x1, 0.0) && near(y1, 0.0) && near(x2, 135.0 / 640.0) && near(y2, 270.0 / 480.0),
+        "{:?}",
+        mute.region
+    );
+    let again = a.alerts.mute(&id, None).await.unwrap();
+    assert_eq!(
+        again, mute,
+        "muting the same alert again makes no second mute"
+    );
+    assert_eq!(
+        b_store.mutes().await.unwrap(),
+        std::slice::from_ref(&mute),
+        "node b sees it"
+    );
+
+    assert!(b_store.remove_mute(&mute.id).await.unwrap());
+    assert!(
+        a.alerts.mutes().await.unwrap().is_empty(),
+        "removed for node a too"
+    );
+    assert!(
+        !a.alerts.unmute(&mute.id).await.unwrap(),
+        "nothing left to remove"
+    );
+    a.shutdown().await;
+
+    // The embedded store keeps mutes in its spool across a restart.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = MemoryStore::with_spool(dir.path()).unwrap();
+    spool.put_mute(&mute).await.unwrap();
+    drop(spool);
+    let reopened = MemoryStore::with_spool(dir.path()).unwrap();
+    assert_eq!(reopened.mutes().await.unwrap(), std::slice::from_ref(&mute));
+    std::fs::write(dir.path().join("mutes.json"), b"{not json").unwrap();
+    let broken = MemoryStore::with_spool(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        broken.contains("mutes.json") && broken.contains("does not parse"),
+        "{broken}"
+    );
 }

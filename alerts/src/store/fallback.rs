@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use super::redis_store::RedisClient;
-use super::{Ack, AckOutcome, MemoryStore, OutboxRecord, RedisStore, StateStore, StoreFuture};
+use super::{
+    Ack, AckOutcome, MemoryStore, Mute, OutboxRecord, RedisStore, StateStore, StoreFuture,
+};
 use crate::error::Error;
 
 /// How often Redis is tried again while it could not be reached at start-up.
@@ -116,6 +118,17 @@ impl FallbackStore {
                 None
             }
         }
+    }
+
+    /// Redis for what only makes sense shared (muted regions: a mute on one node's spool
+    /// would silence one node's cameras only), or an error that says to try again.
+    fn shared_only(&self) -> Result<Arc<RedisStore>, Error> {
+        self.connected().ok_or_else(|| {
+            Error::store(format!(
+                "Redis {} does not answer; muted regions are kept there for every node: try again when it does",
+                self.shown
+            ))
+        })
     }
 
     /// `call` on Redis when it is there and answers, else on the spool.
@@ -402,6 +415,18 @@ impl StateStore for FallbackStore {
             self.either(|s| s.put_snapshot(alert_id, jpeg, ttl), redis.as_deref())
                 .await
         })
+    }
+
+    fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.shared_only()?.put_mute(mute).await })
+    }
+
+    fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move { self.shared_only()?.remove_mute(id).await })
+    }
+
+    fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
+        Box::pin(async move { self.shared_only()?.mutes().await })
     }
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ACK_TTL, Ack, AckOutcome, OutboxRecord, StateStore, StoreFuture, grid_within};
+use super::{ACK_TTL, Ack, AckOutcome, Mute, OutboxRecord, StateStore, StoreFuture, grid_within};
 use crate::error::Error;
 
 /// Snapshots kept in memory when there is no spool directory: the newest this many.
@@ -33,6 +33,8 @@ struct State {
     /// Acknowledgements, until when they are kept.
     acks: HashMap<String, (Ack, Instant)>,
     snapshots: VecDeque<(String, Vec<u8>)>,
+    /// By id; written whole to the spool's `mutes.json` on every change.
+    mutes: BTreeMap<String, Mute>,
 }
 
 impl State {
@@ -53,7 +55,8 @@ impl MemoryStore {
     }
 
     /// The outbox, escalations and snapshots under `dir` (`outbox/`, `escalations/`,
-    /// `snapshots/`), created if missing; escalations spooled by an earlier run are loaded.
+    /// `snapshots/`) and the muted regions (`mutes.json`), created if missing; escalations
+    /// and mutes spooled by an earlier run are loaded.
     pub fn with_spool(dir: &Path) -> Result<Self, Error> {
         let spool = Spool::open(dir)?;
         let mut state = State::default();
@@ -61,6 +64,9 @@ impl MemoryStore {
             state.escalations.insert((due, id.clone()), json);
             state.escalation_due.insert(id, due);
         }
+        state.mutes = (spool.mutes()?.into_iter())
+            .map(|m| (m.id.clone(), m))
+            .collect();
         Ok(Self {
             state: Arc::new(Mutex::new(state)),
             spool: Some(Arc::new(spool)),
@@ -333,6 +339,35 @@ impl StateStore for MemoryStore {
         })
     }
 
+    fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let all = {
+                let mut state = self.state();
+                state.mutes.insert(mute.id.clone(), mute.clone());
+                state.mutes.values().cloned().collect()
+            };
+            self.spool_mutes(all).await
+        })
+    }
+
+    fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let (removed, all) = {
+                let mut state = self.state();
+                let removed = state.mutes.remove(id).is_some();
+                (removed, state.mutes.values().cloned().collect())
+            };
+            if removed {
+                self.spool_mutes(all).await?;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
+        Box::pin(async move { Ok(self.state().mutes.values().cloned().collect()) })
+    }
+
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
             match &self.spool {
@@ -349,6 +384,19 @@ impl StateStore for MemoryStore {
                     .map(|(_, jpeg)| jpeg.clone())),
             }
         })
+    }
+}
+
+impl MemoryStore {
+    /// Writes every mute to the spool, when there is one.
+    async fn spool_mutes(&self, all: Vec<Mute>) -> Result<(), Error> {
+        match &self.spool {
+            Some(spool) => {
+                let spool = spool.clone();
+                blocking(move || spool.put_mutes(&all)).await
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -420,6 +468,33 @@ impl Spool {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    fn mutes_path(&self) -> PathBuf {
+        self.dir.join("mutes.json")
+    }
+
+    fn put_mutes(&self, mutes: &[Mute]) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(mutes)
+            .map_err(|e| Error::store(format!("spool: cannot encode the mutes: {e}")))?;
+        self.write_atomic(&self.mutes_path(), &json)
+    }
+
+    /// The mutes of an earlier run; none when the file is missing. A file that does not
+    /// parse is an error naming it: starting without the operators' mutes would bring back
+    /// the false alarms they silenced.
+    fn mutes(&self) -> Result<Vec<Mute>, Error> {
+        let path = self.mutes_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::store(format!(
+                    "spool: {} does not parse ({e}); fix or remove it (removing it unmutes every region)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
     }
 
     /// Writes `bytes` to `path` whole or not at all.

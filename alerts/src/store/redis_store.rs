@@ -5,7 +5,8 @@
 //! nodes that have one in the set `{p}:outboxes`, so a dead node's can be found and adopted),
 //! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
 //! `{p}:feed` (a capped stream of alerts and acknowledgements that every node reads),
-//! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL).
+//! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL), `{p}:mutes`
+//! (hash, mute id -> its JSON).
 
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 
 use super::{
-    ACK_TTL, Ack, AckOutcome, Error, FEED_KEEP, OutboxRecord, StateStore, StoreFuture,
+    ACK_TTL, Ack, AckOutcome, Error, FEED_KEEP, Mute, OutboxRecord, StateStore, StoreFuture,
     millis_since_epoch,
 };
 
@@ -586,6 +587,40 @@ impl StateStore for RedisStore {
                 .arg(ttl.as_secs().max(1));
             let _: String = self.query("SET snapshot", &cmd).await?;
             Ok(())
+        })
+    }
+
+    fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_string(mute)
+                .map_err(|e| Error::store(format!("cannot encode mute {}: {e}", mute.id)))?;
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.key(&["mutes"])).arg(&mute.id).arg(json);
+            let _: i64 = self.query("HSET mutes", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(self.key(&["mutes"])).arg(id);
+            let removed: i64 = self.query("HDEL mutes", &cmd).await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HVALS");
+            cmd.arg(self.key(&["mutes"]));
+            let values: Vec<String> = self.query("HVALS mutes", &cmd).await?;
+            // Another writer's bad entry is skipped, not fatal: the rest still apply.
+            let mut mutes: Vec<Mute> = (values.iter())
+                .filter_map(|v| serde_json::from_str(v).ok())
+                .collect();
+            mutes.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(mutes)
         })
     }
 
