@@ -3,7 +3,8 @@
 //! - **Tokens and roles.** Once any token is configured (`[http] token`, which has every role,
 //!   or `[[http.tokens]]` with one role each), every `/api/*` route needs
 //!   `Authorization: Bearer <token>` of a role that may: `viewer` reads alerts, snapshots,
-//!   the live feed and cameras; `operator` also acknowledges; `admin` also changes cameras
+//!   the live feed and cameras; `operator` also acknowledges and judges alerts, and mutes
+//!   and unmutes the regions of false alarms; `admin` also changes cameras
 //!   and reloads. Tokens are compared in constant time and never logged. `/healthz` and
 //!   `/readyz` are open, `/metrics` too unless `[http] open_metrics = false`; the page itself
 //!   is open (it holds no data) and asks for a token. Without any token, the configuration
@@ -132,7 +133,12 @@ fn need(method: &Method, path: &str, open_metrics: bool) -> Need {
         "/metrics" if open_metrics => Need::Nothing,
         "/metrics" => Need::Role(Role::Viewer),
         p if !p.starts_with("/api/") => Need::Nothing,
-        p if p.starts_with("/api/alerts/") && p.ends_with("/ack") => Need::Role(Role::Operator),
+        p if p.starts_with("/api/alerts/") && (p.ends_with("/ack") || p.ends_with("/mute")) => {
+            Need::Role(Role::Operator)
+        }
+        p if p.starts_with("/api/mutes/") && *method == Method::DELETE => {
+            Need::Role(Role::Operator)
+        }
         _ if *method == Method::GET || *method == Method::HEAD => Need::Role(Role::Viewer),
         _ => Need::Role(Role::Admin),
     }
@@ -262,6 +268,16 @@ mod tests {
             need(&post, "/api/alerts/X/ack", true),
             Need::Role(Role::Operator)
         );
+        assert_eq!(
+            need(&post, "/api/alerts/X/mute", true),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(need(&get, "/api/mutes", true), Need::Role(Role::Viewer));
+        assert_eq!(
+            need(&Method::DELETE, "/api/mutes/x", true),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(need(&post, "/api/mutes/x", true), Need::Role(Role::Admin));
         assert_eq!(need(&post, "/api/cameras", true), Need::Role(Role::Admin));
         assert_eq!(
             need(&Method::DELETE, "/api/cameras/x", true),

@@ -201,6 +201,9 @@ fn router(state: AppState) -> Router {
         .route("/api/health/report", get(health_report))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/:id/ack", post(acknowledge))
+        .route("/api/alerts/:id/mute", post(mute))
+        .route("/api/mutes", get(mutes))
+        .route("/api/mutes/:id", axum::routing::delete(unmute))
         .route("/api/events", get(events))
         .route("/api/alerts/:id/snapshot", get(snapshot))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -492,6 +495,82 @@ async fn acknowledge(
     match service.alerts.acknowledge(&id, body, None).await {
         Ok(Some(ack)) => json(&ack),
         Ok(None) => (StatusCode::NOT_FOUND, format!("no alert {id}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteRequest {
+    by: Option<String>,
+}
+
+/// Mutes the region of a false alarm's boxes on its camera for its hazard: 201 with the
+/// mute, 200 with the one it has when muted before.
+async fn mute(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    use sharpeyes_alerts::MuteRefused;
+    let Some(service) = &state.api else {
+        return no_service();
+    };
+    if !sharpeyes_alerts::is_alert_id(&id) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not an alert id (a 26-character ULID)\n"),
+        )
+            .into_response();
+    }
+    let request: MuteRequest = if body.is_empty() {
+        MuteRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("the body is not {{\"by\": \"name\"}} (optional): {e}\n");
+                return (StatusCode::BAD_REQUEST, why).into_response();
+            }
+        }
+    };
+    let known = match service.alerts.mutes().await {
+        Ok(list) => list.into_iter().any(|m| m.alert_id == id),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    };
+    match service.alerts.mute(&id, request.by).await {
+        Ok(mute) if known => json(&mute),
+        Ok(mute) => (StatusCode::CREATED, json(&mute)).into_response(),
+        Err(e @ MuteRefused::UnknownAlert(_)) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e @ MuteRefused::Conflict(_)) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e @ MuteRefused::Store(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// Every muted region.
+async fn mutes(State(state): State<AppState>) -> Response {
+    let Some(service) = &state.api else {
+        return no_service();
+    };
+    match service.alerts.mutes().await {
+        Ok(list) => json(&list),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn unmute(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(service) = &state.api else {
+        return no_service();
+    };
+    match service.alerts.unmute(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "no muted region of that id\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }

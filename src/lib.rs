@@ -24,6 +24,7 @@ pub mod gb28181;
 pub mod health_history;
 pub mod http;
 pub mod metrics;
+pub mod mutes;
 pub mod reload;
 pub mod sensor_sim;
 pub mod sensors;

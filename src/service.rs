@@ -100,6 +100,7 @@ impl Service {
         let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
         let mut analysis =
             Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
+        let mutes_task = crate::mutes::start(alerts.clone(), analysis.mutes(), intake_rx.clone());
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         if config.health.enabled {
             analysis.report_health(health_tx);
@@ -263,7 +264,7 @@ impl Service {
             cluster_task,
             fusion_task,
             alerts_task,
-            other_tasks: [sensors_task, http_task, control_task]
+            other_tasks: [sensors_task, http_task, control_task, mutes_task]
                 .into_iter()
                 .chain(platform_task)
                 .chain(health_task)

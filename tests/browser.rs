@@ -342,6 +342,33 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         "-",
         "no verdict on the other camera"
     );
+    // From the false alarm, the operator mutes its region: the camera lists it, the alert
+    // says so, the API has it; then the operator removes it again from the camera's row.
+    page.eval("document.querySelector('#alerts li.alert button.mute').click()");
+    let muted = format!("document.querySelector('#cameras tr[data-id=\"{CAMERA}\"] td.mutes')");
+    assert!(
+        page.wait_for(
+            &format!("(() => {{ const td = {muted}; return !!td && td.textContent.includes('fire (x ') && !!document.querySelector('#alerts li.alert .muted-done'); }})()"),
+            Duration::from_secs(10)
+        ),
+        "the muted region shows on the camera and the alert: {}",
+        page.eval(&format!("{muted}.textContent"))
+    );
+    let (_, body) = get_as(http, "/api/mutes", TOKEN);
+    let mutes: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(mutes[0]["camera"], CAMERA, "{mutes}");
+    assert_eq!(mutes[0]["by"], "网格员张三", "{mutes}");
+    page.eval(&format!("{muted}.querySelector('button.unmute').click()"));
+    assert!(
+        page.wait_for(
+            &format!("{muted}.textContent === '' && !!document.querySelector('#alerts li.alert button.mute')"),
+            Duration::from_secs(10)
+        ),
+        "unmuted: {}",
+        page.eval(&format!("{muted}.textContent"))
+    );
+    let (_, body) = get_as(http, "/api/mutes", TOKEN);
+    assert_eq!(body, b"[]", "removed in the API too");
 
     // The health view: the covered camera, since when, with the frame that showed it, and
     // the grid's rates.

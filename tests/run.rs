@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, service};
-use sharpeyes_testkit::http::{get, get_as, post};
-use sharpeyes_testkit::{Mosquitto, Service, Subscriber, fire_cameras, schema_errors};
+use sharpeyes_testkit::config::{CAMERA, GRID_TOPIC, fire_camera, role_token, service, with};
+use sharpeyes_testkit::http::{delete, get, get_as, post};
+use sharpeyes_testkit::{
+    Message, Mosquitto, Redis, Service, Subscriber, fire_cameras, schema_errors,
+};
 
 const TOKEN: &str = "run-test-token";
 const PREFIX: &str = "se-run";
@@ -262,4 +264,115 @@ async fn the_command_line_sets_the_node_id_and_api_address_over_the_file() {
         ),
         "{stderr}"
     );
+}
+
+/// An operator mutes a false alarm's region from the API. That camera's fire is no longer
+/// alerted there, the same fire on another camera still is, and removing the mute brings
+/// the alerts back. The mute lives in a real Redis, read by the node's poller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed() {
+    const OTHER: &str = "32132200531320000002";
+    const PREFIX: &str = "se-mute";
+    let (operator, viewer) = ("mute-operator-token", "mute-viewer-token");
+    let cache = tempfile::tempdir().unwrap();
+    let sim = fire_cameras(&cache, 2, "0s");
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let centre = Subscriber::connect(
+        broker.port,
+        "centre-mute",
+        &format!("{PREFIX}/alerts/#"),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // A fire every few seconds per camera: every keyframe analysed, a short cooldown.
+    let text = service(dir.path(), "mute-node", broker.port, PREFIX, None)
+        + &role_token(operator, "operator")
+        + &role_token(viewer, "viewer")
+        + &format!(
+            "\n[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nkey_prefix = \"{PREFIX}\"\n\n[motion]\nenabled = false\n",
+            redis.port
+        )
+        + &fire_camera(CAMERA, &sim.url(1))
+        + &fire_camera(OTHER, &sim.url(2));
+    let text = with(&text, "cooldown", "\"3s\"");
+    let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "info");
+    let http = svc.port();
+    let camera_alerts = |got: &[Message], camera: &str| -> Vec<String> {
+        (got.iter().map(Message::json))
+            .filter(|a| a["camera"]["id"] == camera)
+            .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| {
+            !camera_alerts(m, CAMERA).is_empty()
+        })
+        .await;
+    let first = camera_alerts(&got, CAMERA)
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let mute_path = format!("/api/alerts/{first}/mute");
+    let as_viewer = post(http, &mute_path, Some(viewer), "").0;
+    let unjudged = post(http, &mute_path, Some(operator), "");
+    let ack_path = format!("/api/alerts/{first}/ack");
+    let judged = post(
+        http,
+        &ack_path,
+        Some(operator),
+        r#"{"verdict": "false-alarm"}"#,
+    )
+    .0;
+    let muted = post(http, &mute_path, Some(operator), r#"{"by": "值班员李四"}"#);
+    let listed = get_as(http, "/api/mutes", viewer);
+    // The poller reads Redis every 2 s; a frame in flight may still confirm.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = centre.snapshot().len();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let window = centre.snapshot()[before..].to_vec();
+
+    let mute: serde_json::Value = serde_json::from_slice(&muted.1).unwrap_or_default();
+    let mute_id = mute["id"].as_str().unwrap_or_default().to_owned();
+    let unmute_path = format!("/api/mutes/{mute_id}");
+    let unmute_as_viewer = delete(http, &unmute_path, Some(viewer)).0;
+    let unmuted = delete(http, &unmute_path, Some(operator)).0;
+    let after = centre.snapshot().len();
+    let back = centre
+        .wait_until(Duration::from_secs(20), |m| {
+            !camera_alerts(&m[after.min(m.len())..], CAMERA).is_empty()
+        })
+        .await;
+    let back = camera_alerts(&back[after.min(back.len())..], CAMERA);
+    let (_, log) = svc.stop(Duration::from_secs(30));
+    sim.stop();
+
+    assert!(!first.is_empty(), "no fire alert within 60 s; log:\n{log}");
+    assert_eq!(as_viewer, 403, "muting needs the operator role");
+    assert_eq!(unjudged.0, 409, "{}", String::from_utf8_lossy(&unjudged.1));
+    assert_eq!(judged, 200);
+    assert_eq!(muted.0, 201, "{}", String::from_utf8_lossy(&muted.1));
+    assert_eq!(mute["camera"], CAMERA, "{mute}");
+    assert_eq!(mute["hazard"], "fire", "{mute}");
+    assert_eq!(mute["alert_id"], first.as_str(), "{mute}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.1).unwrap_or_default();
+    assert_eq!(listed[0]["id"], mute_id.as_str(), "{listed}");
+    let (here, other) = (
+        camera_alerts(&window, CAMERA),
+        camera_alerts(&window, OTHER),
+    );
+    assert!(here.is_empty(), "muted, yet alerted: {here:?}; log:\n{log}");
+    assert!(
+        other.len() >= 2,
+        "the other camera's fire goes on alerting: {other:?}; log:\n{log}"
+    );
+    assert_eq!(unmute_as_viewer, 403, "unmuting needs the operator role");
+    assert_eq!(unmuted, 204);
+    assert!(
+        !back.is_empty(),
+        "unmuted, the fire is alerted again; log:\n{log}"
+    );
+    assert!(log.contains("region muted"), "{log}");
 }

@@ -2,14 +2,14 @@
 const TEXT = {
   zh: { title: "雪亮工程 · 告警值守", grid: "网格", all: "全部", operator: "值守员", token: "令牌", alerts: "实时告警", cameras: "摄像机状态",
         camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
-        level: "升级", dispatched: "已派往", falseAlarms: "误报率（已研判）", verdict: "研判", verdicts: { confirmed: "属实", "false-alarm": "误报", handled: "已处置" }, unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
+        level: "升级", dispatched: "已派往", falseAlarms: "误报率（已研判）", verdict: "研判", verdicts: { confirmed: "属实", "false-alarm": "误报", handled: "已处置" }, mute: "屏蔽此区域", muted: "已屏蔽区域", unmute: "解除屏蔽", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
         states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止", unassigned: "未分配", unknown: "未知" },
         hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" },
         health: "设备完好（近24小时）", count: "摄像机数", online: "在线率", usable: "完好率", since: "自", healthy: "全部摄像机画面正常",
         problems: { dark: "画面过暗", bright: "画面过亮", occluded: "镜头遮挡", blurred: "画面模糊", "color-cast": "画面偏色", frozen: "画面冻结", moved: "镜头移位", "video-loss": "视频丢失" } },
   en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
         camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
-        level: "escalation", dispatched: "sent to", falseAlarms: "False alarms (of judged)", verdict: "verdict", verdicts: { confirmed: "real", "false-alarm": "false alarm", handled: "handled" }, unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
+        level: "escalation", dispatched: "sent to", falseAlarms: "False alarms (of judged)", verdict: "verdict", verdicts: { confirmed: "real", "false-alarm": "false alarm", handled: "handled" }, mute: "mute this region", muted: "Muted regions", unmute: "unmute", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
         states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped", unassigned: "unassigned", unknown: "unknown" },
         hazards: {},
         health: "Camera health (last 24 h)", count: "Cameras", online: "Online", usable: "Usable", since: "since", healthy: "Every camera's picture is fine",
@@ -18,6 +18,8 @@ const TEXT = {
 const params = new URLSearchParams(location.search);
 let lang = params.get("lang") || localStorage.getItem("sharpeyes.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
 const alerts = new Map();
+/** Regions muted after false alarms (the whole cluster's), from /api/mutes. */
+let mutes = [];
 const grids = new Map();
 /** Snapshot blobs by alert id: fetched once, with the token. */
 const snapshots = new Map();
@@ -53,16 +55,23 @@ function renderAlert(entry) {
     : "";
   const verdicts = Object.entries(t("verdicts")).map(([v, name]) =>
     `<button class="verdict" type="button" data-verdict="${esc(v)}">${esc(name)}</button>`).join("");
+  // From a false alarm the operator may mute its region on that camera for that hazard.
+  const mutable = entry.ack && entry.ack.verdict === "false-alarm" && a.camera && (a.boxes || []).length;
+  const mute = !mutable ? ""
+    : mutes.some((m) => m.alert_id === a.id) ? `<div class="muted-done">${esc(t("muted"))}</div>`
+    : `<button class="mute" type="button">${esc(t("mute"))}</button>`;
   li.innerHTML = `${img}<div>
       <div class="what">${esc(hazardName(a.hazard))} <span class="tag">${esc(a.severity)}</span><span class="tag ${esc(a.source)}">${esc(t("source")[a.source] || a.source)}</span>${a.escalation_level ? `<span class="tag">${esc(t("level"))} ${a.escalation_level}</span>` : ""}</div>
       <div class="meta">${esc(a.camera ? a.camera.name : "")} · ${esc(where)}</div>
       <div class="meta">${esc(new Date(a.detected_at).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB"))} · ${Math.round(a.confidence * 100)}%</div>
       ${evidence ? `<div class="meta">${evidence}</div>` : ""}
       ${entry.dispatched && entry.dispatched.length ? `<div class="meta dispatched">${esc(t("dispatched"))} ${entry.dispatched.map(esc).join(", ")}</div>` : ""}
-    </div><div>${ack}${judged}<div class="verdicts">${verdicts}</div></div>`;
+    </div><div>${ack}${judged}<div class="verdicts">${verdicts}</div>${mute}</div>`;
   const button = li.querySelector("button.ack");
   if (button) button.addEventListener("click", () => acknowledge(a.id));
   li.querySelectorAll("button.verdict").forEach((b) => b.addEventListener("click", () => acknowledge(a.id, b.dataset.verdict)));
+  const muteButton = li.querySelector("button.mute");
+  if (muteButton) muteButton.addEventListener("click", () => muteRegion(a.id));
   const picture = li.querySelector("img");
   if (picture) showSnapshot(picture, a.id);
   return li;
@@ -148,6 +157,47 @@ async function acknowledge(id, verdict) {
   if (res.ok) { onAck(await res.json()); }
 }
 
+/** Mutes the region of false alarm `id` on its camera, for its hazard. */
+async function muteRegion(id) {
+  const by = $("#operator").value || null;
+  const res = await api(`/api/alerts/${encodeURIComponent(id)}/mute`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
+  });
+  if (res.ok) loadMutes();
+}
+
+async function unmute(id) {
+  const res = await api(`/api/mutes/${encodeURIComponent(id)}`, { method: "DELETE" });
+  if (res.ok || res.status === 404) loadMutes();
+}
+
+async function loadMutes() {
+  const res = await api("/api/mutes");
+  if (!res.ok) return;
+  mutes = await res.json();
+  renderAlerts();
+  renderMutes();
+}
+
+/** Each camera's muted regions, with where they are (share of the picture) and a way out. */
+function renderMutes() {
+  const pct = (v) => Math.round(v * 100);
+  document.querySelectorAll("#cameras tr").forEach((tr) => {
+    const td = tr.querySelector("td.mutes");
+    if (!td) return;
+    td.replaceChildren(...mutes.filter((m) => m.camera === tr.dataset.id).map((m) => {
+      const xs = m.region.map((p) => p[0]), ys = m.region.map((p) => p[1]);
+      const span = document.createElement("span");
+      span.className = "mute";
+      span.dataset.id = m.id;
+      span.title = `${m.by || ""} ${m.at}`;
+      span.innerHTML = `${esc(hazardName(m.hazard))} (x ${pct(Math.min(...xs))}–${pct(Math.max(...xs))}%, y ${pct(Math.min(...ys))}–${pct(Math.max(...ys))}%) <button class="unmute" type="button">${esc(t("unmute"))}</button>`;
+      span.querySelector("button").addEventListener("click", () => unmute(m.id));
+      return span;
+    }));
+  });
+}
+
 function onAck(ack) {
   const entry = alerts.get(ack.alert_id);
   if (entry) { entry.ack = ack; renderAlerts(); }
@@ -165,11 +215,12 @@ async function loadCameras() {
   const rows = list.map((c) => {
     const tr = document.createElement("tr");
     tr.dataset.id = c.id;
-    tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}${c.node ? ` <small class="node">${esc(c.node)}</small>` : ""}</td><td>${esc(c.reason || "")}</td><td class="false-alarms"></td>`;
+    tr.innerHTML = `<td>${esc(c.name)}</td><td>${esc(c.grid)}</td><td class="state state-${esc(c.state)}">${esc(t("states")[c.state] || c.state)}${c.node ? ` <small class="node">${esc(c.node)}</small>` : ""}</td><td>${esc(c.reason || "")}</td><td class="false-alarms"></td><td class="mutes"></td>`;
     return tr;
   });
   $("#cameras").replaceChildren(...rows);
   renderFalseAlarms();
+  renderMutes();
   renderProblems(list);
 }
 
@@ -272,6 +323,7 @@ function useToken() {
   loadAlerts();
   loadCameras();
   loadRates();
+  loadMutes();
 }
 
 $("#lang").addEventListener("click", () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("sharpeyes.lang", lang); applyLang(); loadCameras(); loadRates(); });
@@ -286,5 +338,7 @@ connect();
 loadAlerts();
 loadCameras();
 loadRates();
+loadMutes();
 setInterval(loadCameras, 3000);
+setInterval(loadMutes, 10000);
 setInterval(loadRates, 15000);
