@@ -38,8 +38,8 @@ pub use redis::aio::ConnectionManager as RedisConnection;
 pub use service::{AckRequest, AlertSettings, AlertStats, Alerts, CameraPhase, Submitted};
 pub use snapshot::{Snapshot, render};
 pub use store::{
-    Ack, AckOutcome, FallbackStore, MAX_NOTE, MemoryStore, Mute, RedisStore, StateStore, Verdict,
-    open_store,
+    Ack, AckOutcome, FallbackStore, JudgedAlert, MAX_NOTE, MemoryStore, Mute, RedisStore,
+    StateStore, Verdict, open_store,
 };
 
 /// The parts of a `sharpeyes.alert/1` message, and what the state stores keep.

@@ -684,11 +684,52 @@ impl Alerts {
             _ => return self.inner.store.acknowledgement(alert_id).await,
         };
         self.count_verdict(&recorded);
+        self.keep_judged(&recorded).await;
         if let Some(event) = self.inner.recent.acknowledged(&recorded) {
             self.share(&event).await;
         }
         self.dispatch_confirmed(&recorded).await;
         Ok(Some(recorded))
+    }
+
+    /// Keeps the confirming frame of video alert `alert_id` without boxes, as long as its
+    /// snapshot: the picture its learning material is made of, should it be judged.
+    pub async fn keep_frame(&self, alert_id: &str, jpeg: &[u8]) {
+        let ttl = self.inner.settings.snapshot_ttl;
+        if let Err(e) = self.inner.store.put_frame(alert_id, jpeg, ttl).await {
+            self.store_error("frame", &e);
+        }
+    }
+
+    /// Keeps the video alert `ack` judged, with its clean frame, for `[alerts] judged_ttl`.
+    /// Recorded once in the cluster (the store's first or changed verdict), so kept once.
+    async fn keep_judged(&self, ack: &Ack) {
+        if ack.verdict.is_none() {
+            return;
+        }
+        let Some(mut alert) = self.inner.recent.alert(&ack.alert_id) else {
+            tracing::warn!(alert = %ack.alert_id, "a judged alert is no longer in the recent list: not kept for export");
+            return;
+        };
+        if alert.camera.is_none() {
+            return;
+        }
+        if let Some(s) = alert.snapshot.as_mut() {
+            s.inline_base64 = None;
+        }
+        let store = &self.inner.store;
+        let frame = store.frame(&alert.id).await.unwrap_or_else(|e| {
+            self.store_error("frame", &e);
+            None
+        });
+        let judged = crate::store::JudgedAlert {
+            alert,
+            ack: ack.clone(),
+        };
+        let ttl = self.inner.config.alerts.judged_ttl;
+        if let Err(e) = store.keep_judged(&judged, frame.as_deref(), ttl).await {
+            self.store_error("judged alert", &e);
+        }
     }
 
     /// Sends the alert `ack` confirmed on to the departments that take it when confirmed.

@@ -131,6 +131,14 @@ pub struct Mute {
     pub at: String,
 }
 
+/// An alert an operator judged, kept as learning material: the alert as published and the
+/// acknowledgement with its verdict. `sharpeyes export` writes these out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedAlert {
+    pub alert: crate::Alert,
+    pub ack: Ack,
+}
+
 /// Whether grid `inner` is `outer` or below it: grid ids are dashed paths
 /// (`321322-001-003` is under `321322-001`).
 pub fn grid_within(inner: &str, outer: &str) -> bool {
@@ -220,6 +228,32 @@ pub trait StateStore: Send + Sync {
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
 
+    /// Keeps the confirming frame of `alert_id` without boxes (the snapshot has them drawn)
+    /// for `ttl`: what the alert's learning material is made of once it is judged.
+    fn put_frame<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Keeps `judged` with its clean frame for `ttl`, replacing what an earlier verdict on
+    /// the same alert kept; judged alerts detected more than `ttl` ago go.
+    fn keep_judged<'a>(
+        &'a self,
+        judged: &'a JudgedAlert,
+        frame: Option<&'a [u8]>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Judged alerts detected at `since` or later, oldest first.
+    fn judged_since(&self, since: SystemTime) -> StoreFuture<'_, Vec<JudgedAlert>>;
+
+    /// The clean frame kept with a judged alert.
+    fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
     /// Adds or replaces (by id) a muted region. Kept until removed, across restarts. With
     /// Redis, only in Redis: a mute the other nodes would not see fails instead.
     fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()>;
@@ -256,6 +290,11 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
             Ok(Arc::new(store))
         }
     }
+}
+
+/// When alert `id` was detected, from its ULID: 0 for an id that is not one.
+fn detected_ms(id: &str) -> u64 {
+    ulid::Ulid::from_string(id).map_or(0, |u| u.timestamp_ms())
 }
 
 fn millis_since_epoch(t: SystemTime) -> u64 {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use sharpeyes_alerts::message::{OutboxRecord, StoreFuture};
 use sharpeyes_alerts::{
-    AckRequest, AlertSettings, Alerts, CameraPhase, MemoryStore, MqttSettings, Mute, RedisStore,
-    StateStore, Submitted, render,
+    AckRequest, AlertSettings, Alerts, CameraPhase, JudgedAlert, MemoryStore, MqttSettings, Mute,
+    RedisStore, StateStore, Submitted, render,
 };
 use sharpeyes_config::{Config, Redis as RedisConfig, SecretUrl};
 use sharpeyes_testkit::{
@@ -1883,6 +1883,31 @@ impl StateStore for Faulty {
     fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
         self.inner.mutes()
     }
+    fn put_frame<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put_frame(alert_id, jpeg, ttl)
+    }
+    fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.frame(alert_id)
+    }
+    fn keep_judged<'a>(
+        &'a self,
+        judged: &'a JudgedAlert,
+        frame: Option<&'a [u8]>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.keep_judged(judged, frame, ttl)
+    }
+    fn judged_since(&self, since: std::time::SystemTime) -> StoreFuture<'_, Vec<JudgedAlert>> {
+        self.inner.judged_since(since)
+    }
+    fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.judged_frame(alert_id)
+    }
 }
 
 /// A process that dies after the cooldown check and before its alert is in the outbox sent
@@ -2259,5 +2284,97 @@ async fn a_false_alarm_mutes_its_region_for_every_node_and_a_restart() {
     assert!(
         broken.contains("mutes.json") && broken.contains("does not parse"),
         "{broken}"
+    );
+}
+
+/// A judged video alert is kept with its clean frame, once, and a later verdict replaces
+/// what was kept; in Redis (as a cluster shares it) and in the spool (across a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judged_alert_is_kept_with_its_frame_and_a_later_verdict_replaces_it() {
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let config = config();
+    let spool = tempfile::tempdir().unwrap();
+    let stores: [(&str, Arc<dyn StateStore>); 2] = [
+        ("redis", redis_store(redis.port, "judged", "node-a").await),
+        (
+            "spool",
+            Arc::new(MemoryStore::with_spool(spool.path()).unwrap()),
+        ),
+    ];
+    let start = std::time::SystemTime::now() - Duration::from_secs(1);
+    for (name, store) in stores {
+        let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+        let judged_id = submit(&svc.alerts, &config, "fire", None).await;
+        let unjudged = submit(&svc.alerts, &config, "smoke", None).await;
+        for id in [&judged_id, &unjudged] {
+            svc.alerts
+                .keep_frame(id, format!("frame of {id}").as_bytes())
+                .await;
+        }
+        let judge = |verdict| AckRequest {
+            verdict: Some(verdict),
+            note: Some("夕阳".into()),
+            ..AckRequest::default()
+        };
+        let alerts = &svc.alerts;
+        alerts
+            .acknowledge(&unjudged, AckRequest::default(), None)
+            .await
+            .unwrap();
+        alerts
+            .acknowledge(
+                &judged_id,
+                judge(sharpeyes_alerts::Verdict::FalseAlarm),
+                None,
+            )
+            .await
+            .unwrap();
+        let kept = store.judged_since(start).await.unwrap();
+        assert_eq!(kept.len(), 1, "{name}: only the judged one: {kept:?}");
+        assert_eq!(kept[0].alert.id, judged_id, "{name}");
+        assert_eq!(
+            kept[0].alert.boxes[0].bbox,
+            [10.0, 20.0, 110.0, 220.0],
+            "{name}"
+        );
+        assert_eq!(
+            kept[0].ack.verdict,
+            Some(sharpeyes_alerts::Verdict::FalseAlarm)
+        );
+        let frame = store.judged_frame(&judged_id).await.unwrap();
+        assert_eq!(
+            frame.as_deref(),
+            Some(format!("frame of {judged_id}").as_bytes()),
+            "{name}"
+        );
+
+        alerts
+            .acknowledge(
+                &judged_id,
+                judge(sharpeyes_alerts::Verdict::Confirmed),
+                None,
+            )
+            .await
+            .unwrap();
+        let kept = store.judged_since(start).await.unwrap();
+        assert_eq!(kept.len(), 1, "{name}: replaced, not added");
+        assert_eq!(
+            kept[0].ack.verdict,
+            Some(sharpeyes_alerts::Verdict::Confirmed),
+            "{name}"
+        );
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(
+            store.judged_since(later).await.unwrap().is_empty(),
+            "{name}: by time"
+        );
+        svc.shutdown().await;
+    }
+    let reopened = MemoryStore::with_spool(spool.path()).unwrap();
+    assert_eq!(
+        reopened.judged_since(start).await.unwrap().len(),
+        1,
+        "after a restart"
     );
 }

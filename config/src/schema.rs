@@ -119,6 +119,10 @@ pub struct AlertOptions {
     /// How long snapshots are kept for their URL.
     #[serde(default = "default_snapshot_ttl", with = "humantime_serde")]
     pub snapshot_ttl: Duration,
+    /// How long alerts operators judged are kept, with their clean frames, for
+    /// `sharpeyes export` (learning material: the county's own false alarms).
+    #[serde(default = "default_judged_ttl", with = "humantime_serde")]
+    pub judged_ttl: Duration,
     /// Alerts that may wait for the broker. Past it, new alerts are refused, the least
     /// severe first: info and minor at the limit, major at 1.25 times it, critical at 1.5
     /// times it; each refusal is logged, counted and shown in `/readyz`.
@@ -132,6 +136,7 @@ impl Default for AlertOptions {
             inline_snapshots: false,
             snapshot_max_bytes: default_snapshot_max_bytes(),
             snapshot_ttl: default_snapshot_ttl(),
+            judged_ttl: default_judged_ttl(),
             outbox_limit: default_outbox_limit(),
         }
     }
@@ -143,6 +148,10 @@ fn default_outbox_limit() -> usize {
 
 fn default_snapshot_max_bytes() -> usize {
     200 * 1024
+}
+
+fn default_judged_ttl() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 
 fn default_snapshot_ttl() -> Duration {

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use super::redis_store::RedisClient;
 use super::{
-    Ack, AckOutcome, MemoryStore, Mute, OutboxRecord, RedisStore, StateStore, StoreFuture,
+    Ack, AckOutcome, JudgedAlert, MemoryStore, Mute, OutboxRecord, RedisStore, StateStore,
+    StoreFuture,
 };
 use crate::error::Error;
 
@@ -414,6 +415,70 @@ impl StateStore for FallbackStore {
             let redis = self.redis();
             self.either(|s| s.put_snapshot(alert_id, jpeg, ttl), redis.as_deref())
                 .await
+        })
+    }
+
+    fn put_frame<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(|s| s.put_frame(alert_id, jpeg, ttl), redis.as_deref())
+                .await
+        })
+    }
+
+    fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                if let Some(Some(jpeg)) = self.answered(redis.frame(alert_id).await) {
+                    return Ok(Some(jpeg));
+                }
+            }
+            self.local.frame(alert_id).await
+        })
+    }
+
+    fn keep_judged<'a>(
+        &'a self,
+        judged: &'a JudgedAlert,
+        frame: Option<&'a [u8]>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.either(|s| s.keep_judged(judged, frame, ttl), redis.as_deref())
+                .await
+        })
+    }
+
+    fn judged_since(&self, since: SystemTime) -> StoreFuture<'_, Vec<JudgedAlert>> {
+        Box::pin(async move {
+            // Both: what was judged while Redis was down is on the spool.
+            let mut judged = self.local.judged_since(since).await?;
+            if let Some(redis) = self.redis() {
+                let shared = self.answered(redis.judged_since(since).await);
+                let local: std::collections::HashSet<String> =
+                    judged.iter().map(|j| j.alert.id.clone()).collect();
+                let more = shared.unwrap_or_default().into_iter();
+                judged.extend(more.filter(|j| !local.contains(&j.alert.id)));
+                judged.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
+            }
+            Ok(judged)
+        })
+    }
+
+    fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            if let Some(redis) = self.redis() {
+                if let Some(Some(jpeg)) = self.answered(redis.judged_frame(alert_id).await) {
+                    return Ok(Some(jpeg));
+                }
+            }
+            self.local.judged_frame(alert_id).await
         })
     }
 

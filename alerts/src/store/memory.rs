@@ -9,11 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{ACK_TTL, Ack, AckOutcome, Mute, OutboxRecord, StateStore, StoreFuture, grid_within};
+use super::{
+    ACK_TTL, Ack, AckOutcome, JudgedAlert, Mute, OutboxRecord, StateStore, StoreFuture,
+    detected_ms, grid_within,
+};
 use crate::error::Error;
 
-/// Snapshots kept in memory when there is no spool directory: the newest this many.
+/// Snapshots (and clean frames) kept in memory when there is no spool directory: the newest
+/// this many.
 const MEMORY_SNAPSHOTS: usize = 256;
+/// Judged alerts kept in memory when there is no spool directory: the newest this many.
+const MEMORY_JUDGED: usize = 1000;
 
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
@@ -35,6 +41,10 @@ struct State {
     snapshots: VecDeque<(String, Vec<u8>)>,
     /// By id; written whole to the spool's `mutes.json` on every change.
     mutes: BTreeMap<String, Mute>,
+    /// Used only without a spool.
+    frames: VecDeque<(String, Vec<u8>)>,
+    /// By alert id (a ULID: in detection order). Used only without a spool.
+    judged: BTreeMap<String, (JudgedAlert, Option<Vec<u8>>)>,
 }
 
 impl State {
@@ -339,6 +349,107 @@ impl StateStore for MemoryStore {
         })
     }
 
+    fn put_frame<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let (id, jpeg) = (alert_id.to_owned(), jpeg.to_vec());
+                    blocking(move || spool.put_jpeg(&spool.frames, &id, &jpeg, ttl)).await
+                }
+                None => {
+                    let mut state = self.state();
+                    if state.frames.len() >= MEMORY_SNAPSHOTS {
+                        state.frames.pop_front();
+                    }
+                    state.frames.push_back((alert_id.to_owned(), jpeg.to_vec()));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let id = alert_id.to_owned();
+                    blocking(move || spool.jpeg(&spool.frames, &id)).await
+                }
+                None => Ok((self.state().frames.iter())
+                    .find(|(id, _)| id == alert_id)
+                    .map(|(_, jpeg)| jpeg.clone())),
+            }
+        })
+    }
+
+    fn keep_judged<'a>(
+        &'a self,
+        judged: &'a JudgedAlert,
+        frame: Option<&'a [u8]>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let (judged, frame) = (judged.clone(), frame.map(<[u8]>::to_vec));
+                    blocking(move || spool.keep_judged(&judged, frame.as_deref(), ttl)).await
+                }
+                None => {
+                    let mut state = self.state();
+                    let entry = (judged.clone(), frame.map(<[u8]>::to_vec));
+                    state.judged.insert(judged.alert.id.clone(), entry);
+                    while state.judged.len() > MEMORY_JUDGED {
+                        state.judged.pop_first();
+                    }
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn judged_since(&self, since: SystemTime) -> StoreFuture<'_, Vec<JudgedAlert>> {
+        Box::pin(async move {
+            let from = super::millis_since_epoch(since);
+            let mut judged = match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    blocking(move || spool.judged()).await?
+                }
+                None => (self.state().judged.values())
+                    .map(|(j, _)| j.clone())
+                    .collect(),
+            };
+            judged.retain(|j| detected_ms(&j.alert.id) >= from);
+            judged.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
+            Ok(judged)
+        })
+    }
+
+    fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => {
+                    let spool = spool.clone();
+                    let id = alert_id.to_owned();
+                    blocking(move || spool.jpeg(&spool.judged, &id)).await
+                }
+                None => Ok(self
+                    .state()
+                    .judged
+                    .get(alert_id)
+                    .and_then(|(_, f)| f.clone())),
+            }
+        })
+    }
+
     fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let all = {
@@ -416,6 +527,10 @@ struct Spool {
     outbox: PathBuf,
     escalations: PathBuf,
     snapshots: PathBuf,
+    /// Clean frames of alerts, as `{id}.jpg`.
+    frames: PathBuf,
+    /// Judged alerts: `{id}.json` and its frame `{id}.jpg`.
+    judged: PathBuf,
     next_seq: Mutex<u64>,
 }
 
@@ -431,7 +546,9 @@ impl Spool {
         let outbox = dir.join("outbox");
         let escalations = dir.join("escalations");
         let snapshots = dir.join("snapshots");
-        for d in [&outbox, &escalations, &snapshots] {
+        let frames = dir.join("frames");
+        let judged = dir.join("judged");
+        for d in [&outbox, &escalations, &snapshots, &frames, &judged] {
             fs::create_dir_all(d).map_err(|e| {
                 Error::store(format!(
                     "cannot create the spool directory {}: {e}; set [node] data_dir to a writable place",
@@ -444,6 +561,8 @@ impl Spool {
             outbox,
             escalations,
             snapshots,
+            frames,
+            judged,
             next_seq: Mutex::new(0),
         };
         let last = spool
@@ -468,6 +587,68 @@ impl Spool {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// Writes `{id}.jpg` in `dir`, and removes what is older than `ttl` there.
+    fn put_jpeg(
+        &self,
+        dir: &Path,
+        alert_id: &str,
+        jpeg: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        check_alert_id(alert_id)?;
+        let path = dir.join(format!("{alert_id}.jpg"));
+        fs::write(&path, jpeg).map_err(|e| self.io_error("write", &path, e))?;
+        expire(dir, ttl);
+        Ok(())
+    }
+
+    fn jpeg(&self, dir: &Path, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        check_alert_id(alert_id)?;
+        let path = dir.join(format!("{alert_id}.jpg"));
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    fn keep_judged(
+        &self,
+        judged: &JudgedAlert,
+        frame: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let id = &judged.alert.id;
+        check_alert_id(id)?;
+        if let Some(jpeg) = frame {
+            let path = self.judged.join(format!("{id}.jpg"));
+            self.write_atomic(&path, jpeg)?;
+        }
+        let json = serde_json::to_vec(judged)
+            .map_err(|e| Error::store(format!("spool: cannot encode judged alert {id}: {e}")))?;
+        self.write_atomic(&self.judged.join(format!("{id}.json")), &json)?;
+        expire(&self.judged, ttl);
+        Ok(())
+    }
+
+    /// Every judged alert kept; a file that does not parse is skipped with a warning.
+    fn judged(&self) -> Result<Vec<JudgedAlert>, Error> {
+        let entries =
+            fs::read_dir(&self.judged).map_err(|e| self.io_error("list", &self.judged, e))?;
+        let mut found = Vec::new();
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            match fs::read(&path).map(|b| serde_json::from_slice::<JudgedAlert>(&b)) {
+                Ok(Ok(judged)) => found.push(judged),
+                Ok(Err(e)) => tracing::warn!(file = %path.display(), "judged alert skipped: {e}"),
+                Err(e) => tracing::warn!(file = %path.display(), "judged alert skipped: {e}"),
+            }
+        }
+        Ok(found)
     }
 
     fn mutes_path(&self) -> PathBuf {
@@ -641,21 +822,7 @@ impl Spool {
 
     /// Deletes snapshots older than `ttl`, so the spool does not grow without bound.
     fn expire_snapshots(&self, ttl: Duration) {
-        let Ok(entries) = fs::read_dir(&self.snapshots) else {
-            return;
-        };
-        let now = SystemTime::now();
-        for entry in entries.flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > ttl);
-            if old {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
+        expire(&self.snapshots, ttl);
     }
 
     fn snapshot(&self, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -669,6 +836,25 @@ impl Spool {
 }
 
 /// Alert ids name spool files: only ULID characters, so no id can reach outside the spool.
+/// Deletes the files in `dir` last written more than `ttl` ago.
+fn expire(dir: &Path, ttl: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > ttl);
+        if old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn check_alert_id(alert_id: &str) -> Result<(), Error> {
     if alert_id.is_empty()
         || alert_id.len() > 64

@@ -6,7 +6,9 @@
 //! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
 //! `{p}:feed` (a capped stream of alerts and acknowledgements that every node reads),
 //! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL), `{p}:mutes`
-//! (hash, mute id -> its JSON).
+//! (hash, mute id -> its JSON), `{p}:frame:{alert_id}` (the clean frame, with a TTL), and
+//! judged alerts: `{p}:judged` (sorted set of alert ids by detection time) with
+//! `{p}:judged:{alert_id}` (JSON) and `{p}:judged-frame:{alert_id}`, both with a TTL.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,8 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 
 use super::{
-    ACK_TTL, Ack, AckOutcome, Error, FEED_KEEP, Mute, OutboxRecord, StateStore, StoreFuture,
-    millis_since_epoch,
+    ACK_TTL, Ack, AckOutcome, Error, FEED_KEEP, JudgedAlert, Mute, OutboxRecord, StateStore,
+    StoreFuture, millis_since_epoch,
 };
 
 /// A Redis call that takes longer than this fails, so a hung Redis cannot stall publishing.
@@ -587,6 +589,110 @@ impl StateStore for RedisStore {
                 .arg(ttl.as_secs().max(1));
             let _: String = self.query("SET snapshot", &cmd).await?;
             Ok(())
+        })
+    }
+
+    fn put_frame<'a>(
+        &'a self,
+        alert_id: &'a str,
+        jpeg: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&["frame", alert_id]))
+                .arg(jpeg)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1));
+            let _: String = self.query("SET frame", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(&["frame", alert_id]));
+            self.query("GET frame", &cmd).await
+        })
+    }
+
+    fn keep_judged<'a>(
+        &'a self,
+        judged: &'a JudgedAlert,
+        frame: Option<&'a [u8]>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let id = &judged.alert.id;
+            let json = serde_json::to_string(judged)
+                .map_err(|e| Error::store(format!("cannot encode judged alert {id}: {e}")))?;
+            let detected = super::detected_ms(id);
+            let oldest =
+                millis_since_epoch(SystemTime::now()).saturating_sub(ttl.as_millis() as u64);
+            let secs = ttl.as_secs().max(1);
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("SET")
+                .arg(self.key(&["judged", id]))
+                .arg(json)
+                .arg("EX")
+                .arg(secs)
+                .ignore();
+            if let Some(jpeg) = frame {
+                pipe.cmd("SET")
+                    .arg(self.key(&["judged-frame", id]))
+                    .arg(jpeg)
+                    .arg("EX")
+                    .arg(secs)
+                    .ignore();
+            }
+            pipe.cmd("ZADD")
+                .arg(self.key(&["judged"]))
+                .arg(detected)
+                .arg(id)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(self.key(&["judged"]))
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore();
+            let mut conn = self.conn.clone();
+            let () = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error("keep judged alert", e))?;
+            Ok(())
+        })
+    }
+
+    fn judged_since(&self, since: SystemTime) -> StoreFuture<'_, Vec<JudgedAlert>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(self.key(&["judged"]))
+                .arg(millis_since_epoch(since))
+                .arg("+inf");
+            let ids: Vec<String> = self.query("ZRANGEBYSCORE judged", &cmd).await?;
+            let mut judged = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                let mut cmd = redis::cmd("MGET");
+                for id in chunk {
+                    cmd.arg(self.key(&["judged", id]));
+                }
+                let values: Vec<Option<String>> = self.query("MGET judged", &cmd).await?;
+                // Expired, or not ours to read: skipped.
+                judged
+                    .extend((values.iter().flatten()).filter_map(|v| serde_json::from_str(v).ok()));
+            }
+            Ok(judged)
+        })
+    }
+
+    fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(&["judged-frame", alert_id]));
+            self.query("GET judged frame", &cmd).await
         })
     }
 
