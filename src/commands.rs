@@ -662,6 +662,65 @@ pub fn report(file: &Path, since: std::time::Duration, csv: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sharpeyes export`: the judged alerts of the store the configuration names, as a YOLO
+/// dataset in `dir`. A configured Redis must answer: an export of the spool alone would
+/// look complete and miss the cluster's alerts.
+pub fn export(file: &Path, request: &sharpeyes::export::ExportRequest, dir: &Path) -> ExitCode {
+    let install = Install::discover();
+    let config = match Config::load(file, &install.model_dirs()) {
+        Ok(l) => l.config,
+        Err(problems) => {
+            print_problems(&problems);
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(h) = &request.hazard {
+        if config.hazard(h).is_none() {
+            let known: Vec<&str> = config.hazards.iter().map(|h| h.name.as_str()).collect();
+            report_error(&format!(
+                "--hazard {h}: no such hazard in {}; it has {}",
+                file.display(),
+                known.join(", ")
+            ));
+            return ExitCode::from(2);
+        }
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let done = rt.block_on(async {
+        let store = sharpeyes_alerts::open_store(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        if config.redis.is_some() {
+            store.ping().await.map_err(|e| e.to_string())?;
+        }
+        sharpeyes::export::export(&config, store.as_ref(), request, dir).await
+    });
+    match done {
+        Ok(done) => {
+            println!(
+                "exported {} judged alerts ({} boxes) to {}",
+                done.alerts,
+                done.boxes,
+                dir.display()
+            );
+            if done.without_frame > 0 {
+                println!(
+                    "{} more matched but have no frame kept (sensor alerts, or judged before their frame was kept)",
+                    done.without_frame
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// A CSV field, quoted when it needs to be.
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {

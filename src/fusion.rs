@@ -85,6 +85,9 @@ struct Made {
     alert: Alert,
     snapshot: Option<Snapshot>,
     fused: bool,
+    /// A video alert's confirming frame: kept without boxes once the alert is queued, the
+    /// picture its learning material is made of if an operator judges it.
+    frame: Option<Arc<sharpeyes_ingest::Frame>>,
 }
 
 struct FusionStage {
@@ -177,12 +180,14 @@ impl FusionStage {
             alert,
             snapshot,
             fused: !fused.is_empty(),
+            frame: Some(frame),
         })
     }
 
     /// Hands an alert to the alert service; `counter` counts it once it is queued.
     async fn submit(&self, made: Made, counter: Option<&AtomicU64>) {
         let (id, hazard) = (made.alert.id.clone(), made.alert.hazard.clone());
+        let camera = (made.alert.camera.as_ref()).map_or_else(|| "-".to_owned(), |c| c.id.clone());
         let started = Instant::now();
         let submitted = self.alerts.submit(made.alert, made.snapshot.as_ref()).await;
         self.publish.observe(started.elapsed().as_secs_f64());
@@ -190,6 +195,12 @@ impl FusionStage {
             Ok(Submitted::Queued { .. }) => {
                 if let Some(c) = counter {
                     c.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(frame) = made.frame {
+                    let clean = self.render(&camera, &frame.rgb, frame.width, frame.height, &[]);
+                    if let Some(clean) = clean {
+                        self.alerts.keep_frame(&id, &clean.jpeg).await;
+                    }
                 }
             }
             // Logged and counted by the alert service.
@@ -262,6 +273,7 @@ impl FusionStage {
             alert,
             snapshot,
             fused: false,
+            frame: None,
         })
     }
 

@@ -19,6 +19,7 @@ pub mod access;
 pub mod camera_health;
 pub mod cameras;
 pub mod cluster;
+pub mod export;
 pub mod fusion;
 pub mod gb28181;
 pub mod health_history;

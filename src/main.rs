@@ -79,6 +79,29 @@ enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Write the alerts operators judged as a YOLO dataset (images, labels, data.yaml and a
+    /// manifest), to fine-tune the models on the county's own false alarms.
+    Export {
+        /// Configuration file (TOML): where the judged alerts are kept (Redis or the spool).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only alerts with this verdict (default: every judged alert).
+        #[arg(long, value_parser = ["confirmed", "false-alarm", "handled"])]
+        verdict: Option<String>,
+        /// Only this hazard.
+        #[arg(long)]
+        hazard: Option<String>,
+        /// Alerts detected in this window, e.g. `30d` (judged alerts are kept for
+        /// `[alerts] judged_ttl`, 90 days by default).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Leave false alarms' label files empty: background images that teach a model
+        /// there was nothing there (their boxes stay in the manifest).
+        #[arg(long)]
+        background: bool,
+        /// A new (or empty) directory to write into.
+        dir: PathBuf,
+    },
     /// Online and usable rates of every camera over a window, a table per grid, worst first.
     Report {
         /// Configuration file (TOML): its cameras, grids and where the history is kept.
@@ -131,6 +154,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Report { config, since, csv } => commands::report(&config, since, csv),
+        Command::Export {
+            config,
+            verdict,
+            hazard,
+            since,
+            background,
+            dir,
+        } => {
+            let verdict = verdict.and_then(|v| {
+                sharpeyes_alerts::Verdict::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == v)
+            });
+            let request = sharpeyes::export::ExportRequest {
+                verdict,
+                hazard,
+                since: std::time::SystemTime::now() - since,
+                background,
+            };
+            commands::export(&config, &request, &dir)
+        }
         Command::Demo { r#for } => demo::run(r#for),
         Command::Run {
             config,

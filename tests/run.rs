@@ -328,6 +328,20 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
     .0;
     let muted = post(http, &mute_path, Some(operator), r#"{"by": "值班员李四"}"#);
     let listed = get_as(http, "/api/mutes", viewer);
+    // The false alarm, exported as learning material from the same Redis.
+    let dataset = dir.path().join("dataset");
+    let exported = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args([
+            "export",
+            "--config",
+            "service.toml",
+            "--verdict",
+            "false-alarm",
+        ])
+        .arg(&dataset)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     // The poller reads Redis every 2 s; a frame in flight may still confirm.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before = centre.snapshot().len();
@@ -375,4 +389,47 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
         "unmuted, the fire is alerted again; log:\n{log}"
     );
     assert!(log.contains("region muted"), "{log}");
+
+    // The export: the false alarm's clean frame, its boxes as YOLO labels, the names.
+    let said = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        exported.status.success() && said.starts_with("exported 1 judged alerts"),
+        "{said}{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let alert = (got.iter().map(Message::json))
+        .find(|a| a["id"] == first.as_str())
+        .unwrap();
+    let (w, h) = (
+        alert["frame"]["width"].as_f64().unwrap(),
+        alert["frame"]["height"].as_f64().unwrap(),
+    );
+    let image = image::open(dataset.join(format!("images/{first}.jpg"))).unwrap();
+    assert_eq!(
+        (f64::from(image.width()), f64::from(image.height())),
+        (w, h)
+    );
+    let label = std::fs::read_to_string(dataset.join(format!("labels/{first}.txt"))).unwrap();
+    let boxes = alert["boxes"].as_array().unwrap();
+    assert_eq!(label.lines().count(), boxes.len(), "{label}");
+    for (line, b) in label.lines().zip(boxes) {
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let [x1, y1, x2, y2] = [0, 1, 2, 3].map(|i| b["box"][i].as_f64().unwrap());
+        assert_eq!(v[0], 1.0, "fire is class 1 of the fire model: {line}");
+        let want = [
+            (x1 + x2) / 2.0 / w,
+            (y1 + y2) / 2.0 / h,
+            (x2 - x1) / w,
+            (y2 - y1) / h,
+        ];
+        for (got, want) in v[1..].iter().zip(want) {
+            assert!((got - want).abs() < 1e-5, "{line} against {b}");
+        }
+    }
+    let yaml = std::fs::read_to_string(dataset.join("data.yaml")).unwrap();
+    assert!(yaml.contains("  0: \"smoke\"\n  1: \"fire\"\n"), "{yaml}");
+    let manifest = std::fs::read_to_string(dataset.join("manifest.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(manifest.trim()).unwrap();
+    assert_eq!(line["verdict"], "false-alarm", "{line}");
+    assert_eq!(line["camera"], CAMERA, "{line}");
 }
