@@ -63,6 +63,26 @@ impl DeviceId {
         Ok(id)
     }
 
+    /// An id from its parts: `region` (8 digits: the county's code and a grass-roots unit),
+    /// `industry` (digits 9-10), `device_type` (11-13, e.g. 132 for an IP camera), `network`
+    /// (14) and `serial` (15-20, below 1,000,000).
+    pub fn compose(
+        region: &str,
+        industry: u8,
+        device_type: u16,
+        network: u8,
+        serial: u32,
+    ) -> Result<Self, NotADeviceId> {
+        if industry > 99 || device_type > 999 || network > 9 || serial > 999_999 {
+            return Err(NotADeviceId(format!(
+                "industry {industry}, type {device_type}, network {network} or serial {serial} does not fit its digits"
+            )));
+        }
+        Self::parse(&format!(
+            "{region}{industry:02}{device_type:03}{network}{serial:06}"
+        ))
+    }
+
     /// Whether `s` has the shape of a device ID (20 digits), whether or not it decodes.
     pub fn looks_like(s: &str) -> bool {
         s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit())
@@ -284,6 +304,24 @@ const PROVINCES: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_composed_from_its_parts_decodes_to_them() {
+        let id = DeviceId::compose("32132200", 53, 132, 0, 42).unwrap();
+        assert_eq!(id.as_str(), "32132200531320000042");
+        assert_eq!(id.county_code(), "321322");
+        assert!(id.is_social_unit());
+        assert_eq!(id.category(), DeviceCategory::Camera);
+        assert!(DeviceId::compose("32132200", 53, 132, 0, 1_000_000).is_err());
+        assert!(
+            DeviceId::compose("3213220", 53, 132, 0, 1).is_err(),
+            "7-digit region"
+        );
+        assert!(
+            DeviceId::compose("99132200", 53, 132, 0, 1).is_err(),
+            "no province 99"
+        );
+    }
 
     #[test]
     fn decodes_a_shuyang_ip_camera() {
