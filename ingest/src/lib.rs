@@ -39,7 +39,7 @@ pub use frame::{Frame, FrameSlot};
 pub use probe::{ProbeReport, probe, probe_hint, profile_name};
 pub use sensors::{Rejected, SensorReading, SensorRegistry};
 pub use simulator::{ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig};
-pub use start::start_camera;
+pub use start::{login_url, start_camera};
 
 /// One backend on its own, without a `[[cameras]]` entry: for the tests and benches that
 /// measure or break one part. The service starts cameras with [`start_camera`].

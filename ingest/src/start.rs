@@ -3,13 +3,33 @@
 
 use std::sync::Arc;
 
-use sharpeyes_config::Camera;
 use sharpeyes_config::schema::{Backend, Transport};
+use sharpeyes_config::{Camera, SecretUrl};
 use tokio::sync::watch;
 
 use crate::camera::{CameraHandle, SourceConfig, Timeouts, spawn};
 use crate::error::{Error, ErrorKind};
 use crate::gst_source::{GstInput, GstSourceConfig, spawn_gst};
+
+/// `url` (one of `camera`'s) with its secrets expanded and the login its `credentials`
+/// name set in it. Fails when a secret cannot be expanded, naming it, never its value.
+pub fn login_url(camera: &Camera, url: &SecretUrl) -> Result<url::Url, Error> {
+    let secret = |e: sharpeyes_config::SecretError| Error::new(ErrorKind::Secret(e.to_string()));
+    let mut expanded = url.expand().map_err(secret)?;
+    if let Some(login) = &camera.login {
+        // Set apart from the template, so the URL encodes whatever the password holds.
+        let user = login.user.expand().map_err(secret)?;
+        let password = login.password.expand().map_err(secret)?;
+        if expanded.set_username(&user).is_err() || expanded.set_password(Some(&password)).is_err()
+        {
+            return Err(Error::new(ErrorKind::Secret(format!(
+                "camera {}: {url} cannot carry a login",
+                camera.id
+            ))));
+        }
+    }
+    Ok(expanded)
+}
 
 /// Starts `camera` on its backend: `file://` URLs replay a recording, `backend = "gstreamer"`
 /// uses `rtspsrc`, anything else retina. Frames are decoded with their longer side at most
@@ -23,20 +43,7 @@ pub fn start_camera(
     timeouts: Timeouts,
     shutdown: watch::Receiver<bool>,
 ) -> Result<CameraHandle, Error> {
-    let secret = |e: sharpeyes_config::SecretError| Error::new(ErrorKind::Secret(e.to_string()));
-    let mut url = camera.detect_url().expand().map_err(secret)?;
-    if let Some(login) = &camera.login {
-        // Set apart from the template, so the URL encodes whatever the password holds.
-        let user = login.user.expand().map_err(secret)?;
-        let password = login.password.expand().map_err(secret)?;
-        if url.set_username(&user).is_err() || url.set_password(Some(&password)).is_err() {
-            return Err(Error::new(ErrorKind::Secret(format!(
-                "camera {}: {} cannot carry a login",
-                camera.id,
-                camera.detect_url()
-            ))));
-        }
-    }
+    let url = login_url(camera, camera.detect_url())?;
     let id: Arc<str> = Arc::from(camera.id.as_str());
     let udp = camera.transport == Transport::Udp;
     let gst = |input| GstSourceConfig {
