@@ -662,6 +662,63 @@ pub fn report(file: &Path, since: std::time::Duration, csv: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sharpeyes import`: checks and probes the cameras of `csv` against the configuration
+/// `file`; the report on the terminal and in `out`.
+pub fn import(
+    file: &Path,
+    csv: &Path,
+    out: &Path,
+    options: sharpeyes::import::ImportOptions,
+) -> ExitCode {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let (config_text, csv_text) = match (read(file), read(csv)) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(e), _) | (_, Err(e)) => {
+            report_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let install = Install::discover();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let reports = rt.block_on(sharpeyes::import::import(
+        &csv_text,
+        &config_text,
+        file,
+        &install.model_dirs(),
+        options,
+    ));
+    let reports = match reports {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&format!("{}: {e}", csv.display()));
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", sharpeyes::import::table(&reports));
+    if let Err(e) = sharpeyes::import::write_report(out, &reports) {
+        report_error(&e);
+        return ExitCode::from(2);
+    }
+    println!(
+        "report: {}, entries of the cameras that passed: {}",
+        out.join("report.html").display(),
+        out.join("cameras.toml").display()
+    );
+    let all_passed = reports
+        .iter()
+        .all(|r| matches!(r.status, sharpeyes::import::Status::Passed(_)));
+    if all_passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// `sharpeyes export`: the judged alerts of the store the configuration names, as a YOLO
 /// dataset in `dir`. A configured Redis must answer: an export of the spool alone would
 /// look complete and miss the cluster's alerts.

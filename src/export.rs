@@ -45,7 +45,7 @@ pub async fn export(
     request: &ExportRequest,
     dir: &Path,
 ) -> Result<Exported, String> {
-    prepare(dir)?;
+    prepare(dir, &["images", "labels"])?;
     let judged = store
         .judged_since(request.since)
         .await
@@ -161,16 +161,16 @@ fn data_yaml(names: &[String]) -> String {
     yaml
 }
 
-/// Makes `dir` with `images/` and `labels/`; refuses a directory that has anything in it,
-/// so an export never mixes with or overwrites another.
-fn prepare(dir: &Path) -> Result<(), String> {
+/// Makes `dir` with the sub-directories `subs`; refuses a directory that has anything in
+/// it, so that one output never mixes with or overwrites another.
+pub(crate) fn prepare(dir: &Path, subs: &[&str]) -> Result<(), String> {
     if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         return Err(format!(
-            "{} is not empty: export into a new directory",
+            "{} is not empty: write into a new directory",
             dir.display()
         ));
     }
-    for sub in ["images", "labels"] {
+    for sub in subs {
         let path: PathBuf = dir.join(sub);
         std::fs::create_dir_all(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;

@@ -24,6 +24,7 @@ pub mod fusion;
 pub mod gb28181;
 pub mod health_history;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod mutes;
 pub mod reload;

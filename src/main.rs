@@ -79,6 +79,29 @@ enum Command {
         /// Configuration file (TOML).
         file: PathBuf,
     },
+    /// Check and probe the cameras of a CSV file (unit cameras by the hundred): a report
+    /// with every problem by line and column, thumbnails, and the `[[cameras]]` entries of
+    /// those that passed. Exits 1 when any row did not pass.
+    Import {
+        /// Configuration file (TOML) the cameras join: its grids, hazards and credentials.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where to write report.html, the thumbnails and cameras.toml (new or empty).
+        #[arg(long, default_value = "import-report")]
+        out: PathBuf,
+        /// Cameras probed at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        /// How long each stream is watched (frame rate, GOP, bitrate): at least one GOP.
+        #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+        watch: std::time::Duration,
+        /// Bound on each connection and RTSP handshake.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        connect: std::time::Duration,
+        /// The CSV: a header row naming its columns (id, name, kind, unit, grid, hazards,
+        /// url or vendor + host [+ port, channel, stream], credentials, industry).
+        csv: PathBuf,
+    },
     /// Write the alerts operators judged as a YOLO dataset (images, labels, data.yaml and a
     /// manifest), to fine-tune the models on the county's own false alarms.
     Export {
@@ -154,6 +177,23 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => commands::check_config(&file),
         Command::Report { config, since, csv } => commands::report(&config, since, csv),
+        Command::Import {
+            config,
+            out,
+            concurrency,
+            watch,
+            connect,
+            csv,
+        } => commands::import(
+            &config,
+            &csv,
+            &out,
+            sharpeyes::import::ImportOptions {
+                concurrency: usize::from(concurrency),
+                connect,
+                watch,
+            },
+        ),
         Command::Export {
             config,
             verdict,

@@ -324,3 +324,277 @@ fn detect_names_an_unknown_model() {
         text(&out.stderr)
     );
 }
+
+/// An integrator's CSV of 200 unit cameras: most pass, some have the wrong password, some
+/// hosts do not answer, some rows are wrong. Each is reported by line (and column), the
+/// cameras that passed come out as entries the configuration accepts, ids are made for rows
+/// without one, and no password appears anywhere. Bounded to a minute, as the issue asks.
+#[test]
+fn import_checks_and_probes_200_cameras_and_reports_each_row() {
+    use std::time::{Duration, Instant};
+    const PASSWORD: &str = "Import-Secret-77";
+    const WRONG: &str = "Wrong-Secret-88";
+    const GRID: &str = "321322-001-003-07";
+    let cache = tempfile::tempdir().unwrap();
+    let sim = sharpeyes_ingest::Simulator::start(
+        sharpeyes_ingest::SimulatorConfig {
+            cameras: 188,
+            width: 320,
+            height: 180,
+            fps: 10,
+            gop: 10,
+            port: 0,
+            cache_dir: Some(cache.path().to_owned()),
+            ..sharpeyes_ingest::SimulatorConfig::default()
+        }
+        .with_credentials("unit", PASSWORD),
+    )
+    .expect("the simulator starts");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("county.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{GRIDS}\n{}\n[credentials.unit-login]\nuser = \"unit\"\npassword = \"${{SE_IMPORT_PASS}}\"\n\n[credentials.wrong-login]\nuser = \"unit\"\npassword = \"${{SE_IMPORT_WRONG}}\"\n",
+            sharpeyes_testkit::config::FIRE
+        ),
+    )
+    .unwrap();
+    let mut csv = String::from("id,name,unit,grid,hazards,url,vendor,host,port,credentials\n");
+    let row = |id: &str,
+               name: &str,
+               grid: &str,
+               hazards: &str,
+               url: &str,
+               host: &str,
+               port: &str,
+               login: &str| {
+        let vendor = if host.is_empty() { "" } else { "hikvision" };
+        format!(
+            "{id},{name},\"{name}, 有限公司\",{grid},{hazards},{url},{vendor},{host},{port},{login}\n"
+        )
+    };
+    for i in 1..=188 {
+        // The first 20 without an id: made from the grid's county code.
+        let id = if i <= 20 {
+            String::new()
+        } else {
+            format!("3213220053132{:07}", 1000 + i)
+        };
+        let login = if i > 180 { "wrong-login" } else { "unit-login" };
+        csv += &row(
+            &id,
+            &format!("单位{i}"),
+            GRID,
+            "fire",
+            &sim.url(i),
+            "",
+            "",
+            login,
+        );
+    }
+    for i in 189..=194 {
+        let url = format!("rtsp://127.0.0.1:{closed}/x{i}");
+        csv += &row(
+            "",
+            &format!("单位{i}"),
+            GRID,
+            "fire",
+            &url,
+            "",
+            "",
+            "unit-login",
+        );
+    }
+    csv += &row(
+        "",
+        "",
+        GRID,
+        "fire",
+        &format!("{}?n=195", sim.url(1)),
+        "",
+        "",
+        "",
+    ); // 196
+    csv += &row(
+        "",
+        "单位196",
+        "999999-9",
+        "fire",
+        &format!("{}?n=196", sim.url(1)),
+        "",
+        "",
+        "",
+    ); // 197
+    csv += &row(
+        "",
+        "单位197",
+        GRID,
+        "fire;earthquake",
+        &format!("{}?n=197", sim.url(1)),
+        "",
+        "",
+        "",
+    ); // 198
+    csv += &row("", "单位198", GRID, "fire", "", "127.0.0.1", "abc", ""); // 199
+    let taken = format!("3213220053132{:07}", 1030);
+    csv += &row(
+        &taken,
+        "单位199",
+        GRID,
+        "fire",
+        &format!("{}?n=199", sim.url(1)),
+        "",
+        "",
+        "",
+    ); // 200
+    csv += &row(
+        "",
+        "单位200",
+        GRID,
+        "fire",
+        &sim.url(1),
+        "127.0.0.1",
+        "",
+        "",
+    ); // 201
+    let csv_path = dir.path().join("cameras.csv");
+    std::fs::write(&csv_path, &csv).unwrap();
+    let out = dir.path().join("report");
+
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .args(["import", "--concurrency", "32", "--watch", "2s", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .arg(&csv_path)
+        .env("SE_IMPORT_PASS", PASSWORD)
+        .env("SE_IMPORT_WRONG", WRONG)
+        .env_remove("SHARPEYES_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let stdout = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (said, log) = (stdout.join().unwrap(), stderr.join().unwrap());
+    sim.stop();
+    assert!(status.is_some(), "not done within a minute:\n{said}{log}");
+    assert_eq!(
+        status.unwrap().code(),
+        Some(1),
+        "some rows failed:\n{said}{log}"
+    );
+
+    let line = |n: usize| -> Vec<&str> {
+        said.lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .collect()
+    };
+    for n in 2..=181 {
+        assert!(
+            line(n).iter().any(|l| l.contains(" ok ")),
+            "line {n}: {:?}\n{said}",
+            line(n)
+        );
+    }
+    for n in 182..=189 {
+        let l = line(n).join("\n");
+        assert!(
+            l.contains(" login ") && l.contains("password"),
+            "line {n}: {l}"
+        );
+    }
+    for n in 190..=195 {
+        let l = line(n).join("\n");
+        assert!(l.contains(" unreachable "), "line {n}: {l}");
+    }
+    let expect = [
+        (196, "column name: empty"),
+        (197, "column grid: no grid `999999-9` in the configuration"),
+        (198, "column hazards:"),
+        (199, "column port: `abc` is not a number"),
+        (
+            200,
+            "column id: `32132200531320001030` is also the id on line 31",
+        ),
+        (
+            201,
+            "column url: give `url`, or `vendor` and `host`, not both",
+        ),
+    ];
+    for (n, text) in expect {
+        let l = line(n).join("\n");
+        assert!(
+            l.contains(" invalid ") && l.contains(text),
+            "line {n}: {l}\n{said}"
+        );
+    }
+    assert!(said.contains("180 of 200 cameras passed"), "{said}");
+
+    // The entries: 180 cameras the configuration accepts, with made ids in the county.
+    let entries = std::fs::read_to_string(out.join("cameras.toml")).unwrap();
+    assert_eq!(entries.matches("[[cameras]]").count(), 180);
+    let explicit = (entries.lines())
+        .filter_map(|l| l.strip_prefix("id = \"")?.strip_suffix('"'))
+        .filter(|id| id.starts_with("32132200531320001"))
+        .count();
+    assert_eq!(explicit, 160, "explicit ids kept");
+    let joined = dir.path().join("joined.toml");
+    std::fs::write(
+        &joined,
+        std::fs::read_to_string(&config).unwrap() + &entries,
+    )
+    .unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
+        .arg("check-config")
+        .arg(&joined)
+        .env("SE_IMPORT_PASS", PASSWORD)
+        .env("SE_IMPORT_WRONG", WRONG)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        text(&checked.stdout) + &text(&checked.stderr)
+    );
+    for n in 1..=20 {
+        let id = format!("id = \"3213220053132{n:07}\"");
+        assert!(entries.contains(&id), "made id {id}");
+    }
+
+    // The page: every passing camera's thumbnail; nobody's password anywhere.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<img src=\"thumbs/line-").count(), 180);
+    let thumb = std::fs::read(out.join("thumbs/line-2.jpg")).unwrap();
+    assert_eq!(&thumb[..2], b"\xff\xd8", "a JPEG");
+    assert!(
+        html.contains("单位1, 有限公司") || html.contains("单位1"),
+        "names shown"
+    );
+    for text in [&said, &log, &html, &entries] {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(WRONG),
+            "a password leaked"
+        );
+    }
+}
