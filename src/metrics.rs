@@ -40,6 +40,7 @@ pub struct Metrics {
     alerts_refused: IntCounterVec,
     time_to_ack: Histogram,
     verdicts: IntCounterVec,
+    dispatched: IntCounterVec,
     sensor_readings: IntCounter,
     sensor_rejected: IntCounter,
     mqtt_connected: IntGauge,
@@ -143,6 +144,14 @@ impl Metrics {
             &["hazard", "camera", "verdict"],
         )
         .expect("valid metric");
+        let dispatched = IntCounterVec::new(
+            Opts::new(
+                "sharpeyes_alerts_dispatched_total",
+                "Alerts sent on to a [[dispatch]] department, by department and hazard (each once in a cluster).",
+            ),
+            &["department", "hazard"],
+        )
+        .expect("valid metric");
         let sensor_readings = IntCounter::new(
             "sharpeyes_sensor_readings_total",
             "Sensor readings accepted.",
@@ -176,6 +185,7 @@ impl Metrics {
             Box::new(alerts_refused.clone()),
             Box::new(time_to_ack.clone()),
             Box::new(verdicts.clone()),
+            Box::new(dispatched.clone()),
             Box::new(sensor_readings.clone()),
             Box::new(sensor_rejected.clone()),
             Box::new(mqtt_connected.clone()),
@@ -193,6 +203,7 @@ impl Metrics {
             alerts_refused,
             time_to_ack,
             verdicts,
+            dispatched,
             sensor_readings,
             sensor_rejected,
             mqtt_connected,
@@ -298,6 +309,9 @@ impl Metrics {
             }
             for ((hazard, camera, verdict), n) in alerts.verdict_counts() {
                 mirror(&self.verdicts, &[&hazard, &camera, &verdict], n);
+            }
+            for ((department, hazard), n) in alerts.dispatch_counts() {
+                mirror(&self.dispatched, &[&department, &hazard], n);
             }
         }
         if let Some(sensors) = &sources.sensors {

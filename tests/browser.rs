@@ -263,6 +263,13 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         "where the alert went: {}",
         page.eval("document.querySelector('#alerts li.alert').textContent")
     );
+    let metrics = String::from_utf8_lossy(&get_as(http, "/metrics", TOKEN).1).into_owned();
+    assert!(
+        metrics.contains(
+            "sharpeyes_alerts_dispatched_total{department=\"fire-brigade\",hazard=\"fire\"} 1\n"
+        ),
+        "the dispatch is counted: {metrics}"
+    );
     assert!(
         page.wait_for(
             "(() => { const i = document.querySelector('#alerts li.alert img'); return !!i && i.complete && i.naturalWidth > 0; })()",

@@ -780,6 +780,11 @@ impl Alerts {
             };
             let durable = self.enqueue(copy).await;
             tracing::info!(alert = %alert.id, department = %d.name, durable, "alert dispatched");
+            if let Ok(mut counts) = inner.stats.dispatched.lock() {
+                *counts
+                    .entry((d.name.clone(), alert.hazard.clone()))
+                    .or_default() += 1;
+            }
             to.push(d.name.clone());
         }
         if let Some(event) = inner.recent.dispatched(&alert.id, &to) {
@@ -803,6 +808,13 @@ impl Alerts {
                 .entry((hazard, camera, verdict.as_str().to_owned()))
                 .or_default() += 1;
         }
+    }
+
+    /// Alerts dispatched from this node so far, by (department, hazard).
+    pub fn dispatch_counts(&self) -> Vec<((String, String), u64)> {
+        (self.inner.stats.dispatched.lock())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// Verdicts given on this node so far, by (hazard, camera, verdict).

@@ -37,6 +37,8 @@ pub(crate) struct Stats {
     pub ack_times: std::sync::Mutex<Vec<Duration>>,
     /// Verdicts given here, by (hazard, camera, verdict).
     pub verdicts: std::sync::Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
+    /// Alerts dispatched from here, by (department, hazard).
+    pub dispatched: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 /// Runs `work` (one escalation, one acknowledgement): a panic in it is logged with `what`,
