@@ -461,6 +461,22 @@ async fn health_report(State(state): State<AppState>, Query(q): Query<ReportQuer
     }
 }
 
+/// The body of a request on alert `id`: JSON of `shape`, or the default for an empty body.
+/// An id that is not an alert id is refused first. The error is the 400's text.
+fn alert_request<T: serde::de::DeserializeOwned + Default>(
+    id: &str,
+    body: &[u8],
+    shape: &str,
+) -> Result<T, String> {
+    if !sharpeyes_alerts::is_alert_id(id) {
+        return Err(format!("`{id}` is not an alert id (a 26-character ULID)\n"));
+    }
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("the body is not {shape}: {e}\n"))
+}
+
 async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -469,28 +485,10 @@ async fn acknowledge(
     let Some(service) = &state.api else {
         return no_service();
     };
-    if !sharpeyes_alerts::is_alert_id(&id) {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("`{id}` is not an alert id (a 26-character ULID)\n"),
-        )
-            .into_response();
-    }
-    let body: AckRequest = if body.is_empty() {
-        AckRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "the body is not {{\"by\": \"name\", \"verdict\": \"confirmed\" | \"false-alarm\" | \"handled\", \"note\": \"...\"}} (each optional): {e}\n"
-                    ),
-                )
-                    .into_response();
-            }
-        }
+    const SHAPE: &str = r#"{"by": "name", "verdict": "confirmed" | "false-alarm" | "handled", "note": "..."} (each optional)"#;
+    let body: AckRequest = match alert_request(&id, &body, SHAPE) {
+        Ok(b) => b,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     match service.alerts.acknowledge(&id, body, None).await {
         Ok(Some(ack)) => json(&ack),
@@ -516,23 +514,9 @@ async fn mute(
     let Some(service) = &state.api else {
         return no_service();
     };
-    if !sharpeyes_alerts::is_alert_id(&id) {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("`{id}` is not an alert id (a 26-character ULID)\n"),
-        )
-            .into_response();
-    }
-    let request: MuteRequest = if body.is_empty() {
-        MuteRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                let why = format!("the body is not {{\"by\": \"name\"}} (optional): {e}\n");
-                return (StatusCode::BAD_REQUEST, why).into_response();
-            }
-        }
+    let request: MuteRequest = match alert_request(&id, &body, r#"{"by": "name"} (optional)"#) {
+        Ok(b) => b,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     let known = match service.alerts.mutes().await {
         Ok(list) => list.into_iter().any(|m| m.alert_id == id),

@@ -132,6 +132,21 @@ impl FallbackStore {
         })
     }
 
+    /// What `call` finds in Redis when it is there, answers and has it; else in the spool
+    /// (written there while Redis was down).
+    async fn found_either<'a, T>(
+        &'a self,
+        call: impl Fn(&'a dyn StateStore) -> StoreFuture<'a, Option<T>>,
+        redis: Option<&'a RedisStore>,
+    ) -> Result<Option<T>, Error> {
+        if let Some(redis) = redis {
+            if let Some(Some(found)) = self.answered(call(redis).await) {
+                return Ok(Some(found));
+            }
+        }
+        call(&self.local).await
+    }
+
     /// `call` on Redis when it is there and answers, else on the spool.
     async fn either<'a, T>(
         &'a self,
@@ -396,12 +411,9 @@ impl StateStore for FallbackStore {
 
     fn acknowledgement<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Ack>> {
         Box::pin(async move {
-            if let Some(redis) = self.redis() {
-                if let Some(Some(ack)) = self.answered(redis.acknowledgement(alert_id).await) {
-                    return Ok(Some(ack));
-                }
-            }
-            self.local.acknowledgement(alert_id).await
+            let redis = self.redis();
+            self.found_either(|s| s.acknowledgement(alert_id), redis.as_deref())
+                .await
         })
     }
 
@@ -433,12 +445,9 @@ impl StateStore for FallbackStore {
 
     fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            if let Some(redis) = self.redis() {
-                if let Some(Some(jpeg)) = self.answered(redis.frame(alert_id).await) {
-                    return Ok(Some(jpeg));
-                }
-            }
-            self.local.frame(alert_id).await
+            let redis = self.redis();
+            self.found_either(|s| s.frame(alert_id), redis.as_deref())
+                .await
         })
     }
 
@@ -473,12 +482,9 @@ impl StateStore for FallbackStore {
 
     fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            if let Some(redis) = self.redis() {
-                if let Some(Some(jpeg)) = self.answered(redis.judged_frame(alert_id).await) {
-                    return Ok(Some(jpeg));
-                }
-            }
-            self.local.judged_frame(alert_id).await
+            let redis = self.redis();
+            self.found_either(|s| s.judged_frame(alert_id), redis.as_deref())
+                .await
         })
     }
 
@@ -496,12 +502,9 @@ impl StateStore for FallbackStore {
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            if let Some(redis) = self.redis() {
-                if let Some(Some(jpeg)) = self.answered(redis.snapshot(alert_id).await) {
-                    return Ok(Some(jpeg));
-                }
-            }
-            self.local.snapshot(alert_id).await
+            let redis = self.redis();
+            self.found_either(|s| s.snapshot(alert_id), redis.as_deref())
+                .await
         })
     }
 }
