@@ -181,6 +181,14 @@ fn stream_url(row: &CsvRow, problems: &mut Vec<(String, String)>) -> Option<Stri
             problem("url", "give `url`, or `vendor` and `host`, not both".into());
             return None;
         }
+        // Unit cameras are on the network: a `file://` replay is for the configuration.
+        if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
+            problem(
+                "url",
+                format!("`{}` is not rtsp:// or rtsps://", redact_url(url)),
+            );
+            return None;
+        }
         return Some(url.to_owned());
     }
     if host.is_empty() {
@@ -745,6 +753,8 @@ mod tests {
         ];
         let columns: Vec<String> = url_of(&bad).unwrap_err().into_iter().map(|p| p.0).collect();
         assert_eq!(columns, ["port", "channel"]);
+        let local = [("url", "file:///etc/passwd")];
+        assert_eq!(url_of(&local).unwrap_err()[0].0, "url");
         let unknown = [("vendor", "acme"), ("host", "10.0.0.7")];
         assert!(
             url_of(&unknown).unwrap_err()[0]
