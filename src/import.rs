@@ -763,6 +763,77 @@ mod tests {
         );
     }
 
+    /// An integrator's file is hostile until checked: whatever it holds, every row ends as a
+    /// camera or as problems by column, never a panic, and a URL made from a `host` stays
+    /// one RTSP URL to that host.
+    #[test]
+    fn mangled_csv_files_never_panic_and_urls_stay_on_their_host() {
+        const HEADER: &str =
+            "id,name,unit,grid,hazards,url,vendor,host,port,channel,stream,credentials,industry\n";
+        const SAMPLE: &str = ",东元超市,\"东元, 超市\",321322-001-003-07,fire; fire,,hikvision,10.0.0.7,554,2,sub,unit-login,53\n32132200531320000009,北门,北门商店,321322-001,fire,rtsp://10.0.0.8/ch1,,,,,,,\n";
+        let text = concat!(
+            "[node]\nid = \"n\"\n",
+            include_str!("../fixtures/config/grids.toml"),
+            include_str!("../fixtures/config/fire.toml"),
+            "\n[credentials.unit-login]\nuser = \"u\"\npassword = \"p\"\nnetworks = [\"10.0.0.0/8\"]\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
+        let dirs = [dir.path().to_owned()];
+        let config = Config::parse(text, Path::new("c.toml"), &dirs)
+            .unwrap()
+            .config;
+        let (mut cameras, mut refused) = (0, 0);
+        let plain = read_csv(&format!("{HEADER}{SAMPLE}")).unwrap();
+        for c in check_rows(&plain, text, Path::new("c.toml"), &dirs, &config) {
+            assert!(c.result.is_ok(), "the sample passes: {:?}", c.result.err());
+        }
+        sharpeyes_testkit::hostile::check(
+            "import rows",
+            1000,
+            // The rows mangled under a good header: a bad header stops the file at once.
+            |h| [HEADER.as_bytes(), &h.mangle(SAMPLE.as_bytes())].concat(),
+            |bytes| {
+                let Ok(csv) = std::str::from_utf8(bytes) else {
+                    return;
+                };
+                let rows = read_csv(csv).expect("a good header, any rows");
+                let lines = csv.lines().count() as u64 + 1;
+                for row in &rows {
+                    assert!(
+                        (2..=lines).contains(&row.line),
+                        "line {} of {lines}",
+                        row.line
+                    );
+                    if let Some(url) = stream_url(row, &mut Vec::new()) {
+                        let parsed = url::Url::parse(&url);
+                        if row.get("url").is_empty() {
+                            let parsed = parsed.expect("a URL made from a host parses");
+                            assert_eq!(parsed.scheme(), "rtsp");
+                            assert!(parsed.username().is_empty(), "{url}");
+                        }
+                    }
+                }
+                for checked in check_rows(&rows, text, Path::new("c.toml"), &dirs, &config) {
+                    match checked.result {
+                        Ok((camera, entry)) => {
+                            assert!(entry.contains(&camera.id));
+                            cameras += 1;
+                        }
+                        Err(problems) => {
+                            assert!(!problems.is_empty());
+                            refused += 1;
+                        }
+                    }
+                }
+            },
+        );
+        assert!(
+            cameras > 50 && refused > 50,
+            "{cameras} cameras, {refused} refused"
+        );
+    }
+
     #[test]
     fn the_header_is_checked_and_rows_keep_their_lines() {
         let err = read_csv("name,grid,url,colour\n").unwrap_err();
