@@ -94,6 +94,21 @@ pub struct Probed {
     pub bitrate_kbps: f64,
 }
 
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}x{}, {:.1} fps, GOP {}, {:.0} kbit/s",
+            self.codec,
+            self.width,
+            self.height,
+            self.fps,
+            self.gop.map_or("?".to_owned(), |g| g.to_string()),
+            self.bitrate_kbps
+        )
+    }
+}
+
 /// A row as read: its line and its cells by column name.
 #[derive(Debug, Clone)]
 struct CsvRow {
@@ -567,18 +582,7 @@ pub fn table(reports: &[RowReport]) -> String {
         };
         match &r.status {
             Status::Passed(p) => {
-                let _ = writeln!(
-                    out,
-                    "{:>5}  {id:<22} {:<12} {} {}x{} {:.1} fps, GOP {}, {:.0} kbit/s",
-                    r.line,
-                    "ok",
-                    p.codec,
-                    p.width,
-                    p.height,
-                    p.fps,
-                    p.gop.map_or("?".to_owned(), |g| g.to_string()),
-                    p.bitrate_kbps
-                );
+                let _ = writeln!(out, "{:>5}  {id:<22} {:<12} {p}", r.line, "ok");
             }
             Status::Failed {
                 kind,
@@ -639,19 +643,7 @@ pub fn write_report(dir: &Path, reports: &[RowReport]) -> Result<(), String> {
         let id = r.id.as_deref().unwrap_or("");
         // Each cell escaped here: names, ids and problems come from the CSV.
         let (class, status, found) = match &r.status {
-            Status::Passed(p) => (
-                "ok",
-                "ok",
-                esc(&format!(
-                    "{} {}x{}, {:.1} fps, GOP {}, {:.0} kbit/s",
-                    p.codec,
-                    p.width,
-                    p.height,
-                    p.fps,
-                    p.gop.map_or("?".to_owned(), |g| g.to_string()),
-                    p.bitrate_kbps
-                )),
-            ),
+            Status::Passed(p) => ("ok", "ok", esc(&p.to_string())),
             Status::Failed {
                 kind,
                 message,

@@ -328,25 +328,7 @@ impl StateStore for MemoryStore {
         jpeg: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            match &self.spool {
-                Some(spool) => {
-                    let spool = spool.clone();
-                    let (id, jpeg) = (alert_id.to_owned(), jpeg.to_vec());
-                    blocking(move || spool.put_snapshot(&id, &jpeg, ttl)).await
-                }
-                None => {
-                    let mut state = self.state();
-                    if state.snapshots.len() >= MEMORY_SNAPSHOTS {
-                        state.snapshots.pop_front();
-                    }
-                    state
-                        .snapshots
-                        .push_back((alert_id.to_owned(), jpeg.to_vec()));
-                    Ok(())
-                }
-            }
-        })
+        Box::pin(self.put_picture(Picture::Snapshot, alert_id, jpeg, ttl))
     }
 
     fn put_frame<'a>(
@@ -355,38 +337,11 @@ impl StateStore for MemoryStore {
         jpeg: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            match &self.spool {
-                Some(spool) => {
-                    let spool = spool.clone();
-                    let (id, jpeg) = (alert_id.to_owned(), jpeg.to_vec());
-                    blocking(move || spool.put_jpeg(&spool.frames, &id, &jpeg, ttl)).await
-                }
-                None => {
-                    let mut state = self.state();
-                    if state.frames.len() >= MEMORY_SNAPSHOTS {
-                        state.frames.pop_front();
-                    }
-                    state.frames.push_back((alert_id.to_owned(), jpeg.to_vec()));
-                    Ok(())
-                }
-            }
-        })
+        Box::pin(self.put_picture(Picture::Frame, alert_id, jpeg, ttl))
     }
 
     fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            match &self.spool {
-                Some(spool) => {
-                    let spool = spool.clone();
-                    let id = alert_id.to_owned();
-                    blocking(move || spool.jpeg(&spool.frames, &id)).await
-                }
-                None => Ok((self.state().frames.iter())
-                    .find(|(id, _)| id == alert_id)
-                    .map(|(_, jpeg)| jpeg.clone())),
-            }
-        })
+        Box::pin(self.picture(Picture::Frame, alert_id))
     }
 
     fn keep_judged<'a>(
@@ -480,25 +435,75 @@ impl StateStore for MemoryStore {
     }
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            match &self.spool {
-                Some(spool) => {
-                    let spool = spool.clone();
-                    let id = alert_id.to_owned();
-                    blocking(move || spool.snapshot(&id)).await
-                }
-                None => Ok(self
-                    .state()
-                    .snapshots
-                    .iter()
-                    .find(|(id, _)| id == alert_id)
-                    .map(|(_, jpeg)| jpeg.clone())),
-            }
-        })
+        Box::pin(self.picture(Picture::Snapshot, alert_id))
+    }
+}
+
+/// The two pictures kept per alert: each in a spool directory of its own, or without a
+/// spool in a memory list of the newest [`MEMORY_SNAPSHOTS`].
+#[derive(Debug, Clone, Copy)]
+enum Picture {
+    /// With its boxes drawn, for operators.
+    Snapshot,
+    /// Without them, for learning material.
+    Frame,
+}
+
+impl Picture {
+    fn dir(self, spool: &Spool) -> &Path {
+        match self {
+            Picture::Snapshot => &spool.snapshots,
+            Picture::Frame => &spool.frames,
+        }
+    }
+
+    fn list(self, state: &mut State) -> &mut VecDeque<(String, Vec<u8>)> {
+        match self {
+            Picture::Snapshot => &mut state.snapshots,
+            Picture::Frame => &mut state.frames,
+        }
     }
 }
 
 impl MemoryStore {
+    async fn put_picture(
+        &self,
+        kind: Picture,
+        alert_id: &str,
+        jpeg: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        match &self.spool {
+            Some(spool) => {
+                let spool = spool.clone();
+                let (id, jpeg) = (alert_id.to_owned(), jpeg.to_vec());
+                blocking(move || spool.put_jpeg(kind.dir(&spool), &id, &jpeg, ttl)).await
+            }
+            None => {
+                let mut state = self.state();
+                let list = kind.list(&mut state);
+                if list.len() >= MEMORY_SNAPSHOTS {
+                    list.pop_front();
+                }
+                list.push_back((alert_id.to_owned(), jpeg.to_vec()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn picture(&self, kind: Picture, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        match &self.spool {
+            Some(spool) => {
+                let spool = spool.clone();
+                let id = alert_id.to_owned();
+                blocking(move || spool.jpeg(kind.dir(&spool), &id)).await
+            }
+            None => Ok((kind.list(&mut self.state()).iter())
+                .find(|(id, _)| id == alert_id)
+                .map(|(_, jpeg)| jpeg.clone())),
+        }
+    }
+
     /// Writes every mute to the spool, when there is one.
     async fn spool_mutes(&self, all: Vec<Mute>) -> Result<(), Error> {
         match &self.spool {
@@ -807,36 +812,10 @@ impl Spool {
         }
         Ok(found)
     }
-
-    fn snapshot_path(&self, alert_id: &str) -> Result<PathBuf, Error> {
-        check_alert_id(alert_id)?;
-        Ok(self.snapshots.join(format!("{alert_id}.jpg")))
-    }
-
-    fn put_snapshot(&self, alert_id: &str, jpeg: &[u8], ttl: Duration) -> Result<(), Error> {
-        let path = self.snapshot_path(alert_id)?;
-        fs::write(&path, jpeg).map_err(|e| self.io_error("write", &path, e))?;
-        self.expire_snapshots(ttl);
-        Ok(())
-    }
-
-    /// Deletes snapshots older than `ttl`, so the spool does not grow without bound.
-    fn expire_snapshots(&self, ttl: Duration) {
-        expire(&self.snapshots, ttl);
-    }
-
-    fn snapshot(&self, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
-        let path = self.snapshot_path(alert_id)?;
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.io_error("read", &path, e)),
-        }
-    }
 }
 
-/// Alert ids name spool files: only ULID characters, so no id can reach outside the spool.
-/// Deletes the files in `dir` last written more than `ttl` ago.
+/// Deletes the files in `dir` last written more than `ttl` ago, so the spool does not grow
+/// without bound.
 fn expire(dir: &Path, ttl: Duration) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -855,6 +834,7 @@ fn expire(dir: &Path, ttl: Duration) {
     }
 }
 
+/// Alert ids name spool files: only ULID characters, so no id can reach outside the spool.
 fn check_alert_id(alert_id: &str) -> Result<(), Error> {
     if alert_id.is_empty()
         || alert_id.len() > 64

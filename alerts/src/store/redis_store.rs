@@ -153,6 +153,29 @@ impl RedisStore {
         key
     }
 
+    /// `{p}:{kind}:{alert_id}` set to `bytes` for `ttl`: snapshots and frames.
+    async fn set_bytes(
+        &self,
+        kind: &str,
+        alert_id: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&[kind, alert_id]))
+            .arg(bytes)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        let _: String = self.query(&format!("SET {kind}"), &cmd).await?;
+        Ok(())
+    }
+
+    async fn get_bytes(&self, kind: &str, alert_id: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(&[kind, alert_id]));
+        self.query(&format!("GET {kind}"), &cmd).await
+    }
+
     fn error(&self, what: &str, e: redis::RedisError) -> Error {
         Error::store(format!("Redis {} {what}: {}", self.shown, scrub(&e)))
     }
@@ -581,15 +604,7 @@ impl StateStore for RedisStore {
         jpeg: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&["snapshot", alert_id]))
-                .arg(jpeg)
-                .arg("EX")
-                .arg(ttl.as_secs().max(1));
-            let _: String = self.query("SET snapshot", &cmd).await?;
-            Ok(())
-        })
+        Box::pin(self.set_bytes("snapshot", alert_id, jpeg, ttl))
     }
 
     fn put_frame<'a>(
@@ -598,23 +613,11 @@ impl StateStore for RedisStore {
         jpeg: &'a [u8],
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&["frame", alert_id]))
-                .arg(jpeg)
-                .arg("EX")
-                .arg(ttl.as_secs().max(1));
-            let _: String = self.query("SET frame", &cmd).await?;
-            Ok(())
-        })
+        Box::pin(self.set_bytes("frame", alert_id, jpeg, ttl))
     }
 
     fn frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(self.key(&["frame", alert_id]));
-            self.query("GET frame", &cmd).await
-        })
+        Box::pin(self.get_bytes("frame", alert_id))
     }
 
     fn keep_judged<'a>(
@@ -689,11 +692,7 @@ impl StateStore for RedisStore {
     }
 
     fn judged_frame<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(self.key(&["judged-frame", alert_id]));
-            self.query("GET judged frame", &cmd).await
-        })
+        Box::pin(self.get_bytes("judged-frame", alert_id))
     }
 
     fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
@@ -731,10 +730,6 @@ impl StateStore for RedisStore {
     }
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(self.key(&["snapshot", alert_id]));
-            self.query("GET snapshot", &cmd).await
-        })
+        Box::pin(self.get_bytes("snapshot", alert_id))
     }
 }
