@@ -33,7 +33,8 @@ pub struct Exported {
     pub alerts: usize,
     pub boxes: usize,
     /// Judged alerts that matched but whose frame was no longer kept (or never was: a
-    /// sensor alert), or that had no frame size to scale their boxes by.
+    /// sensor alert), that had no frame size to scale their boxes by, or whose id is not an
+    /// alert id.
     pub without_frame: usize,
 }
 
@@ -62,6 +63,13 @@ pub async fn export(
         without_frame: 0,
     };
     for j in wanted {
+        // Ids name the files: one that is not a ULID (from whoever else writes to Redis)
+        // could name a path outside DIR.
+        if !sharpeyes_alerts::is_alert_id(&j.alert.id) {
+            tracing::warn!("a judged alert whose id is not an alert id is skipped");
+            done.without_frame += 1;
+            continue;
+        }
         let frame = (store.judged_frame(&j.alert.id).await)
             .map_err(|e| format!("cannot read the frame of alert {}: {e}", j.alert.id))?;
         let (Some(jpeg), Some(size)) = (frame, j.alert.frame) else {

@@ -12,11 +12,22 @@ use tokio::task::JoinHandle;
 /// most before the next frame there is judged without it.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// The regions as the analysis wants them.
+/// Most corners a muted region may have: this service makes rectangles, and every analysed
+/// frame tests every object against every region of its camera.
+const MAX_CORNERS: usize = 64;
+
+/// The regions as the analysis wants them. A region this service would not have made (too
+/// many corners, a corner outside the frame: written into Redis by someone else) is left
+/// out, so it can neither slow every frame down nor mute a whole camera by accident.
 fn regions(mutes: &[Mute]) -> MutedRegions {
     let mut regions = MutedRegions::default();
     for m in mutes {
-        regions.add(&m.camera, &m.hazard, m.region.clone());
+        let inside = |p: &[f64; 2]| p.iter().all(|v| (0.0..=1.0).contains(v));
+        if (3..=MAX_CORNERS).contains(&m.region.len()) && m.region.iter().all(inside) {
+            regions.add(&m.camera, &m.hazard, m.region.clone());
+        } else {
+            tracing::warn!(mute = %m.id, "a muted region that is not a polygon inside the frame is ignored");
+        }
     }
     regions
 }
@@ -47,4 +58,35 @@ pub fn start(alerts: Alerts, mutes: Mutes, mut stop: watch::Receiver<bool>) -> J
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mute(id: &str, region: Vec<[f64; 2]>) -> Mute {
+        Mute {
+            id: id.into(),
+            camera: "cam".into(),
+            hazard: "fire".into(),
+            region,
+            alert_id: "01JD0000000000000000000000".into(),
+            by: None,
+            at: "2026-12-04T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn only_polygons_inside_the_frame_are_applied() {
+        let square = vec![[0.1, 0.1], [0.2, 0.1], [0.2, 0.2], [0.1, 0.2]];
+        let many = (0..1000).map(|i| [f64::from(i) / 1000.0, 0.5]).collect();
+        let got = regions(&[
+            mute("a", square.clone()),
+            mute("b", many),
+            mute("c", vec![[0.0, 0.0], [f64::NAN, 0.5], [1.0, 1.0]]),
+            mute("d", vec![[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]]),
+            mute("e", vec![[0.0, 0.0], [1.0, 1.0]]),
+        ]);
+        assert_eq!(got.of("cam", "fire"), [square]);
+    }
 }

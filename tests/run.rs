@@ -328,7 +328,36 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
     .0;
     let muted = post(http, &mute_path, Some(operator), r#"{"by": "值班员李四"}"#);
     let listed = get_as(http, "/api/mutes", viewer);
-    // The false alarm, exported as learning material from the same Redis.
+    // The false alarm, exported as learning material from the same Redis; beside it, a
+    // record someone else wrote there whose alert id would name a file outside the export.
+    let mut redis_conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let kept: String = redis::cmd("GET")
+        .arg(format!("{PREFIX}:judged:{first}"))
+        .query(&mut redis_conn)
+        .unwrap_or_default();
+    let mut forged: serde_json::Value = serde_json::from_str(&kept).unwrap_or_default();
+    forged["alert"]["id"] = "../../escaped".into();
+    let forged_key = "01JD0000000000000000000000";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{PREFIX}:judged:{forged_key}"))
+        .arg(forged.to_string())
+        .cmd("SET")
+        .arg(format!("{PREFIX}:judged-frame:{forged_key}"))
+        .arg("not a jpeg")
+        .cmd("ZADD")
+        .arg(format!("{PREFIX}:judged"))
+        .arg(now_ms)
+        .arg(forged_key)
+        .query(&mut redis_conn)
+        .unwrap();
     let dataset = dir.path().join("dataset");
     let exported = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))
         .args([
@@ -392,6 +421,11 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
 
     // The export: the false alarm's clean frame, its boxes as YOLO labels, the names.
     let said = String::from_utf8_lossy(&exported.stdout);
+    assert!(
+        said.contains("1 more matched"),
+        "the forged record is skipped: {said}"
+    );
+    assert!(!dir.path().join("escaped.jpg").exists() && !dataset.join("escaped.jpg").exists());
     assert!(
         exported.status.success() && said.starts_with("exported 1 judged alerts"),
         "{said}{}",
