@@ -36,8 +36,12 @@ pub const COLUMNS: [&str; 14] = [
     "industry",
 ];
 
-/// Rows read at most: a county's unit cameras, several times over.
-pub const MAX_ROWS: usize = 50_000;
+/// Rows read at most: a county's unit cameras (about 17,000). Every passing row's thumbnail
+/// is held until the report is written, [`THUMBNAIL_WIDTH`] wide: some 5 KB each.
+pub const MAX_ROWS: usize = 20_000;
+
+/// Thumbnails are this wide, as the report shows them.
+const THUMBNAIL_WIDTH: u32 = 160;
 
 /// How the cameras are probed.
 #[derive(Debug, Clone, Copy)]
@@ -486,7 +490,8 @@ async fn probe_one(camera: &Camera, options: ImportOptions) -> (Status, Option<V
         Ok(report) => {
             let thumbnail = report.snapshot.as_ref().and_then(|f| {
                 let img = image::RgbImage::from_raw(f.width, f.height, f.rgb.clone())?;
-                let small = image::imageops::thumbnail(&img, 320, 320 * f.height / f.width.max(1));
+                let height = THUMBNAIL_WIDTH * f.height / f.width.max(1);
+                let small = image::imageops::thumbnail(&img, THUMBNAIL_WIDTH, height.max(1));
                 let mut jpeg = Vec::new();
                 let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80);
                 small.write_with_encoder(encoder).ok()?;
