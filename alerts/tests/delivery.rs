@@ -2378,3 +2378,41 @@ async fn a_judged_alert_is_kept_with_its_frame_and_a_later_verdict_replaces_it()
         "after a restart"
     );
 }
+
+/// Mutes live in Redis; each node's spool keeps a copy of what it last read there, so a
+/// node restarted while Redis is down still mutes what operators muted, and cannot change
+/// them until Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_while_redis_is_down_keeps_the_mutes_it_last_read() {
+    let mut redis = Redis::start(None);
+    let data = tempfile::tempdir().unwrap();
+    let config = Arc::new(with_redis(&data, redis.port, "mute-copy"));
+    let mute = Mute {
+        id: "01JD0000000000000000000001".into(),
+        camera: CAMERA.into(),
+        hazard: "fire".into(),
+        region: vec![[0.1, 0.1], [0.3, 0.1], [0.3, 0.4], [0.1, 0.4]],
+        alert_id: "01JD0000000000000000000000".into(),
+        by: Some("李四".into()),
+        at: "2026-12-04T10:00:00Z".into(),
+    };
+    let store = sharpeyes_alerts::open_store(&config).await.unwrap();
+    store.put_mute(&mute).await.unwrap();
+    assert_eq!(store.mutes().await.unwrap(), std::slice::from_ref(&mute));
+    drop(store);
+
+    redis.stop();
+    let restarted = sharpeyes_alerts::open_store(&config).await.unwrap();
+    assert!(restarted.ping().await.is_err(), "Redis is down");
+    assert_eq!(
+        restarted.mutes().await.unwrap(),
+        std::slice::from_ref(&mute),
+        "the copy read last"
+    );
+    let refused = restarted
+        .remove_mute(&mute.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("try again"), "{refused}");
+}

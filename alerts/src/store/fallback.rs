@@ -496,8 +496,26 @@ impl StateStore for FallbackStore {
         Box::pin(async move { self.shared_only()?.remove_mute(id).await })
     }
 
+    /// Redis' mutes, copied to the spool each time they change there; while Redis does not
+    /// answer, that copy: a node restarted during an outage still mutes what operators
+    /// muted.
     fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
-        Box::pin(async move { self.shared_only()?.mutes().await })
+        Box::pin(async move {
+            let shared = match self.connected() {
+                Some(redis) => redis.mutes().await,
+                None => Err(Error::store("Redis has not answered since the start")),
+            };
+            match shared {
+                Ok(mutes) => {
+                    self.local.replace_mutes(&mutes).await?;
+                    Ok(mutes)
+                }
+                Err(e) => {
+                    tracing::debug!("mutes from the spool's copy: {e}");
+                    self.local.mutes().await
+                }
+            }
+        })
     }
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {

@@ -466,6 +466,24 @@ impl Picture {
 }
 
 impl MemoryStore {
+    /// Makes the mutes exactly `mutes` (a copy of the shared store's), writing the spool
+    /// only when they changed.
+    pub(crate) async fn replace_mutes(&self, mutes: &[Mute]) -> Result<(), Error> {
+        let changed = {
+            let mut state = self.state();
+            let same = state.mutes.len() == mutes.len()
+                && mutes.iter().all(|m| state.mutes.get(&m.id) == Some(m));
+            if !same {
+                state.mutes = mutes.iter().map(|m| (m.id.clone(), m.clone())).collect();
+            }
+            !same
+        };
+        if changed {
+            self.spool_mutes(mutes.to_vec()).await?;
+        }
+        Ok(())
+    }
+
     async fn put_picture(
         &self,
         kind: Picture,
