@@ -115,6 +115,8 @@ impl SharedCameras {
 /// Applies the changes sent to `requests`, one at a time, until `stop` turns true.
 pub(crate) struct ControlLoop {
     pub cameras: Arc<Cameras>,
+    /// Takes the `[[dispatch]]` departments of a reloaded file.
+    pub alerts: sharpeyes_alerts::Alerts,
     pub source: ConfigSource,
     pub requests: mpsc::Receiver<Control>,
     pub stop: watch::Receiver<bool>,
@@ -130,6 +132,7 @@ pub(crate) struct ControlLoop {
 pub(crate) async fn control_loop(state: &mut ControlLoop) {
     let ControlLoop {
         cameras,
+        alerts,
         source,
         requests,
         stop,
@@ -155,7 +158,7 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                 }
                 // Said once per version, not at every step, when it does not fit.
                 shared.version = changes.version;
-                match apply(cameras, source, &changes.added, &changes.removed).await {
+                match apply(cameras, alerts, source, &changes.added, &changes.removed).await {
                     Ok(_) => (*added, *removed) = (changes.added, changes.removed),
                     Err(e) => tracing::error!(
                         version = changes.version,
@@ -175,7 +178,7 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                                 text,
                                 ..source.clone()
                             };
-                            let result = apply(cameras, &candidate, added, removed).await;
+                            let result = apply(cameras, alerts, &candidate, added, removed).await;
                             if result.is_ok() {
                                 *source = candidate;
                             }
@@ -212,9 +215,12 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                         };
                         let result = match (reach, shared.as_mut()) {
                             (Err(e), _) => Err(e),
-                            (Ok(()), None) => apply(cameras, source, &candidate, removed).await,
+                            (Ok(()), None) => {
+                                apply(cameras, alerts, source, &candidate, removed).await
+                            }
                             (Ok(()), Some(shared)) => {
-                                share_add(shared, cameras, source, &candidate, removed, &id).await
+                                share_add(shared, cameras, alerts, source, &candidate, removed, &id)
+                                    .await
                             }
                         };
                         if result.is_ok() {
@@ -249,13 +255,17 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
                         }
                     };
                     let result = match written {
-                        Ok(version) => apply(cameras, source, &a, &r).await.map(|mut applied| {
-                            if let (Some(v), Some(shared)) = (version, shared.as_mut()) {
-                                applied.cluster = Some(SHARED.into());
-                                shared.wrote(v);
-                            }
-                            applied
-                        }),
+                        Ok(version) => {
+                            apply(cameras, alerts, source, &a, &r)
+                                .await
+                                .map(|mut applied| {
+                                    if let (Some(v), Some(shared)) = (version, shared.as_mut()) {
+                                        applied.cluster = Some(SHARED.into());
+                                        shared.wrote(v);
+                                    }
+                                    applied
+                                })
+                        }
                         Err(e) => Err(e),
                     };
                     if result.is_ok() {
@@ -274,6 +284,7 @@ pub(crate) async fn control_loop(state: &mut ControlLoop) {
 async fn share_add(
     shared: &mut SharedCameras,
     cameras: &Cameras,
+    alerts: &sharpeyes_alerts::Alerts,
     source: &ConfigSource,
     candidate: &[(String, String)],
     removed: &[String],
@@ -293,7 +304,7 @@ async fn share_add(
             "camera `{id}` was added on another node of the cluster already: remove it first"
         ));
     };
-    let mut applied = apply(cameras, source, candidate, removed).await?;
+    let mut applied = apply(cameras, alerts, source, candidate, removed).await?;
     applied.cluster = Some(SHARED.into());
     shared.wrote(version);
     Ok(applied)
@@ -324,17 +335,23 @@ fn effective(
     Ok(config)
 }
 
+/// Applies the file's cameras with the API's changes, and its `[[dispatch]]` departments;
+/// any other section that changed is said to take a restart.
 async fn apply(
     cameras: &Cameras,
+    alerts: &sharpeyes_alerts::Alerts,
     source: &ConfigSource,
     added: &[(String, String)],
     removed: &[String],
 ) -> Result<Applied, String> {
     let config = effective(source, added, removed)?;
     let mut applied = cameras.apply(&config).await;
+    alerts.set_departments(&config.dispatch);
     let (mut before, mut after) = ((**cameras.config()).clone(), config);
     before.cameras.clear();
     after.cameras.clear();
+    before.dispatch.clear();
+    after.dispatch.clear();
     if format!("{before:?}") != format!("{after:?}") {
         let note = "sections other than [[cameras]] changed: they take effect after a restart";
         tracing::warn!("{note}");

@@ -245,6 +245,7 @@ impl Service {
             "control",
             ControlLoop {
                 cameras: cameras.clone(),
+                alerts: alerts.clone(),
                 source,
                 requests,
                 stop: intake_rx,

@@ -13,6 +13,7 @@ const PREFIX: &str = "se-run";
 
 const TOKEN: &str = "reload-test-token";
 const SECOND: &str = "32132200531320000002";
+const THIRD: &str = "32132200531320000003";
 
 fn second_camera(url: &str) -> String {
     format!(
@@ -61,7 +62,7 @@ fn cameras(http: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cameras_are_added_and_removed_without_a_restart() {
     let cache = tempfile::tempdir().unwrap();
-    let sim = fire_cameras(&cache, 2, "0s");
+    let sim = fire_cameras(&cache, 3, "0s");
     let broker = Mosquitto::start(false, &[]);
     let centre =
         Subscriber::connect(broker.port, "centre-reload", &format!("{PREFIX}/#"), None).await;
@@ -136,20 +137,39 @@ async fn cameras_are_added_and_removed_without_a_restart() {
         "the first camera is"
     );
 
-    // From the file on SIGHUP: the second camera comes back.
+    // From the file on SIGHUP: the second camera comes back, a third is new, and so is a
+    // department that takes every fire: the third camera's fire goes to it too.
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!("\n[[cameras]]\n{body}"));
+    text += &fire_camera(THIRD, &sim.url(3));
+    text += &format!(
+        "\n[[dispatch]]\nname = \"fire-brigade\"\nhazards = [\"fire\"]\ntopic = \"{PREFIX}/dispatch/fire-brigade\"\non = \"every\"\n"
+    );
     std::fs::write(&path, text).unwrap();
     service.signal("HUP");
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed = cameras(http);
-        if listed.len() == 2 {
+        if listed.len() == 3 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(listed, [CAMERA, SECOND], "SIGHUP applied the file");
+    assert_eq!(listed, [CAMERA, SECOND, THIRD], "SIGHUP applied the file");
+    let dispatched = |m: &[Message]| {
+        m.iter().any(|m| {
+            m.topic
+                .starts_with(&format!("{PREFIX}/dispatch/fire-brigade/"))
+                && m.json()["camera"]["id"] == THIRD
+        })
+    };
+    let got = centre
+        .wait_until(Duration::from_secs(60), |m| dispatched(m))
+        .await;
+    assert!(
+        dispatched(&got),
+        "the reloaded [[dispatch]] took the new camera's fire"
+    );
 
     // Through all of it the first camera was never restarted.
     let first = states(&centre.snapshot(), CAMERA);

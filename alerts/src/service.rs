@@ -232,6 +232,8 @@ struct Inner {
     stats: Arc<Stats>,
     inbound: std::sync::Mutex<Option<mpsc::Receiver<InboundMessage>>>,
     recent: crate::recent::Recent,
+    /// The `[[dispatch]]` departments: the configuration's at start, replaced on a reload.
+    departments: std::sync::RwLock<Arc<Vec<sharpeyes_config::Dispatch>>>,
     /// An adoption failed after Redis may have moved records into this node's outbox: the
     /// next one hands over the whole outbox again (duplicates, never a loss).
     adoption_unsure: std::sync::atomic::AtomicBool,
@@ -277,8 +279,10 @@ impl Alerts {
             ack_tx,
             inbound,
         )?;
+        let departments = std::sync::RwLock::new(Arc::new(config.dispatch.clone()));
         let alerts = Alerts {
             inner: Arc::new(Inner {
+                departments,
                 config,
                 store,
                 settings,
@@ -739,7 +743,7 @@ impl Alerts {
             return;
         }
         let Some(alert) = self.inner.recent.alert(&ack.alert_id) else {
-            if !self.inner.config.dispatch.is_empty() {
+            if !self.departments().is_empty() {
                 tracing::warn!(alert = %ack.alert_id, "a confirmed alert is no longer in the recent list: not dispatched");
             }
             return;
@@ -747,13 +751,30 @@ impl Alerts {
         self.dispatch(&alert, DispatchOn::Confirmed).await;
     }
 
+    fn departments(&self) -> Arc<Vec<sharpeyes_config::Dispatch>> {
+        let current = self.inner.departments.read();
+        current.map_or_else(|e| e.into_inner().clone(), |d| d.clone())
+    }
+
+    /// Replaces the `[[dispatch]]` departments (a reload of the configuration): alerts
+    /// raised or confirmed from now on go where the new ones say. `true` when they changed.
+    pub fn set_departments(&self, departments: &[sharpeyes_config::Dispatch]) -> bool {
+        let mut current = (self.inner.departments.write()).unwrap_or_else(|e| e.into_inner());
+        if current.as_slice() == departments {
+            return false;
+        }
+        *current = Arc::new(departments.to_vec());
+        let names: Vec<&str> = departments.iter().map(|d| d.name.as_str()).collect();
+        tracing::info!(departments = ?names, "dispatch departments changed");
+        true
+    }
+
     /// Republishes `alert` (same id, same JSON) to each `[[dispatch]]` department that takes
     /// its hazard in its grid `when`, through the outbox like any alert.
     async fn dispatch(&self, alert: &Alert, when: DispatchOn) {
         let inner = &self.inner;
-        let departments: Vec<&sharpeyes_config::Dispatch> = inner
-            .config
-            .dispatch
+        let all = self.departments();
+        let departments: Vec<&sharpeyes_config::Dispatch> = all
             .iter()
             .filter(|d| {
                 d.on == when
