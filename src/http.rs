@@ -518,13 +518,9 @@ async fn mute(
         Ok(b) => b,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let known = match service.alerts.mutes().await {
-        Ok(list) => list.into_iter().any(|m| m.alert_id == id),
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
-    };
     match service.alerts.mute(&id, request.by).await {
-        Ok(mute) if known => json(&mute),
-        Ok(mute) => (StatusCode::CREATED, json(&mute)).into_response(),
+        Ok(muted) if muted.created => (StatusCode::CREATED, json(&muted.mute)).into_response(),
+        Ok(muted) => json(&muted.mute),
         Err(e @ MuteRefused::UnknownAlert(_)) => {
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
         }

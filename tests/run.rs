@@ -327,6 +327,18 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
     )
     .0;
     let muted = post(http, &mute_path, Some(operator), r#"{"by": "值班员李四"}"#);
+    // Again: the mute it has. A caller who sends a region of their own, a name that is not
+    // text, or an id that is not an alert's is refused.
+    let again = post(http, &mute_path, Some(operator), "");
+    let own_region = post(
+        http,
+        &mute_path,
+        Some(operator),
+        r#"{"region": [[0, 0], [1, 0], [1, 1], [0, 1]]}"#,
+    )
+    .0;
+    let not_text = post(http, &mute_path, Some(operator), r#"{"by": 5}"#).0;
+    let not_an_id = post(http, "/api/alerts/..%2F..%2Fmutes/mute", Some(operator), "").0;
     let listed = get_as(http, "/api/mutes", viewer);
     // The false alarm, exported as learning material from the same Redis; beside it, a
     // record someone else wrote there whose alert id would name a file outside the export.
@@ -402,6 +414,11 @@ async fn a_muted_false_alarm_stops_that_cameras_alerts_there_until_it_is_removed
     assert_eq!(mute["alert_id"], first.as_str(), "{mute}");
     let listed: serde_json::Value = serde_json::from_slice(&listed.1).unwrap_or_default();
     assert_eq!(listed[0]["id"], mute_id.as_str(), "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(again.0, 200, "{}", String::from_utf8_lossy(&again.1));
+    let again: serde_json::Value = serde_json::from_slice(&again.1).unwrap_or_default();
+    assert_eq!(again["id"], mute_id.as_str(), "the same mute: {again}");
+    assert_eq!((own_region, not_text, not_an_id), (400, 400, 400));
     let (here, other) = (
         camera_alerts(&window, CAMERA),
         camera_alerts(&window, OTHER),

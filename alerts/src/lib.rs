@@ -31,7 +31,7 @@ pub use broker::EmbeddedBroker;
 pub use error::{Error, ErrorKind};
 pub use health::{HEALTH_JSON_SCHEMA, HEALTH_SCHEMA, HealthMeasures, HealthNotice};
 pub use mqtt::{Identity, InboundMessage, MqttSettings, read_identity};
-pub use mute::{MAX_MUTES_PER_CAMERA, MuteRefused};
+pub use mute::{MAX_MUTES_PER_CAMERA, MuteRefused, Muted};
 pub use recent::{AlertFilter, FeedEvent, RecentAlert};
 /// A Redis connection that reconnects by itself: see [`RedisStore::connection`].
 pub use redis::aio::ConnectionManager as RedisConnection;

@@ -15,6 +15,13 @@ pub const MAX_MUTES_PER_CAMERA: usize = 16;
 /// each way: a reflection drifts with the sun, a flag with the wind.
 const MARGIN: f64 = 0.25;
 
+/// A muted region, and whether this call made it (or the alert had one already).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Muted {
+    pub mute: Mute,
+    pub created: bool,
+}
+
 /// Why a region was not muted.
 #[derive(Debug)]
 pub enum MuteRefused {
@@ -59,7 +66,7 @@ fn region(alert: &Alert) -> Option<Vec<[f64; 2]>> {
 impl Alerts {
     /// Mutes the region of `alert_id`'s boxes on its camera for its hazard. Only for an
     /// alert judged a false alarm. Muting the same alert again answers the mute it has.
-    pub async fn mute(&self, alert_id: &str, by: Option<String>) -> Result<Mute, MuteRefused> {
+    pub async fn mute(&self, alert_id: &str, by: Option<String>) -> Result<Muted, MuteRefused> {
         let alert = (self.recent_alert(alert_id))
             .ok_or_else(|| MuteRefused::UnknownAlert(alert_id.to_owned()))?;
         let verdict = (self.store().acknowledgement(&alert.id).await)
@@ -79,7 +86,10 @@ impl Alerts {
         };
         let mutes = self.store().mutes().await.map_err(MuteRefused::Store)?;
         if let Some(known) = mutes.iter().find(|m| m.alert_id == alert.id) {
-            return Ok(known.clone());
+            return Ok(Muted {
+                mute: known.clone(),
+                created: false,
+            });
         }
         if mutes.iter().filter(|m| m.camera == camera.id).count() >= MAX_MUTES_PER_CAMERA {
             return Err(MuteRefused::Conflict(format!(
@@ -102,7 +112,10 @@ impl Alerts {
             .await
             .map_err(MuteRefused::Store)?;
         tracing::info!(mute = %mute.id, camera = %mute.camera, hazard = %mute.hazard, alert = %mute.alert_id, by = mute.by.as_deref().unwrap_or("-"), "region muted");
-        Ok(mute)
+        Ok(Muted {
+            mute,
+            created: true,
+        })
     }
 
     /// Removes a muted region: `false` when there is none of that id.

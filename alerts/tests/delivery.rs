@@ -2226,11 +2226,13 @@ async fn a_false_alarm_mutes_its_region_for_every_node_and_a_restart() {
         ..AckRequest::default()
     };
     a.alerts.acknowledge(&id, request, None).await.unwrap();
-    let mute = a
+    let muted = a
         .alerts
         .mute(&id, Some("值班员\u{7}李四".into()))
         .await
         .unwrap();
+    assert!(muted.created);
+    let mute = muted.mute;
     assert_eq!(mute.camera, CAMERA);
     assert_eq!(mute.hazard, "fire");
     assert_eq!(
@@ -2248,8 +2250,9 @@ async fn a_false_alarm_mutes_its_region_for_every_node_and_a_restart() {
         mute.region
     );
     let again = a.alerts.mute(&id, None).await.unwrap();
+    assert!(!again.created);
     assert_eq!(
-        again, mute,
+        again.mute, mute,
         "muting the same alert again makes no second mute"
     );
     assert_eq!(
