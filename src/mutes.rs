@@ -16,20 +16,22 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// frame tests every object against every region of its camera.
 const MAX_CORNERS: usize = 64;
 
-/// The regions as the analysis wants them. A region this service would not have made (too
-/// many corners, a corner outside the frame: written into Redis by someone else) is left
-/// out, so it can neither slow every frame down nor mute a whole camera by accident.
-fn regions(mutes: &[Mute]) -> MutedRegions {
+/// The regions as the analysis wants them, and the ids of those left out. A region this
+/// service would not have made (too many corners, a corner outside the frame: written into
+/// Redis by someone else) is left out, so it can neither slow every frame down nor mute a
+/// whole camera by accident.
+fn regions(mutes: &[Mute]) -> (MutedRegions, Vec<String>) {
     let mut regions = MutedRegions::default();
+    let mut ignored = Vec::new();
     for m in mutes {
         let inside = |p: &[f64; 2]| p.iter().all(|v| (0.0..=1.0).contains(v));
         if (3..=MAX_CORNERS).contains(&m.region.len()) && m.region.iter().all(inside) {
             regions.add(&m.camera, &m.hazard, m.region.clone());
         } else {
-            tracing::warn!(mute = %m.id, "a muted region that is not a polygon inside the frame is ignored");
+            ignored.push(m.id.clone());
         }
     }
-    regions
+    (regions, ignored)
 }
 
 /// Follows the store's muted regions until `stop` turns true. While the store does not
@@ -38,6 +40,8 @@ pub fn start(alerts: Alerts, mutes: Mutes, mut stop: watch::Receiver<bool>) -> J
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL);
         let mut failing = false;
+        // Said once each time it changes, not at every read.
+        let mut ignored_before = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -46,7 +50,12 @@ pub fn start(alerts: Alerts, mutes: Mutes, mut stop: watch::Receiver<bool>) -> J
             match alerts.mutes().await {
                 Ok(list) => {
                     failing = false;
-                    if mutes.set(regions(&list)) {
+                    let (regions, ignored) = regions(&list);
+                    if !ignored.is_empty() && ignored != ignored_before {
+                        tracing::warn!(mutes = ?ignored, "muted regions that are not polygons inside the frame are ignored");
+                    }
+                    ignored_before = ignored;
+                    if mutes.set(regions) {
                         tracing::info!(regions = list.len(), "muted regions changed");
                     }
                 }
@@ -80,7 +89,7 @@ mod tests {
     fn only_polygons_inside_the_frame_are_applied() {
         let square = vec![[0.1, 0.1], [0.2, 0.1], [0.2, 0.2], [0.1, 0.2]];
         let many = (0..1000).map(|i| [f64::from(i) / 1000.0, 0.5]).collect();
-        let got = regions(&[
+        let (got, ignored) = regions(&[
             mute("a", square.clone()),
             mute("b", many),
             mute("c", vec![[0.0, 0.0], [f64::NAN, 0.5], [1.0, 1.0]]),
@@ -88,5 +97,6 @@ mod tests {
             mute("e", vec![[0.0, 0.0], [1.0, 1.0]]),
         ]);
         assert_eq!(got.of("cam", "fire"), [square]);
+        assert_eq!(ignored, ["b", "c", "d", "e"]);
     }
 }
