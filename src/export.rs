@@ -82,11 +82,7 @@ pub async fn export(
         if !empty {
             for b in &j.alert.boxes {
                 let class = class_index(&mut names, &b.class);
-                let [x1, y1, x2, y2] = b.bbox.map(f64::from);
-                let (w, h) = (f64::from(size.width), f64::from(size.height));
-                let x = |v: f64| (v / w).clamp(0.0, 1.0);
-                let y = |v: f64| (v / h).clamp(0.0, 1.0);
-                let (x1, x2, y1, y2) = (x(x1), x(x2), y(y1), y(y2));
+                let [x1, y1, x2, y2] = b.in_frame(size).map(|v| v.clamp(0.0, 1.0));
                 let _ = writeln!(
                     label,
                     "{class} {:.6} {:.6} {:.6} {:.6}",

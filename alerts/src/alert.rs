@@ -92,6 +92,15 @@ pub struct AlertBox {
     pub track_id: u64,
 }
 
+impl AlertBox {
+    /// x1, y1, x2, y2 as fractions of `frame` (not clamped: a box may reach past the edge).
+    pub fn in_frame(&self, frame: FrameSize) -> [f64; 4] {
+        let (w, h) = (f64::from(frame.width), f64::from(frame.height));
+        let [x1, y1, x2, y2] = self.bbox.map(f64::from);
+        [x1 / w, y1 / h, x2 / w, y2 / h]
+    }
+}
+
 /// Where the snapshot is and how to check it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRef {

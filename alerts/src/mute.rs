@@ -47,19 +47,16 @@ impl fmt::Display for MuteRefused {
 /// The false alarm's boxes, joined and widened by [`MARGIN`], as a normalised rectangle.
 fn region(alert: &Alert) -> Option<Vec<[f64; 2]>> {
     let frame = alert.frame?;
-    let (w, h) = (f64::from(frame.width), f64::from(frame.height));
-    if alert.boxes.is_empty() || w < 1.0 || h < 1.0 {
+    if alert.boxes.is_empty() || frame.width == 0 || frame.height == 0 {
         return None;
     }
     let [mut x1, mut y1, mut x2, mut y2] = [f64::MAX, f64::MAX, f64::MIN, f64::MIN];
     for b in &alert.boxes {
-        let [bx1, by1, bx2, by2] = b.bbox.map(f64::from);
+        let [bx1, by1, bx2, by2] = b.in_frame(frame);
         (x1, y1, x2, y2) = (x1.min(bx1), y1.min(by1), x2.max(bx2), y2.max(by2));
     }
     let (dx, dy) = ((x2 - x1) * MARGIN, (y2 - y1) * MARGIN);
-    let x = |v: f64| (v / w).clamp(0.0, 1.0);
-    let y = |v: f64| (v / h).clamp(0.0, 1.0);
-    let (x1, x2, y1, y2) = (x(x1 - dx), x(x2 + dx), y(y1 - dy), y(y2 + dy));
+    let [x1, y1, x2, y2] = [x1 - dx, y1 - dy, x2 + dx, y2 + dy].map(|v| v.clamp(0.0, 1.0));
     (x2 > x1 && y2 > y1).then(|| vec![[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
 }
 
