@@ -304,6 +304,42 @@ impl IdMaker {
     }
 }
 
+/// The `[[cameras]]` entry of a row whose own cells are fine, written from a TOML table so
+/// that whatever a cell holds stays a string of this one camera.
+fn camera_entry(row: &CsvRow, id: &str, name: &str, kind: &str, url: &str, grid: &str) -> String {
+    let mut table = toml::Table::new();
+    table.insert("id".into(), id.into());
+    table.insert("name".into(), name.into());
+    table.insert("kind".into(), kind.into());
+    if !row.get("unit").is_empty() {
+        table.insert("unit".into(), row.get("unit").into());
+    }
+    table.insert("url".into(), url.into());
+    if !row.get("credentials").is_empty() {
+        table.insert("credentials".into(), row.get("credentials").into());
+    }
+    table.insert("grid".into(), grid.into());
+    let hazards: Vec<toml::Value> = (row.get("hazards").split([';', ',']))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_owned().into())
+        .collect();
+    if !hazards.is_empty() {
+        table.insert("hazards".into(), toml::Value::Array(hazards));
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("cameras".into(), vec![toml::Value::Table(table)].into());
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+/// A configuration problem's message with its hint, as one report cell.
+fn problem_text(problem: &sharpeyes_config::diag::Problem) -> String {
+    match &problem.hint {
+        Some(h) => format!("{}; {h}", problem.message),
+        None => problem.message.clone(),
+    }
+}
+
 /// The CSV column a configuration problem about the row's camera belongs to.
 fn column_of(problem: &sharpeyes_config::diag::Problem, from_host: bool) -> String {
     use sharpeyes_config::diag::Segment;
@@ -415,45 +451,16 @@ fn check_rows(
         let shown = url.as_deref().map(redact_url).unwrap_or_default();
         let result = match (problems.is_empty(), &id, &url) {
             (true, Some(id), Some(url)) => {
-                let mut table = toml::Table::new();
-                table.insert("id".into(), id.clone().into());
-                table.insert("name".into(), name.clone().into());
-                table.insert("kind".into(), kind.into());
-                if !row.get("unit").is_empty() {
-                    table.insert("unit".into(), row.get("unit").into());
-                }
-                table.insert("url".into(), url.clone().into());
-                if !row.get("credentials").is_empty() {
-                    table.insert("credentials".into(), row.get("credentials").into());
-                }
-                table.insert("grid".into(), grid.clone().into());
-                let hazards: Vec<toml::Value> = (row.get("hazards").split([';', ',']))
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(|h| h.to_owned().into())
-                    .collect();
-                if !hazards.is_empty() {
-                    table.insert("hazards".into(), toml::Value::Array(hazards));
-                }
-                let mut doc = toml::Table::new();
-                doc.insert("cameras".into(), vec![toml::Value::Table(table)].into());
-                let entry = toml::to_string(&doc).unwrap_or_default();
-                let text = format!("{config_text}\n{entry}");
+                let entry = camera_entry(row, id, &name, &kind, url, &grid);
                 let from_host = row.get("url").is_empty();
+                let text = format!("{config_text}\n{entry}");
                 match Config::parse(&text, origin, model_dirs) {
                     Ok(loaded) => match loaded.config.cameras.get(index) {
                         Some(camera) => Ok((camera.clone(), entry)),
                         None => Err(vec![("(row)".into(), "not read as a camera".into())]),
                     },
-                    Err(found) => Err(found
-                        .errors()
-                        .map(|p| {
-                            let message = match &p.hint {
-                                Some(h) => format!("{}; {h}", p.message),
-                                None => p.message.clone(),
-                            };
-                            (column_of(p, from_host), message)
-                        })
+                    Err(found) => Err((found.errors())
+                        .map(|p| (column_of(p, from_host), problem_text(p)))
                         .collect()),
                 }
             }

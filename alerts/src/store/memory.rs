@@ -665,9 +665,9 @@ impl Spool {
             if path.extension().is_none_or(|x| x != "json") {
                 continue;
             }
-            match fs::read(&path).map(|b| serde_json::from_slice::<JudgedAlert>(&b)) {
-                Ok(Ok(judged)) => found.push(judged),
-                Ok(Err(e)) => tracing::warn!(file = %path.display(), "judged alert skipped: {e}"),
+            let read = fs::read(&path).map_err(|e| e.to_string());
+            match read.and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                Ok(judged) => found.push(judged),
                 Err(e) => tracing::warn!(file = %path.display(), "judged alert skipped: {e}"),
             }
         }
