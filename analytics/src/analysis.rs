@@ -18,6 +18,7 @@
 //! Nothing here waits on anything slower than itself: the slot keeps the newest frame, and a
 //! full model queue refuses the frame (counted in [`BatcherStats`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -235,6 +236,9 @@ struct HealthWatch {
     night: Option<sharpeyes_config::NightHours>,
     reports: mpsc::UnboundedSender<HealthReport>,
     last_report: Option<Instant>,
+    views: watch::Receiver<Arc<BTreeMap<String, u64>>>,
+    /// The camera's accepted-view time as this task last saw it.
+    accepted: Option<u64>,
 }
 
 /// Stage costs of one analysed frame, from its submission to inference to its event (its
@@ -313,6 +317,7 @@ pub struct Analysis {
     events: mpsc::Sender<VideoEvent>,
     health: Option<mpsc::UnboundedSender<HealthReport>>,
     mutes: crate::Mutes,
+    views: crate::health::AcceptedViews,
 }
 
 impl Analysis {
@@ -361,12 +366,18 @@ impl Analysis {
             events,
             health: None,
             mutes: crate::Mutes::default(),
+            views: crate::health::AcceptedViews::default(),
         }
     }
 
     /// Where to set the regions operators muted: every camera follows them.
     pub fn mutes(&self) -> crate::Mutes {
         self.mutes.clone()
+    }
+
+    /// Where to set the views operators accepted: every diagnosed camera follows them.
+    pub fn accepted_views(&self) -> crate::health::AcceptedViews {
+        self.views.clone()
     }
 
     /// Each model's counters (inferred, refused, stale, errors), by model name.
@@ -430,11 +441,18 @@ impl Analysis {
             .health
             .clone()
             .filter(|_| settings.enabled_for(&camera.camera))
-            .map(|reports| HealthWatch {
-                diagnosis: Diagnosis::new(HealthConfig::for_camera(settings, &camera.camera)),
-                night: settings.night_for(&camera.camera),
-                reports,
-                last_report: None,
+            .map(|reports| {
+                // A view accepted before this task began is the one it learns anyway.
+                let mut views = self.views.follow();
+                let accepted = views.borrow_and_update().get(&camera.camera.id).copied();
+                HealthWatch {
+                    diagnosis: Diagnosis::new(HealthConfig::for_camera(settings, &camera.camera)),
+                    night: settings.night_for(&camera.camera),
+                    reports,
+                    last_report: None,
+                    views,
+                    accepted,
+                }
             });
         let task = CameraTask {
             telemetry: self.telemetry.clone(),
@@ -643,6 +661,16 @@ impl HealthWatch {
         now: Instant,
     ) {
         let at = SystemTime::now();
+        if self.views.has_changed().unwrap_or(false) {
+            let accepted = self.views.borrow_and_update().get(&camera.id).copied();
+            if accepted != self.accepted {
+                self.accepted = accepted;
+                if accepted.is_some() {
+                    tracing::info!("the camera's view was accepted: learning it again");
+                    self.diagnosis.accept_view();
+                }
+            }
+        }
         self.diagnosis
             .set_night(self.night.is_some_and(|n| n.contains(at)));
         let (measures, changes) = self.diagnosis.observe(image, now);

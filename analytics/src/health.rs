@@ -8,9 +8,41 @@
 //! `hold`, and ends only once it has been absent as long.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::image::RgbImage;
+
+/// When operators last accepted each camera's view (camera id -> ms since the epoch), from
+/// the store that every node reads: the node that runs a camera re-learns its view when the
+/// camera's time changes, whichever node the operator asked. Cheap to clone.
+#[derive(Clone)]
+pub struct AcceptedViews(Arc<watch::Sender<Arc<BTreeMap<String, u64>>>>);
+
+impl Default for AcceptedViews {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Arc::default())))
+    }
+}
+
+impl AcceptedViews {
+    /// Replaces every camera's time; `false` when nothing changed (no camera is told).
+    pub fn set(&self, views: BTreeMap<String, u64>) -> bool {
+        self.0.send_if_modified(|current| {
+            let changed = **current != views;
+            if changed {
+                *current = Arc::new(views);
+            }
+            changed
+        })
+    }
+
+    pub(crate) fn follow(&self) -> watch::Receiver<Arc<BTreeMap<String, u64>>> {
+        self.0.subscribe()
+    }
+}
 
 /// A problem a picture can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -195,6 +227,16 @@ impl Diagnosis {
     /// frozen: until it settles, every keyframe is wanted.
     pub fn unsettled(&self) -> bool {
         !self.pending.is_empty() || self.still > 0
+    }
+
+    /// Takes the coming frames' view as the camera's own: an operator re-aimed it on
+    /// purpose. The view reference and the contrast and sharpness baselines are learned
+    /// again from the next healthy frame, so `moved` (and a `blurred` judged against the
+    /// old view's detail) ends after `hold`; a later knock is judged against the new view.
+    pub fn accept_view(&mut self) {
+        self.reference = None;
+        self.base_contrast = None;
+        self.base_sharpness = None;
     }
 
     /// The problems that count now, since when.
@@ -623,6 +665,27 @@ mod tests {
             let active = after(&mut d, t, fault);
             assert_eq!(active, [want], "{want:?}");
         }
+    }
+
+    #[test]
+    fn a_view_accepted_after_a_move_ends_moved_and_becomes_the_reference() {
+        let mut d = Diagnosis::new(config());
+        let t = healthy(&mut d, 0);
+        let turned = |s| scene(s, 100);
+        let frames: Vec<Vec<u8>> = (100..120).map(turned).collect();
+        let (active, t) = run(&mut d, t, &frames);
+        assert_eq!(active, [Problem::Moved]);
+        // Nobody accepted it: it stays moved.
+        let frames: Vec<Vec<u8>> = (120..140).map(turned).collect();
+        let (active, t) = run(&mut d, t, &frames);
+        assert_eq!(active, [Problem::Moved]);
+        d.accept_view();
+        let frames: Vec<Vec<u8>> = (140..160).map(turned).collect();
+        let (active, t) = run(&mut d, t, &frames);
+        assert_eq!(active, [], "moved ends `hold` after the view is accepted");
+        // Knocked again, now away from the accepted view: the old one is a move too.
+        let frames: Vec<Vec<u8>> = (160..180).map(|s| scene(s, 0)).collect();
+        assert_eq!(run(&mut d, t, &frames).0, [Problem::Moved]);
     }
 
     #[test]
