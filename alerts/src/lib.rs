@@ -25,6 +25,7 @@ mod service;
 mod snapshot;
 mod stats;
 mod store;
+mod view;
 
 pub use alert::{Alert, FrameSize, JSON_SCHEMA, SCHEMA, Source, is_alert_id};
 pub use broker::EmbeddedBroker;

@@ -2,6 +2,7 @@
 //! snapshots. One trait, two homes: Redis (shared by nodes, survives restarts) and memory
 //! with a disk spool (the embedded default: the outbox and snapshots still survive a restart).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -263,6 +264,14 @@ pub trait StateStore: Send + Sync {
 
     /// Every muted region, by id.
     fn mutes(&self) -> StoreFuture<'_, Vec<Mute>>;
+
+    /// Records that an operator accepted `camera`'s view as it is now, at `at_ms` (ms since
+    /// the epoch): whichever node runs the camera learns its view again. With Redis, only in
+    /// Redis, as mutes are. Not spooled: a node that starts learns every view afresh.
+    fn accept_view<'a>(&'a self, camera: &'a str, at_ms: u64) -> StoreFuture<'a, ()>;
+
+    /// When each camera's view was last accepted (camera id -> ms since the epoch).
+    fn accepted_views(&self) -> StoreFuture<'_, BTreeMap<String, u64>>;
 }
 
 /// Events the shared feed keeps: as many alerts as a node's list shows, with their

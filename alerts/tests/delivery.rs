@@ -1883,6 +1883,12 @@ impl StateStore for Faulty {
     fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
         self.inner.mutes()
     }
+    fn accept_view<'a>(&'a self, camera: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        self.inner.accept_view(camera, at_ms)
+    }
+    fn accepted_views(&self) -> StoreFuture<'_, std::collections::BTreeMap<String, u64>> {
+        self.inner.accepted_views()
+    }
     fn put_frame<'a>(
         &'a self,
         alert_id: &'a str,
@@ -2418,4 +2424,61 @@ async fn a_node_restarted_while_redis_is_down_keeps_the_mutes_it_last_read() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("try again"), "{refused}");
+}
+
+/// A camera's view accepted on one node is read by every node sharing Redis, an entry
+/// someone else planted that is not a time is skipped, and while Redis is down an
+/// acceptance is refused (one node's memory would reach one node's cameras only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_view_reaches_every_node_through_redis() {
+    let mut redis = Redis::start(None);
+    let data = tempfile::tempdir().unwrap();
+    let config = Arc::new(with_redis(&data, redis.port, "views"));
+    let a = sharpeyes_alerts::open_store(&config).await.unwrap();
+    let b = sharpeyes_alerts::open_store(&config).await.unwrap();
+    assert!(b.accepted_views().await.unwrap().is_empty());
+    a.accept_view(CAMERA, 1_764_000_000_000).await.unwrap();
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("views:views")
+        .arg("planted")
+        .arg("soon")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let seen = b.accepted_views().await.unwrap();
+    assert_eq!(
+        seen,
+        [(CAMERA.to_owned(), 1_764_000_000_000)].into(),
+        "node b reads node a's acceptance, without the planted entry"
+    );
+    a.accept_view(CAMERA, 1_764_000_100_000).await.unwrap();
+    assert_eq!(b.accepted_views().await.unwrap()[CAMERA], 1_764_000_100_000);
+
+    // The embedded store keeps them in memory.
+    let memory = MemoryStore::new();
+    memory.accept_view("cam-x", 7).await.unwrap();
+    assert_eq!(
+        memory.accepted_views().await.unwrap(),
+        [("cam-x".to_owned(), 7)].into()
+    );
+
+    redis.stop();
+    drop((a, b));
+    let down = sharpeyes_alerts::open_store(&config).await.unwrap();
+    assert!(down.ping().await.is_err(), "Redis is down");
+    let refused = down
+        .accept_view(CAMERA, 1_764_000_200_000)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("try again") && refused.contains("accepted views"),
+        "{refused}"
+    );
+    assert!(down.accepted_views().await.is_err());
 }

@@ -9,6 +9,7 @@
 //! escalations are taken from both, so the spool drains by itself once Redis is back.
 //! While Redis cannot be reached at start-up, a task tries again every few seconds.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -121,12 +122,13 @@ impl FallbackStore {
         }
     }
 
-    /// Redis for what only makes sense shared (muted regions: a mute on one node's spool
-    /// would silence one node's cameras only), or an error that says to try again.
-    fn shared_only(&self) -> Result<Arc<RedisStore>, Error> {
+    /// Redis for what only makes sense shared (`what`: muted regions, accepted views: one
+    /// node's spool would reach that node's cameras only), or an error that says to try
+    /// again.
+    fn shared_only(&self, what: &str) -> Result<Arc<RedisStore>, Error> {
         self.connected().ok_or_else(|| {
             Error::store(format!(
-                "Redis {} does not answer; muted regions are kept there for every node: try again when it does",
+                "Redis {} does not answer; {what} are kept there for every node: try again when it does",
                 self.shown
             ))
         })
@@ -489,11 +491,30 @@ impl StateStore for FallbackStore {
     }
 
     fn put_mute<'a>(&'a self, mute: &'a Mute) -> StoreFuture<'a, ()> {
-        Box::pin(async move { self.shared_only()?.put_mute(mute).await })
+        Box::pin(async move { self.shared_only("muted regions")?.put_mute(mute).await })
     }
 
     fn remove_mute<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { self.shared_only()?.remove_mute(id).await })
+        Box::pin(async move { self.shared_only("muted regions")?.remove_mute(id).await })
+    }
+
+    fn accept_view<'a>(&'a self, camera: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            (self.shared_only("accepted views")?)
+                .accept_view(camera, at_ms)
+                .await
+        })
+    }
+
+    /// Redis' only: while it does not answer, the views last read stay with whoever read
+    /// them, and a node that starts learns every view afresh anyway.
+    fn accepted_views(&self) -> StoreFuture<'_, BTreeMap<String, u64>> {
+        Box::pin(async move {
+            match self.connected() {
+                Some(redis) => redis.accepted_views().await,
+                None => Err(Error::store("Redis has not answered since the start")),
+            }
+        })
     }
 
     /// Redis' mutes, copied to the spool each time they change there; while Redis does not

@@ -45,6 +45,8 @@ struct State {
     frames: VecDeque<(String, Vec<u8>)>,
     /// By alert id (a ULID: in detection order). Used only without a spool.
     judged: BTreeMap<String, (JudgedAlert, Option<Vec<u8>>)>,
+    /// Camera id -> when its view was last accepted (ms since the epoch).
+    views: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -432,6 +434,17 @@ impl StateStore for MemoryStore {
 
     fn mutes(&self) -> StoreFuture<'_, Vec<Mute>> {
         Box::pin(async move { Ok(self.state().mutes.values().cloned().collect()) })
+    }
+
+    fn accept_view<'a>(&'a self, camera: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.state().views.insert(camera.to_owned(), at_ms);
+            Ok(())
+        })
+    }
+
+    fn accepted_views(&self) -> StoreFuture<'_, BTreeMap<String, u64>> {
+        Box::pin(async move { Ok(self.state().views.clone()) })
     }
 
     fn snapshot<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {

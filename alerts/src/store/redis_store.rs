@@ -8,8 +8,10 @@
 //! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL), `{p}:mutes`
 //! (hash, mute id -> its JSON), `{p}:frame:{alert_id}` (the clean frame, with a TTL), and
 //! judged alerts: `{p}:judged` (sorted set of alert ids by detection time) with
-//! `{p}:judged:{alert_id}` (JSON) and `{p}:judged-frame:{alert_id}`, both with a TTL.
+//! `{p}:judged:{alert_id}` (JSON) and `{p}:judged-frame:{alert_id}`, both with a TTL;
+//! accepted camera views: `{p}:views` (hash, camera id -> ms since the epoch).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -726,6 +728,28 @@ impl StateStore for RedisStore {
                 .collect();
             mutes.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(mutes)
+        })
+    }
+
+    fn accept_view<'a>(&'a self, camera: &'a str, at_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.key(&["views"])).arg(camera).arg(at_ms);
+            let _: i64 = self.query("HSET views", &cmd).await?;
+            Ok(())
+        })
+    }
+
+    fn accepted_views(&self) -> StoreFuture<'_, BTreeMap<String, u64>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(self.key(&["views"]));
+            let entries: Vec<(String, String)> = self.query("HGETALL views", &cmd).await?;
+            // Another writer's entry that is not a time is skipped: the rest still apply.
+            Ok(entries
+                .into_iter()
+                .filter_map(|(camera, at)| Some((camera, at.parse().ok()?)))
+                .collect())
         })
     }
 
