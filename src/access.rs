@@ -3,8 +3,9 @@
 //! - **Tokens and roles.** Once any token is configured (`[http] token`, which has every role,
 //!   or `[[http.tokens]]` with one role each), every `/api/*` route needs
 //!   `Authorization: Bearer <token>` of a role that may: `viewer` reads alerts, snapshots,
-//!   the live feed and cameras; `operator` also acknowledges and judges alerts, and mutes
-//!   and unmutes the regions of false alarms; `admin` also changes cameras
+//!   the live feed and cameras; `operator` also acknowledges and judges alerts, mutes
+//!   and unmutes the regions of false alarms, and accepts a re-aimed camera's new view;
+//!   `admin` also changes cameras
 //!   and reloads. Tokens are compared in constant time and never logged. `/healthz` and
 //!   `/readyz` are open, `/metrics` too unless `[http] open_metrics = false`; the page itself
 //!   is open (it holds no data) and asks for a token. Without any token, the configuration
@@ -137,6 +138,9 @@ fn need(method: &Method, path: &str, open_metrics: bool) -> Need {
             Need::Role(Role::Operator)
         }
         p if p.starts_with("/api/mutes/") && *method == Method::DELETE => {
+            Need::Role(Role::Operator)
+        }
+        p if p.starts_with("/api/cameras/") && p.ends_with("/view") && *method == Method::POST => {
             Need::Role(Role::Operator)
         }
         _ if *method == Method::GET || *method == Method::HEAD => Need::Role(Role::Viewer),
@@ -279,6 +283,14 @@ mod tests {
         );
         assert_eq!(need(&post, "/api/mutes/x", true), Need::Role(Role::Admin));
         assert_eq!(need(&post, "/api/cameras", true), Need::Role(Role::Admin));
+        assert_eq!(
+            need(&post, "/api/cameras/x/view", true),
+            Need::Role(Role::Operator)
+        );
+        assert_eq!(
+            need(&Method::DELETE, "/api/cameras/x/view", true),
+            Need::Role(Role::Admin)
+        );
         assert_eq!(
             need(&Method::DELETE, "/api/cameras/x", true),
             Need::Role(Role::Admin)

@@ -196,6 +196,7 @@ fn router(state: AppState) -> Router {
         )
         .route("/api/cameras", get(cameras).post(add_camera))
         .route("/api/cameras/:id", axum::routing::delete(remove_camera))
+        .route("/api/cameras/:id/view", post(accept_view))
         .route("/api/reload", post(reload))
         .route("/api/cluster", get(cluster))
         .route("/api/health/report", get(health_report))
@@ -360,6 +361,33 @@ async fn remove_camera(State(state): State<AppState>, Path(id): Path<String>) ->
         return no_service();
     };
     change_cameras(service, |tx| Control::Remove(id, tx)).await
+}
+
+/// Takes a camera's view as it is now for its health reference (a camera re-aimed on
+/// purpose): `moved` ends on whichever node runs it within a few seconds.
+async fn accept_view(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(service) = &state.api else {
+        return no_service();
+    };
+    let known = service.cameras.list().iter().any(|c| c.id == id)
+        || (service.cluster.ask()).is_some_and(|c| c.elsewhere.iter().any(|c| c.id == id));
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            "no camera of that id: GET /api/cameras lists them\n",
+        )
+            .into_response();
+    }
+    match service.alerts.accept_view(&id).await {
+        Ok(at_ms) => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+            json(&serde_json::json!({
+                "camera": id,
+                "accepted_at": humantime::format_rfc3339_millis(at).to_string(),
+            }))
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }
 
 /// Reads the configuration file again and applies its cameras (as SIGHUP does).

@@ -1,9 +1,11 @@
-//! Muted regions from the store into every camera's analysis: read every [`POLL`], so a mute
-//! made on any node of the cluster (or removed) reaches this node's cameras within it.
+//! Operators' word on cameras, from the store into every camera's analysis: muted regions
+//! and accepted views, read every [`POLL`], so a mute made on any node of the cluster (or
+//! removed), or a view accepted there, reaches this node's cameras within it.
 
 use std::time::Duration;
 
 use sharpeyes_alerts::{Alerts, Mute};
+use sharpeyes_analytics::health::AcceptedViews;
 use sharpeyes_analytics::{MutedRegions, Mutes};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,9 +36,14 @@ fn regions(mutes: &[Mute]) -> (MutedRegions, Vec<String>) {
     (regions, ignored)
 }
 
-/// Follows the store's muted regions until `stop` turns true. While the store does not
-/// answer, the regions last read stay.
-pub fn start(alerts: Alerts, mutes: Mutes, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Follows the store's muted regions and accepted views until `stop` turns true. While the
+/// store does not answer, the regions and views last read stay.
+pub fn start(
+    alerts: Alerts,
+    mutes: Mutes,
+    views: AcceptedViews,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(POLL);
         let mut failing = false;
@@ -64,6 +71,12 @@ pub fn start(alerts: Alerts, mutes: Mutes, mut stop: watch::Receiver<bool>) -> J
                     tracing::warn!("cannot read the muted regions ({e}); the last ones read stay");
                 }
                 Err(_) => {}
+            }
+            // Its failures are the mutes' (one store): said above.
+            if let Ok(accepted) = alerts.accepted_views().await
+                && views.set(accepted)
+            {
+                tracing::debug!("accepted camera views changed");
             }
         }
     })

@@ -100,7 +100,12 @@ impl Service {
         let (video_tx, video_rx) = mpsc::channel(VIDEO_EVENTS);
         let mut analysis =
             Analysis::start(config.clone(), models, metrics.telemetry.clone(), video_tx);
-        let mutes_task = crate::mutes::start(alerts.clone(), analysis.mutes(), intake_rx.clone());
+        let mutes_task = crate::mutes::start(
+            alerts.clone(),
+            analysis.mutes(),
+            analysis.accepted_views(),
+            intake_rx.clone(),
+        );
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         if config.health.enabled {
             analysis.report_health(health_tx);

@@ -153,15 +153,16 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     // The page is open before the fire starts: the alert comes over the live feed.
     // Late enough that a loaded machine has the service, Chromium and the page up before it
     // (at 8 s a clean CI-like run once had the alert already listed).
-    // A second camera's lens is covered from 5 s on: the health view shows it.
+    // A second camera's lens is covered from 5 s on: the health view shows it. A third is
+    // turned away at 5 s: the operator accepts its new view, and its problem ends.
     let sim = sharpeyes_ingest::Simulator::start(sharpeyes_ingest::SimulatorConfig {
-        cameras: 2,
+        cameras: 3,
         width: 640,
         height: 360,
         fps: 10,
         gop: 10,
         port: 0,
-        scenario: ["fire@25s:cam1", "covered@5s:cam2"]
+        scenario: ["fire@25s:cam1", "covered@5s:cam2", "moved@5s:cam3"]
             .iter()
             .map(|s| s.parse().expect("a scene"))
             .collect(),
@@ -179,6 +180,7 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
         Some(TOKEN),
     ) + &fire_camera(CAMERA, &sim.url(1))
         + &fire_camera("cam-covered", &sim.url(2))
+        + &fire_camera("cam-moved", &sim.url(3))
         + "\n[health]\nhold = \"3s\"\n"
         + &role_token(VIEWER, "viewer")
         + &role_token(OPERATOR, "operator")
@@ -381,7 +383,7 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     // the grid's rates.
     assert!(
         page.wait_for(
-            "(() => { const p = document.querySelector('#problems li.problem'); return !!p && p.dataset.id === 'cam-covered' && p.textContent.includes('lens covered'); })()",
+            "(() => { const p = document.querySelector('#problems li.problem[data-id=\"cam-covered\"]'); return !!p && p.textContent.includes('lens covered') && !p.querySelector('button.accept-view'); })()",
             Duration::from_secs(30)
         ),
         "the covered camera is in the health view: {}",
@@ -389,10 +391,36 @@ async fn an_operator_sees_the_alert_arrive_and_acknowledges_it() {
     );
     assert!(
         page.wait_for(
-            "(() => { const i = document.querySelector('#problems li.problem img'); return !!i && i.complete && i.naturalWidth > 0; })()",
+            "(() => { const i = document.querySelector('#problems li.problem[data-id=\"cam-covered\"] img'); return !!i && i.complete && i.naturalWidth > 0; })()",
             Duration::from_secs(10)
         ),
         "the covered camera's frame loads"
+    );
+    // The turned camera was re-aimed on purpose: the operator accepts its new view from the
+    // health view, and it leaves the list once the diagnosis has learned the view.
+    let moved = "document.querySelector('#problems li.problem[data-id=\"cam-moved\"]')";
+    assert!(
+        page.wait_for(
+            &format!("(() => {{ const p = {moved}; return !!p && p.textContent.includes('camera moved') && !!p.querySelector('button.accept-view'); }})()"),
+            Duration::from_secs(30)
+        ),
+        "the turned camera is in the health view with its button: {}",
+        page.eval("document.querySelector('#problems').textContent")
+    );
+    page.eval(&format!(
+        "{moved}.querySelector('button.accept-view').click()"
+    ));
+    assert!(
+        page.wait_for(&format!("!{moved}"), Duration::from_secs(40)),
+        "the accepted camera is still in the health view: {}",
+        page.eval("document.querySelector('#problems').textContent")
+    );
+    assert!(
+        page.wait_for(
+            "!!document.querySelector('#problems li.problem[data-id=\"cam-covered\"]')",
+            Duration::from_secs(5)
+        ),
+        "the covered camera stays"
     );
     assert!(
         page.wait_for(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sharpeyes_ingest::simulator::SceneKind;
 use sharpeyes_testkit::config::{GRID_TOPIC, fire_camera, service};
-use sharpeyes_testkit::http::get_as;
+use sharpeyes_testkit::http::{get_as, post};
 use sharpeyes_testkit::{Mosquitto, Service, Subscriber, health_schema_errors};
 
 const PREFIX: &str = "se-health";
@@ -181,6 +181,39 @@ async fn each_picture_fault_and_a_dead_camera_are_reported_as_their_own_problem(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The moved camera was re-aimed on purpose: an operator accepts its new view, and
+    // `moved` ends (it would stay otherwise: the picture still differs from the old view).
+    let moved = (fault_cameras.iter())
+        .find(|(_, p)| *p == "moved")
+        .map(|(c, _)| c.clone())
+        .expect("a moved camera");
+    let (status, body) = post(svc.port(), "/api/cameras/no-such-cam/view", Some(TOKEN), "");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        !body.contains("no-such-cam"),
+        "the caller's text is not echoed"
+    );
+    let (status, body) = post(svc.port(), &format!("/api/cameras/{moved}/view"), None, "");
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = post(
+        svc.port(),
+        &format!("/api/cameras/{moved}/view"),
+        Some(TOKEN),
+        "",
+    );
+    let accepted: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&body)));
+    assert_eq!((status, &accepted["camera"]), (200, &moved.as_str().into()));
+    let ended = team
+        .wait_until(Duration::from_secs(30), |m| {
+            said(m, &moved, "moved", "ended")
+        })
+        .await;
+    assert!(
+        said(&ended, &moved, "moved", "ended"),
+        "{moved} is still moved 30 s after its view was accepted"
+    );
     let (_, log) = svc.stop(Duration::from_secs(30));
     sim.stop();
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_sharpeyes"))

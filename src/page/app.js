@@ -2,14 +2,14 @@
 const TEXT = {
   zh: { title: "雪亮工程 · 告警值守", grid: "网格", all: "全部", operator: "值守员", token: "令牌", alerts: "实时告警", cameras: "摄像机状态",
         camera: "摄像机", state: "状态", reason: "原因", ack: "确认", acked: "已确认", by: "确认人", live: "实时连接", offline: "连接中断，重连中",
-        level: "升级", dispatched: "已派往", falseAlarms: "误报率（已研判）", verdict: "研判", verdicts: { confirmed: "属实", "false-alarm": "误报", handled: "已处置" }, mute: "屏蔽此区域", muted: "已屏蔽区域", unmute: "解除屏蔽", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
+        level: "升级", dispatched: "已派往", falseAlarms: "误报率（已研判）", verdict: "研判", verdicts: { confirmed: "属实", "false-alarm": "误报", handled: "已处置" }, mute: "屏蔽此区域", acceptView: "确认新视角", muted: "已屏蔽区域", unmute: "解除屏蔽", unauthorized: "需要令牌：请在上方填写令牌", forbidden: "此令牌无权执行该操作", source: { video: "视频", sensor: "传感器", fused: "视频+传感器" },
         states: { connecting: "连接中", streaming: "正常", reconnecting: "重连中", failed: "故障", stopped: "已停止", unassigned: "未分配", unknown: "未知" },
         hazards: { fire: "火情", smoke: "烟雾", "danger-zone": "危险区域有人", crowd: "人员聚集", "fallen-person": "有人摔倒", flood: "水位超警", "gas-leak": "燃气泄漏" },
         health: "设备完好（近24小时）", count: "摄像机数", online: "在线率", usable: "完好率", since: "自", healthy: "全部摄像机画面正常",
         problems: { dark: "画面过暗", bright: "画面过亮", occluded: "镜头遮挡", blurred: "画面模糊", "color-cast": "画面偏色", frozen: "画面冻结", moved: "镜头移位", "video-loss": "视频丢失" } },
   en: { title: "Sharp Eyes · Alert desk", grid: "Grid", all: "All", operator: "Operator", token: "Token", alerts: "Live alerts", cameras: "Cameras",
         camera: "Camera", state: "State", reason: "Reason", ack: "Acknowledge", acked: "Acknowledged", by: "by", live: "live", offline: "disconnected, retrying",
-        level: "escalation", dispatched: "sent to", falseAlarms: "False alarms (of judged)", verdict: "verdict", verdicts: { confirmed: "real", "false-alarm": "false alarm", handled: "handled" }, mute: "mute this region", muted: "Muted regions", unmute: "unmute", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
+        level: "escalation", dispatched: "sent to", falseAlarms: "False alarms (of judged)", verdict: "verdict", verdicts: { confirmed: "real", "false-alarm": "false alarm", handled: "handled" }, mute: "mute this region", acceptView: "accept the new view", muted: "Muted regions", unmute: "unmute", unauthorized: "A token is needed: enter it above", forbidden: "This token may not do that", source: { video: "video", sensor: "sensor", fused: "video + sensor" },
         states: { connecting: "connecting", streaming: "streaming", reconnecting: "reconnecting", failed: "failed", stopped: "stopped", unassigned: "unassigned", unknown: "unknown" },
         hazards: {},
         health: "Camera health (last 24 h)", count: "Cameras", online: "Online", usable: "Usable", since: "since", healthy: "Every camera's picture is fine",
@@ -244,11 +244,20 @@ function renderProblems(list) {
     li.innerHTML = `${c.health.snapshot ? `<img alt="">` : "<div></div>"}<div>
         <div class="what">${c.health.problems.map((p) => esc(names[p] || p)).join(" · ")}</div>
         <div class="meta">${esc(c.name)} · ${esc(c.grid)}</div>
-        <div class="meta">${esc(t("since"))} ${esc(since)}</div></div>`;
+        <div class="meta">${esc(t("since"))} ${esc(since)}</div>
+        ${c.health.problems.includes("moved") ? `<button class="accept-view" type="button">${esc(t("acceptView"))}</button>` : ""}</div>`;
+    const accept = li.querySelector("button.accept-view");
+    if (accept) accept.addEventListener("click", () => acceptView(c.id, accept));
     const img = li.querySelector("img");
     if (img && c.health.snapshot.startsWith("/api/")) showPicture(img, c.health.snapshot);
     return li;
   }));
+}
+
+/** Takes a re-aimed camera's view as it is now for its health reference. */
+async function acceptView(id, button) {
+  const res = await api(`/api/cameras/${encodeURIComponent(id)}/view`, { method: "POST" });
+  if (res.ok) { button.disabled = true; button.textContent += " ✓"; }
 }
 
 /** Online and usable rates per grid over the last 24 h, worst first. */
