@@ -25,7 +25,7 @@ pub struct Muted {
 /// Why a region was not muted.
 #[derive(Debug)]
 pub enum MuteRefused {
-    /// No alert of that id is in the recent list.
+    /// No alert of that id was issued, or it is past its acknowledgement time.
     UnknownAlert(String),
     /// The alert cannot be muted as it stands (no false-alarm verdict, no camera or boxes,
     /// the camera has [`MAX_MUTES_PER_CAMERA`]).
@@ -37,7 +37,10 @@ pub enum MuteRefused {
 impl fmt::Display for MuteRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnknownAlert(id) => write!(f, "no alert {id} in the recent list"),
+            Self::UnknownAlert(id) => write!(
+                f,
+                "no alert {id} was issued here, or it is past its acknowledgement time"
+            ),
             Self::Conflict(why) => f.write_str(why),
             Self::Store(e) => write!(f, "{e}"),
         }
@@ -64,7 +67,7 @@ impl Alerts {
     /// Mutes the region of `alert_id`'s boxes on its camera for its hazard. Only for an
     /// alert judged a false alarm. Muting the same alert again answers the mute it has.
     pub async fn mute(&self, alert_id: &str, by: Option<String>) -> Result<Muted, MuteRefused> {
-        let alert = (self.recent_alert(alert_id))
+        let alert = (self.issued_alert(alert_id).await)
             .ok_or_else(|| MuteRefused::UnknownAlert(alert_id.to_owned()))?;
         let verdict = (self.store().acknowledgement(&alert.id).await)
             .map_err(MuteRefused::Store)?

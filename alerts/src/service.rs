@@ -422,9 +422,28 @@ impl Alerts {
         });
     }
 
-    /// An alert of the recent list, as published.
-    pub(crate) fn recent_alert(&self, alert_id: &str) -> Option<Alert> {
-        self.inner.recent.alert(alert_id)
+    /// An alert issued by this system, as published (without an inline snapshot): from the
+    /// recent list, else as the store kept it with its issue record (as long as it may be
+    /// acknowledged). A stored record that is not this alert's (written into Redis by
+    /// someone else) is not taken.
+    pub(crate) async fn issued_alert(&self, alert_id: &str) -> Option<Alert> {
+        if let Some(alert) = self.inner.recent.alert(alert_id) {
+            return Some(alert);
+        }
+        let json = match self.inner.store.issued_alert(alert_id).await {
+            Ok(json) => json?,
+            Err(e) => {
+                self.store_error("issued alert", &e);
+                return None;
+            }
+        };
+        match serde_json::from_str::<Alert>(&json) {
+            Ok(alert) if alert.id == alert_id => Some(alert),
+            _ => {
+                tracing::warn!(alert = %alert_id, "the stored record of an issued alert is not that alert: ignored");
+                None
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -472,8 +491,19 @@ impl Alerts {
             alert.node = Some(self.node().to_owned());
         }
         let record = self.record(&mut alert)?;
-        // Before it can reach anyone who might acknowledge it.
-        if let Err(e) = inner.store.record_issued(&alert.id, &alert.grid.id).await {
+        // Before it can reach anyone who might acknowledge it; kept without its inline
+        // snapshot (the store has the snapshot itself).
+        let kept = {
+            let mut bare = alert.clone();
+            if let Some(s) = bare.snapshot.as_mut() {
+                s.inline_base64 = None;
+            }
+            serde_json::to_string(&bare).unwrap_or_default()
+        };
+        if let Err(e) = (inner.store)
+            .record_issued(&alert.id, &alert.grid.id, &kept)
+            .await
+        {
             self.store_error("issued alert", &e);
         }
         // The escalation is scheduled with the alert exactly as published.
@@ -687,12 +717,17 @@ impl Alerts {
             }
             _ => return self.inner.store.acknowledgement(alert_id).await,
         };
-        self.count_verdict(&recorded);
-        self.keep_judged(&recorded).await;
+        // Read once for all three; also when it has left the recent list.
+        let alert = match recorded.verdict {
+            Some(_) => self.issued_alert(&recorded.alert_id).await,
+            None => None,
+        };
+        self.count_verdict(&recorded, alert.as_ref());
+        self.keep_judged(&recorded, alert.as_ref()).await;
         if let Some(event) = self.inner.recent.acknowledged(&recorded) {
             self.share(&event).await;
         }
-        self.dispatch_confirmed(&recorded).await;
+        self.dispatch_confirmed(&recorded, alert.as_ref()).await;
         Ok(Some(recorded))
     }
 
@@ -707,12 +742,12 @@ impl Alerts {
 
     /// Keeps the video alert `ack` judged, with its clean frame, for `[alerts] judged_ttl`.
     /// Recorded once in the cluster (the store's first or changed verdict), so kept once.
-    async fn keep_judged(&self, ack: &Ack) {
+    async fn keep_judged(&self, ack: &Ack, alert: Option<&Alert>) {
         if ack.verdict.is_none() {
             return;
         }
-        let Some(mut alert) = self.inner.recent.alert(&ack.alert_id) else {
-            tracing::warn!(alert = %ack.alert_id, "a judged alert is no longer in the recent list: not kept for export");
+        let Some(mut alert) = alert.cloned() else {
+            tracing::warn!(alert = %ack.alert_id, "a judged alert is no longer kept (past its acknowledgement time): not kept for export");
             return;
         };
         if alert.camera.is_none() {
@@ -738,17 +773,17 @@ impl Alerts {
 
     /// Sends the alert `ack` confirmed on to the departments that take it when confirmed.
     /// Recorded once in the cluster (the store's first or changed verdict), so sent once.
-    async fn dispatch_confirmed(&self, ack: &Ack) {
+    async fn dispatch_confirmed(&self, ack: &Ack, alert: Option<&Alert>) {
         if ack.verdict != Some(Verdict::Confirmed) {
             return;
         }
-        let Some(alert) = self.inner.recent.alert(&ack.alert_id) else {
+        let Some(alert) = alert else {
             if !self.departments().is_empty() {
-                tracing::warn!(alert = %ack.alert_id, "a confirmed alert is no longer in the recent list: not dispatched");
+                tracing::warn!(alert = %ack.alert_id, "a confirmed alert is no longer kept (past its acknowledgement time): not dispatched");
             }
             return;
         };
-        self.dispatch(&alert, DispatchOn::Confirmed).await;
+        self.dispatch(alert, DispatchOn::Confirmed).await;
     }
 
     fn departments(&self) -> Arc<Vec<sharpeyes_config::Dispatch>> {
@@ -813,14 +848,17 @@ impl Alerts {
         }
     }
 
-    /// Counts `ack`'s verdict by the alert's hazard and camera (`unknown` once the alert has
-    /// left the recent list).
-    fn count_verdict(&self, ack: &Ack) {
+    /// Counts `ack`'s verdict by the alert's hazard and camera (`unknown` once the alert is
+    /// no longer kept).
+    fn count_verdict(&self, ack: &Ack, alert: Option<&Alert>) {
         let Some(verdict) = ack.verdict else { return };
-        let (hazard, camera) = match self.inner.recent.alert(&ack.alert_id) {
+        let (hazard, camera) = match alert {
             Some(a) => {
-                let camera = a.camera.map_or_else(|| "-".to_owned(), |c| c.id);
-                (a.hazard, camera)
+                let camera = a
+                    .camera
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| c.id.clone());
+                (a.hazard.clone(), camera)
             }
             None => ("unknown".into(), "unknown".into()),
         };

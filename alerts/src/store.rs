@@ -211,8 +211,18 @@ pub trait StateStore: Send + Sync {
 
     /// Notes that this system issued `alert_id` in `grid`: only issued alerts may be
     /// acknowledged, by centres of their grid. Kept as long as acknowledgements are
-    /// ([`ACK_TTL`]).
-    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()>;
+    /// ([`ACK_TTL`]), with the alert as published (`alert_json`, without an inline
+    /// snapshot): a verdict given after the alert has left the recent list still finds it,
+    /// to keep it for export, dispatch it or mute its region.
+    fn record_issued<'a>(
+        &'a self,
+        alert_id: &'a str,
+        grid: &'a str,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The alert JSON `record_issued` kept for `alert_id`, while it may be acknowledged.
+    fn issued_alert<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<String>>;
 
     /// Records `ack` if its alert was issued, within `ack.grid` when that is set, and not yet
     /// acknowledged, in one step.

@@ -1848,8 +1848,16 @@ impl StateStore for Faulty {
     ) -> StoreFuture<'_, Vec<String>> {
         self.inner.take_due_escalations(now, limit)
     }
-    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
-        self.inner.record_issued(alert_id, grid)
+    fn record_issued<'a>(
+        &'a self,
+        alert_id: &'a str,
+        grid: &'a str,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.record_issued(alert_id, grid, alert_json)
+    }
+    fn issued_alert<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.inner.issued_alert(alert_id)
     }
     fn acknowledge<'a>(
         &'a self,
@@ -2481,4 +2489,103 @@ async fn an_accepted_view_reaches_every_node_through_redis() {
         "{refused}"
     );
     assert!(down.accepted_views().await.is_err());
+}
+
+/// A verdict given after the alert has left every node's recent list (a county's alerts of a
+/// busy night, judged the next morning) still keeps it for export and can mute its region:
+/// the alert is kept with its issue record. A record someone else wrote under another
+/// alert's id is not taken for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_judged_after_it_left_the_recent_list_is_still_kept_and_muted() {
+    let broker = Mosquitto::start(false, &[]);
+    let redis = Redis::start(None);
+    let config = config();
+    let a = Running::start(
+        config.clone(),
+        redis_store(redis.port, "late", "node-a").await,
+        plain(broker.port),
+    )
+    .await;
+    let id = submit(&a.alerts, &config, "fire", None).await;
+    let other = submit(&a.alerts, &config, "smoke", None).await;
+    a.alerts.keep_frame(&id, b"clean frame").await;
+    a.shutdown().await;
+    // The shared feed keeps the newest 2000 events: an alert past them is in no node's list.
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", redis.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg("late:feed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Someone with Redis access plants the other alert's record under this one's id.
+    let planted: String = redis::cmd("GET")
+        .arg(format!("late:issued-alert:{other}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let forged = ulid::Ulid::new().to_string();
+    let _: () = redis::cmd("SET")
+        .arg(format!("late:issued-alert:{forged}"))
+        .arg(&planted)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("late:issued:{forged}"))
+        .arg(
+            serde_json::from_str::<serde_json::Value>(&planted).unwrap()["grid"]["id"]
+                .as_str()
+                .unwrap(),
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let store = redis_store(redis.port, "late", "node-b").await;
+    let b = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await; // one read of the (empty) feed
+    assert!(
+        b.alerts.recent(&Default::default()).is_empty(),
+        "node b lists nothing"
+    );
+    let start = std::time::SystemTime::now() - Duration::from_secs(60);
+    let verdict = AckRequest {
+        verdict: Some(sharpeyes_alerts::Verdict::FalseAlarm),
+        ..AckRequest::default()
+    };
+    b.alerts
+        .acknowledge(&id, verdict.clone(), None)
+        .await
+        .unwrap()
+        .expect("acknowledged");
+    let kept = store.judged_since(start).await.unwrap();
+    assert_eq!(kept.len(), 1, "kept for export: {kept:?}");
+    assert_eq!(kept[0].alert.id, id);
+    assert_eq!(kept[0].alert.hazard, "fire");
+    assert_eq!(
+        store.judged_frame(&id).await.unwrap().as_deref(),
+        Some(&b"clean frame"[..])
+    );
+    let muted = b.alerts.mute(&id, None).await.expect("muted");
+    assert_eq!(muted.mute.camera, CAMERA);
+    assert_eq!(muted.mute.hazard, "fire");
+
+    b.alerts
+        .acknowledge(&forged, verdict, None)
+        .await
+        .unwrap()
+        .expect("the forged id was recorded as issued");
+    assert!(
+        matches!(
+            b.alerts.mute(&forged, None).await,
+            Err(sharpeyes_alerts::MuteRefused::UnknownAlert(_))
+        ),
+        "another alert's record is not taken for this one"
+    );
+    assert_eq!(store.judged_since(start).await.unwrap().len(), 1);
+    b.shutdown().await;
 }

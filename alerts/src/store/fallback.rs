@@ -387,14 +387,27 @@ impl StateStore for FallbackStore {
         })
     }
 
-    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
+    fn record_issued<'a>(
+        &'a self,
+        alert_id: &'a str,
+        grid: &'a str,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             // In both: an acknowledgement is accepted wherever it is looked up.
-            self.local.record_issued(alert_id, grid).await?;
+            self.local.record_issued(alert_id, grid, alert_json).await?;
             if let Some(redis) = self.redis() {
-                self.answered(redis.record_issued(alert_id, grid).await);
+                self.answered(redis.record_issued(alert_id, grid, alert_json).await);
             }
             Ok(())
+        })
+    }
+
+    fn issued_alert<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let redis = self.redis();
+            self.found_either(|s| s.issued_alert(alert_id), redis.as_deref())
+                .await
         })
     }
 

@@ -34,8 +34,8 @@ struct State {
     next_seq: u64,
     escalations: BTreeMap<(SystemTime, String), String>,
     escalation_due: HashMap<String, SystemTime>,
-    /// Alerts issued here: until when they may be acknowledged, and their grid.
-    issued: HashMap<String, (Instant, String)>,
+    /// Alerts issued here: until when they may be acknowledged, their grid and their JSON.
+    issued: HashMap<String, (Instant, String, String)>,
     /// Acknowledgements, until when they are kept.
     acks: HashMap<String, (Ack, Instant)>,
     snapshots: VecDeque<(String, Vec<u8>)>,
@@ -52,7 +52,7 @@ struct State {
 impl State {
     /// Forgets issued alerts and acknowledgements past [`ACK_TTL`], as Redis keys expire.
     fn expire(&mut self, now: Instant) {
-        self.issued.retain(|_, (until, _)| *until > now);
+        self.issued.retain(|_, (until, _, _)| *until > now);
         self.acks.retain(|_, (_, until)| *until > now);
     }
 }
@@ -278,15 +278,30 @@ impl StateStore for MemoryStore {
         })
     }
 
-    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
+    fn record_issued<'a>(
+        &'a self,
+        alert_id: &'a str,
+        grid: &'a str,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = Instant::now();
             let mut state = self.state();
             state.expire(now);
-            state
-                .issued
-                .insert(alert_id.to_owned(), (now + ACK_TTL, grid.to_owned()));
+            state.issued.insert(
+                alert_id.to_owned(),
+                (now + ACK_TTL, grid.to_owned(), alert_json.to_owned()),
+            );
             Ok(())
+        })
+    }
+
+    fn issued_alert<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut state = self.state();
+            state.expire(now);
+            Ok(state.issued.get(alert_id).map(|(_, _, json)| json.clone()))
         })
     }
 
@@ -295,7 +310,7 @@ impl StateStore for MemoryStore {
             let now = Instant::now();
             let mut state = self.state();
             state.expire(now);
-            let Some((_, grid)) = state.issued.get(&ack.alert_id) else {
+            let Some((_, grid, _)) = state.issued.get(&ack.alert_id) else {
                 return Ok(AckOutcome::Unknown);
             };
             if ack.grid.as_deref().is_some_and(|g| !grid_within(grid, g)) {

@@ -5,6 +5,7 @@
 //! nodes that have one in the set `{p}:outboxes`, so a dead node's can be found and adopted),
 //! `{p}:escalations` (sorted set by due time) with `{p}:escalation` (hash of alert JSON),
 //! `{p}:feed` (a capped stream of alerts and acknowledgements that every node reads),
+//! `{p}:issued:{alert_id}` (its grid) with `{p}:issued-alert:{alert_id}` (its JSON),
 //! `{p}:ack:{alert_id}` and `{p}:snapshot:{alert_id}` (strings with a TTL), `{p}:mutes`
 //! (hash, mute id -> its JSON), `{p}:frame:{alert_id}` (the clean frame, with a TTL), and
 //! judged alerts: `{p}:judged` (sorted set of alert ids by detection time) with
@@ -544,15 +545,40 @@ impl StateStore for RedisStore {
         })
     }
 
-    fn record_issued<'a>(&'a self, alert_id: &'a str, grid: &'a str) -> StoreFuture<'a, ()> {
+    fn record_issued<'a>(
+        &'a self,
+        alert_id: &'a str,
+        grid: &'a str,
+        alert_json: &'a str,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&["issued", alert_id]))
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(self.key(&["issued", alert_id]))
                 .arg(grid)
                 .arg("EX")
-                .arg(ACK_TTL.as_secs());
-            let _: Option<String> = self.query("SET issued", &cmd).await?;
+                .arg(ACK_TTL.as_secs())
+                .ignore()
+                .cmd("SET")
+                .arg(self.key(&["issued-alert", alert_id]))
+                .arg(alert_json)
+                .arg("EX")
+                .arg(ACK_TTL.as_secs())
+                .ignore();
+            let mut conn = self.conn.clone();
+            let () = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error("SET issued", e))?;
             Ok(())
+        })
+    }
+
+    fn issued_alert<'a>(&'a self, alert_id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key(&["issued-alert", alert_id]));
+            self.query("GET issued-alert", &cmd).await
         })
     }
 
