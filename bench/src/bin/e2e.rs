@@ -57,6 +57,10 @@ struct Args {
     /// The motion gate in front of inference.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     motion: bool,
+    /// The motion gate's `forced_interval` in seconds (default: the service's, 10 s): how
+    /// often a still scene is analysed anyway.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    forced_interval: Option<u64>,
     /// `retina` or `gstreamer`.
     #[arg(long, default_value = "retina")]
     backend: String,
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         threads: a.threads,
         precision: a.precision,
         motion: a.motion,
+        forced_interval_s: a.forced_interval,
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,
         clip_cache: Some(target_dir().join("sim-clips")),

@@ -85,6 +85,9 @@ pub struct Options {
     /// full-decode system runs the same model (Frigate's CPU default is a quantized one).
     pub precision: String,
     pub motion: bool,
+    /// The motion gate's `forced_interval` in seconds; `None`: the configuration's default.
+    #[serde(default)]
+    pub forced_interval_s: Option<u64>,
     /// `retina` or `gstreamer`.
     pub backend: String,
     /// Stop a pipeline's steps after the first N it does not hold.
@@ -120,6 +123,7 @@ impl Options {
             threads: 1,
             precision: "int8".into(),
             motion: true,
+            forced_interval_s: None,
             backend: "retina".into(),
             stop_at_first_miss: true,
             clip_cache: None,
@@ -477,9 +481,12 @@ listen = "127.0.0.1:0"
 
 [motion]
 enabled = {motion}
-{GRIDS}{fire}"#,
+{forced}{GRIDS}{fire}"#,
         data = dir.join("data").display(),
         motion = options.motion,
+        forced = (options.forced_interval_s)
+            .map(|s| format!("forced_interval = \"{s}s\"\n"))
+            .unwrap_or_default(),
     );
     let sampling = sampling_toml(options.sampling_of(pipeline));
     for n in 1..=cameras {

@@ -203,6 +203,10 @@ fn percentiles_are_nearest_rank() {
 fn the_config_has_every_camera_with_the_pipelines_sampling() {
     let o = options();
     let dir = std::path::Path::new("/tmp/x");
+    let o = Options {
+        forced_interval_s: Some(30),
+        ..o
+    };
     let text = service_config(&o, Pipeline::FullDecode, 3, dir, 1883, 8554);
     assert_eq!(text.matches("[[cameras]]").count(), 3);
     assert!(text.contains("url = \"rtsp://127.0.0.1:8554/cam3\""));
@@ -236,6 +240,7 @@ fn the_config_has_every_camera_with_the_pipelines_sampling() {
         models.path().join("fire_smoke_yolov8_int8.onnx")
     );
     assert_eq!(config.cameras.len(), 3);
+    assert_eq!(config.motion.forced_interval, Duration::from_secs(30));
     assert_eq!(config.http.listen.port(), 0, "the service picks its port");
     let text = service_config(&o, Pipeline::Sharpeyes, 1, dir, 1883, 8554);
     assert!(text.contains("sampling = \"keyframes\""));
