@@ -140,6 +140,15 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// Leaves the snapshot to its URL: for copies kept beside the published message (the
+    /// recent list, the issue record) and for a message that would be too large. `true`
+    /// when there was an inline picture.
+    pub(crate) fn drop_inline_snapshot(&mut self) -> bool {
+        self.snapshot
+            .as_mut()
+            .is_some_and(|s| s.inline_base64.take().is_some())
+    }
+
     /// A video alert from a confirmed hazard on a frame of `frame` size.
     pub fn from_event<F>(
         event: &HazardEvent<F>,

@@ -67,9 +67,7 @@ impl Recent {
     /// shared feed); returns the event the live feed got, if any.
     pub(crate) fn push(&self, mut alert: Alert) -> Option<FeedEvent> {
         // The JPEG is served by URL; the list stays small.
-        if let Some(s) = alert.snapshot.as_mut() {
-            s.inline_base64 = None;
-        }
+        alert.drop_inline_snapshot();
         let detected =
             ulid::Ulid::from_string(&alert.id).map_or_else(|_| SystemTime::now(), |u| u.datetime());
         let entry = RecentAlert {

@@ -495,9 +495,7 @@ impl Alerts {
         // snapshot (the store has the snapshot itself).
         let kept = {
             let mut bare = alert.clone();
-            if let Some(s) = bare.snapshot.as_mut() {
-                s.inline_base64 = None;
-            }
+            bare.drop_inline_snapshot();
             serde_json::to_string(&bare).unwrap_or_default()
         };
         if let Err(e) = (inner.store)
@@ -746,15 +744,13 @@ impl Alerts {
         if ack.verdict.is_none() {
             return;
         }
-        let Some(mut alert) = alert.cloned() else {
+        let Some(alert) = alert.cloned() else {
             tracing::warn!(alert = %ack.alert_id, "a judged alert is no longer kept (past its acknowledgement time): not kept for export");
             return;
         };
+        // As `issued_alert` gives it: without an inline snapshot.
         if alert.camera.is_none() {
             return;
-        }
-        if let Some(s) = alert.snapshot.as_mut() {
-            s.inline_base64 = None;
         }
         let store = &self.inner.store;
         let frame = store.frame(&alert.id).await.unwrap_or_else(|e| {
@@ -956,16 +952,9 @@ impl Alerts {
         };
         let mut payload = encode(alert)?;
         // Topic and header need a little room besides the payload.
-        if payload.len() > MAX_PACKET - 1024 {
-            if let Some(s) = alert
-                .snapshot
-                .as_mut()
-                .filter(|s| s.inline_base64.is_some())
-            {
-                s.inline_base64 = None;
-                tracing::warn!(alert = %alert.id, "inline snapshot dropped: the message would exceed {MAX_PACKET} bytes; the URL stays");
-                payload = encode(alert)?;
-            }
+        if payload.len() > MAX_PACKET - 1024 && alert.drop_inline_snapshot() {
+            tracing::warn!(alert = %alert.id, "inline snapshot dropped: the message would exceed {MAX_PACKET} bytes; the URL stays");
+            payload = encode(alert)?;
         }
         Ok(OutboxRecord {
             alert_id: alert.id.clone(),

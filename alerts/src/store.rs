@@ -316,7 +316,7 @@ fn detected_ms(id: &str) -> u64 {
     ulid::Ulid::from_string(id).map_or(0, |u| u.timestamp_ms())
 }
 
-fn millis_since_epoch(t: SystemTime) -> u64 {
+pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -13,9 +13,7 @@ impl Alerts {
     /// Records that `camera`'s view as it is now is its reference; answers when (ms since
     /// the epoch). The caller checks that the camera exists.
     pub async fn accept_view(&self, camera: &str) -> Result<u64, Error> {
-        let at_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = crate::store::millis_since_epoch(SystemTime::now());
         self.store().accept_view(camera, at_ms).await?;
         tracing::info!(camera = %camera, "camera view accepted: its health reference is learned again");
         Ok(at_ms)
