@@ -8,41 +8,14 @@
 //! `hold`, and ends only once it has been absent as long.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use crate::image::RgbImage;
 
 /// When operators last accepted each camera's view (camera id -> ms since the epoch), from
 /// the store that every node reads: the node that runs a camera re-learns its view when the
-/// camera's time changes, whichever node the operator asked. Cheap to clone.
-#[derive(Clone)]
-pub struct AcceptedViews(Arc<watch::Sender<Arc<BTreeMap<String, u64>>>>);
-
-impl Default for AcceptedViews {
-    fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(Arc::default())))
-    }
-}
-
-impl AcceptedViews {
-    /// Replaces every camera's time; `false` when nothing changed (no camera is told).
-    pub fn set(&self, views: BTreeMap<String, u64>) -> bool {
-        self.0.send_if_modified(|current| {
-            let changed = **current != views;
-            if changed {
-                *current = Arc::new(views);
-            }
-            changed
-        })
-    }
-
-    pub(crate) fn follow(&self) -> watch::Receiver<Arc<BTreeMap<String, u64>>> {
-        self.0.subscribe()
-    }
-}
+/// camera's time changes, whichever node the operator asked.
+pub type AcceptedViews = crate::watched::Watched<BTreeMap<String, u64>>;
 
 /// A problem a picture can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

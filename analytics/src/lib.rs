@@ -32,6 +32,7 @@ mod preprocess;
 mod rules;
 mod sensor_rules;
 mod track;
+mod watched;
 
 pub use analysis::{
     Analysis, CameraAnalysis, HEALTH_REPORT_EVERY, HealthReport, Models, Telemetry, Timings,

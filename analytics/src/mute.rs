@@ -1,10 +1,7 @@
 //! Regions operators muted after false alarms, by camera and hazard: handed to every
-//! running camera's rules as they change, without restarting the camera.
+//! running camera's rules as they change ([`Mutes`]), without restarting the camera.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use tokio::sync::watch;
 
 /// A region in normalised frame coordinates (x right and y down, in 0..=1), corner by corner.
 pub type Polygon = Vec<[f64; 2]>;
@@ -33,29 +30,5 @@ impl MutedRegions {
 }
 
 /// Where the service sets the muted regions; every camera's analysis follows them from its
-/// next analysed frame. Cheap to clone.
-#[derive(Clone)]
-pub struct Mutes(Arc<watch::Sender<Arc<MutedRegions>>>);
-
-impl Default for Mutes {
-    fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(Arc::default())))
-    }
-}
-
-impl Mutes {
-    /// Replaces every muted region; `false` when nothing changed (no camera is told).
-    pub fn set(&self, regions: MutedRegions) -> bool {
-        self.0.send_if_modified(|current| {
-            let changed = **current != regions;
-            if changed {
-                *current = Arc::new(regions);
-            }
-            changed
-        })
-    }
-
-    pub(crate) fn follow(&self) -> watch::Receiver<Arc<MutedRegions>> {
-        self.0.subscribe()
-    }
-}
+/// next analysed frame.
+pub type Mutes = crate::watched::Watched<MutedRegions>;
