@@ -143,6 +143,7 @@ impl Cameras {
     /// owns): starts the new ones, stops the gone ones, restarts the changed ones, and leaves
     /// the others alone.
     pub async fn apply(&self, new: &Config) -> Applied {
+        sharpeyes_ingest::coalesce_reads(new.ingest.receive_coalesce);
         *self.desired.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(new.clone()));
         self.reconcile().await
     }

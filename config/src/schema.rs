@@ -266,14 +266,32 @@ pub struct Credential {
     pub networks: Vec<ipnet::IpNet>,
 }
 
-/// `[ingest]`: where cameras may be.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[ingest]`: where cameras may be, and how their bytes are read.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ingest {
     /// Cameras added over the API must have an address in one of these networks (empty: any),
     /// so that an API caller cannot point a camera at the control plane.
     #[serde(default)]
     pub allowed_networks: Vec<ipnet::IpNet>,
+    /// RTSP over TCP: about this much of a camera's stream waits in its socket to be read at
+    /// once, instead of a wakeup per packet (README, "Tuning guide"). Costs up to one frame
+    /// interval of latency; `0s` reads every packet as it comes.
+    #[serde(default = "default_receive_coalesce", with = "humantime_serde")]
+    pub receive_coalesce: Duration,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Self {
+            allowed_networks: Vec::new(),
+            receive_coalesce: default_receive_coalesce(),
+        }
+    }
+}
+
+fn default_receive_coalesce() -> Duration {
+    Duration::from_millis(20)
 }
 
 fn default_listen() -> SocketAddr {

@@ -1011,3 +1011,23 @@ fn departments_take_known_hazards_under_a_topic_of_their_own() {
     ));
     assert_eq!(path, "dispatch[0].topic");
 }
+
+#[test]
+fn receive_coalescing_defaults_to_20ms_and_is_bounded() {
+    let c = parse(BASE).unwrap().config;
+    assert_eq!(
+        c.ingest.receive_coalesce,
+        std::time::Duration::from_millis(20)
+    );
+    let off = parse(&format!("{BASE}\n[ingest]\nreceive_coalesce = \"0s\"\n"))
+        .unwrap()
+        .config;
+    assert!(off.ingest.receive_coalesce.is_zero());
+    let errs = errors(&format!("{BASE}\n[ingest]\nreceive_coalesce = \"2s\"\n"));
+    assert!(
+        errs.iter().any(|(line, path, msg)| *line > 0
+            && path == "ingest.receive_coalesce"
+            && msg.contains("2s would hold")),
+        "{errs:?}"
+    );
+}

@@ -148,6 +148,16 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
         v.gb28181(g);
     }
     let ingest: Ingest = v.table(src, "ingest").unwrap_or_default();
+    if ingest.receive_coalesce > std::time::Duration::from_millis(200) {
+        v.error(
+            FieldPath::root().key("ingest").key("receive_coalesce"),
+            format!(
+                "{} would hold every camera's frames back that long",
+                humantime::format_duration(ingest.receive_coalesce)
+            ),
+            "use at most 200ms; 20ms (the default) reads a 25 fps camera about once a frame",
+        );
+    }
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");

@@ -261,6 +261,11 @@ impl Camera {
             Ok(Ok(o)) => o,
         };
 
+        // Over TCP the connection's reads are coalesced while this lives (`pacing`).
+        let _paced = match cfg.udp {
+            false => Some(crate::pacing::register(&cfg.url).await),
+            true => None,
+        };
         let mut decoder: Option<Decoder> = None;
         // A keyframe came on this connection: it is streaming.
         let mut streaming = false;

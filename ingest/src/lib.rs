@@ -32,10 +32,12 @@ mod start;
 
 pub mod decode;
 mod libav;
+mod pacing;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, Timeouts};
 pub use error::{Error, ErrorKind, panic_message};
 pub use frame::{Frame, FrameSlot};
+pub use pacing::coalesce_reads;
 pub use probe::{ProbeReport, probe, probe_hint, profile_name};
 pub use sensors::{Rejected, SensorReading, SensorRegistry};
 pub use simulator::{ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig};
