@@ -61,6 +61,10 @@ struct Args {
     /// often a still scene is analysed anyway.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     forced_interval: Option<u64>,
+    /// `[ingest] receive_coalesce` in milliseconds (default: the service's, 20 ms): how much
+    /// of a camera's stream waits in its socket to be read at once; 0 reads every packet.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=200))]
+    receive_coalesce: Option<u64>,
     /// `retina` or `gstreamer`.
     #[arg(long, default_value = "retina")]
     backend: String,
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
         precision: a.precision,
         motion: a.motion,
         forced_interval_s: a.forced_interval,
+        receive_coalesce_ms: a.receive_coalesce,
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,
         clip_cache: Some(target_dir().join("sim-clips")),

@@ -88,6 +88,9 @@ pub struct Options {
     /// The motion gate's `forced_interval` in seconds; `None`: the configuration's default.
     #[serde(default)]
     pub forced_interval_s: Option<u64>,
+    /// `[ingest] receive_coalesce` in milliseconds; `None`: the configuration's default.
+    #[serde(default)]
+    pub receive_coalesce_ms: Option<u64>,
     /// `retina` or `gstreamer`.
     pub backend: String,
     /// Stop a pipeline's steps after the first N it does not hold.
@@ -124,6 +127,7 @@ impl Options {
             precision: "int8".into(),
             motion: true,
             forced_interval_s: None,
+            receive_coalesce_ms: None,
             backend: "retina".into(),
             stop_at_first_miss: true,
             clip_cache: None,
@@ -479,11 +483,14 @@ prefix = "{PREFIX}"
 [http]
 listen = "127.0.0.1:0"
 
-[motion]
+{ingest}[motion]
 enabled = {motion}
 {forced}{GRIDS}{fire}"#,
         data = dir.join("data").display(),
         motion = options.motion,
+        ingest = (options.receive_coalesce_ms)
+            .map(|ms| format!("[ingest]\nreceive_coalesce = \"{ms}ms\"\n\n"))
+            .unwrap_or_default(),
         forced = (options.forced_interval_s)
             .map(|s| format!("forced_interval = \"{s}s\"\n"))
             .unwrap_or_default(),
