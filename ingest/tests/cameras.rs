@@ -381,3 +381,45 @@ async fn a_configured_camera_starts_on_the_backend_it_names() {
     }
     sim.stop();
 }
+
+/// With `stagger_gops`, cameras connected together send their keyframes at their own times,
+/// each its [`first_gop_cut`] into the GOP: a harness whose cameras all decode in the same
+/// instant every GOP measures a burst no street of real cameras makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_cameras_send_their_keyframes_at_their_own_times() {
+    use sharpeyes_ingest::simulator::first_gop_cut;
+
+    let cache = tempfile::tempdir().unwrap();
+    let sim = Simulator::start(SimulatorConfig {
+        stagger_gops: true,
+        ..sim_config(2, 0, &cache)
+    })
+    .unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let cams: Vec<CameraHandle> = (1..=2)
+        .map(|i| spawn(camera(&sim.url(i), Sampling::Keyframes), shutdown.clone()))
+        .collect();
+    // A keyframe of each, past the first ones, whichever way their GOPs were cut.
+    let mut at = Vec::new();
+    for cam in &cams {
+        let got = frames(cam, 2).await;
+        at.push(got.last().expect("keyframes from each camera").received_at);
+    }
+    let gop_ms = u128::from(GOP * 1000 / FPS);
+    let apart = match at[1].duration_since(at[0]) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    let phase = apart.as_millis() % gop_ms;
+    let phase = phase.min(gop_ms - phase);
+    let cut = |camera| u128::from(first_gop_cut(camera, GOP));
+    let expected = cut(1).abs_diff(cut(2)) * 1000 / u128::from(FPS);
+    assert!(
+        expected >= 200 && phase.abs_diff(expected) < 100,
+        "keyframes {phase} ms apart in the GOP, {expected} ms expected"
+    );
+    stop.send_replace(true);
+    for cam in cams {
+        let _ = tokio::time::timeout(Duration::from_secs(5), cam.task).await;
+    }
+}

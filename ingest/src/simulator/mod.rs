@@ -84,6 +84,12 @@ pub struct SimulatorConfig {
     /// Encode on one thread, so that every run streams the same bytes (x264's threads make
     /// each encode differ): for tests that compare what models see on decoded pictures.
     pub deterministic: bool,
+    /// Give each camera's keyframes their own time, as independent cameras have: a camera's
+    /// first GOP is cut short by its own number of frames ([`first_gop_cut`]). `false` (the
+    /// default): each camera's first keyframe goes out when it is first asked for, so cameras
+    /// connected together send their keyframes together, every GOP, which no street of real
+    /// cameras does; the benchmarks set it.
+    pub stagger_gops: bool,
     /// TCP port on 127.0.0.1; 0 picks a free one (see [`Simulator::port`]).
     pub port: u16,
     /// Hazard scenes and when each camera shows them.
@@ -112,8 +118,17 @@ impl Default for SimulatorConfig {
             constant_quality: false,
             bitrate_kbps: None,
             deterministic: false,
+            stagger_gops: false,
         }
     }
+}
+
+/// Frames camera `camera` (from 1) sends of its first GOP before jumping to the next
+/// keyframe, with GOPs of `gop` frames: 1..=`gop`, spread by the golden ratio so that any
+/// number of cameras covers the GOP about evenly.
+pub fn first_gop_cut(camera: usize, gop: u32) -> u32 {
+    let phase = (camera as f64 * 0.618_033_988_749_895).fract();
+    1 + (phase * f64::from(gop.saturating_sub(1))) as u32
 }
 
 impl SimulatorConfig {
@@ -278,6 +293,8 @@ struct Shared {
     scenario: Vec<ScheduledScene>,
     clips: BTreeMap<SceneKind, Arc<Clip>>,
     fps: u32,
+    /// With [`SimulatorConfig::stagger_gops`]: the GOP whose first one each camera cuts.
+    stagger_gop: Option<u32>,
     log: Mutex<Vec<SceneChange>>,
 }
 
@@ -380,6 +397,7 @@ impl Simulator {
             scenario: config.scenario.clone(),
             clips,
             fps: config.fps,
+            stagger_gop: config.stagger_gops.then_some(config.gop),
             log: Mutex::default(),
         });
         let context = gst::glib::MainContext::new();
@@ -466,6 +484,21 @@ impl Drop for Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_gops_are_cut_to_spread_keyframes_over_the_gop() {
+        let cuts: Vec<u32> = (1..=50).map(|c| first_gop_cut(c, 50)).collect();
+        assert!(cuts.iter().all(|c| (1..=50).contains(c)), "{cuts:?}");
+        // 50 cameras land in at least 40 of the 50 frames of a GOP, none more than thrice.
+        let mut per_frame = [0u32; 51];
+        for c in &cuts {
+            per_frame[*c as usize] += 1;
+        }
+        let used = per_frame.iter().filter(|n| **n > 0).count();
+        assert!(used >= 40, "{used} frames used: {cuts:?}");
+        assert!(per_frame.iter().all(|n| *n <= 3), "{cuts:?}");
+        assert_eq!(first_gop_cut(7, 1), 1, "a GOP of one frame is never cut");
+    }
 
     #[test]
     fn bad_config_values_are_named_with_their_range() {

@@ -303,12 +303,19 @@ struct Feeder {
     epoch: Option<(Instant, gst::ClockTime)>,
     sent_in_epoch: u32,
     last_pts: Option<gst::ClockTime>,
+    /// Frames left of a first GOP cut short (`stagger_gops`), then a jump to the next
+    /// keyframe; 0: none.
+    cut_in: u32,
 }
 
 impl Feeder {
     fn new(camera: usize, shared: Arc<Shared>) -> Self {
         let frame = gst::ClockTime::SECOND / u64::from(shared.fps);
+        let cut_in = shared
+            .stagger_gop
+            .map_or(0, |gop| super::first_gop_cut(camera, gop));
         Feeder {
+            cut_in,
             camera,
             shared,
             clip: None,
@@ -364,6 +371,17 @@ impl Feeder {
         self.last_pts = Some(pts);
         self.sent_in_epoch += 1;
         self.index = (self.index + 1) % clip.aus.len();
+        if self.cut_in > 0 {
+            self.cut_in -= 1;
+            if self.cut_in == 0 {
+                // On to the next keyframe: the frames skipped are ones nothing decoded later
+                // refers to, so the stream stays clean.
+                self.index = clip.aus[self.index..]
+                    .iter()
+                    .position(|a| a.keyframe)
+                    .map_or(0, |k| self.index + k);
+            }
+        }
     }
 
     /// The clip the next frame comes from: on a keyframe, the one the schedule wants now.
