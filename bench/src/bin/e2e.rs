@@ -65,6 +65,10 @@ struct Args {
     /// of a camera's stream waits in its socket to be read at once; 0 reads every packet.
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=200))]
     receive_coalesce: Option<u64>,
+    /// Each simulated camera's keyframes at their own time in the GOP, as independent
+    /// cameras' are; `false`: every camera's keyframe in the same instant, every GOP.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    stagger_gops: bool,
     /// `retina` or `gstreamer`.
     #[arg(long, default_value = "retina")]
     backend: String,
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         motion: a.motion,
         forced_interval_s: a.forced_interval,
         receive_coalesce_ms: a.receive_coalesce,
+        stagger_gops: a.stagger_gops,
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,
         clip_cache: Some(target_dir().join("sim-clips")),

@@ -91,6 +91,10 @@ pub struct Options {
     /// `[ingest] receive_coalesce` in milliseconds; `None`: the configuration's default.
     #[serde(default)]
     pub receive_coalesce_ms: Option<u64>,
+    /// Each simulated camera's keyframes at their own time in the GOP, as independent
+    /// cameras' are (`stagger_gops`); `false`: all together, every GOP.
+    #[serde(default = "yes")]
+    pub stagger_gops: bool,
     /// `retina` or `gstreamer`.
     pub backend: String,
     /// Stop a pipeline's steps after the first N it does not hold.
@@ -128,6 +132,7 @@ impl Options {
             motion: true,
             forced_interval_s: None,
             receive_coalesce_ms: None,
+            stagger_gops: true,
             backend: "retina".into(),
             stop_at_first_miss: true,
             clip_cache: None,
@@ -157,6 +162,10 @@ impl Options {
     pub fn latency_target(&self) -> f64 {
         f64::from(self.gop) / f64::from(self.fps) + 2.0
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 mod secs {
@@ -571,6 +580,7 @@ pub fn run_step(options: &Options, pipeline: Pipeline, cameras: usize) -> Result
         port: 0,
         scenario: fire_schedule(options, cameras),
         cache_dir: options.clip_cache.clone(),
+        stagger_gops: options.stagger_gops,
         ..SimulatorConfig::default()
     })
     .map_err(|e| e.to_string())?;

@@ -304,6 +304,7 @@ pub fn run(
         grain: options.grain,
         port: 0,
         cache_dir: options.clip_cache.clone(),
+        stagger_gops: options.stagger_gops,
         ..SimulatorConfig::default()
     })
     .map_err(|e| e.to_string())?;

@@ -117,6 +117,7 @@ pub fn run(
             .map(|n| format!("fire@0s:cam{n}").parse().expect("a scene"))
             .collect(),
         cache_dir: options.clip_cache.clone(),
+        stagger_gops: options.stagger_gops,
         ..SimulatorConfig::default()
     })
     .map_err(|e| e.to_string())?;
