@@ -856,6 +856,14 @@ pub fn judge(
             latency.missed + latency.samples.len()
         ));
     }
+    // The target is part of holding (#20): a node whose alerts come seconds late because its
+    // CPU is full is not holding its cameras, whichever pipeline it runs.
+    let target = options.latency_target();
+    if let Some(p99) = latency.p99.filter(|p| *p > target) {
+        reasons.push(format!(
+            "alerts came late: p99 {p99:.2} s, over the target of {target:.1} s (one GOP + 2 s)"
+        ));
+    }
     let batch_mean = mean(&w.s0, &w.s2, "sharpeyes_inference_batch_size", &[]);
 
     let n = per_camera.len().max(1) as f64;

@@ -179,6 +179,19 @@ fn refusals_a_growing_wait_and_missed_fires_fail_a_step() {
         Latency::from_samples(vec![3.0], 1),
     );
     assert_eq!(s.reasons, ["1 of 2 fires raised no alert"]);
+
+    // Every fire alerted, but the slowest past one GOP + 2 s (4 s here): not held.
+    let s = judge(
+        &options(),
+        Pipeline::Sharpeyes,
+        &cams(),
+        &window(KEYFRAME_CAMERA, &[], STEADY_WAIT),
+        Latency::from_samples(vec![0.5, 4.3], 0),
+    );
+    assert_eq!(
+        s.reasons,
+        ["alerts came late: p99 4.30 s, over the target of 4.0 s (one GOP + 2 s)"]
+    );
 }
 
 #[test]
