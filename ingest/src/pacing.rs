@@ -93,13 +93,19 @@ pub(crate) async fn register(url: &Url) -> Registration {
         }
         None => Vec::new(),
     };
-    let mut registry = registry();
-    for addr in &addrs {
-        *registry.endpoints.entry(*addr).or_default() += 1;
-    }
-    if !registry.scanning && !addrs.is_empty() {
-        registry.scanning = true;
-        tokio::spawn(scan_while_registered());
+    let start = {
+        let mut registry = registry();
+        for addr in &addrs {
+            *registry.endpoints.entry(*addr).or_default() += 1;
+        }
+        let start = !registry.scanning && !addrs.is_empty();
+        registry.scanning |= start;
+        start
+    };
+    // Outside the lock: the guard's drop takes it, and a runtime that is shutting down
+    // drops what it is given at once.
+    if start {
+        tokio::spawn(scan_while_registered(Scanning));
     }
     Registration(addrs)
 }
@@ -122,8 +128,9 @@ struct Seen {
     mark: c_int,
 }
 
-/// Clears `scanning` however the scanner ends, its runtime's shutdown included, so that the
-/// next registration starts another.
+/// Clears `scanning` however the scanner ends, its runtime's shutdown included (even before
+/// its first poll: the guard is moved into the task), so that the next registration starts
+/// another.
 struct Scanning;
 
 impl Drop for Scanning {
@@ -132,8 +139,7 @@ impl Drop for Scanning {
     }
 }
 
-async fn scan_while_registered() {
-    let _scanning = Scanning;
+async fn scan_while_registered(_scanning: Scanning) {
     let mut seen: HashMap<c_int, Seen> = HashMap::new();
     loop {
         tokio::time::sleep(SCAN).await;
@@ -324,11 +330,43 @@ mod tests {
         assert_eq!(mark(500_000.0, Duration::ZERO), 1);
     }
 
+    /// The tests share the process-wide registry: one at a time.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A runtime that ends before its scanner ran once (a test's, or the service's at a
+    /// shutdown) must not leave the next registration without one.
+    #[test]
+    fn a_scanner_dropped_before_it_ran_is_started_again() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let url = Url::parse("rtsp://127.0.0.1:9/cam").unwrap();
+        let quick = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let registered = quick.block_on(register(&url));
+        drop(quick); // the scanner, spawned but never polled, goes with it
+        drop(registered);
+        assert!(!registry().scanning, "no scanner runs, and none is said to");
+    }
+
     /// A sender at about 1 MB/s, then a trickle: the reader's socket gets a mark near 20 ms
     /// of the fast rate, falls under a trickle's write within a scan, and the trickle's
     /// bytes keep arriving; a socket to an endpoint nobody registered keeps 1 throughout.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_fast_camera_socket_is_marked_and_unmarked_when_it_slows() {
+    #[test]
+    fn a_fast_camera_socket_is_marked_and_unmarked_when_it_slows() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        runtime().block_on(fast_then_trickle());
+    }
+
+    async fn fast_then_trickle() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
