@@ -220,6 +220,13 @@ impl Cameras {
             id
         });
         applied.removed = futures_util::future::join_all(stops).await;
+        // Gone from the configuration, not only from this node: its retained topics go too,
+        // after its last `stopped` (each stop waited for its status task).
+        for id in &applied.removed {
+            if !new.cameras.iter().any(|c| c.id == *id) {
+                self.status.alerts.forget_camera(id);
+            }
+        }
         for camera in new.cameras.iter().filter(runs_here) {
             let fingerprint = format!("{camera:?}");
             let restart = match running.get(&camera.id) {

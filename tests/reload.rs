@@ -35,13 +35,16 @@ fn alert_from(messages: &[Message], camera: &str) -> bool {
         .any(|m| m.json()["camera"]["id"] == camera)
 }
 
-/// States published for `camera`, in order.
+/// States published for `camera`, in order; a cleared topic (an empty message) reads "".
 fn states(messages: &[Message], camera: &str) -> Vec<String> {
     let topic = format!("{PREFIX}/cameras/{camera}/status");
     messages
         .iter()
         .filter(|m| m.topic == topic)
-        .map(|m| m.json()["state"].as_str().unwrap().to_owned())
+        .map(|m| match m.payload.is_empty() {
+            true => String::new(),
+            false => m.json()["state"].as_str().unwrap().to_owned(),
+        })
         .collect()
 }
 
@@ -110,14 +113,40 @@ async fn cameras_are_added_and_removed_without_a_restart() {
     let (status, applied) = delete(http, &format!("/api/cameras/{SECOND}"), Some(TOKEN));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&applied));
     assert_eq!(cameras(http), [CAMERA]);
+    // Subscribers see it stop, then its retained status cleared: a dashboard that lists the
+    // cameras from `cameras/+/status` does not keep a removed one as `stopped` for good.
+    let stopped_then_cleared =
+        |m: &[Message]| states(m, SECOND).ends_with(&["stopped".into(), String::new()]);
     let got = centre
-        .wait_until(Duration::from_secs(10), |m| {
-            states(m, SECOND).last().map(String::as_str) == Some("stopped")
-        })
+        .wait_until(Duration::from_secs(10), |m| stopped_then_cleared(m))
         .await;
+    assert!(stopped_then_cleared(&got), "{:?}", states(&got, SECOND));
+    let later = Subscriber::connect(
+        broker.port,
+        "dashboard-after-removal",
+        &format!("{PREFIX}/cameras/#"),
+        None,
+    )
+    .await;
+    later
+        .wait_until(Duration::from_secs(5), |m| !states(m, CAMERA).is_empty())
+        .await;
+    // The broker sends what it retains at once; a little longer for any straggler.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retained = later.snapshot();
     assert_eq!(
-        states(&got, SECOND).last().map(String::as_str),
-        Some("stopped")
+        states(&retained, CAMERA),
+        ["streaming"],
+        "the camera that stays"
+    );
+    let left: Vec<&str> = retained
+        .iter()
+        .filter(|m| m.topic.contains(SECOND))
+        .map(|m| m.topic.as_str())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the removed camera is still retained: {left:?}"
     );
     assert_eq!(delete(http, "/api/cameras/nobody", Some(TOKEN)).0, 400);
     // Its series leave /metrics with it: no `streaming = 1` for a camera that is gone.

@@ -587,7 +587,13 @@ impl Link {
         match command {
             LinkCommand::Publish { key, record } => self.queue.push(Item::Alert { key, record }),
             LinkCommand::Retain { topic, payload } => {
-                self.retained.insert(topic.clone(), payload);
+                // An empty payload clears the topic at the broker (`send` reads it as empty),
+                // and is not kept to be sent again after every reconnect.
+                if payload.is_empty() {
+                    self.retained.remove(&topic);
+                } else {
+                    self.retained.insert(topic.clone(), payload);
+                }
                 self.queue.push_status(topic, false);
             }
             LinkCommand::Notice { topic, payload } => {

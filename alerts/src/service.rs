@@ -600,6 +600,19 @@ impl Alerts {
         });
     }
 
+    /// Clears a camera's retained status and health (an empty retained message each), for a
+    /// camera removed from the configuration: a dashboard listing `cameras/+/status` would
+    /// show it `stopped` for good. Only for removal: a camera handed to another node keeps
+    /// its topics, which that node overwrites.
+    pub fn forget_camera(&self, camera: &str) {
+        for kind in ["status", "health"] {
+            let _ = self.inner.link.send(LinkCommand::Retain {
+                topic: format!("{}/cameras/{camera}/{kind}", self.inner.prefix),
+                payload: String::new(),
+            });
+        }
+    }
+
     /// Publishes a camera's current health (`sharpeyes.health/1` state: its problems, since
     /// when, its measures), retained on `{prefix}/cameras/{id}/health`.
     pub fn camera_health(&self, camera: &str, mut state: serde_json::Value) {
