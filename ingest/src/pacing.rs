@@ -111,7 +111,7 @@ pub(crate) async fn register(url: &Url) -> Registration {
 }
 
 /// The mark for a socket receiving `bytes_per_second`: what arrives in `window`, between 1
-/// (every byte wakes the reader) and [`MAX_MARK`].
+/// (every byte wakes the reader; also for a zero window) and [`MAX_MARK`].
 fn mark(bytes_per_second: f64, window: Duration) -> c_int {
     let bytes = (bytes_per_second * window.as_secs_f64()).clamp(1.0, MAX_MARK as f64);
     bytes as c_int
@@ -164,7 +164,6 @@ fn scan(endpoints: &[SocketAddr], window: Duration, seen: &mut HashMap<c_int, Se
         return;
     };
     let now = Instant::now();
-    let mut live = Vec::new();
     for entry in dir.flatten() {
         let Some(fd) = entry
             .file_name()
@@ -185,7 +184,6 @@ fn scan(endpoints: &[SocketAddr], window: Duration, seen: &mut HashMap<c_int, Se
         let Some(bytes) = bytes_received(fd) else {
             continue;
         };
-        live.push(fd);
         let previous = seen.get(&fd).filter(|s| s.inode == inode);
         let (rate, earlier, old_mark) = match previous {
             Some(s) => {
@@ -195,11 +193,7 @@ fn scan(endpoints: &[SocketAddr], window: Duration, seen: &mut HashMap<c_int, Se
             // First sight: no rate yet; the kernel's default stands.
             None => (0.0, 0.0, 1),
         };
-        let wanted = if window.is_zero() {
-            1
-        } else {
-            mark(rate.min(earlier), window)
-        };
+        let wanted = mark(rate.min(earlier), window);
         // Small changes are not worth a syscall; falling to 1 always is.
         let differs = (wanted - old_mark).abs() > old_mark / 4 || (wanted == 1) != (old_mark == 1);
         let set = if differs && set_mark(fd, wanted) {
@@ -218,7 +212,8 @@ fn scan(endpoints: &[SocketAddr], window: Duration, seen: &mut HashMap<c_int, Se
             },
         );
     }
-    seen.retain(|fd, _| live.contains(fd));
+    // Sockets not seen in this scan are closed (or no longer a camera's).
+    seen.retain(|_, s| s.at == now);
 }
 
 /// The peer of `fd` if it is a connected TCP socket.
