@@ -144,6 +144,7 @@ impl Cameras {
     /// the others alone.
     pub async fn apply(&self, new: &Config) -> Applied {
         sharpeyes_ingest::coalesce_reads(new.ingest.receive_coalesce);
+        sharpeyes_ingest::keyframe_decoders(new.ingest.keyframe_decoders);
         *self.desired.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(new.clone()));
         self.reconcile().await
     }

@@ -279,6 +279,11 @@ pub struct Ingest {
     /// interval of latency; `0s` reads every packet as it comes.
     #[serde(default = "default_receive_coalesce", with = "humantime_serde")]
     pub receive_coalesce: Duration,
+    /// Keyframes decoded at once across the node's cameras, first come, first served
+    /// (README, "Tuning guide"); absent: one per core this process may run on; `0`: every
+    /// camera's decoder runs whenever it has a keyframe.
+    #[serde(default)]
+    pub keyframe_decoders: Option<usize>,
 }
 
 impl Default for Ingest {
@@ -286,6 +291,7 @@ impl Default for Ingest {
         Self {
             allowed_networks: Vec::new(),
             receive_coalesce: default_receive_coalesce(),
+            keyframe_decoders: None,
         }
     }
 }

@@ -1013,6 +1013,27 @@ fn departments_take_known_hazards_under_a_topic_of_their_own() {
 }
 
 #[test]
+fn keyframe_decoders_default_to_the_cores_and_are_bounded() {
+    assert_eq!(parse(BASE).unwrap().config.ingest.keyframe_decoders, None);
+    let off = parse(&format!("{BASE}\n[ingest]\nkeyframe_decoders = 0\n"))
+        .unwrap()
+        .config;
+    assert_eq!(off.ingest.keyframe_decoders, Some(0));
+    let errs = errors(&format!("{BASE}\n[ingest]\nkeyframe_decoders = 5000\n"));
+    assert!(
+        errs.iter()
+            .any(|(line, path, _)| *line > 0 && path == "ingest.keyframe_decoders"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("{BASE}\n[ingest]\nkeyframe_decoders = -1\n"));
+    assert!(
+        errs.iter()
+            .any(|(_, path, _)| path == "ingest.keyframe_decoders"),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn receive_coalescing_defaults_to_20ms_and_is_bounded() {
     let c = parse(BASE).unwrap().config;
     assert_eq!(

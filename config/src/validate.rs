@@ -158,6 +158,13 @@ pub(crate) fn validate(src: &Source<'_>, lookup: &Lookup<'_>) -> (Config, Vec<Pr
             "use at most 200ms; 20ms (the default) reads a 25 fps camera about once a frame",
         );
     }
+    if ingest.keyframe_decoders.is_some_and(|n| n > 1024) {
+        v.error(
+            FieldPath::root().key("ingest").key("keyframe_decoders"),
+            "more keyframe decoders at once than any machine has cores",
+            "leave it out (one per core), or 0 to let every camera decode when it has a keyframe",
+        );
+    }
     let grids: Section<Grid> = v.array(src, "grids", "id");
     let models: Section<Model> = v.array(src, "models", "name");
     let hazards: Section<Hazard> = v.array(src, "hazards", "name");

@@ -33,6 +33,7 @@ mod start;
 pub mod decode;
 mod libav;
 mod pacing;
+mod turns;
 
 pub use camera::{CameraCounters, CameraHandle, CameraState, Timeouts};
 pub use error::{Error, ErrorKind, panic_message};
@@ -42,6 +43,7 @@ pub use probe::{ProbeReport, probe, probe_hint, profile_name};
 pub use sensors::{Rejected, SensorReading, SensorRegistry};
 pub use simulator::{ScheduledAlarm, ScheduledScene, SensorSimulator, Simulator, SimulatorConfig};
 pub use start::{login_url, start_camera};
+pub use turns::keyframe_decoders;
 
 /// One backend on its own, without a `[[cameras]]` entry: for the tests and benches that
 /// measure or break one part. The service starts cameras with [`start_camera`].

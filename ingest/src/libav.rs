@@ -29,6 +29,7 @@ use libloading::Library;
 use crate::cpu::{self, Stage};
 use crate::decode::{Codec, DecodeCounters};
 use crate::frame::Frame;
+use crate::turns;
 
 /// FFmpeg releases whose leading `AVPacket`/`AVFrame` fields are laid out as below:
 /// (libavcodec, libavutil, libswscale) major versions.
@@ -347,6 +348,8 @@ fn run(
 ) {
     let mut wanted: VecDeque<(i64, Wanted)> = VecDeque::new();
     while let Ok(unit) = units.recv() {
+        // Keyframes take turns across cameras (`turns`); a full-rate decoder runs freely.
+        let _turn = unit.intra_only.then(turns::wait_for_turn).flatten();
         let start = cpu::thread_now();
         let mut scaling = std::time::Duration::ZERO;
         if let Some(w) = unit.wanted {

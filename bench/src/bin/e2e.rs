@@ -65,6 +65,11 @@ struct Args {
     /// of a camera's stream waits in its socket to be read at once; 0 reads every packet.
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=200))]
     receive_coalesce: Option<u64>,
+    /// `[ingest] keyframe_decoders` (default: the service's, one per core it may run on):
+    /// keyframes decoded at once, first come, first served; 0 lets every camera's decoder
+    /// run whenever it has a keyframe.
+    #[arg(long)]
+    keyframe_decoders: Option<usize>,
     /// Each simulated camera's keyframes at their own time in the GOP, as independent
     /// cameras' are; `false`: every camera's keyframe in the same instant, every GOP.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
         motion: a.motion,
         forced_interval_s: a.forced_interval,
         receive_coalesce_ms: a.receive_coalesce,
+        keyframe_decoders: a.keyframe_decoders,
         stagger_gops: a.stagger_gops,
         backend: a.backend,
         stop_at_first_miss: !a.all_steps,

@@ -91,6 +91,9 @@ pub struct Options {
     /// `[ingest] receive_coalesce` in milliseconds; `None`: the configuration's default.
     #[serde(default)]
     pub receive_coalesce_ms: Option<u64>,
+    /// `[ingest] keyframe_decoders`; `None`: the configuration's default (one per core).
+    #[serde(default)]
+    pub keyframe_decoders: Option<usize>,
     /// Each simulated camera's keyframes at their own time in the GOP, as independent
     /// cameras' are (`stagger_gops`); `false`: all together, every GOP.
     #[serde(default = "yes")]
@@ -132,6 +135,7 @@ impl Options {
             motion: true,
             forced_interval_s: None,
             receive_coalesce_ms: None,
+            keyframe_decoders: None,
             stagger_gops: true,
             backend: "retina".into(),
             stop_at_first_miss: true,
@@ -470,6 +474,22 @@ pub fn camera_id(n: usize) -> String {
 
 const PREFIX: &str = "bench";
 
+/// `[ingest]` with what the options set, or nothing.
+fn ingest_section(options: &Options) -> String {
+    let mut lines = String::new();
+    if let Some(ms) = options.receive_coalesce_ms {
+        lines += &format!("receive_coalesce = \"{ms}ms\"\n");
+    }
+    if let Some(n) = options.keyframe_decoders {
+        lines += &format!("keyframe_decoders = {n}\n");
+    }
+    if lines.is_empty() {
+        lines
+    } else {
+        format!("[ingest]\n{lines}\n")
+    }
+}
+
 fn service_config(
     options: &Options,
     pipeline: Pipeline,
@@ -497,9 +517,7 @@ enabled = {motion}
 {forced}{GRIDS}{fire}"#,
         data = dir.join("data").display(),
         motion = options.motion,
-        ingest = (options.receive_coalesce_ms)
-            .map(|ms| format!("[ingest]\nreceive_coalesce = \"{ms}ms\"\n\n"))
-            .unwrap_or_default(),
+        ingest = ingest_section(options),
         forced = (options.forced_interval_s)
             .map(|s| format!("forced_interval = \"{s}s\"\n"))
             .unwrap_or_default(),

@@ -219,6 +219,7 @@ fn the_config_has_every_camera_with_the_pipelines_sampling() {
     let o = Options {
         forced_interval_s: Some(30),
         receive_coalesce_ms: Some(0),
+        keyframe_decoders: Some(0),
         ..o
     };
     let text = service_config(&o, Pipeline::FullDecode, 3, dir, 1883, 8554);
@@ -256,6 +257,7 @@ fn the_config_has_every_camera_with_the_pipelines_sampling() {
     assert_eq!(config.cameras.len(), 3);
     assert_eq!(config.motion.forced_interval, Duration::from_secs(30));
     assert!(config.ingest.receive_coalesce.is_zero());
+    assert_eq!(config.ingest.keyframe_decoders, Some(0));
     assert_eq!(config.http.listen.port(), 0, "the service picks its port");
     let text = service_config(&o, Pipeline::Sharpeyes, 1, dir, 1883, 8554);
     assert!(text.contains("sampling = \"keyframes\""));
