@@ -521,10 +521,7 @@ fn settle(
         let found = match parse(&left) {
             Ok(loaded) => {
                 for (k, e) in left.iter().enumerate() {
-                    checked[e.at].result = match loaded.config.cameras.get(index + k) {
-                        Some(camera) => Ok((camera.clone(), e.text.clone())),
-                        None => Err(vec![("(row)".into(), "not read as a camera".into())]),
-                    };
+                    checked[e.at].result = camera_of(&loaded.config, index + k, e);
                 }
                 return;
             }
@@ -554,14 +551,23 @@ fn settle(
     }
     for e in left {
         checked[e.at].result = match parse(&[e]) {
-            Ok(loaded) => match loaded.config.cameras.get(index) {
-                Some(camera) => Ok((camera.clone(), e.text.clone())),
-                None => Err(vec![("(row)".into(), "not read as a camera".into())]),
-            },
+            Ok(loaded) => camera_of(&loaded.config, index, e),
             Err(found) => Err((found.errors())
                 .map(|p| (column_of(p, e.from_host), problem_text(p)))
                 .collect()),
         };
+    }
+}
+
+/// The camera the configuration read from entry `e`, the `i`th of its cameras.
+fn camera_of(
+    config: &Config,
+    i: usize,
+    e: &Entry,
+) -> Result<(Camera, String), Vec<(String, String)>> {
+    match config.cameras.get(i) {
+        Some(camera) => Ok((camera.clone(), e.text.clone())),
+        None => Err(vec![("(row)".into(), "not read as a camera".into())]),
     }
 }
 
@@ -877,12 +883,7 @@ mod tests {
             include_str!("../fixtures/config/fire.toml"),
             "\n[credentials.unit-login]\nuser = \"u\"\npassword = \"p\"\nnetworks = [\"10.0.0.0/8\"]\n",
         );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
-        let dirs = [dir.path().to_owned()];
-        let config = Config::parse(text, Path::new("c.toml"), &dirs)
-            .unwrap()
-            .config;
+        let (_models, dirs, config) = parsed(text);
         let (mut cameras, mut refused) = (0, 0);
         let plain = read_csv(&format!("{HEADER}{SAMPLE}")).unwrap();
         for c in check_rows(&plain, text, Path::new("c.toml"), &dirs, &config) {
@@ -934,6 +935,18 @@ mod tests {
         );
     }
 
+    /// `text` parsed as `c.toml`, with an empty stand-in for the fire model in a model
+    /// folder that lives as long as the first value.
+    fn parsed(text: &str) -> (tempfile::TempDir, [PathBuf; 1], Config) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
+        let dirs = [dir.path().to_owned()];
+        let config = Config::parse(text, Path::new("c.toml"), &dirs)
+            .unwrap()
+            .config;
+        (dir, dirs, config)
+    }
+
     #[test]
     fn rows_checked_together_get_their_own_problems_and_cameras() {
         let text = concat!(
@@ -943,12 +956,7 @@ mod tests {
             "\n[[cameras]]\nid = \"32132200131320000001\"\nname = \"北门\"\nkind = \"sharp-eyes\"\n",
             "url = \"rtsp://10.0.0.1/1\"\ngrid = \"321322-001-003-07\"\nhazards = [\"fire\"]\n",
         );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("fire_smoke_yolov8.onnx"), b"").unwrap();
-        let dirs = [dir.path().to_owned()];
-        let config = Config::parse(text, Path::new("c.toml"), &dirs)
-            .unwrap()
-            .config;
+        let (_models, dirs, config) = parsed(text);
         let rows = read_csv(concat!(
             "id,name,unit,grid,hazards,url,credentials\n",
             "32132200531320000002,甲,甲店,321322-001-003-07,fire,rtsp://10.0.0.2/1,\n",

@@ -121,7 +121,6 @@ impl Drop for Turn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     fn queue(limit: usize) -> &'static Queue {
