@@ -74,15 +74,36 @@ def machine():
     return out
 
 
-def decode_worker(path, seconds, barrier, queue, latency_zero):
+def _guarded(loop, args, barrier, queue):
     try:
-        decode_loop(path, seconds, barrier, queue, latency_zero)
-    except Exception as e:  # noqa: BLE001 - let the other sessions stop at once
+        queue.put(loop(*args, barrier))
+    except Exception as e:  # noqa: BLE001 - let the other processes stop at once
         barrier.abort()
         queue.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def decode_loop(path, seconds, barrier, queue, latency_zero):
+def run_together(loop, args, procs, timeout):
+    """`procs` processes each run `loop(*args, barrier)` and start measuring together at
+    the barrier; returns their results, or raises the first one's error."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(procs), ctx.Queue()
+    ps = [
+        ctx.Process(target=_guarded, args=(loop, args, barrier, queue)) for _ in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    got = [queue.get(timeout=timeout) for _ in ps]
+    for p in ps:
+        p.join(timeout=30)
+    errors = [g["error"] for g in got if "error" in g]
+    if errors:
+        raise RuntimeError(errors[0])
+    return got
+
+
+def decode_loop(path, seconds, latency_zero, barrier):
     import PyNvVideoCodec as nvc
 
     kwargs = {"gpuid": 0, "usedevicememory": True}
@@ -117,34 +138,17 @@ def decode_loop(path, seconds, barrier, queue, latency_zero):
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     calls.sort()
-    queue.put(
-        {
-            "frames": frames,
-            "wall": wall,
-            "cpu": cpu,
-            "warm_frames": warm,
-            "call_p50_ms": 1000 * calls[len(calls) // 2] if calls else None,
-        }
-    )
+    return {
+        "frames": frames,
+        "wall": wall,
+        "cpu": cpu,
+        "warm_frames": warm,
+        "call_p50_ms": 1000 * calls[len(calls) // 2] if calls else None,
+    }
 
 
 def decode_run(path, procs, seconds, latency_zero):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(procs), ctx.Queue()
-    ps = [
-        ctx.Process(target=decode_worker, args=(path, seconds, barrier, queue, latency_zero))
-        for _ in range(procs)
-    ]
-    for p in ps:
-        p.start()
-    got = [queue.get(timeout=seconds + 90) for _ in ps]
-    for p in ps:
-        p.join(timeout=30)
-    errors = [g["error"] for g in got if "error" in g]
-    if errors:
-        raise RuntimeError(errors[0])
+    got = run_together(decode_loop, (path, seconds, latency_zero), procs, seconds + 90)
     frames = sum(g["frames"] for g in got)
     wall = max(g["wall"] for g in got)
     cpu = sum(g["cpu"] for g in got)
@@ -273,28 +277,24 @@ def inference(d):
     return rows
 
 
-def infer_worker(path, side, batch, seconds, barrier, queue):
-    try:
-        import onnx2torch
-        import torch
+def infer_loop(path, side, batch, seconds, barrier):
+    import onnx2torch
+    import torch
 
-        torch.backends.cudnn.benchmark = True
-        net = onnx2torch.convert(load_detector(path)).cuda().eval()
-        xb = torch.rand(batch, 3, side, side, device="cuda")
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-            for _ in range(5):
-                net(xb)
-            torch.cuda.synchronize()
-            barrier.wait(timeout=120)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                net(xb)
-                n += 1
-            torch.cuda.synchronize()
-            queue.put({"frames": n * batch, "wall": time.perf_counter() - t0})
-    except Exception as e:  # noqa: BLE001
-        barrier.abort()
-        queue.put({"error": f"{type(e).__name__}: {e}"})
+    torch.backends.cudnn.benchmark = True
+    net = onnx2torch.convert(load_detector(path)).cuda().eval()
+    xb = torch.rand(batch, 3, side, side, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+        for _ in range(5):
+            net(xb)
+        torch.cuda.synchronize()
+        barrier.wait(timeout=120)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            net(xb)
+            n += 1
+        torch.cuda.synchronize()
+        return {"frames": n * batch, "wall": time.perf_counter() - t0}
 
 
 @section("inference_processes")
@@ -303,25 +303,13 @@ def inference_processes(d):
     waiting (a batch of 16 took as long as a batch of 1). Several processes, as several
     inference workers would, show what the GPU itself gives. (CUDA graphs would too,
     but onnx2torch's layers copy from host memory inside the graph and capture fails.)"""
-    import multiprocessing as mp
-
     rows = []
     path = os.path.join(d, "fire_smoke_yolov8.f16.onnx")
     for procs in (2, 4, 8):
-        ctx = mp.get_context("spawn")
-        barrier, queue = ctx.Barrier(procs), ctx.Queue()
-        ps = [
-            ctx.Process(target=infer_worker, args=(path, 320, 32, 5.0, barrier, queue))
-            for _ in range(procs)
-        ]
-        for p in ps:
-            p.start()
-        got = [queue.get(timeout=240) for _ in ps]
-        for p in ps:
-            p.join(timeout=30)
-        errors = [g["error"] for g in got if "error" in g]
-        if errors:
-            rows.append({"processes": procs, "error": errors[0]})
+        try:
+            got = run_together(infer_loop, (path, 320, 32, 5.0), procs, 240)
+        except RuntimeError as e:
+            rows.append({"processes": procs, "error": str(e)})
             log(json.dumps(rows[-1]))
             break
         row = {
