@@ -85,9 +85,9 @@ struct Made {
     alert: Alert,
     snapshot: Option<Snapshot>,
     fused: bool,
-    /// A video alert's confirming frame: kept without boxes once the alert is queued, the
-    /// picture its learning material is made of if an operator judges it.
-    frame: Option<Arc<sharpeyes_ingest::Frame>>,
+    /// A video alert's confirming frame without boxes: the picture its learning material is
+    /// made of if an operator judges it, kept before the alert is published.
+    clean: Option<Snapshot>,
 }
 
 struct FusionStage {
@@ -158,6 +158,7 @@ impl FusionStage {
             .collect();
         let snapshot = self.render(&camera.id, &frame.rgb, frame.width, frame.height, &boxes);
         self.snapshot.observe(started.elapsed().as_secs_f64());
+        let clean = self.render(&camera.id, &frame.rgb, frame.width, frame.height, &[]);
         let size = FrameSize {
             width: frame.width,
             height: frame.height,
@@ -180,27 +181,23 @@ impl FusionStage {
             alert,
             snapshot,
             fused: !fused.is_empty(),
-            frame: Some(frame),
+            clean,
         })
     }
 
     /// Hands an alert to the alert service; `counter` counts it once it is queued.
     async fn submit(&self, made: Made, counter: Option<&AtomicU64>) {
         let (id, hazard) = (made.alert.id.clone(), made.alert.hazard.clone());
-        let camera = (made.alert.camera.as_ref()).map_or_else(|| "-".to_owned(), |c| c.id.clone());
         let started = Instant::now();
-        let submitted = self.alerts.submit(made.alert, made.snapshot.as_ref()).await;
+        let clean = made.clean.as_ref().map(|c| c.jpeg.as_slice());
+        let submitted = (self.alerts)
+            .submit_with_frame(made.alert, made.snapshot.as_ref(), clean)
+            .await;
         self.publish.observe(started.elapsed().as_secs_f64());
         match submitted {
             Ok(Submitted::Queued { .. }) => {
                 if let Some(c) = counter {
                     c.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(frame) = made.frame {
-                    let clean = self.render(&camera, &frame.rgb, frame.width, frame.height, &[]);
-                    if let Some(clean) = clean {
-                        self.alerts.keep_frame(&id, &clean.jpeg).await;
-                    }
                 }
             }
             // Logged and counted by the alert service.
@@ -273,7 +270,7 @@ impl FusionStage {
             alert,
             snapshot,
             fused: false,
-            frame: None,
+            clean: None,
         })
     }
 

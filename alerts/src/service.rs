@@ -453,8 +453,20 @@ impl Alerts {
     /// Cooldown, snapshot, outbox, escalation schedule, then publish. See the module docs.
     pub async fn submit(
         &self,
+        alert: Alert,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Submitted, Error> {
+        self.submit_with_frame(alert, snapshot, None).await
+    }
+
+    /// As [`Self::submit`], and keeps a video alert's `clean_frame` (see [`Self::keep_frame`])
+    /// before the alert can reach anyone: an operator who judges it the moment it arrives
+    /// must find its frame kept, or the alert is lost for export.
+    pub async fn submit_with_frame(
+        &self,
         mut alert: Alert,
         snapshot: Option<&Snapshot>,
+        clean_frame: Option<&[u8]>,
     ) -> Result<Submitted, Error> {
         let inner = &self.inner;
         let waiting = inner.stats.alerts_waiting.load(Ordering::Relaxed);
@@ -486,6 +498,9 @@ impl Alerts {
         if let Some(snap) = snapshot {
             let inline = inner.settings.inline_snapshots;
             alert.snapshot = Some(self.store_snapshot(&alert.id, snap, inline).await);
+        }
+        if let Some(jpeg) = clean_frame {
+            self.keep_frame(&alert.id, jpeg).await;
         }
         if alert.node.is_none() {
             alert.node = Some(self.node().to_owned());

@@ -2396,6 +2396,38 @@ async fn a_judged_alert_is_kept_with_its_frame_and_a_later_verdict_replaces_it()
     );
 }
 
+/// An operator may judge a video alert the moment it arrives: its clean frame, given with
+/// the alert, is kept before it is published, so the judged alert is kept with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_judged_the_moment_it_is_published_is_kept_with_its_frame() {
+    let broker = Mosquitto::start(false, &[]);
+    let config = config();
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let svc = Running::start(config.clone(), store.clone(), plain(broker.port)).await;
+    let start = std::time::SystemTime::now() - Duration::from_secs(1);
+    let submitted = svc
+        .alerts
+        .submit_with_frame(alert(&config, "fire", None), None, Some(b"clean frame"))
+        .await
+        .unwrap();
+    let Submitted::Queued { id, .. } = submitted else {
+        panic!("not queued: {submitted:?}");
+    };
+    let verdict = AckRequest {
+        verdict: Some(sharpeyes_alerts::Verdict::FalseAlarm),
+        ..AckRequest::default()
+    };
+    svc.alerts.acknowledge(&id, verdict, None).await.unwrap();
+    let kept = store.judged_since(start).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        store.judged_frame(&id).await.unwrap().as_deref(),
+        Some(&b"clean frame"[..]),
+        "judged before anything else could keep its frame"
+    );
+    svc.shutdown().await;
+}
+
 /// Mutes live in Redis; each node's spool keeps a copy of what it last read there, so a
 /// node restarted while Redis is down still mutes what operators muted, and cannot change
 /// them until Redis answers.
