@@ -93,6 +93,10 @@ pub fn load_models(config: &Config, install: &Install) -> Result<Models, String>
     Models::load(config, runtime).map_err(|e| e.to_string())
 }
 
+/// How long the ready file waits for the broker to take the subscriptions: a broker that
+/// is down at start delays it no longer than this.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Tells whoever started the service where it listens, once it does: JSON with the HTTP
 /// address (`[http] listen` may ask for port 0), the broker and the topic prefix, written
 /// whole (a temporary file renamed) so a reader never sees half of it.
@@ -178,6 +182,13 @@ pub fn run(file: &Path, ready_file: Option<&Path>, overrides: Overrides) -> Exit
             );
         }
         if let Some(path) = ready_file {
+            // Whoever reads the file may send readings at once: let them be heard.
+            if !service.subscribed(READY_WAIT).await {
+                tracing::warn!(
+                    waited = ?READY_WAIT,
+                    "writing the ready file before the broker took this node's subscriptions: readings sent now are lost"
+                );
+            }
             if let Err(e) = write_ready_file(path, e) {
                 report_error(&e);
                 service.stop().await;

@@ -237,6 +237,8 @@ async fn ready(State(state): State<AppState>) -> Response {
         let stats = service.alerts.stats();
         if !stats.connected {
             missing.push("the MQTT broker is not connected".to_owned());
+        } else if !stats.subscribed {
+            missing.push("the MQTT broker has not yet taken this node's subscriptions (operators' acknowledgements, sensor readings)".to_owned());
         }
         missing.extend(service.health.problems());
         missing.extend(service.platform.as_ref().and_then(|p| p.problem()));

@@ -50,6 +50,7 @@ pub struct Endpoints {
 /// The running service.
 pub struct Service {
     pub endpoints: Endpoints,
+    alerts: Alerts,
     cameras: Arc<Cameras>,
     control: mpsc::Sender<Control>,
     /// Stops the sensor stage, the API and the control loop.
@@ -262,6 +263,7 @@ impl Service {
         );
         Ok(Service {
             endpoints,
+            alerts,
             cameras,
             control,
             intake,
@@ -277,6 +279,13 @@ impl Service {
                 .collect(),
             _broker: embedded,
         })
+    }
+
+    /// Waits up to `limit` for the broker to take this node's subscriptions (operators'
+    /// acknowledgements, sensor readings): a message sent on them before reaches nobody, as
+    /// the broker keeps none for a node not yet subscribed. Whether it did.
+    pub async fn subscribed(&self, limit: Duration) -> bool {
+        self.alerts.wait_subscribed(limit).await
     }
 
     /// Where SIGHUP and the API send camera changes.

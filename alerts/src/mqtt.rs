@@ -704,6 +704,16 @@ impl Link {
                     self.queue.push_status(topic, true);
                 }
             }
+            // The one SUBSCRIBE of this connection (`subscribe_first`).
+            Incoming::SubAck(ack) => {
+                let refused = (ack.return_codes.iter())
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    tracing::error!(broker = %self.settings.broker(), refused, "the broker refused subscriptions of this node (operators' acknowledgements, sensor readings): check its ACL for this client");
+                }
+                self.stats.subscribed.store(true, Ordering::Relaxed);
+            }
             Incoming::PubAck(ack) => {
                 let Some(flight) = self.in_flight.remove(&ack.pkid) else {
                     tracing::debug!(pkid = ack.pkid, "PUBACK for no publish of ours");
@@ -795,6 +805,7 @@ impl Link {
     fn down(&mut self) -> Duration {
         self.connected = false;
         self.stats.connected.store(false, Ordering::Relaxed);
+        self.stats.subscribed.store(false, Ordering::Relaxed);
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         wait
@@ -814,6 +825,7 @@ impl Link {
             self.eventloop.clean();
             self.connected = false;
             self.stats.connected.store(false, Ordering::Relaxed);
+            self.stats.subscribed.store(false, Ordering::Relaxed);
         }
     }
 
@@ -880,6 +892,7 @@ struct Disconnected(Arc<Stats>);
 impl Drop for Disconnected {
     fn drop(&mut self) {
         self.0.connected.store(false, Ordering::Relaxed);
+        self.0.subscribed.store(false, Ordering::Relaxed);
     }
 }
 

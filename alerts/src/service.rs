@@ -190,6 +190,9 @@ fn refused(severity: &str, waiting: usize, limit: usize) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertStats {
     pub connected: bool,
+    /// The broker took the subscriptions: operators' acknowledgements and sensor readings
+    /// are heard (nothing keeps them for a node that is not yet subscribed).
+    pub subscribed: bool,
     pub submitted: u64,
     pub suppressed: u64,
     pub published: u64,
@@ -319,6 +322,7 @@ impl Alerts {
         let s = &self.inner.stats;
         AlertStats {
             connected: s.connected.load(Ordering::Relaxed),
+            subscribed: s.subscribed.load(Ordering::Relaxed),
             submitted: s.submitted.load(Ordering::Relaxed),
             suppressed: s.suppressed.load(Ordering::Relaxed),
             published: s.published.load(Ordering::Relaxed),
@@ -339,6 +343,18 @@ impl Alerts {
             inbound_dropped: s.inbound_dropped.load(Ordering::Relaxed),
             dead_letters: s.dead_letters.load(Ordering::Relaxed),
         }
+    }
+
+    /// Waits up to `limit` for the broker to take this node's subscriptions; whether it did.
+    pub async fn wait_subscribed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.inner.stats.subscribed.load(Ordering::Relaxed) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// The alerts this node queued lately, newest first.

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub(crate) struct Stats {
     pub connected: AtomicBool,
+    /// The broker took this connection's subscriptions (acknowledgements, sensor readings).
+    pub subscribed: AtomicBool,
     pub submitted: AtomicU64,
     pub suppressed: AtomicU64,
     /// Alert messages the broker acknowledged (escalations and duplicates included).
