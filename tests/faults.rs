@@ -13,6 +13,13 @@ const PREFIX: &str = "se-faults";
 const TOKEN: &str = "faults-t0ken";
 const FLOOD: usize = 10_000;
 
+/// The sensor both tests send readings for, on the test grid.
+fn gas_sensor() -> String {
+    format!(
+        "\n[[sensors]]\nid = \"gas-1\"\ntype = \"gas\"\nunit = \"%LEL\"\ngrid = \"{GRID}\"\nabove = 20.0\ninterval = \"1h\"\n"
+    )
+}
+
 /// Needs `make setup` (ONNX Runtime and the models).
 ///
 /// 10,000 bad readings on a sensor's topic over about 8 s, while the camera starts showing a
@@ -43,9 +50,7 @@ async fn a_flood_of_bad_readings_does_not_hold_back_a_fire_alert() {
     let dir = tempfile::tempdir().unwrap();
     let text = service(dir.path(), "faults-node", broker.port, PREFIX, Some(TOKEN))
         + &fire_camera(CAMERA, &sim.url(1))
-        + &format!(
-            "\n[[sensors]]\nid = \"gas-1\"\ntype = \"gas\"\nunit = \"%LEL\"\ngrid = \"{GRID}\"\nabove = 20.0\ninterval = \"1h\"\n"
-        );
+        + &gas_sensor();
     let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
 
     // The ready file waits for the service's subscriptions
@@ -189,10 +194,7 @@ async fn a_reading_sent_the_moment_the_service_is_ready_is_heard() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let text = service(dir.path(), "ready-node", slow.port, PREFIX, Some(TOKEN))
-        + &format!(
-            "\n[[sensors]]\nid = \"gas-1\"\ntype = \"gas\"\nunit = \"%LEL\"\ngrid = \"{GRID}\"\nabove = 20.0\ninterval = \"1h\"\n"
-        );
+    let text = service(dir.path(), "ready-node", slow.port, PREFIX, Some(TOKEN)) + &gas_sensor();
     let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
     letters
         .publish(&format!("{PREFIX}/sensors/gas-1"), b"{first")
