@@ -549,12 +549,20 @@ async fn a_dead_nodes_unsent_alerts_are_published_by_a_survivor() {
     .await;
     broker.stop();
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start = |i: usize, id: &str| {
-        let text = node_config(dirs[i].path(), broker.port, redis.port, &sim);
-        start_node(dirs[i].path(), &text, id)
-    };
-    let a = start(0, "node-a");
-    let b = start(1, "node-b");
+    let texts: Vec<String> = (dirs.iter())
+        .map(|d| node_config(d.path(), broker.port, redis.port, &sim))
+        .collect();
+    // Both at once: with the broker down each waits 5 s for its subscriptions before it
+    // says it is ready, and a node alone that long alerts for every camera first (the
+    // cooldown is the cluster's, so the other's alerts would be suppressed).
+    let (a, b) = std::thread::scope(|s| {
+        let start = |i: usize, id: &'static str| {
+            let (dir, text) = (dirs[i].path(), &texts[i]);
+            s.spawn(move || start_node(dir, text, id))
+        };
+        let (a, b) = (start(0, "node-a"), start(1, "node-b"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
     let (_, owners) = settle(&[&a, &b], Duration::from_secs(40));
     let b_cameras = on(&owners, "node-b").len();
     assert!(b_cameras > 0, "{owners:?}");
