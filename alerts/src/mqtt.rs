@@ -804,8 +804,7 @@ impl Link {
     /// Marks the connection down; returns how long to wait before reconnecting.
     fn down(&mut self) -> Duration {
         self.connected = false;
-        self.stats.connected.store(false, Ordering::Relaxed);
-        self.stats.subscribed.store(false, Ordering::Relaxed);
+        self.stats.link_down();
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         wait
@@ -824,8 +823,7 @@ impl Link {
             tracing::warn!(broker = %self.settings.broker(), "a publish waited {timeout:?} for its PUBACK; reconnecting to re-send");
             self.eventloop.clean();
             self.connected = false;
-            self.stats.connected.store(false, Ordering::Relaxed);
-            self.stats.subscribed.store(false, Ordering::Relaxed);
+            self.stats.link_down();
         }
     }
 
@@ -891,8 +889,7 @@ struct Disconnected(Arc<Stats>);
 
 impl Drop for Disconnected {
     fn drop(&mut self) {
-        self.0.connected.store(false, Ordering::Relaxed);
-        self.0.subscribed.store(false, Ordering::Relaxed);
+        self.0.link_down();
     }
 }
 

@@ -43,6 +43,15 @@ pub(crate) struct Stats {
     pub dispatched: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
+impl Stats {
+    /// The connection is gone, and its subscriptions with it.
+    pub fn link_down(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connected.store(false, Relaxed);
+        self.subscribed.store(false, Relaxed);
+    }
+}
+
 /// Runs `work` (one escalation, one acknowledgement): a panic in it is logged with `what`,
 /// counted in `stats.panics`, and answered with `None`, so the loop goes on with the next.
 /// Whatever an escalation in the shared store or a message on the broker holds, it must not
