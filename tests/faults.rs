@@ -212,6 +212,102 @@ async fn a_reading_sent_the_moment_the_service_is_ready_is_heard() {
     );
 }
 
+/// Needs `make setup` (the models).
+///
+/// A broker that lets the node in but refuses every subscription (a site's ACL, or a hostile
+/// broker): the SUBACK says 0x80 for each filter. The node still starts without waiting out
+/// its bound, and its log says the broker refused its subscriptions, without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_the_subscriptions_is_named_in_the_log() {
+    const PASSWORD: &str = "refused-pa55word";
+    let (port, broker) = refusing_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = service(dir.path(), "refused-node", port, PREFIX, Some(TOKEN)).replace(
+        &format!("prefix = \"{PREFIX}\""),
+        &format!("prefix = \"{PREFIX}\"\nusername = \"sharpeyes\"\npassword = \"{PASSWORD}\""),
+    ) + &gas_sensor();
+    let svc = Service::run(env!("CARGO_BIN_EXE_sharpeyes"), dir.path(), &text, "warn");
+    let (_, log) = svc.stop(Duration::from_secs(20));
+    broker.abort();
+    assert!(
+        log.contains("the broker refused subscriptions of this node"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("writing the ready file before the broker took"),
+        "a refusal is an answer: no need to wait out the bound\n{log}"
+    );
+    assert!(!log.contains(PASSWORD), "{log}");
+}
+
+/// An MQTT 3.1.1 broker on a free loopback port that accepts every connection and every
+/// publish, and refuses every subscription (SUBACK 0x80 per filter). Ends with its task.
+async fn refusing_broker() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut peer, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // At most 1000 packets a connection, each at most 1 MiB.
+                for _ in 0..1000 {
+                    let mut first = [0u8; 1];
+                    if peer.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let (mut len, mut shift) = (0usize, 0);
+                    for _ in 0..4 {
+                        let mut b = [0u8; 1];
+                        if peer.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        len |= usize::from(b[0] & 0x7f) << shift;
+                        shift += 7;
+                        if b[0] & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    if len > 1 << 20 {
+                        return;
+                    }
+                    let mut body = vec![0u8; len];
+                    if peer.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let reply = match first[0] >> 4 {
+                        1 => vec![0x20, 2, 0, 0],
+                        // QoS 1 publishes get their PUBACK (packet id after the topic).
+                        3 if first[0] & 0x06 == 0x02 && body.len() >= 2 => {
+                            let at = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
+                            match body.get(at..at + 2) {
+                                Some(id) => vec![0x40, 2, id[0], id[1]],
+                                None => return,
+                            }
+                        }
+                        8 if body.len() >= 2 => {
+                            // Filters: a 2-byte length, the filter, a QoS byte each.
+                            let (mut at, mut filters) = (2, 0u8);
+                            while at + 2 <= body.len() {
+                                at += 3 + usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+                                filters += 1;
+                            }
+                            let mut suback = vec![0x90, 2 + filters, body[0], body[1]];
+                            suback.extend(std::iter::repeat_n(0x80, usize::from(filters)));
+                            suback
+                        }
+                        12 => vec![0xd0, 0],
+                        _ => continue,
+                    };
+                    if peer.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
 /// utime + stime of process `pid`, in seconds (Linux `/proc`).
 fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc is there");
